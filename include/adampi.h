@@ -1,0 +1,239 @@
+/*
+ * adampi.h - AdamP and SGDP (Heo et al., ICLR 2021) as a ZeRO-style sharded optimizer over MPI.
+ *
+ * The caller registers its parameter tensors (name, shape, group) in the same order on every rank
+ * and commits the layout. The library lays the tensors out in one flat float32 buffer in that order,
+ * gives every rank one contiguous shard {lo, hi} of it, keeps optimizer state for that shard only,
+ * and updates the shard at each step exactly as the official PyTorch package `adamp` 0.3.0 does
+ * (see SPEC.md), with bitwise identical results on any number of ranks.
+ *
+ * What this header is not: it has no I/O (checkpoints come with their own functions) and no model.
+ *
+ * Conventions: "Collective" functions must be called by every rank of the optimizer's communicator
+ * in the same order; they return the same status on every rank. "Local" functions involve no
+ * communication. Every function returning adampi_status leaves the handle usable on error, and the
+ * message of the first failure is available from adampi_last_error().
+ */
+#ifndef ADAMPI_H
+#define ADAMPI_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define ADAMPI_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define ADAMPI_API __attribute__((visibility("default")))
+#else
+#define ADAMPI_API
+#endif
+
+#define ADAMPI_VERSION_MAJOR 0
+#define ADAMPI_VERSION_MINOR 1
+#define ADAMPI_VERSION_PATCH 0
+#define ADAMPI_VERSION_STRING "0.1.0"
+
+/* Largest tensor rank accepted at registration. */
+#define ADAMPI_MAX_NDIM 8
+/* Longest tensor name, excluding the terminating NUL. */
+#define ADAMPI_MAX_NAME 255
+
+/* Status codes: X(name, value, description). One table generates the enum and adampi_strerror. */
+#define ADAMPI_STATUS_TABLE(X)                                                                  \
+  X(ADAMPI_OK, 0, "success")                                                                    \
+  X(ADAMPI_ERR_ARG, 1, "invalid argument")                  /* NULL pointer, bad value */        \
+  X(ADAMPI_ERR_HPARAM, 2, "invalid hyper-parameter")        /* out of range or non-finite */     \
+  X(ADAMPI_ERR_STATE, 3, "call not valid in this state")    /* e.g. step before commit */        \
+  X(ADAMPI_ERR_MISMATCH, 4, "ranks disagree")               /* registration or step inputs */    \
+  X(ADAMPI_ERR_NONFINITE, 5, "non-finite value")            /* NaN/Inf in gradient or param */   \
+  X(ADAMPI_ERR_NOMEM, 6, "out of memory")                   /* allocation failed */              \
+  X(ADAMPI_ERR_MPI, 7, "MPI error")                         /* an MPI call failed */             \
+  X(ADAMPI_ERR_IO, 8, "I/O error")                          /* file could not be read/written */ \
+  X(ADAMPI_ERR_FORMAT, 9, "bad file format")                /* file content is not as expected */ \
+  X(ADAMPI_ERR_PEER, 10, "another rank failed")             /* failure seen on another rank */
+
+typedef enum adampi_status {
+#define ADAMPI_X_ENUM(name, value, text) name = value,
+  ADAMPI_STATUS_TABLE(ADAMPI_X_ENUM)
+#undef ADAMPI_X_ENUM
+} adampi_status;
+
+/* Which optimizer a handle runs. */
+typedef enum adampi_kind {
+  ADAMPI_ADAMP = 0, /* AdamP: state m, v (8 bytes per shard element) */
+  ADAMPI_SGDP = 1   /* SGDP: state momentum buffer (4 bytes per shard element) */
+} adampi_kind;
+
+/* What a step does when a gradient or parameter value is NaN or Inf on any rank. */
+typedef enum adampi_nonfinite_policy {
+  ADAMPI_NONFINITE_ERROR = 0, /* change nothing, return ADAMPI_ERR_NONFINITE on every rank */
+  ADAMPI_NONFINITE_SKIP = 1   /* change nothing, return ADAMPI_OK and count a skipped step */
+} adampi_nonfinite_policy;
+
+/* Hyper-parameters of one parameter group. Fields that do not apply to the optimizer kind are
+ * ignored (AdamP ignores momentum and dampening; SGDP ignores beta1 and beta2). */
+typedef struct adampi_hparams {
+  double lr;           /* learning rate, >= 0 */
+  double beta1;        /* AdamP: first-moment decay, in [0, 1) */
+  double beta2;        /* AdamP: second-moment decay, in [0, 1) */
+  double eps;          /* >= 0: Adam denominator term and norm clamp of the projection */
+  double weight_decay; /* >= 0, decoupled (multiplies the weights) */
+  double delta;        /* >= 0, cosine threshold of the scale-invariance test */
+  double wd_ratio;     /* >= 0, weight-decay factor for projected tensors */
+  double momentum;     /* SGDP: >= 0, and < 1 when weight_decay > 0 */
+  double dampening;    /* SGDP: in [0, 1] */
+  int nesterov;        /* 0 or 1; SGDP: only with momentum > 0 and dampening == 0 */
+} adampi_hparams;
+
+/* Options of a handle, filled from adampi_config_defaults(). */
+typedef struct adampi_config {
+  adampi_kind kind;
+  adampi_nonfinite_policy nonfinite; /* default ADAMPI_NONFINITE_ERROR */
+} adampi_config;
+
+/* Which view projected a tensor at the last step (SPEC.md, "The projection"). */
+typedef enum adampi_view {
+  ADAMPI_VIEW_NONE = 0,    /* not projected: ndim <= 1, or neither test passed */
+  ADAMPI_VIEW_CHANNEL = 1, /* per output channel (rows of d0) */
+  ADAMPI_VIEW_LAYER = 2    /* the whole tensor as one row */
+} adampi_view;
+
+/* Diagnostics of one tensor at the last step that updated it. */
+typedef struct adampi_diag {
+  int updated;        /* 1 if the tensor had a gradient at the last step, else 0 (rest unchanged) */
+  adampi_view view;   /* which view projected it, if any */
+  double cos_channel; /* max over rows of |cos(g_r, w_r)| (0 for ndim <= 1) */
+  double cos_layer;   /* |cos(g, w)| over the whole tensor */
+  double weight_norm; /* ||w|| before the update */
+  double grad_norm;   /* ||g|| (the averaged gradient) */
+  int64_t step;       /* the tensor's own step counter after the update */
+} adampi_diag;
+
+/* Shape and place of one registered tensor in the flat buffer. */
+typedef struct adampi_tensor_info {
+  const char *name;               /* owned by the handle, valid until adampi_free */
+  int ndim;                       /* 0..ADAMPI_MAX_NDIM */
+  int64_t shape[ADAMPI_MAX_NDIM]; /* the first ndim entries are set */
+  int group;                      /* parameter group */
+  int64_t offset;                 /* first element in the flat buffer */
+  int64_t numel;                  /* product of the shape (1 for 0-d) */
+} adampi_tensor_info;
+
+/* Optimizer state arrays of a shard. */
+typedef enum adampi_state_kind {
+  ADAMPI_STATE_EXP_AVG = 0,    /* AdamP m */
+  ADAMPI_STATE_EXP_AVG_SQ = 1, /* AdamP v */
+  ADAMPI_STATE_MOMENTUM = 2    /* SGDP momentum buffer */
+} adampi_state_kind;
+
+typedef struct adampi adampi; /* opaque handle */
+
+/* Text of a status code; never NULL. Local. */
+ADAMPI_API const char *adampi_strerror(adampi_status status);
+
+/* AdamP defaults of SPEC.md (lr 1e-3, betas 0.9/0.999, eps 1e-8, delta 0.1, wd_ratio 0.1). Local. */
+ADAMPI_API adampi_hparams adampi_adamp_defaults(void);
+/* SGDP defaults of SPEC.md with the given learning rate (SGDP has no default lr). Local. */
+ADAMPI_API adampi_hparams adampi_sgdp_defaults(double lr);
+/* Config defaults for an optimizer kind: error policy ADAMPI_NONFINITE_ERROR. Local. */
+ADAMPI_API adampi_config adampi_config_defaults(adampi_kind kind);
+
+/* Check hyper-parameters for an optimizer kind. Local. Returns ADAMPI_ERR_HPARAM and writes a
+ * message naming the field and its value into msg (if msg != NULL, at most msg_len bytes). */
+ADAMPI_API adampi_status adampi_hparams_check(adampi_kind kind, const adampi_hparams *hp, char *msg,
+                                              size_t msg_len);
+
+/* Create a handle on a duplicate of comm (errors return, never abort). Collective over comm.
+ * On success *out owns the handle (free with adampi_free); on error *out is NULL and, if errbuf is
+ * not NULL, the message is written there. Every rank returns the same status. */
+ADAMPI_API adampi_status adampi_create(MPI_Comm comm, const adampi_config *cfg, adampi **out,
+                                       char *errbuf, size_t errbuf_len);
+
+/* Free the handle and its state and set *opt to NULL. NULL-safe. Collective (frees a communicator). */
+ADAMPI_API void adampi_free(adampi **opt);
+
+/* Message of the first failure since the last successful call (rank-prefixed where it helps). Local.
+ * Never NULL; owned by the handle. */
+ADAMPI_API const char *adampi_last_error(const adampi *opt);
+
+/* Add a parameter group; *group_id receives its index (0, 1, ...). Local; must be repeated
+ * identically on every rank (checked by adampi_commit). Returns ADAMPI_ERR_HPARAM on invalid values,
+ * ADAMPI_ERR_STATE after commit; nothing is added on error. */
+ADAMPI_API adampi_status adampi_add_group(adampi *opt, const adampi_hparams *hp, int *group_id);
+
+/* Register a tensor of shape[0..ndim) in group; *index receives its index (NULL allowed). Local;
+ * the same registrations must happen in the same order on every rank (checked by adampi_commit).
+ * Errors: empty, too long or duplicate name, ndim outside 0..8, a dimension < 1, unknown group,
+ * after commit. Nothing is registered on error. The name is copied. */
+ADAMPI_API adampi_status adampi_add_tensor(adampi *opt, const char *name, int ndim,
+                                           const int64_t *shape, int group, int *index);
+
+/* Fix the layout: checks that every rank registered the same groups and tensors, computes the flat
+ * layout and the shards, allocates and zeroes the shard's optimizer state. Collective. Every rank
+ * gets the same status; on ADAMPI_ERR_MISMATCH the message names the first tensor that differs and
+ * the ranks that differ. On error nothing is committed and registrations stay as they were. */
+ADAMPI_API adampi_status adampi_commit(adampi *opt);
+
+/* Number of registered tensors, elements of the flat buffer, groups. Local. */
+ADAMPI_API int adampi_num_tensors(const adampi *opt);
+ADAMPI_API int64_t adampi_numel(const adampi *opt);
+ADAMPI_API int adampi_num_groups(const adampi *opt);
+
+/* Shape and offset of tensor index (offset valid after commit). Local. ADAMPI_ERR_ARG if out of range. */
+ADAMPI_API adampi_status adampi_tensor(const adampi *opt, int index, adampi_tensor_info *info);
+
+/* The shard [*lo, *hi) of the flat buffer that rank `rank` (of the handle's communicator) owns.
+ * Local; valid after commit. ADAMPI_ERR_STATE before commit, ADAMPI_ERR_ARG for a bad rank. */
+ADAMPI_API adampi_status adampi_shard(const adampi *opt, int rank, int64_t *lo, int64_t *hi);
+
+/* Rank of the calling process in, and size of, the handle's communicator. Local. */
+ADAMPI_API int adampi_rank(const adampi *opt);
+ADAMPI_API int adampi_size(const adampi *opt);
+
+/* Read or replace the hyper-parameters of a group. Local, but every rank must make the same change
+ * before the next step (the step checks and fails with ADAMPI_ERR_MISMATCH otherwise). Invalid
+ * values return ADAMPI_ERR_HPARAM and change nothing. */
+ADAMPI_API adampi_status adampi_get_hparams(const adampi *opt, int group, adampi_hparams *hp);
+ADAMPI_API adampi_status adampi_set_hparams(adampi *opt, int group, const adampi_hparams *hp);
+/* Shorthand for changing the learning rate of a group (a schedule). Same rules as set_hparams. */
+ADAMPI_API adampi_status adampi_set_lr(adampi *opt, int group, double lr);
+
+/* Data-parallel step. Collective. params: the full flat buffer (adampi_numel floats), identical on
+ * every rank; grads: this rank's full local gradients. The library averages the gradients across
+ * ranks (reduce-scatter into the shard), updates its shard and all-gathers, so every rank ends with
+ * the same params. has_grad: one byte per tensor (0 = no gradient at this step: tensor untouched),
+ * identical on every rank, or NULL for all present. grads is not modified.
+ * On any error (including a NaN/Inf anywhere, under the error policy) params and optimizer state
+ * are unchanged on every rank and every rank returns the same status. */
+ADAMPI_API adampi_status adampi_step(adampi *opt, float *params, const float *grads,
+                                     const unsigned char *has_grad);
+
+/* Sharded step. Collective. param_shard and grad_shard hold this rank's shard [lo, hi) only
+ * (hi - lo floats each; may be NULL when the shard is empty); grad_shard holds gradients already
+ * averaged across ranks. Updates param_shard in place. Same has_grad and error rules as adampi_step. */
+ADAMPI_API adampi_status adampi_step_sharded(adampi *opt, float *param_shard, const float *grad_shard,
+                                             const unsigned char *has_grad);
+
+/* Diagnostics of tensor index after the last step (the same on every rank). Local. */
+ADAMPI_API adampi_status adampi_diag_get(const adampi *opt, int index, adampi_diag *diag);
+
+/* Steps taken (updates applied) and steps skipped under ADAMPI_NONFINITE_SKIP. Local. */
+ADAMPI_API int64_t adampi_steps_taken(const adampi *opt);
+ADAMPI_API int64_t adampi_steps_skipped(const adampi *opt);
+
+/* Step counter of tensor index (number of steps at which it had a gradient). Local; -1 if out of range. */
+ADAMPI_API int64_t adampi_tensor_step(const adampi *opt, int index);
+
+/* This rank's shard of a state array (hi - lo floats, owned by the handle), or NULL if the kind
+ * does not apply to the optimizer, before commit, or when the shard is empty. Local. */
+ADAMPI_API const float *adampi_state_shard(const adampi *opt, adampi_state_kind kind);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ADAMPI_H */

@@ -1,0 +1,87 @@
+/*
+ * adamp.c - the AdamP element kernels (SPEC.md "AdamP step"), over one contiguous range.
+ *
+ * Element maths is float32 with the operations in the order the official package performs them;
+ * scalars are computed in double and rounded to float once, as PyTorch does for Python scalars.
+ * The build disables contraction (-ffp-contract=off), so every clone of these loops rounds alike.
+ * The only sum, <w,u> over a row, uses the row's 16 lanes like every other sum (stats.c).
+ */
+#include "internal.h"
+
+#include <math.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
+#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ADAMPI_CLONES
+#endif
+
+adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor)
+{
+  adampi__coef c = {0};
+  double bc1 = 1.0 - pow(hp->beta1, (double)t); /* bias corrections of step t */
+  double bc2 = 1.0 - pow(hp->beta2, (double)t);
+  c.b1 = (float)hp->beta1;
+  c.omb1 = (float)(1.0 - hp->beta1);
+  c.b2 = (float)hp->beta2;
+  c.omb2 = (float)(1.0 - hp->beta2);
+  c.sqbc2 = (float)sqrt(bc2);
+  c.eps = (float)hp->eps;
+  c.step = (float)(hp->lr / bc1);
+  c.decay = hp->weight_decay > 0.0 ? (float)(1.0 - hp->lr * hp->weight_decay * wd_factor) : 1.0f;
+  c.nesterov = hp->nesterov;
+  return c;
+}
+
+/* The update direction u of one element, from the new moments. */
+static inline float direction(float g, float m, float v, const adampi__coef *c)
+{
+  float denom = sqrtf(v) / c->sqbc2 + c->eps; /* sqrt(v)/sqrt(bc2) + eps */
+  float num = c->nesterov ? c->b1 * m + c->omb1 * g : m;
+  return num / denom;
+}
+
+/* <w, u> over n elements with the moments as this step will make them; writes nothing. */
+ADAMPI_CLONES
+double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
+                        const adampi__coef *c)
+{
+  double acc[ADAMPI_LANES] = {0};
+  for (int64_t i = 0; i < n; i += ADAMPI_LANES) {
+    int64_t len = n - i < ADAMPI_LANES ? n - i : ADAMPI_LANES;
+    for (int64_t j = 0; j < len; j++) {
+      float mi = c->b1 * m[i + j] + c->omb1 * g[i + j];
+      float vi = c->b2 * v[i + j] + c->omb2 * g[i + j] * g[i + j];
+      acc[j] += (double)w[i + j] * (double)direction(g[i + j], mi, vi, c);
+    }
+  }
+  return adampi__lanes_sum(acc);
+}
+
+/* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
+ * weight decay, then the step (SPEC.md, in that order). */
+ADAMPI_CLONES
+void adampi__adamp_apply(const float *g, float *m, float *v, float *w, int64_t n, const adampi__coef *c,
+                         int proj, float k)
+{
+  if (proj) {
+    for (int64_t i = 0; i < n; i++) {
+      float mi = c->b1 * m[i] + c->omb1 * g[i]; /* m <- beta1 m + (1-beta1) g */
+      float vi = c->b2 * v[i] + c->omb2 * g[i] * g[i]; /* v <- beta2 v + (1-beta2) g^2 */
+      float u = direction(g[i], mi, vi, c);
+      u = u - w[i] * k; /* remove the radial component: u - p <p,u> */
+      m[i] = mi;
+      v[i] = vi;
+      w[i] = w[i] * c->decay - c->step * u;
+    }
+  } else {
+    for (int64_t i = 0; i < n; i++) {
+      float mi = c->b1 * m[i] + c->omb1 * g[i];
+      float vi = c->b2 * v[i] + c->omb2 * g[i] * g[i];
+      float u = direction(g[i], mi, vi, c);
+      m[i] = mi;
+      v[i] = vi;
+      w[i] = w[i] * c->decay - c->step * u;
+    }
+  }
+}

@@ -1,0 +1,165 @@
+/*
+ * internal.h - what the library's files share: the handle, the layout plan, the error helpers.
+ * Not installed; nothing here is part of the API.
+ *
+ * Vocabulary used throughout:
+ *   N      elements of the flat buffer, P ranks, [lo, hi) this rank's shard;
+ *   leaf   the unit a tensor's statistics are summed over: a channel row for tensors with ndim > 1
+ *          (row_len = numel / d0 elements, always whole on one rank), a single element otherwise;
+ *   piece  the part of a tensor inside one rank's shard (a range of whole leaves);
+ *   node   a node of the fixed pairwise tree over a tensor's leaves. Every sum across leaves is the
+ *          value of that tree, so it depends on leaf positions only, never on where shards cut.
+ */
+#ifndef ADAMPI_INTERNAL_H
+#define ADAMPI_INTERNAL_H
+
+#include "adampi.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+
+/* Sums over leaves that the projection test needs (SPEC.md: <g,w>, <g,g>, <w,w>). */
+typedef struct adampi__sums {
+  double gw, gg, ww;
+} adampi__sums;
+
+typedef struct adampi__tensor {
+  char *name;
+  int ndim;
+  int64_t shape[ADAMPI_MAX_NDIM];
+  int group;
+  int64_t offset, numel;
+  int64_t leaves, leaf_len; /* ndim > 1: d0 rows of numel/d0; else numel leaves of 1 */
+  int projectable;          /* ndim > 1 (SPEC.md "Which tensors are projected") */
+  int64_t step;             /* per-tensor step counter t */
+  adampi__sums sums;        /* whole-tensor sums of the last step (layer view) */
+  adampi_diag diag;
+
+  /* Plan, set by commit. Ranks [first_rank, last_rank] hold the tensor's pieces. */
+  int first_rank, last_rank;
+  int64_t cos_slot;   /* stats buffer: one max-cosine slot per rank of the span */
+  int64_t node_base;  /* index of the tensor's first tree node (all pieces, in tree order) */
+  int64_t num_nodes;  /* nodes of all pieces */
+  int64_t my_node0;   /* index, within the tensor's nodes, of this rank's first node */
+  int64_t my_nodes;   /* nodes of this rank's piece (0 if it holds none) */
+  int64_t my_leaf_lo, my_leaf_hi; /* this rank's piece, in leaves */
+  int64_t my_row_base;            /* first slot of this piece in the per-row arrays */
+} adampi__tensor;
+
+struct adampi {
+  MPI_Comm comm; /* our duplicate, MPI_ERRORS_RETURN */
+  int rank, size;
+  adampi_config cfg;
+
+  int num_groups, cap_groups;
+  adampi_hparams *groups;
+  int num_tensors, cap_tensors;
+  adampi__tensor *tensors;
+
+  int committed;
+  int64_t numel;
+  int64_t *shard_lo; /* size + 1 cut positions: rank r owns [shard_lo[r], shard_lo[r+1]) */
+  int64_t lo, hi;
+
+  /* Optimizer state for [lo, hi) only. */
+  float *state0; /* AdamP m, SGDP momentum */
+  float *state1; /* AdamP v, unused for SGDP */
+  float *grad_shard; /* data-parallel step: averaged gradients of the shard */
+
+  /* Statistics, proportional to rows and tensors, never to elements. */
+  int64_t my_rows;  /* leaves of projectable tensors in this shard */
+  adampi__sums *row_sums;
+  double *row_wu;   /* <w,u> of each local row, filled when projecting */
+  int64_t num_nodes;
+  int64_t stats_len; /* doubles in the statistics exchange */
+  int64_t node_area; /* first double of the node sums in stats */
+  int64_t *bounds;   /* scratch: leaf bounds of a tensor's pieces (size + 1) */
+  double *stats;     /* [status P][hash P][cos slots][3 per node] */
+  double *wu_nodes;  /* one per node: <w,u> exchange of layer-projected tensors */
+  unsigned char *view; /* decision of this step, per tensor */
+  float *k_layer;      /* layer-view projection coefficient, per tensor */
+
+  int64_t steps_taken, steps_skipped;
+
+  int err_set;
+  char errmsg[1024];
+};
+
+/* Record the first failure of the current call (later ones are ignored). Returns status. */
+adampi_status adampi__fail(adampi *opt, adampi_status status, const char *file, int line,
+                           const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define ADAMPI_FAIL(opt, st, ...) adampi__fail((opt), (st), __FILE__, __LINE__, __VA_ARGS__)
+/* Start a public call: forget the previous call's failure. */
+void adampi__clear_error(adampi *opt);
+
+/* Check an MPI call; on failure record it and jump to done with st = ADAMPI_ERR_MPI. */
+#define ADAMPI_MPI(opt, call)                                                  \
+  do {                                                                         \
+    int mpi_rc_ = (call);                                                      \
+    if (mpi_rc_ != MPI_SUCCESS) {                                              \
+      char mpi_msg_[MPI_MAX_ERROR_STRING];                                     \
+      int mpi_len_ = 0;                                                        \
+      MPI_Error_string(mpi_rc_, mpi_msg_, &mpi_len_);                          \
+      st = ADAMPI_FAIL((opt), ADAMPI_ERR_MPI, "%s failed: %s", #call, mpi_msg_); \
+      goto done;                                                               \
+    }                                                                          \
+  } while (0)
+
+/* hparams.c: the fields of a group as bytes without struct padding, for comparisons and hashes. */
+#define ADAMPI_HPARAMS_BYTES 80
+void adampi__hparams_bytes(const adampi_hparams *hp, unsigned char out[ADAMPI_HPARAMS_BYTES]);
+/* hparams.c: validation shared by add_group, set_hparams and the file readers. */
+adampi_status adampi__hparams_check(adampi_kind kind, const adampi_hparams *hp, char *msg, size_t len);
+
+/* layout.c */
+adampi_status adampi__commit_layout(adampi *opt);
+void adampi__free_layout(adampi *opt);
+/* Visit the tree nodes of tensor t's piece on rank `rank`, in tree order. */
+typedef void (*adampi__node_fn)(void *ctx, int64_t lo, int64_t size);
+void adampi__visit_nodes(const adampi *opt, const adampi__tensor *t, int rank, adampi__node_fn fn,
+                         void *ctx);
+/* Leaves [*a, *b) of tensor t inside rank r's shard (empty: *a == *b). */
+void adampi__piece_of(const adampi *opt, const adampi__tensor *t, int r, int64_t *a, int64_t *b);
+
+/* stats.c: statistics pass, decision and the pairwise trees (SPEC.md "The projection"). */
+void adampi__gather_row_stats(adampi *opt, const float *w, const float *g, const unsigned char *has_grad);
+/* After the exchange: per tensor with a gradient, sums, diagnostics and view. Returns the index of
+ * the first tensor whose gradient (*is_param = 0) or parameters (*is_param = 1) hold NaN/Inf, or -1. */
+int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *is_param);
+/* Tree nodes of <w,u> for this rank's piece of t, from row_wu, into wu_nodes. */
+void adampi__wu_nodes(adampi *opt, const adampi__tensor *t);
+/* <w,u> over all of t, from wu_nodes (after the exchange if t is cut). */
+double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
+
+/* Row-lane sums: 16 lanes relative to the row start, combined in a fixed tree. */
+#define ADAMPI_LANES 16
+void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out);
+
+/* adamp.c / sgdp.c: the update kernels, per SPEC.md. proj != 0 applies u <- u - w*k. */
+typedef struct adampi__coef {
+  float b1, omb1, b2, omb2, sqbc2, eps, step; /* AdamP */
+  float mom, omd, lr;                         /* SGDP */
+  float decay;                                /* weight decay factor (1 when none) */
+  int nesterov;
+} adampi__coef;
+adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor);
+double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
+                        const adampi__coef *c);
+void adampi__adamp_apply(const float *g, float *m, float *v, float *w, int64_t n,
+                         const adampi__coef *c, int proj, float k);
+adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor);
+double adampi__sgdp_wu(const float *g, const float *b, const float *w, int64_t n,
+                       const adampi__coef *c);
+void adampi__sgdp_apply(const float *g, float *b, float *w, int64_t n, const adampi__coef *c,
+                        int proj, float k);
+
+/* Lane-tree combination shared by all 16-lane reductions. */
+static inline double adampi__lanes_sum(const double *l)
+{
+  double a[8], b[4];
+  for (int j = 0; j < 8; j++) a[j] = l[j] + l[j + 8];
+  for (int j = 0; j < 4; j++) b[j] = a[j] + a[j + 4];
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+#endif /* ADAMPI_INTERNAL_H */

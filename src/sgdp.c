@@ -1,0 +1,56 @@
+/*
+ * sgdp.c - the SGDP element kernels (SPEC.md "SGDP step"), over one contiguous range.
+ *
+ * Without nesterov the direction u IS the momentum buffer: the projection acts on the buffer and
+ * the projected buffer is what is stored (as in the official package). With nesterov, u is a new
+ * value and the buffer is stored unprojected.
+ */
+#include "internal.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
+#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ADAMPI_CLONES
+#endif
+
+adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor)
+{
+  adampi__coef c = {0};
+  c.mom = (float)hp->momentum;
+  c.omd = (float)(1.0 - hp->dampening);
+  c.lr = (float)hp->lr;
+  c.decay = hp->weight_decay > 0.0
+                ? (float)(1.0 - hp->lr * hp->weight_decay * wd_factor / (1.0 - hp->momentum))
+                : 1.0f;
+  c.nesterov = hp->nesterov;
+  return c;
+}
+
+/* <w, u> over n elements with the buffer as this step will make it; writes nothing. */
+ADAMPI_CLONES
+double adampi__sgdp_wu(const float *g, const float *b, const float *w, int64_t n, const adampi__coef *c)
+{
+  double acc[ADAMPI_LANES] = {0};
+  for (int64_t i = 0; i < n; i += ADAMPI_LANES) {
+    int64_t len = n - i < ADAMPI_LANES ? n - i : ADAMPI_LANES;
+    for (int64_t j = 0; j < len; j++) {
+      float bi = c->mom * b[i + j] + c->omd * g[i + j];
+      float u = c->nesterov ? g[i + j] + c->mom * bi : bi;
+      acc[j] += (double)w[i + j] * (double)u;
+    }
+  }
+  return adampi__lanes_sum(acc);
+}
+
+ADAMPI_CLONES
+void adampi__sgdp_apply(const float *g, float *b, float *w, int64_t n, const adampi__coef *c, int proj,
+                        float k)
+{
+  for (int64_t i = 0; i < n; i++) {
+    float bi = c->mom * b[i] + c->omd * g[i]; /* b <- momentum b + (1-dampening) g */
+    float u = c->nesterov ? g[i] + c->mom * bi : bi;
+    if (proj) u = u - w[i] * k; /* remove the radial component */
+    b[i] = c->nesterov ? bi : u;  /* without nesterov the projected u is the buffer */
+    w[i] = w[i] * c->decay - c->lr * u;
+  }
+}

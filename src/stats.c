@@ -1,0 +1,260 @@
+/*
+ * stats.c - the statistics pass, the pairwise trees that make every sum independent of the
+ * shards, and the projection decision (SPEC.md "The projection").
+ *
+ * Sums are accumulated in double. Products of two floats are exact in double, so the only
+ * roundings are additions, and their order is fixed by position:
+ *   - within a row: 16 lanes, lane j takes elements j, j+16, ... of the row, then a fixed lane tree;
+ *   - across the leaves of a tensor: the pairwise tree over leaf indices [0, leaves). A rank
+ *     computes the maximal tree nodes inside its piece; after the exchange every rank combines all
+ *     pieces' nodes by the same tree, so a cut anywhere gives the bits of no cut at all.
+ * The maximum over rows of the cosine needs no order: max is exact.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
+#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ADAMPI_CLONES
+#endif
+
+ADAMPI_CLONES
+void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out)
+{
+  double gw[ADAMPI_LANES] = {0}, gg[ADAMPI_LANES] = {0}, ww[ADAMPI_LANES] = {0};
+  int64_t i = 0;
+  for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES)
+    for (int j = 0; j < ADAMPI_LANES; j++) {
+      double gj = g[i + j], wj = w[i + j];
+      gw[j] += gj * wj;
+      gg[j] += gj * gj;
+      ww[j] += wj * wj;
+    }
+  for (int j = 0; i + j < n; j++) {
+    double gj = g[i + j], wj = w[i + j];
+    gw[j] += gj * wj;
+    gg[j] += gj * gj;
+    ww[j] += wj * wj;
+  }
+  out->gw = adampi__lanes_sum(gw);
+  out->gg = adampi__lanes_sum(gg);
+  out->ww = adampi__lanes_sum(ww);
+}
+
+/* |cos| with each norm clamped to eps separately (PyTorch >= 1.12). NaN in, NaN out. */
+static double cosine(adampi__sums s, double eps)
+{
+  double gn = sqrt(s.gg), wn = sqrt(s.ww);
+  if (gn < eps) gn = eps;
+  if (wn < eps) wn = eps;
+  return fabs(s.gw) / (gn * wn);
+}
+
+/* max that lets NaN win, as torch's max() does. */
+static double max_nan(double a, double b) { return (b > a || b != b) ? b : a; }
+
+static adampi__sums add(adampi__sums a, adampi__sums b)
+{
+  adampi__sums s = {a.gw + b.gw, a.gg + b.gg, a.ww + b.ww};
+  return s;
+}
+
+/* Where a tensor's leaves come from on this rank: stored row sums, or elements. */
+typedef struct leaf_src {
+  const adampi__sums *rows; /* projectable tensors: sums of the local rows */
+  const float *g, *w;       /* others: the elements themselves */
+  int64_t leaf0;            /* leaf index of rows[0] / g[0] */
+  int64_t leaves;
+} leaf_src;
+
+static adampi__sums leaf(const leaf_src *s, int64_t i)
+{
+  if (s->rows) return s->rows[i - s->leaf0];
+  double g = s->g[i - s->leaf0], w = s->w[i - s->leaf0];
+  adampi__sums r = {g * w, g * g, w * w};
+  return r;
+}
+
+/* Value of the tree node [lo, lo + size) clipped to the leaves: left + right, or left alone when
+ * the right child lies past the end. Small full nodes are summed level by level (same tree). */
+static adampi__sums node_value(const leaf_src *s, int64_t lo, int64_t size)
+{
+  if (size == 1) return leaf(s, lo);
+  int64_t half = size / 2;
+  if (lo + half >= s->leaves) return node_value(s, lo, half);
+  if (size <= 64 && lo + size <= s->leaves) {
+    adampi__sums t[64];
+    for (int64_t i = 0; i < size; i++) t[i] = leaf(s, lo + i);
+    for (int64_t n = size; n > 1; n /= 2)
+      for (int64_t i = 0; i < n / 2; i++) t[i] = add(t[2 * i], t[2 * i + 1]);
+    return t[0];
+  }
+  return add(node_value(s, lo, half), node_value(s, lo + half, half));
+}
+
+typedef struct node_writer {
+  const leaf_src *src;
+  double *out; /* 3 doubles per node, this rank's first node */
+  int64_t count;
+} node_writer;
+
+static void write_node(void *ctx, int64_t lo, int64_t size)
+{
+  node_writer *nw = ctx;
+  adampi__sums v = node_value(nw->src, lo, size);
+  double *o = nw->out + 3 * nw->count++;
+  /* + 0.0 turns -0 into +0: the exchange sums zeros into every slot, and the bits of a sum
+   * must not depend on whether it went through the exchange. */
+  o[0] = v.gw + 0.0;
+  o[1] = v.gg + 0.0;
+  o[2] = v.ww + 0.0;
+}
+
+void adampi__gather_row_stats(adampi *opt, const float *w, const float *g, const unsigned char *has_grad)
+{
+  for (int i = 0; i < opt->num_tensors; i++) {
+    adampi__tensor *t = &opt->tensors[i];
+    if (t->my_nodes == 0 || (has_grad && !has_grad[i])) continue;
+    int64_t first = t->offset + t->my_leaf_lo * t->leaf_len - opt->lo; /* in the shard */
+    leaf_src src = {NULL, g + first, w + first, t->my_leaf_lo, t->leaves};
+    if (t->projectable) {
+      adampi__sums *rows = opt->row_sums + t->my_row_base;
+      double eps = opt->groups[t->group].eps, maxcos = 0.0;
+      for (int64_t r = 0; r < t->my_leaf_hi - t->my_leaf_lo; r++) {
+        int64_t e = first + r * t->leaf_len;
+        adampi__row_sums(g + e, w + e, t->leaf_len, &rows[r]);
+        maxcos = max_nan(maxcos, cosine(rows[r], eps));
+      }
+      opt->stats[t->cos_slot + opt->rank - t->first_rank] = maxcos;
+      src.rows = rows;
+    }
+    node_writer nw = {&src, opt->stats + opt->node_area + 3 * (t->node_base + t->my_node0), 0};
+    adampi__visit_nodes(opt, t, opt->rank, write_node, &nw);
+  }
+}
+
+/* Leaf bounds of t's pieces on ranks first..last, into opt->bounds. Returns the piece count. */
+static int piece_bounds(adampi *opt, const adampi__tensor *t)
+{
+  int np = t->last_rank - t->first_rank + 1;
+  for (int p = 0; p < np; p++) {
+    int64_t a, b;
+    adampi__piece_of(opt, t, t->first_rank + p, &a, &b);
+    opt->bounds[p] = a;
+    opt->bounds[p + 1] = b;
+  }
+  return np;
+}
+
+/* Is the clipped node [lo, hi) inside one piece? */
+static int in_one_piece(const int64_t *bounds, int np, int64_t lo, int64_t hi)
+{
+  for (int p = 0; p < np; p++)
+    if (bounds[p] <= lo && lo < bounds[p + 1]) return hi <= bounds[p + 1];
+  return 0;
+}
+
+/* The tree's root from the pieces' nodes, consumed in tree order: nodes[k*stride + j]. */
+typedef struct combiner {
+  const int64_t *bounds;
+  int np;
+  int64_t leaves;
+  const double *nodes;
+  int stride, width;
+  int64_t next;
+} combiner;
+
+static void combine(combiner *c, int64_t lo, int64_t size, double *out)
+{
+  int64_t hi = lo + size < c->leaves ? lo + size : c->leaves;
+  if (in_one_piece(c->bounds, c->np, lo, hi)) {
+    for (int j = 0; j < c->width; j++) out[j] = c->nodes[c->next * c->stride + j];
+    c->next++;
+    return;
+  }
+  double right[3];
+  combine(c, lo, size / 2, out);
+  if (lo + size / 2 >= c->leaves) return;
+  combine(c, lo + size / 2, size / 2, right);
+  for (int j = 0; j < c->width; j++) out[j] += right[j];
+}
+
+static int64_t root_size(int64_t leaves)
+{
+  int64_t s = 1;
+  while (s < leaves) s *= 2;
+  return s;
+}
+
+int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *is_param)
+{
+  int bad = -1;
+  for (int i = 0; i < opt->num_tensors; i++) {
+    adampi__tensor *t = &opt->tensors[i];
+    opt->view[i] = ADAMPI_VIEW_NONE;
+    if (has_grad && !has_grad[i]) continue;
+    const adampi_hparams *hp = &opt->groups[t->group];
+    combiner c = {opt->bounds, piece_bounds(opt, t), t->leaves,
+                  opt->stats + opt->node_area + 3 * t->node_base, 3, 3, 0};
+    double root[3];
+    combine(&c, 0, root_size(t->leaves), root);
+    adampi__sums s = {root[0], root[1], root[2]};
+    t->sums = s;
+    if (bad < 0 && (!isfinite(s.gg) || !isfinite(s.ww))) {
+      bad = i;
+      *is_param = isfinite(s.gg);
+    }
+    double maxcos = 0.0;
+    for (int r = t->first_rank; r <= t->last_rank; r++)
+      maxcos = max_nan(maxcos, opt->stats[t->cos_slot + r - t->first_rank]);
+    adampi_diag *d = &t->diag;
+    d->cos_channel = t->projectable ? maxcos : 0.0;
+    d->cos_layer = cosine(s, hp->eps);
+    d->weight_norm = sqrt(s.ww);
+    d->grad_norm = sqrt(s.gg);
+    if (!t->projectable) continue;
+    /* SPEC.md: channel view first, then layer view; the first that passes projects. */
+    if (maxcos < hp->delta / sqrt((double)t->leaf_len)) opt->view[i] = ADAMPI_VIEW_CHANNEL;
+    else if (d->cos_layer < hp->delta / sqrt((double)t->numel)) opt->view[i] = ADAMPI_VIEW_LAYER;
+  }
+  return bad;
+}
+
+/* Tree over the local rows' <w,u>: a single-value twin of node_value. */
+static double wu_value(const double *rows, int64_t leaf0, int64_t leaves, int64_t lo, int64_t size)
+{
+  if (size == 1) return rows[lo - leaf0];
+  int64_t half = size / 2;
+  if (lo + half >= leaves) return wu_value(rows, leaf0, leaves, lo, half);
+  return wu_value(rows, leaf0, leaves, lo, half) + wu_value(rows, leaf0, leaves, lo + half, half);
+}
+
+typedef struct wu_writer {
+  const adampi__tensor *t;
+  const double *rows;
+  double *out;
+  int64_t count;
+} wu_writer;
+
+static void write_wu(void *ctx, int64_t lo, int64_t size)
+{
+  wu_writer *ww = ctx;
+  ww->out[ww->count++] = wu_value(ww->rows, ww->t->my_leaf_lo, ww->t->leaves, lo, size) + 0.0;
+}
+
+void adampi__wu_nodes(adampi *opt, const adampi__tensor *t)
+{
+  wu_writer ww = {t, opt->row_wu + t->my_row_base, opt->wu_nodes + t->node_base + t->my_node0, 0};
+  adampi__visit_nodes(opt, t, opt->rank, write_wu, &ww);
+}
+
+double adampi__combine_wu(adampi *opt, const adampi__tensor *t)
+{
+  combiner c = {opt->bounds, piece_bounds(opt, t), t->leaves, opt->wu_nodes + t->node_base, 1, 1, 0};
+  double root;
+  combine(&c, 0, root_size(t->leaves), &root);
+  return root;
+}

@@ -1,0 +1,264 @@
+/*
+ * step.c - one optimizer step: gather_row_stats (read only), one exchange in which the ranks also
+ * agree on errors, decide_projection, then apply_update (the only writes). SPEC.md throughout.
+ *
+ * Collectives per step: sharded step 1 (2 when a tensor cut across ranks is projected under the
+ * layer view: its <w,u> exists only once the decision is known, and computing it speculatively
+ * for every cut tensor would cost a second read of its state at every step); data-parallel step
+ * adds an agreement on arguments, the gradient reduce-scatter and the parameter all-gather.
+ */
+#include "internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+/* FNV-1a over what every rank must pass identically: the gradient mask and all hyper-parameters.
+ * 48 bits, so that it travels exactly as a double. */
+static double step_hash(const adampi *opt, const unsigned char *has_grad)
+{
+  uint64_t h = 1469598103934665603ull;
+  for (int i = 0; i < opt->num_tensors; i++) {
+    h ^= has_grad ? (has_grad[i] != 0) : 1;
+    h *= 1099511628211ull;
+  }
+  for (int g = 0; g < opt->num_groups; g++) {
+    unsigned char p[ADAMPI_HPARAMS_BYTES];
+    adampi__hparams_bytes(&opt->groups[g], p);
+    for (size_t i = 0; i < sizeof p; i++) {
+      h ^= p[i];
+      h *= 1099511628211ull;
+    }
+  }
+  return (double)(h >> 16);
+}
+
+static adampi__coef coef_for(const adampi *opt, const adampi__tensor *t, int64_t step, int view)
+{
+  const adampi_hparams *hp = &opt->groups[t->group];
+  double r = view != ADAMPI_VIEW_NONE ? hp->wd_ratio : 1.0; /* weight-decay factor */
+  return opt->cfg.kind == ADAMPI_ADAMP ? adampi__adamp_coef(hp, step, r) : adampi__sgdp_coef(hp, r);
+}
+
+/* <w,u> of n elements at shard position e under coefficients c (reads only). */
+static double dot_wu(const adampi *opt, const float *w, const float *g, int64_t e, int64_t n,
+                     const adampi__coef *c)
+{
+  if (opt->cfg.kind == ADAMPI_ADAMP)
+    return adampi__adamp_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, n, c);
+  return adampi__sgdp_wu(g + e, opt->state0 + e, w + e, n, c);
+}
+
+static void apply(const adampi *opt, float *w, const float *g, int64_t e, int64_t n, const adampi__coef *c,
+                  int proj, float k)
+{
+  if (opt->cfg.kind == ADAMPI_ADAMP)
+    adampi__adamp_apply(g + e, opt->state0 + e, opt->state1 + e, w + e, n, c, proj, k);
+  else
+    adampi__sgdp_apply(g + e, opt->state0 + e, w + e, n, c, proj, k);
+}
+
+/* k such that u - w*k removes the radial part: <w,u> / (||w|| + eps)^2 (SPEC.md step 2). */
+static float radial_coefficient(double wu, double ww, double eps)
+{
+  double norm = sqrt(ww) + eps;
+  return (float)(wu / (norm * norm));
+}
+
+/* Layer-view tensors need <w,u> over all their rows before any row is updated. */
+static adampi_status layer_coefficients(adampi *opt, float *w, const float *g)
+{
+  adampi_status st = ADAMPI_OK;
+  int any = 0, exchange = 0;
+  for (int i = 0; i < opt->num_tensors; i++) {
+    adampi__tensor *t = &opt->tensors[i];
+    if (opt->view[i] != ADAMPI_VIEW_LAYER) continue;
+    if (!any) memset(opt->wu_nodes, 0, (size_t)opt->num_nodes * sizeof(double));
+    any = 1;
+    exchange |= t->first_rank != t->last_rank;
+    if (t->my_nodes == 0) continue;
+    adampi__coef c = coef_for(opt, t, t->step + 1, ADAMPI_VIEW_LAYER);
+    for (int64_t r = t->my_leaf_lo; r < t->my_leaf_hi; r++) {
+      int64_t e = t->offset + r * t->leaf_len - opt->lo;
+      opt->row_wu[t->my_row_base + r - t->my_leaf_lo] = dot_wu(opt, w, g, e, t->leaf_len, &c);
+    }
+    adampi__wu_nodes(opt, t);
+  }
+  if (exchange)
+    ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, opt->wu_nodes, (int)opt->num_nodes, MPI_DOUBLE, MPI_SUM, opt->comm));
+  for (int i = 0; i < opt->num_tensors && any; i++) {
+    adampi__tensor *t = &opt->tensors[i];
+    if (opt->view[i] != ADAMPI_VIEW_LAYER || t->my_nodes == 0) continue;
+    opt->k_layer[i] = radial_coefficient(adampi__combine_wu(opt, t), t->sums.ww, opt->groups[t->group].eps);
+  }
+done:
+  return st;
+}
+
+/* The writes of the step, once every rank knows every decision. */
+static void apply_update(adampi *opt, float *w, const float *g, const unsigned char *has_grad)
+{
+  for (int i = 0; i < opt->num_tensors; i++) {
+    adampi__tensor *t = &opt->tensors[i];
+    t->diag.updated = !(has_grad && !has_grad[i]);
+    if (!t->diag.updated) continue;
+    t->step++;
+    t->diag.step = t->step;
+    t->diag.view = (adampi_view)opt->view[i];
+    if (t->my_nodes == 0) continue;
+    adampi__coef c = coef_for(opt, t, t->step, opt->view[i]);
+    int64_t first = t->offset + t->my_leaf_lo * t->leaf_len - opt->lo;
+    int64_t n = (t->my_leaf_hi - t->my_leaf_lo) * t->leaf_len;
+    if (opt->view[i] == ADAMPI_VIEW_CHANNEL) {
+      /* Row by row: <w_r,u_r> while the row is read, then the update from cache. */
+      double eps = opt->groups[t->group].eps;
+      for (int64_t r = 0; r < t->my_leaf_hi - t->my_leaf_lo; r++) {
+        int64_t e = first + r * t->leaf_len;
+        double wu = dot_wu(opt, w, g, e, t->leaf_len, &c);
+        float k = radial_coefficient(wu, opt->row_sums[t->my_row_base + r].ww, eps);
+        apply(opt, w, g, e, t->leaf_len, &c, 1, k);
+      }
+    } else if (opt->view[i] == ADAMPI_VIEW_LAYER) {
+      apply(opt, w, g, first, n, &c, 1, opt->k_layer[i]);
+    } else {
+      apply(opt, w, g, first, n, &c, 0, 0.0f);
+    }
+  }
+}
+
+/* The sharded step on w = params[lo, hi), g = averaged grads[lo, hi). local_st/local_msg: an
+ * error this rank found before the step, which the exchange makes known to every rank. */
+static adampi_status step_shard(adampi *opt, float *w, const float *g, const unsigned char *has_grad,
+                                adampi_status local_st)
+{
+  adampi_status st = ADAMPI_OK;
+  int P = opt->size;
+  memset(opt->stats, 0, (size_t)opt->stats_len * sizeof(double));
+  opt->stats[opt->rank] = (double)local_st;
+  opt->stats[P + opt->rank] = step_hash(opt, has_grad);
+  if (local_st == ADAMPI_OK) adampi__gather_row_stats(opt, w, g, has_grad);
+  ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, opt->stats, (int)opt->stats_len, MPI_DOUBLE, MPI_SUM, opt->comm));
+
+  for (int r = 0; r < P; r++) {
+    if (opt->stats[r] == 0.0) continue;
+    st = (adampi_status)(int)opt->stats[r];
+    if (r != opt->rank) st = ADAMPI_FAIL(opt, st, "rank %d failed: %s", r, adampi_strerror(st));
+    return st;
+  }
+  for (int r = 1; r < P; r++)
+    if (opt->stats[P + r] != opt->stats[P])
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH,
+                         "ranks 0 and %d passed different has_grad masks or hold different "
+                         "hyper-parameters (every rank must make the same set_lr/set_hparams calls)",
+                         r);
+
+  int is_param = 0;
+  int bad = adampi__decide_projection(opt, has_grad, &is_param);
+  if (bad >= 0) {
+    if (opt->cfg.nonfinite == ADAMPI_NONFINITE_SKIP) {
+      opt->steps_skipped++;
+      return ADAMPI_OK;
+    }
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_NONFINITE,
+                       "NaN or Inf in the %s of tensor %d '%s' at step %lld; nothing was changed",
+                       is_param ? "parameters" : "gradient", bad, opt->tensors[bad].name,
+                       (long long)(opt->steps_taken + opt->steps_skipped));
+  }
+  st = layer_coefficients(opt, w, g);
+  if (st != ADAMPI_OK) return st;
+  apply_update(opt, w, g, has_grad);
+  opt->steps_taken++;
+done:
+  return st;
+}
+
+adampi_status adampi_step_sharded(adampi *opt, float *param_shard, const float *grad_shard,
+                                  const unsigned char *has_grad)
+{
+  if (opt == NULL) return ADAMPI_ERR_ARG;
+  adampi__clear_error(opt);
+  /* Commit is collective and agreed, so this test gives the same answer on every rank. */
+  if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "step before adampi_commit");
+  adampi_status local = ADAMPI_OK;
+  if (opt->hi > opt->lo && (param_shard == NULL || grad_shard == NULL))
+    local = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: %s is NULL but its shard holds %lld elements", opt->rank,
+                        param_shard == NULL ? "param_shard" : "grad_shard", (long long)(opt->hi - opt->lo));
+  return step_shard(opt, param_shard, grad_shard, has_grad, local);
+}
+
+/* Sum the ranks' gradients into the shard and divide by the rank count. */
+static adampi_status reduce_scatter_mean(adampi *opt, const float *grads)
+{
+  adampi_status st = ADAMPI_OK;
+  int P = opt->size;
+  if (opt->numel <= INT_MAX) {
+    int counts[P];
+    for (int r = 0; r < P; r++) counts[r] = (int)(opt->shard_lo[r + 1] - opt->shard_lo[r]);
+    ADAMPI_MPI(opt, MPI_Reduce_scatter(grads, opt->grad_shard, counts, MPI_FLOAT, MPI_SUM, opt->comm));
+  } else {
+    /* Beyond int counts: one chunked reduce per shard. */
+    for (int r = 0; r < P; r++)
+      for (int64_t s = opt->shard_lo[r]; s < opt->shard_lo[r + 1]; s += INT_MAX / 2) {
+        int64_t left = opt->shard_lo[r + 1] - s;
+        int n = (int)(left < INT_MAX / 2 ? left : INT_MAX / 2);
+        float *recv = r == opt->rank ? opt->grad_shard + (s - opt->lo) : NULL;
+        ADAMPI_MPI(opt, MPI_Reduce(grads + s, recv, n, MPI_FLOAT, MPI_SUM, r, opt->comm));
+      }
+  }
+  float ranks = (float)P;
+  for (int64_t i = 0; i < opt->hi - opt->lo; i++) opt->grad_shard[i] /= ranks;
+done:
+  return st;
+}
+
+static adampi_status allgather_params(adampi *opt, float *params)
+{
+  adampi_status st = ADAMPI_OK;
+  int P = opt->size;
+  if (opt->numel <= INT_MAX) {
+    int counts[P], displs[P];
+    for (int r = 0; r < P; r++) {
+      counts[r] = (int)(opt->shard_lo[r + 1] - opt->shard_lo[r]);
+      displs[r] = (int)opt->shard_lo[r];
+    }
+    ADAMPI_MPI(opt, MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, counts, displs, MPI_FLOAT, opt->comm));
+  } else {
+    for (int r = 0; r < P; r++)
+      for (int64_t s = opt->shard_lo[r]; s < opt->shard_lo[r + 1]; s += INT_MAX / 2) {
+        int64_t left = opt->shard_lo[r + 1] - s;
+        int n = (int)(left < INT_MAX / 2 ? left : INT_MAX / 2);
+        ADAMPI_MPI(opt, MPI_Bcast(params + s, n, MPI_FLOAT, r, opt->comm));
+      }
+  }
+done:
+  return st;
+}
+
+adampi_status adampi_step(adampi *opt, float *params, const float *grads, const unsigned char *has_grad)
+{
+  if (opt == NULL) return ADAMPI_ERR_ARG;
+  adampi__clear_error(opt);
+  if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "step before adampi_commit");
+  adampi_status st = ADAMPI_OK;
+  struct {
+    int status, rank;
+  } mine = {ADAMPI_OK, opt->rank}, worst;
+  if (params == NULL || grads == NULL)
+    mine.status = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: %s is NULL", opt->rank,
+                              params == NULL ? "params" : "grads");
+  /* The reduce-scatter needs every rank's buffers: agree on the arguments first. */
+  ADAMPI_MPI(opt, MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, opt->comm));
+  if (worst.status != ADAMPI_OK)
+    return worst.rank == opt->rank
+               ? (adampi_status)worst.status
+               : ADAMPI_FAIL(opt, (adampi_status)worst.status, "rank %d failed: %s", worst.rank,
+                             adampi_strerror((adampi_status)worst.status));
+  st = reduce_scatter_mean(opt, grads);
+  if (st != ADAMPI_OK) return st;
+  int64_t before = opt->steps_taken;
+  st = step_shard(opt, params + opt->lo, opt->grad_shard, has_grad, ADAMPI_OK);
+  if (st != ADAMPI_OK || opt->steps_taken == before) return st; /* failed or skipped: nothing to share */
+  st = allgather_params(opt, params);
+done:
+  return st;
+}
