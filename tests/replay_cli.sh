@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# replay_cli.sh - adampi-replay as a user runs it: the same fixture replayed on 1..8 ranks gives
+# bitwise identical OUT files (h5diff without tolerance), and a bad input exits non-zero on every
+# rank with a message, leaving OUT as it was.
+set -euo pipefail
+
+REPLAY=${1:?usage: replay_cli.sh path/to/adampi-replay fixtures-dir}
+FIXTURES=${2:?usage: replay_cli.sh path/to/adampi-replay fixtures-dir}
+RANKS=${RANKS:-"1 2 3 4 5 7 8"}
+CASES=${CASES:-"adamp_basic sgdp_momentum adamp_layer wide_rows"}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+run() { mpirun --oversubscribe -np "$1" "${@:2}"; }
+
+for c in $CASES; do
+  for n in $RANKS; do
+    run "$n" "$REPLAY" "$FIXTURES/$c.in.h5" "$work/$c.$n.h5"
+    if [ "$n" != 1 ]; then
+      if ! h5diff -q "$work/$c.1.h5" "$work/$c.$n.h5" /params /params; then
+        echo "FAIL: $c on $n ranks differs from 1 rank"
+        h5diff -r "$work/$c.1.h5" "$work/$c.$n.h5" /params /params | head -20
+        exit 1
+      fi
+    fi
+  done
+  echo "ok: $c bitwise identical on ranks: $RANKS"
+done
+
+# A bad input: non-zero exit, a message naming the problem, OUT untouched.
+echo "not hdf5" > "$work/bad.h5"
+echo "previous contents" > "$work/out.h5"
+if run 3 "$REPLAY" "$work/bad.h5" "$work/out.h5" 2> "$work/err.txt"; then
+  echo "FAIL: a non-HDF5 input was accepted"; exit 1
+fi
+grep -q "is not an HDF5 file" "$work/err.txt" || { echo "FAIL: message was:"; cat "$work/err.txt"; exit 1; }
+[ "$(cat "$work/out.h5")" = "previous contents" ] || { echo "FAIL: OUT was changed by a failed run"; exit 1; }
+[ ! -e "$work/out.h5.adampi-tmp" ] || { echo "FAIL: a temporary file was left behind"; exit 1; }
+echo "ok: bad input refused, OUT untouched"

@@ -1,0 +1,304 @@
+/*
+ * test_step.c - the step as a transaction and the data-parallel path: gradients averaged across
+ * ranks; NaN/Inf in one rank's gradient or in parameters changes nothing anywhere, under both
+ * policies; mismatched masks, hyper-parameters and NULL arguments fail on every rank without a
+ * hang; tensors without a gradient are untouched; zero and tiny weights stay finite.
+ */
+#include "mpi_check.h"
+
+#include <math.h>
+
+static const struct {
+  const char *name;
+  int ndim;
+  int64_t shape[4];
+  int group;
+} shapes[] = {{"w", 2, {6, 10}, 0}, {"b", 1, {10}, 1}, {"s", 0, {0}, 1}, {"conv", 4, {3, 4, 2, 2}, 0}, {"rows", 2, {40, 2}, 0}};
+#define NT 5
+
+typedef struct fixture {
+  adampi *opt;
+  int64_t N, lo, hi;
+  float *params; /* full */
+} fixture;
+
+static fixture make(adampi_kind kind, adampi_nonfinite_policy policy)
+{
+  fixture fx = {0};
+  adampi_config cfg = adampi_config_defaults(kind);
+  cfg.nonfinite = policy;
+  char err[256];
+  ck_assert_int_eq(adampi_create(MPI_COMM_WORLD, &cfg, &fx.opt, err, sizeof err), ADAMPI_OK);
+  for (int g = 0; g < 2; g++) {
+    adampi_hparams hp = kind == ADAMPI_ADAMP ? adampi_adamp_defaults() : adampi_sgdp_defaults(0.1);
+    hp.momentum = kind == ADAMPI_SGDP ? 0.9 : 0.0;
+    hp.weight_decay = g == 0 ? 0.01 : 0.0;
+    ck_assert_ok(fx.opt, adampi_add_group(fx.opt, &hp, NULL));
+  }
+  for (int i = 0; i < NT; i++)
+    ck_assert_ok(fx.opt, adampi_add_tensor(fx.opt, shapes[i].name, shapes[i].ndim, shapes[i].shape, shapes[i].group, NULL));
+  ck_assert_ok(fx.opt, adampi_commit(fx.opt));
+  fx.N = adampi_numel(fx.opt);
+  adampi_shard(fx.opt, adampi_rank(fx.opt), &fx.lo, &fx.hi);
+  fx.params = malloc((size_t)fx.N * sizeof(float));
+  uint64_t seed = 5;
+  for (int64_t k = 0; k < fx.N; k++) fx.params[k] = test_uniform(&seed);
+  return fx;
+}
+
+static void drop(fixture *fx)
+{
+  free(fx->params);
+  adampi_free(&fx->opt);
+}
+
+/* Global gradient of a step: multiples of 2^-10 below 1, so sums of a few are exact. */
+static void global_grad(int64_t N, int step, float *g)
+{
+  uint64_t seed = 77 + (uint64_t)step;
+  for (int64_t k = 0; k < N; k++) g[k] = (float)((int)(test_uniform(&seed) * 512)) / 1024.0f;
+}
+
+/* This rank's local gradient: G + D_r with sum over ranks of D_r = 0, all exact in float. */
+static void local_grad(int64_t N, int step, float *g)
+{
+  int P = test_size(), me = test_rank();
+  global_grad(N, step, g);
+  for (int64_t k = 0; k < N && P > 1; k++) {
+    float sum = 0;
+    for (int r = 0; r < P - 1; r++) {
+      uint64_t seed = 1000 * (uint64_t)k + (uint64_t)r + 31 * (uint64_t)step;
+      float d = (float)((int)(test_uniform(&seed) * 256)) / 1024.0f;
+      if (r == me) g[k] += d;
+      sum += d;
+    }
+    if (me == P - 1) g[k] -= sum;
+  }
+}
+
+typedef struct snapshot {
+  float *params, *s0, *s1;
+  int64_t steps[NT];
+} snapshot;
+
+static snapshot take(const fixture *fx)
+{
+  snapshot s;
+  size_t n = (size_t)(fx->hi - fx->lo) + 1;
+  s.params = malloc((size_t)fx->N * sizeof(float));
+  memcpy(s.params, fx->params, (size_t)fx->N * sizeof(float));
+  s.s0 = calloc(n, sizeof(float));
+  s.s1 = calloc(n, sizeof(float));
+  const float *a = adampi_state_shard(fx->opt, ADAMPI_STATE_EXP_AVG), *b = adampi_state_shard(fx->opt, ADAMPI_STATE_EXP_AVG_SQ);
+  if (!a) a = adampi_state_shard(fx->opt, ADAMPI_STATE_MOMENTUM);
+  if (a) memcpy(s.s0, a, (n - 1) * sizeof(float));
+  if (b) memcpy(s.s1, b, (n - 1) * sizeof(float));
+  for (int i = 0; i < NT; i++) s.steps[i] = adampi_tensor_step(fx->opt, i);
+  return s;
+}
+
+/* 1 if nothing differs bit for bit from the snapshot. */
+static int unchanged(const fixture *fx, const snapshot *s)
+{
+  snapshot now = take(fx);
+  size_t n = (size_t)(fx->hi - fx->lo);
+  int same = !memcmp(now.params, s->params, (size_t)fx->N * sizeof(float)) && !memcmp(now.s0, s->s0, n * sizeof(float)) &&
+             !memcmp(now.s1, s->s1, n * sizeof(float)) && !memcmp(now.steps, s->steps, sizeof now.steps);
+  free(now.params), free(now.s0), free(now.s1);
+  return same;
+}
+
+static void release(snapshot *s) { free(s->params), free(s->s0), free(s->s1); }
+
+START_TEST(data_parallel_equals_sharded_with_the_mean_gradient)
+{
+  adampi_kind kind = _i ? ADAMPI_SGDP : ADAMPI_ADAMP;
+  fixture dp = make(kind, ADAMPI_NONFINITE_ERROR), sh = make(kind, ADAMPI_NONFINITE_ERROR);
+  float *g = malloc((size_t)dp.N * sizeof(float));
+  for (int step = 0; step < 5; step++) {
+    local_grad(dp.N, step, g);
+    ck_assert_ok(dp.opt, adampi_step(dp.opt, dp.params, g, NULL));
+    global_grad(sh.N, step, g);
+    ck_assert_ok(sh.opt, adampi_step_sharded(sh.opt, sh.params + sh.lo, g + sh.lo, NULL));
+    gather_full(sh.opt, MPI_COMM_WORLD, sh.params + sh.lo, sh.params);
+  }
+  int64_t d = -1;
+  for (int64_t k = 0; k < dp.N && d < 0; k++)
+    if (memcmp(&dp.params[k], &sh.params[k], sizeof(float))) d = k;
+  ck_assert_msg(d < 0, "[rank %d] data-parallel and sharded differ at %lld: %.9g vs %.9g", test_rank(), (long long)d,
+                d >= 0 ? dp.params[d] : 0.0, d >= 0 ? sh.params[d] : 0.0);
+  /* Every rank holds the same full parameters after the all-gather. */
+  unsigned long h = 0, lo, hi;
+  for (int64_t k = 0; k < dp.N; k++) {
+    uint32_t bits;
+    memcpy(&bits, &dp.params[k], 4);
+    h = h * 1000003ul + bits;
+  }
+  MPI_Allreduce(&h, &lo, 1, MPI_UNSIGNED_LONG, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&h, &hi, 1, MPI_UNSIGNED_LONG, MPI_MAX, MPI_COMM_WORLD);
+  ck_assert_msg(lo == hi, "ranks hold different parameters after a data-parallel step");
+  free(g);
+  drop(&dp);
+  drop(&sh);
+}
+END_TEST
+
+/* _i: 0 NaN, 1 +Inf, 2 -Inf in the last rank's local gradient; both policies. */
+START_TEST(nonfinite_gradient_on_one_rank_changes_nothing)
+{
+  const float bad_values[3] = {NAN, INFINITY, -INFINITY};
+  for (int policy = 0; policy < 2; policy++) {
+    fixture fx = make(ADAMPI_ADAMP, (adampi_nonfinite_policy)policy);
+    float *g = malloc((size_t)fx.N * sizeof(float));
+    local_grad(fx.N, 0, g);
+    ck_assert_ok(fx.opt, adampi_step(fx.opt, fx.params, g, NULL)); /* non-zero state first */
+    snapshot before = take(&fx);
+    local_grad(fx.N, 1, g);
+    adampi_tensor_info t;
+    adampi_tensor(fx.opt, 3, &t); /* "conv" */
+    if (test_rank() == test_size() - 1) g[t.offset + 5] = bad_values[_i];
+    adampi_status st = adampi_step(fx.opt, fx.params, g, NULL);
+    if (policy == ADAMPI_NONFINITE_ERROR) {
+      ck_assert_msg(st == ADAMPI_ERR_NONFINITE, "[rank %d] status %s", test_rank(), adampi_strerror(st));
+      ck_assert_msg(strstr(adampi_last_error(fx.opt), "'conv'") && strstr(adampi_last_error(fx.opt), "gradient") &&
+                        strstr(adampi_last_error(fx.opt), "step 1"),
+                    "message: %s", adampi_last_error(fx.opt));
+      ck_assert_int_eq(adampi_steps_skipped(fx.opt), 0);
+    } else {
+      ck_assert_msg(st == ADAMPI_OK, "[rank %d] skip policy returned %s", test_rank(), adampi_strerror(st));
+      ck_assert_int_eq(adampi_steps_skipped(fx.opt), 1);
+    }
+    ck_assert_msg(unchanged(&fx, &before), "[rank %d] policy %d: a refused step changed something", test_rank(), policy);
+    ck_assert_int_eq(adampi_steps_taken(fx.opt), 1);
+    /* The optimizer goes on normally afterwards. */
+    local_grad(fx.N, 2, g);
+    ck_assert_ok(fx.opt, adampi_step(fx.opt, fx.params, g, NULL));
+    ck_assert_int_eq(adampi_tensor_step(fx.opt, 3), 2);
+    release(&before);
+    free(g);
+    drop(&fx);
+  }
+}
+END_TEST
+
+START_TEST(nonfinite_parameter_is_refused)
+{
+  fixture fx = make(ADAMPI_SGDP, ADAMPI_NONFINITE_ERROR);
+  float *g = malloc((size_t)fx.N * sizeof(float));
+  global_grad(fx.N, 0, g);
+  /* The last element is in the last non-empty shard; only its owner sees the NaN. */
+  fx.params[fx.N - 1] = NAN;
+  snapshot before = take(&fx);
+  adampi_status st = adampi_step_sharded(fx.opt, fx.params + fx.lo, g + fx.lo, NULL);
+  ck_assert_msg(st == ADAMPI_ERR_NONFINITE, "[rank %d] status %s", test_rank(), adampi_strerror(st));
+  ck_assert_msg(strstr(adampi_last_error(fx.opt), "parameters of tensor 4 'rows'"), "message: %s", adampi_last_error(fx.opt));
+  ck_assert_msg(unchanged(&fx, &before), "a refused step changed something");
+  release(&before);
+  free(g);
+  drop(&fx);
+}
+END_TEST
+
+START_TEST(ranks_that_disagree_fail_together)
+{
+  fixture fx = make(ADAMPI_ADAMP, ADAMPI_NONFINITE_ERROR);
+  float *g = malloc((size_t)fx.N * sizeof(float));
+  global_grad(fx.N, 0, g);
+  snapshot before = take(&fx);
+  int last = test_rank() == test_size() - 1, multi = test_size() > 1;
+  unsigned char has[NT] = {1, 1, 1, 1, 1};
+  if (last) has[2] = 0;
+  adampi_status st = adampi_step_sharded(fx.opt, fx.params + fx.lo, g + fx.lo, has);
+  ck_assert_int_eq(st, multi ? ADAMPI_ERR_MISMATCH : ADAMPI_OK);
+  if (multi) {
+    ck_assert_msg(strstr(adampi_last_error(fx.opt), "has_grad"), "message: %s", adampi_last_error(fx.opt));
+    ck_assert_msg(unchanged(&fx, &before), "a refused step changed something");
+    ck_assert_ok(fx.opt, adampi_set_lr(fx.opt, 0, last ? 0.5 : 0.25));
+    st = adampi_step_sharded(fx.opt, fx.params + fx.lo, g + fx.lo, NULL);
+    ck_assert_int_eq(st, ADAMPI_ERR_MISMATCH);
+    ck_assert_msg(unchanged(&fx, &before), "a refused step changed something");
+    ck_assert_ok(fx.opt, adampi_set_lr(fx.opt, 0, 0.25));
+  }
+  /* A NULL argument on one rank: every rank fails, nobody waits. */
+  int64_t n = fx.hi - fx.lo;
+  st = adampi_step_sharded(fx.opt, (last && n) ? NULL : fx.params + fx.lo, g + fx.lo, NULL);
+  int expect_fail = 0, local = last && n;
+  MPI_Allreduce(&local, &expect_fail, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (expect_fail) {
+    ck_assert_msg(st == ADAMPI_ERR_ARG, "[rank %d] NULL on the last rank gave %s", test_rank(), adampi_strerror(st));
+    ck_assert_msg(strstr(adampi_last_error(fx.opt), "param_shard") || strstr(adampi_last_error(fx.opt), "failed"),
+                  "message: %s", adampi_last_error(fx.opt));
+  }
+  st = adampi_step(fx.opt, last ? NULL : fx.params, g, NULL);
+  ck_assert_msg(st == ADAMPI_ERR_ARG, "[rank %d] NULL params on the last rank gave %s", test_rank(), adampi_strerror(st));
+  release(&before);
+  free(g);
+  drop(&fx);
+}
+END_TEST
+
+START_TEST(tensors_without_gradient_are_untouched)
+{
+  fixture fx = make(ADAMPI_SGDP, ADAMPI_NONFINITE_ERROR);
+  float *g = malloc((size_t)fx.N * sizeof(float));
+  global_grad(fx.N, 0, g);
+  ck_assert_ok(fx.opt, adampi_step(fx.opt, fx.params, g, NULL));
+  snapshot before = take(&fx);
+  unsigned char has[NT] = {1, 0, 1, 0, 1};
+  global_grad(fx.N, 1, g);
+  ck_assert_ok(fx.opt, adampi_step(fx.opt, fx.params, g, has));
+  for (int i = 0; i < NT; i++) {
+    adampi_tensor_info t;
+    adampi_tensor(fx.opt, i, &t);
+    int same = !memcmp(fx.params + t.offset, before.params + t.offset, (size_t)t.numel * sizeof(float));
+    ck_assert_msg(same == !has[i], "tensor %d (has_grad %d): parameters %s", i, has[i], same ? "unchanged" : "changed");
+    ck_assert_int_eq(adampi_tensor_step(fx.opt, i), has[i] ? 2 : 1);
+    adampi_diag d;
+    adampi_diag_get(fx.opt, i, &d);
+    ck_assert_int_eq(d.updated, has[i]);
+  }
+  release(&before);
+  free(g);
+  drop(&fx);
+}
+END_TEST
+
+START_TEST(zero_and_tiny_weights_stay_finite)
+{
+  for (int kind = 0; kind < 2; kind++) {
+    fixture fx = make((adampi_kind)kind, ADAMPI_NONFINITE_ERROR);
+    float *g = calloc((size_t)fx.N, sizeof(float));
+    adampi_tensor_info w, conv;
+    adampi_tensor(fx.opt, 0, &w);
+    adampi_tensor(fx.opt, 3, &conv);
+    for (int64_t k = 0; k < w.numel; k++) fx.params[w.offset + k] = 0.0f;     /* zero weights */
+    for (int64_t k = 0; k < conv.numel; k++) fx.params[conv.offset + k] *= 1e-12f; /* below eps */
+    for (int step = 0; step < 3; step++) {
+      if (step > 0) global_grad(fx.N, step, g); /* step 0: all-zero gradients */
+      ck_assert_ok(fx.opt, adampi_step(fx.opt, fx.params, g, NULL));
+    }
+    for (int64_t k = 0; k < fx.N; k++) ck_assert_msg(isfinite(fx.params[k]), "kind %d: element %lld is %g", kind, (long long)k, fx.params[k]);
+    adampi_diag d;
+    adampi_diag_get(fx.opt, 0, &d);
+    ck_assert_msg(d.updated && d.step == 3, "diag of the zero tensor: updated %d step %lld", d.updated, (long long)d.step);
+    free(g);
+    drop(&fx);
+  }
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+  Suite *s = suite_create("step");
+  TCase *tc = tcase_create("transaction");
+  tcase_add_loop_test(tc, data_parallel_equals_sharded_with_the_mean_gradient, 0, 2);
+  tcase_add_loop_test(tc, nonfinite_gradient_on_one_rank_changes_nothing, 0, 3);
+  tcase_add_test(tc, nonfinite_parameter_is_refused);
+  tcase_add_test(tc, ranks_that_disagree_fail_together);
+  tcase_add_test(tc, tensors_without_gradient_are_untouched);
+  tcase_add_test(tc, zero_and_tiny_weights_stay_finite);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(int argc, char **argv) { return run_mpi_suite(argc, argv, make_suite); }
