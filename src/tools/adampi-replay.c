@@ -51,9 +51,21 @@ int main(int argc, char **argv)
     if (any) rc = ADAMPI_ERR_NOMEM, snprintf(err, sizeof err, "out of memory for the parameter shard");
   }
   if (rc == 0) rc = replay_read_params(rf, opt, params, err, sizeof err);
+  double t0 = MPI_Wtime();
   if (rc == 0) rc = replay_run(rf, opt, params, 0, replay_steps(rf), err, sizeof err);
+  double seconds = MPI_Wtime() - t0;
   if (rc == 0) rc = replay_write_params(rf, opt, params, argv[2], err, sizeof err);
   if (rc != 0 && rank == 0) fprintf(stderr, "adampi-replay: %s\n", err);
+  if (rc == 0 && rank == 0) {
+    replay_counts c;
+    replay_get_counts(rf, &c);
+    printf("adampi-replay: %d steps of %s over %d tensors (%lld elements) on %d ranks in %.3f s\n"
+           "  projected under the channel view %lld times, the layer view %lld times, not projected %lld times\n"
+           "  wrote %s\n",
+           replay_steps(rf), replay_kind(rf) == ADAMPI_ADAMP ? "AdamP" : "SGDP", replay_num_tensors(rf),
+           (long long)adampi_numel(opt), adampi_size(opt), seconds, (long long)c.channel, (long long)c.layer,
+           (long long)c.none, argv[2]);
+  }
   free(params);
   adampi_free(&opt);
   replay_close(&rf);

@@ -33,6 +33,7 @@ struct replay_file {
   unsigned char *present; /* T x n: gradient of tensor i at step t exists */
   double *lr;             /* T x G, or NULL */
   float *grad_shard;
+  replay_counts counts;
 };
 
 #define FAIL(...)                       \
@@ -406,6 +407,7 @@ void replay_close(replay_file **rfp)
 
 adampi_kind replay_kind(const replay_file *rf) { return rf->kind; }
 int replay_steps(const replay_file *rf) { return rf->T; }
+void replay_get_counts(const replay_file *rf, replay_counts *counts) { *counts = rf->counts; }
 int replay_num_tensors(const replay_file *rf) { return rf->n; }
 
 int replay_make_optimizer(replay_file *rf, const adampi_config *cfg, adampi **opt, char *err, size_t err_len)
@@ -513,6 +515,14 @@ int replay_run(replay_file *rf, adampi *opt, float *param_shard, int t0, int t1,
     if (rc != 0) break;
     rc = adampi_step_sharded(opt, param_shard, rf->grad_shard, has);
     if (rc != 0) snprintf(err, err_len, "step %d: %s", t, adampi_last_error(opt));
+    for (int i = 0; i < rf->n && rc == 0; i++) {
+      adampi_diag d;
+      adampi_diag_get(opt, i, &d);
+      if (!d.updated) continue;
+      if (d.view == ADAMPI_VIEW_CHANNEL) rf->counts.channel++;
+      else if (d.view == ADAMPI_VIEW_LAYER) rf->counts.layer++;
+      else rf->counts.none++;
+    }
     rc = agree(rf->comm, rc, err, err_len);
   }
   free(has);

@@ -36,6 +36,12 @@ int replay_make_optimizer(replay_file *rf, const adampi_config *cfg, adampi **op
 /* Read the initial parameters of this rank's shard into param_shard (hi - lo floats). */
 int replay_read_params(replay_file *rf, adampi *opt, float *param_shard, char *err, size_t err_len);
 
+/* Counts of the projection decisions over the steps run so far (tensor-steps with a gradient). */
+typedef struct replay_counts {
+  int64_t none, channel, layer;
+} replay_counts;
+void replay_get_counts(const replay_file *rf, replay_counts *counts);
+
 /* Run steps [t0, t1): set the scheduled learning rates, read the shard's gradients, step. */
 int replay_run(replay_file *rf, adampi *opt, float *param_shard, int t0, int t1, char *err, size_t err_len);
 
