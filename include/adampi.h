@@ -233,6 +233,61 @@ ADAMPI_API int64_t adampi_tensor_step(const adampi *opt, int index);
  * does not apply to the optimizer, before commit, or when the shard is empty. Local. */
 ADAMPI_API const float *adampi_state_shard(const adampi *opt, adampi_state_kind kind);
 
+/* ---- Checkpoints (one self-describing HDF5 file; see the README for its layout) ---------------- */
+
+/* Caller area of a checkpoint: small named integers (epoch, data position, RNG seed), stored as
+ * attributes of /user and returned verbatim. Names: 1..47 characters, no '/'. */
+#define ADAMPI_USER_MAX 32
+#define ADAMPI_USER_NAME 48
+typedef struct adampi_user {
+  int count;
+  char name[ADAMPI_USER_MAX][ADAMPI_USER_NAME];
+  int64_t value[ADAMPI_USER_MAX];
+} adampi_user;
+
+/* Set (add or replace) or get a named value. Local. ADAMPI_ERR_ARG for a bad name, a full area,
+ * or (get) a name that is not there; nothing changes on error. */
+ADAMPI_API adampi_status adampi_user_set(adampi_user *user, const char *name, int64_t value);
+ADAMPI_API adampi_status adampi_user_get(const adampi_user *user, const char *name, int64_t *value);
+
+/* What the params pointer of adampi_save / adampi_load holds. */
+typedef enum adampi_params_form {
+  ADAMPI_PARAMS_SHARD = 0, /* this rank's shard [lo, hi) only (adampi_step_sharded users) */
+  ADAMPI_PARAMS_FULL = 1   /* the full flat buffer, identical on every rank (adampi_step users) */
+} adampi_params_form;
+
+typedef struct adampi_save_options {
+  adampi_params_form params; /* default ADAMPI_PARAMS_SHARD */
+  int keep_last;             /* also keep the K previous checkpoints as PATH.1 .. PATH.K; 0: none */
+  const adampi_user *user;   /* caller area to store, or NULL */
+} adampi_save_options;
+
+typedef struct adampi_load_options {
+  adampi_params_form params; /* default ADAMPI_PARAMS_SHARD */
+  int keep_hparams;          /* 1: keep this handle's hyper-parameters; 0 (default): take the file's */
+  adampi_user *user;         /* receives the caller area, or NULL */
+} adampi_load_options;
+
+ADAMPI_API adampi_save_options adampi_save_defaults(void);
+ADAMPI_API adampi_load_options adampi_load_defaults(void);
+
+/* Save parameters, optimizer state, step counters, hyper-parameters and the caller area to path.
+ * Collective; parallel HDF5 with collective I/O, each rank writing only its shard's part.
+ * Atomic: the file is written as PATH.adampi-tmp in the same directory, flushed and fsynced, then
+ * renamed over PATH (and the directory fsynced), so a crash at any moment leaves the previous file
+ * at PATH intact. On error PATH and the optimizer are unchanged and every rank returns the same
+ * status. params (ownership stays with the caller) is read only. */
+ADAMPI_API adampi_status adampi_save(adampi *opt, const char *path, const float *params,
+                                     const adampi_save_options *options);
+
+/* Load a checkpoint saved on any number of ranks into this committed optimizer (its registration
+ * must match: names, shapes, optimizer kind). Collective; each rank reads only its shard's part.
+ * Every dataset's checksum is verified. On any error (missing or corrupt file, mismatch, newer
+ * format) the optimizer, params and options->user are unchanged and every rank returns the same
+ * status with a message naming the problem (and the tensor, for a tensor's problem). */
+ADAMPI_API adampi_status adampi_load(adampi *opt, const char *path, float *params,
+                                     const adampi_load_options *options);
+
 #ifdef __cplusplus
 }
 #endif

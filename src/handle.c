@@ -95,6 +95,8 @@ adampi_status adampi_add_tensor(adampi *opt, const char *name, int ndim, const i
   while (name_len <= ADAMPI_MAX_NAME && name[name_len] != '\0') name_len++;
   if (name_len > ADAMPI_MAX_NAME)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "tensor name '%.40s...' is longer than %d bytes", name, ADAMPI_MAX_NAME);
+  if (strchr(name, '/') != NULL || strcmp(name, ".") == 0)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "tensor name '%s' contains '/' or is '.' (checkpoints store tensors under their names)", name);
   if (ndim < 0 || ndim > ADAMPI_MAX_NDIM)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "tensor '%s': ndim = %d is outside 0..%d", name, ndim, ADAMPI_MAX_NDIM);
   if (ndim > 0 && shape == NULL) return ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "tensor '%s': shape is NULL", name);

@@ -89,6 +89,8 @@ struct adampi {
 adampi_status adampi__fail(adampi *opt, adampi_status status, const char *file, int line,
                            const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 #define ADAMPI_FAIL(opt, st, ...) adampi__fail((opt), (st), __FILE__, __LINE__, __VA_ARGS__)
+/* Collective: the lowest failing rank's status and message become every rank's. */
+adampi_status adampi__agree(adampi *opt, adampi_status st);
 /* Start a public call: forget the previous call's failure. */
 void adampi__clear_error(adampi *opt);
 

@@ -4,6 +4,7 @@
  */
 #include "internal.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -45,4 +46,26 @@ const char *adampi_last_error(const adampi *opt)
 {
   if (opt == NULL) return "no handle";
   return opt->err_set ? opt->errmsg : "no error";
+}
+
+adampi_status adampi__agree(adampi *opt, adampi_status st)
+{
+  int key = st != ADAMPI_OK ? opt->rank : INT_MAX, first = INT_MAX;
+  if (MPI_Allreduce(&key, &first, 1, MPI_INT, MPI_MIN, opt->comm) != MPI_SUCCESS)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_MPI, "MPI_Allreduce failed while agreeing on a status");
+  if (first == INT_MAX) return ADAMPI_OK;
+  struct {
+    int status;
+    char msg[sizeof opt->errmsg];
+  } report;
+  report.status = (int)st;
+  snprintf(report.msg, sizeof report.msg, "%s", opt->errmsg);
+  if (MPI_Bcast(&report, (int)sizeof report, MPI_BYTE, first, opt->comm) != MPI_SUCCESS)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_MPI, "MPI_Bcast failed while agreeing on a status");
+  if (opt->rank != first) {
+    report.msg[sizeof report.msg - 1] = '\0';
+    memcpy(opt->errmsg, report.msg, sizeof opt->errmsg);
+    opt->err_set = 1;
+  }
+  return (adampi_status)report.status;
 }

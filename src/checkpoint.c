@@ -1,0 +1,731 @@
+/*
+ * checkpoint.c - save and load the optimizer as one self-describing HDF5 file, with parallel HDF5
+ * and collective I/O: each rank writes and reads only its shard's part of every dataset, so a
+ * file saved on N ranks loads on any M. The only file of the library that includes hdf5.h.
+ *
+ * Layout (format "adampi-checkpoint", version 1; documented in the README):
+ *   /                       attributes: format, format_version, library_version, optimizer,
+ *                           num_tensors, num_groups, steps_taken, steps_skipped, saved_world_size,
+ *                           saved_shard_starts, description
+ *   /groups/<g>             attributes: the hyper-parameters of group g (lr is the current one)
+ *   /tensors/<name>         attributes: index, group, step; datasets param and the state
+ *                           (exp_avg, exp_avg_sq for AdamP; momentum for SGDP), float32 in the
+ *                           tensor's shape, chunked with the Fletcher32 checksum filter
+ *                           (a 0-d tensor's datasets carry a crc32 attribute instead)
+ *   /user                   attributes: the caller's named integers
+ *
+ * Atomicity: written as PATH.adampi-tmp, flushed (MPI_File_sync through H5Fflush) and fsynced,
+ * renamed over PATH, directory fsynced. Every failure is agreed across ranks before it is
+ * returned, and every rank keeps taking part in the collective HDF5 calls after a local failure so
+ * that no rank waits for another.
+ */
+#define _POSIX_C_SOURCE 200809L /* fsync, link, O_DIRECTORY */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FORMAT_NAME "adampi-checkpoint"
+#define FORMAT_VERSION 1
+#define CHUNK_ELEMS (1 << 20) /* 4 MiB chunks: one checksum each */
+#define MAX_STATE 2
+
+static const char *const hparam_names[10] = {"lr",       "beta1",    "beta2",    "eps",       "weight_decay",
+                                             "delta",    "wd_ratio", "momentum", "dampening", "nesterov"};
+
+adampi_save_options adampi_save_defaults(void)
+{
+  adampi_save_options o = {ADAMPI_PARAMS_SHARD, 0, NULL};
+  return o;
+}
+
+adampi_load_options adampi_load_defaults(void)
+{
+  adampi_load_options o = {ADAMPI_PARAMS_SHARD, 0, NULL};
+  return o;
+}
+
+static int valid_user_name(const char *name)
+{
+  size_t n = name ? strlen(name) : 0;
+  return n > 0 && n < ADAMPI_USER_NAME && strchr(name, '/') == NULL && strcmp(name, ".") != 0;
+}
+
+adampi_status adampi_user_set(adampi_user *user, const char *name, int64_t value)
+{
+  if (user == NULL || !valid_user_name(name)) return ADAMPI_ERR_ARG;
+  for (int i = 0; i < user->count; i++)
+    if (strcmp(user->name[i], name) == 0) {
+      user->value[i] = value;
+      return ADAMPI_OK;
+    }
+  if (user->count < 0 || user->count >= ADAMPI_USER_MAX) return ADAMPI_ERR_ARG;
+  snprintf(user->name[user->count], ADAMPI_USER_NAME, "%s", name);
+  user->value[user->count++] = value;
+  return ADAMPI_OK;
+}
+
+adampi_status adampi_user_get(const adampi_user *user, const char *name, int64_t *value)
+{
+  if (user == NULL || name == NULL || value == NULL) return ADAMPI_ERR_ARG;
+  for (int i = 0; i < user->count && i < ADAMPI_USER_MAX; i++)
+    if (strcmp(user->name[i], name) == 0) {
+      *value = user->value[i];
+      return ADAMPI_OK;
+    }
+  return ADAMPI_ERR_ARG;
+}
+
+/* ---- small HDF5 helpers --------------------------------------------------------------------- */
+
+static uint32_t crc32_of(const void *data, size_t n)
+{
+  const unsigned char *p = data;
+  uint32_t c = 0xffffffffu;
+  for (size_t i = 0; i < n; i++) {
+    c ^= p[i];
+    for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+  }
+  return c ^ 0xffffffffu;
+}
+
+static int put_attr(hid_t obj, const char *name, hid_t ftype, hid_t mtype, hsize_t n, const void *v)
+{
+  hid_t space = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(obj, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
+  int bad = a < 0 || H5Awrite(a, mtype, v) < 0;
+  if (a >= 0) H5Aclose(a);
+  H5Sclose(space);
+  return bad;
+}
+
+static int put_i64(hid_t obj, const char *name, int64_t v) { return put_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &v); }
+static int put_f64(hid_t obj, const char *name, double v) { return put_attr(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &v); }
+
+static int put_str(hid_t obj, const char *name, const char *text)
+{
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, strlen(text) ? strlen(text) : 1);
+  int bad = put_attr(obj, name, t, t, 0, text);
+  H5Tclose(t);
+  return bad;
+}
+
+static int get_i64(hid_t obj, const char *name, int64_t *v)
+{
+  if (H5Aexists(obj, name) <= 0) return -1;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+  int bad = t < 0 || H5Tget_class(t) != H5T_INTEGER || H5Aread(a, H5T_NATIVE_INT64, v) < 0;
+  if (t >= 0) H5Tclose(t);
+  if (a >= 0) H5Aclose(a);
+  return bad ? -1 : 0;
+}
+
+static int get_f64(hid_t obj, const char *name, double *v)
+{
+  if (H5Aexists(obj, name) <= 0) return -1;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+  int bad = t < 0 || H5Tget_class(t) != H5T_FLOAT || H5Aread(a, H5T_NATIVE_DOUBLE, v) < 0;
+  if (t >= 0) H5Tclose(t);
+  if (a >= 0) H5Aclose(a);
+  return bad ? -1 : 0;
+}
+
+/* A fixed- or variable-length string attribute into out; "" when absent or not a string. */
+static void get_str(hid_t obj, const char *name, char *out, size_t len)
+{
+  out[0] = '\0';
+  if (H5Aexists(obj, name) <= 0) return;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+  if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+    hid_t m = H5Tcopy(H5T_C_S1);
+    if (H5Tis_variable_str(t) > 0) {
+      char *s = NULL;
+      H5Tset_size(m, H5T_VARIABLE);
+      if (H5Aread(a, m, &s) >= 0 && s) snprintf(out, len, "%s", s);
+      if (s) H5free_memory(s);
+    } else if (H5Tget_size(t) + 1 <= len) {
+      H5Tset_size(m, H5Tget_size(t) + 1);
+      H5Tset_strpad(m, H5T_STR_NULLTERM);
+      if (H5Aread(a, m, out) < 0) out[0] = '\0';
+    }
+    H5Tclose(m);
+  }
+  if (t >= 0) H5Tclose(t);
+  if (a >= 0) H5Aclose(a);
+}
+
+static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape)
+{
+  int n = snprintf(buf, len, "[");
+  for (int k = 0; k < ndim && n > 0 && (size_t)n < len; k++)
+    n += snprintf(buf + n, len - (size_t)n, "%s%lld", k ? ", " : "", (long long)shape[k]);
+  if (n > 0 && (size_t)n < len) snprintf(buf + n, len - (size_t)n, "]");
+}
+
+/* ---- what is stored per tensor -------------------------------------------------------------- */
+
+static int state_count(const adampi *opt) { return opt->cfg.kind == ADAMPI_ADAMP ? 2 : 1; }
+
+static const char *state_name(const adampi *opt, int s)
+{
+  if (opt->cfg.kind == ADAMPI_SGDP) return "momentum";
+  return s == 0 ? "exp_avg" : "exp_avg_sq";
+}
+
+/* Elements of tensor t in this rank's shard: shard offset *first, count *n (0 if none). */
+static void local_part(const adampi *opt, const adampi__tensor *t, int64_t *first, int64_t *n)
+{
+  *first = t->offset + t->my_leaf_lo * t->leaf_len - opt->lo;
+  *n = (t->my_leaf_hi - t->my_leaf_lo) * t->leaf_len;
+}
+
+/* Select this rank's rows of tensor t in a dataspace of t's shape (none if it holds none). */
+static void select_part(const adampi__tensor *t, hid_t fspace, hid_t *mspace)
+{
+  int64_t n = (t->my_leaf_hi - t->my_leaf_lo) * t->leaf_len;
+  hsize_t m = (hsize_t)(n > 0 ? n : 1);
+  *mspace = H5Screate_simple(1, &m, NULL);
+  if (n == 0) {
+    H5Sselect_none(fspace);
+    H5Sselect_none(*mspace);
+    return;
+  }
+  if (t->ndim == 0) return; /* scalar: all */
+  hsize_t start[ADAMPI_MAX_NDIM] = {0}, count[ADAMPI_MAX_NDIM];
+  for (int k = 0; k < t->ndim; k++) count[k] = (hsize_t)t->shape[k];
+  /* leaves are rows (ndim > 1) or elements (1-d): both are rows of dimension 0 */
+  start[0] = (hsize_t)t->my_leaf_lo;
+  count[0] = (hsize_t)(t->my_leaf_hi - t->my_leaf_lo);
+  H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+}
+
+static hid_t create_dataset(hid_t loc, const char *name, const adampi__tensor *t)
+{
+  hsize_t dims[ADAMPI_MAX_NDIM], chunk[ADAMPI_MAX_NDIM];
+  hid_t space, dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  if (t->ndim == 0) {
+    space = H5Screate(H5S_SCALAR);
+  } else {
+    hsize_t budget = CHUNK_ELEMS;
+    for (int k = t->ndim - 1; k >= 0; k--) {
+      dims[k] = (hsize_t)t->shape[k];
+      chunk[k] = dims[k] < budget ? dims[k] : (budget ? budget : 1);
+      budget = chunk[k] ? budget / chunk[k] : 0;
+    }
+    space = H5Screate_simple(t->ndim, dims, NULL);
+    H5Pset_chunk(dcpl, t->ndim, chunk);
+    H5Pset_fletcher32(dcpl); /* a checksum per chunk, verified on every read */
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+  }
+  hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  return d;
+}
+
+/* ---- save ----------------------------------------------------------------------------------- */
+
+static int fsync_path(const char *path, int directory)
+{
+  int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+/* PATH.k -> PATH.k+1 for k = K-1..1, then PATH.1 becomes a hard link of PATH, so that PATH is
+ * never missing. Rank 0 only. */
+static int rotate(const char *path, int keep)
+{
+  char from[4200], to[4200];
+  for (int k = keep - 1; k >= 1; k--) {
+    snprintf(from, sizeof from, "%s.%d", path, k);
+    snprintf(to, sizeof to, "%s.%d", path, k + 1);
+    if (access(from, F_OK) == 0 && rename(from, to) != 0) return -1;
+  }
+  if (access(path, F_OK) != 0) return 0;
+  snprintf(from, sizeof from, "%s.1.adampi-tmp", path);
+  snprintf(to, sizeof to, "%s.1", path);
+  unlink(from);
+  if (link(path, from) != 0) return -1;
+  return rename(from, to);
+}
+
+/* The element bits of every 0-d tensor and its state, known on every rank (one collective), so
+ * that all ranks write the same crc32 attributes. */
+static adampi_status scalar_bits(adampi *opt, const float *w, uint32_t *bits, int nscalar)
+{
+  adampi_status st = ADAMPI_OK;
+  int j = 0;
+  memset(bits, 0, (size_t)nscalar * (1 + MAX_STATE) * sizeof *bits);
+  for (int i = 0; i < opt->num_tensors; i++) {
+    const adampi__tensor *t = &opt->tensors[i];
+    if (t->ndim != 0) continue;
+    int64_t first, n;
+    local_part(opt, t, &first, &n);
+    if (n == 1) {
+      const float *src[1 + MAX_STATE] = {w + first, opt->state0 + first, opt->state1 + first};
+      for (int s = 0; s <= state_count(opt); s++) memcpy(&bits[j * (1 + MAX_STATE) + s], src[s], 4);
+    }
+    j++;
+  }
+  if (nscalar)
+    ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, bits, nscalar * (1 + MAX_STATE), MPI_UINT32_T, MPI_BOR, opt->comm));
+done:
+  return st;
+}
+
+static int write_root(adampi *opt, hid_t f)
+{
+  int bad = put_str(f, "format", FORMAT_NAME);
+  bad |= put_i64(f, "format_version", FORMAT_VERSION);
+  bad |= put_str(f, "library_version", ADAMPI_VERSION_STRING);
+  bad |= put_str(f, "optimizer", opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp");
+  bad |= put_i64(f, "num_tensors", opt->num_tensors);
+  bad |= put_i64(f, "num_groups", opt->num_groups);
+  bad |= put_i64(f, "steps_taken", opt->steps_taken);
+  bad |= put_i64(f, "steps_skipped", opt->steps_skipped);
+  bad |= put_i64(f, "saved_world_size", opt->size);
+  bad |= put_attr(f, "saved_shard_starts", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)opt->size + 1, opt->shard_lo);
+  bad |= put_str(f, "description",
+                 "Optimizer checkpoint written by adampi (AdamP/SGDP over MPI). /tensors/<name>/param holds the "
+                 "parameters and the other datasets the optimizer state, in each tensor's own shape; attribute "
+                 "step is the tensor's step counter. /groups/<g> holds the hyper-parameters of group g, /user "
+                 "the caller's values. saved_shard_starts (the layout at save) is for information only.");
+  return bad;
+}
+
+static int write_groups(adampi *opt, hid_t f)
+{
+  hid_t gs = H5Gcreate2(f, "groups", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  int bad = gs < 0;
+  for (int g = 0; g < opt->num_groups && !bad; g++) {
+    char name[32];
+    snprintf(name, sizeof name, "%d", g);
+    hid_t h = H5Gcreate2(gs, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const adampi_hparams *hp = &opt->groups[g];
+    double v[9] = {hp->lr, hp->beta1, hp->beta2, hp->eps, hp->weight_decay, hp->delta, hp->wd_ratio, hp->momentum, hp->dampening};
+    bad |= h < 0;
+    for (int k = 0; k < 9 && !bad; k++) bad |= put_f64(h, hparam_names[k], v[k]);
+    if (!bad) bad |= put_i64(h, "nesterov", hp->nesterov);
+    if (h >= 0) H5Gclose(h);
+  }
+  if (gs >= 0) H5Gclose(gs);
+  return bad;
+}
+
+static int write_user(hid_t f, const adampi_user *user)
+{
+  hid_t u = H5Gcreate2(f, "user", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  int bad = u < 0;
+  for (int i = 0; user && i < user->count && !bad; i++) bad |= put_i64(u, user->name[i], user->value[i]);
+  if (u >= 0) H5Gclose(u);
+  return bad;
+}
+
+/* Every tensor's group, attributes and datasets. Keeps taking part in every collective call
+ * after a failure; returns the index of the first tensor that failed, or -1. */
+static int write_tensors(adampi *opt, hid_t f, hid_t dxpl, const float *w, const uint32_t *sbits)
+{
+  int first_bad = -1, j = 0;
+  hid_t ts = H5Gcreate2(f, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  for (int i = 0; i < opt->num_tensors; i++) {
+    const adampi__tensor *t = &opt->tensors[i];
+    hid_t g = H5Gcreate2(ts, t->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int bad = g < 0 || put_i64(g, "index", i) || put_i64(g, "group", t->group) || put_i64(g, "step", t->step);
+    int64_t first, n;
+    local_part(opt, t, &first, &n);
+    const float *src[1 + MAX_STATE] = {w, opt->state0, opt->state1};
+    for (int s = 0; s <= state_count(opt); s++) {
+      hid_t d = create_dataset(g, s == 0 ? "param" : state_name(opt, s - 1), t);
+      hid_t fspace = d >= 0 ? H5Dget_space(d) : H5I_INVALID_HID, mspace = H5I_INVALID_HID;
+      bad |= d < 0;
+      if (d >= 0) {
+        select_part(t, fspace, &mspace);
+        float dummy = 0.0f;
+        const float *buf = n > 0 ? src[s] + first : &dummy;
+        bad |= H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0;
+        if (t->ndim == 0) bad |= put_attr(d, "crc32", H5T_STD_U32LE, H5T_NATIVE_UINT32, 0,
+                                          &(uint32_t){crc32_of(&sbits[j * (1 + MAX_STATE) + s], 4)});
+        H5Sclose(mspace);
+        H5Sclose(fspace);
+        H5Dclose(d);
+      }
+    }
+    if (t->ndim == 0) j++;
+    if (g >= 0) H5Gclose(g);
+    if (bad && first_bad < 0) first_bad = i;
+  }
+  if (ts >= 0) H5Gclose(ts);
+  return first_bad;
+}
+
+adampi_status adampi_save(adampi *opt, const char *path, const float *params, const adampi_save_options *options)
+{
+  if (opt == NULL) return ADAMPI_ERR_ARG;
+  adampi__clear_error(opt);
+  adampi_status st = ADAMPI_OK;
+  adampi_save_options o = options ? *options : adampi_save_defaults();
+  char tmp[4200];
+  hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, f = H5I_INVALID_HID;
+  uint32_t *sbits = NULL;
+  int nscalar = 0;
+
+  if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "save before adampi_commit");
+  if (path == NULL || path[0] == '\0' || strlen(path) > 4000)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "the checkpoint path is NULL, empty or too long");
+  else if (params == NULL && opt->hi > opt->lo)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: params is NULL", opt->rank);
+  else if (o.params != ADAMPI_PARAMS_SHARD && o.params != ADAMPI_PARAMS_FULL)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "options->params = %d is not a known form", (int)o.params);
+  else if (o.keep_last < 0 || o.keep_last > 1000)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "options->keep_last = %d is outside 0..1000", o.keep_last);
+  for (int i = 0; st == ADAMPI_OK && o.user && i < o.user->count; i++)
+    if (o.user->count > ADAMPI_USER_MAX || !valid_user_name(o.user->name[i]))
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "caller value %d has an invalid name or count", i);
+  for (int i = 0; i < opt->num_tensors; i++) nscalar += opt->tensors[i].ndim == 0;
+  sbits = calloc((size_t)nscalar * (1 + MAX_STATE) + 1, sizeof *sbits);
+  if (sbits == NULL && st == ADAMPI_OK) st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "no memory");
+  st = adampi__agree(opt, st);
+  if (st != ADAMPI_OK) goto done;
+
+  const float *w = params ? (o.params == ADAMPI_PARAMS_FULL ? params + opt->lo : params) : NULL;
+  st = scalar_bits(opt, w, sbits, nscalar);
+  if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+
+  snprintf(tmp, sizeof tmp, "%s.adampi-tmp", path);
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL);       /* required: parallel access */
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST); /* checksummed metadata */
+  H5Pset_coll_metadata_write(fapl, 1);                    /* optional: fewer small writes */
+  dxpl = H5Pcreate(H5P_DATASET_XFER);
+  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);           /* required: filters in parallel */
+  f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  if (f < 0) {
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot create %s (%s)", tmp, strerror(errno));
+    st = adampi__agree(opt, st);
+    goto done;
+  }
+  int bad = write_root(opt, f) | write_groups(opt, f) | write_user(f, o.user);
+  int bad_tensor = write_tensors(opt, f, dxpl, w, sbits);
+  if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) bad = 1;
+  if (H5Fclose(f) < 0) bad = 1;
+  f = H5I_INVALID_HID;
+  if (bad_tensor >= 0)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write tensor '%s' to %s (disk full or I/O error?)",
+                     opt->tensors[bad_tensor].name, tmp);
+  else if (bad)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write %s (disk full or I/O error?)", tmp);
+  st = adampi__agree(opt, st);
+  if (st == ADAMPI_OK && opt->rank == 0) {
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s", path);
+    if (fsync_path(tmp, 0) != 0) st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot fsync %s: %s", tmp, strerror(errno));
+    else if (o.keep_last > 0 && rotate(path, o.keep_last) != 0)
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot rotate the previous checkpoints of %s: %s", path, strerror(errno));
+    else if (rename(tmp, path) != 0)
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    else if (fsync_path(dirname(dir), 1) != 0)
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot fsync the directory of %s: %s", path, strerror(errno));
+  }
+  st = adampi__agree(opt, st);
+done:
+  if (f >= 0) H5Fclose(f);
+  if (dxpl >= 0) H5Pclose(dxpl);
+  if (fapl >= 0) H5Pclose(fapl);
+  if (st != ADAMPI_OK && opt->rank == 0 && path) {
+    snprintf(tmp, sizeof tmp, "%s.adampi-tmp", path);
+    unlink(tmp);
+  }
+  free(sbits);
+  return st;
+}
+
+/* ---- load ----------------------------------------------------------------------------------- */
+
+/* What a load reads before anything changes. */
+typedef struct staged {
+  float *w, *s0, *s1;
+  int64_t *steps;
+  adampi_hparams *groups;
+  adampi_user user;
+  int64_t taken, skipped;
+} staged;
+
+static adampi_status check_root(adampi *opt, hid_t f, const char *path, staged *sg)
+{
+  char format[64], kind[32];
+  int64_t version = 0, n = 0;
+  get_str(f, "format", format, sizeof format);
+  if (strcmp(format, FORMAT_NAME) != 0)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an adampi checkpoint (root attribute format is '%s')", path, format);
+  if (get_i64(f, "format_version", &version) != 0 || version < 1)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s has no valid format_version", path);
+  if (version > FORMAT_VERSION)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT,
+                       "%s was written by a newer adampi (format version %lld; this build reads up to %d): "
+                       "load it with a newer adampi",
+                       path, (long long)version, FORMAT_VERSION);
+  get_str(f, "optimizer", kind, sizeof kind);
+  const char *mine = opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp";
+  if (strcmp(kind, mine) != 0)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds '%s' state but this optimizer is '%s'", path, kind, mine);
+  if (get_i64(f, "num_tensors", &n) != 0 || n != opt->num_tensors)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds %lld tensors but %d are registered", path, (long long)n,
+                       opt->num_tensors);
+  if (get_i64(f, "num_groups", &n) != 0 || n != opt->num_groups)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds %lld parameter groups but %d were added", path, (long long)n,
+                       opt->num_groups);
+  if (get_i64(f, "steps_taken", &sg->taken) != 0 || get_i64(f, "steps_skipped", &sg->skipped) != 0 || sg->taken < 0 ||
+      sg->skipped < 0)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: root attributes steps_taken/steps_skipped are missing or invalid", path);
+  return ADAMPI_OK;
+}
+
+static adampi_status read_groups(adampi *opt, hid_t f, const char *path, staged *sg)
+{
+  for (int g = 0; g < opt->num_groups; g++) {
+    char name[32];
+    snprintf(name, sizeof name, "groups/%d", g);
+    if (H5Lexists(f, "groups", H5P_DEFAULT) <= 0 || H5Lexists(f, name, H5P_DEFAULT) <= 0)
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s is missing", path, name);
+    hid_t h = H5Gopen2(f, name, H5P_DEFAULT);
+    double v[9];
+    int64_t nesterov = 0;
+    int bad = h < 0;
+    for (int k = 0; k < 9 && !bad; k++) bad = get_f64(h, hparam_names[k], &v[k]) != 0;
+    if (!bad) bad = get_i64(h, "nesterov", &nesterov) != 0 || nesterov < 0 || nesterov > 1;
+    if (h >= 0) H5Gclose(h);
+    if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s lacks a valid hyper-parameter attribute", path, name);
+    adampi_hparams hp = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], (int)nesterov};
+    char msg[512];
+    if (adampi__hparams_check(opt->cfg.kind, &hp, msg, sizeof msg) != ADAMPI_OK)
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s: %s", path, name, msg);
+    sg->groups[g] = hp;
+  }
+  return ADAMPI_OK;
+}
+
+/* Names, groups, step counters, types and shapes of every tensor; nothing is read yet. */
+static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, staged *sg)
+{
+  hsize_t count = 0;
+  H5G_info_t info;
+  if (H5Lexists(f, "tensors", H5P_DEFAULT) <= 0 || H5Gget_info_by_name(f, "tensors", &info, H5P_DEFAULT) < 0)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /tensors is missing", path);
+  count = info.nlinks;
+  if (count != (hsize_t)opt->num_tensors)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: /tensors holds %llu tensors but %d are registered", path,
+                       (unsigned long long)count, opt->num_tensors);
+  for (int i = 0; i < opt->num_tensors; i++) {
+    const adampi__tensor *t = &opt->tensors[i];
+    char gpath[400];
+    snprintf(gpath, sizeof gpath, "tensors/%s", t->name);
+    if (H5Lexists(f, gpath, H5P_DEFAULT) <= 0)
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: tensor '%s' is not in the checkpoint", path, t->name);
+    hid_t g = H5Gopen2(f, gpath, H5P_DEFAULT);
+    int64_t group = -1, step = -1;
+    int bad = g < 0 || get_i64(g, "group", &group) != 0 || get_i64(g, "step", &step) != 0 || step < 0;
+    if (!bad && group != t->group) {
+      H5Gclose(g);
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: tensor '%s' is in group %lld in the checkpoint but in group %d here",
+                         path, t->name, (long long)group, t->group);
+    }
+    sg->steps[i] = step;
+    for (int s = 0; s <= state_count(opt) && !bad; s++) {
+      const char *dname = s == 0 ? "param" : state_name(opt, s - 1);
+      if (H5Lexists(g, dname, H5P_DEFAULT) <= 0) {
+        H5Gclose(g);
+        return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s' has no dataset '%s'", path, t->name, dname);
+      }
+      hid_t d = H5Dopen2(g, dname, H5P_DEFAULT);
+      hid_t type = d >= 0 ? H5Dget_type(d) : H5I_INVALID_HID, space = d >= 0 ? H5Dget_space(d) : H5I_INVALID_HID;
+      int nd = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+      hsize_t dims[ADAMPI_MAX_NDIM] = {0};
+      int64_t shape[ADAMPI_MAX_NDIM] = {0};
+      int typed = type >= 0 && H5Tget_class(type) == H5T_FLOAT && H5Tget_size(type) == 4;
+      int same = nd == t->ndim;
+      if (nd >= 0 && nd <= ADAMPI_MAX_NDIM) {
+        H5Sget_simple_extent_dims(space, dims, NULL);
+        for (int k = 0; k < nd; k++) shape[k] = (int64_t)dims[k], same &= shape[k] == t->shape[k];
+      }
+      if (type >= 0) H5Tclose(type);
+      if (space >= 0) H5Sclose(space);
+      if (d >= 0) H5Dclose(d);
+      if (d < 0 || !typed) {
+        H5Gclose(g);
+        return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s': dataset '%s' is not float32", path, t->name, dname);
+      }
+      if (!same) {
+        char a[160] = "[?]", b[160];
+        if (nd >= 0 && nd <= ADAMPI_MAX_NDIM) shape_text(a, sizeof a, nd, shape);
+        shape_text(b, sizeof b, t->ndim, t->shape);
+        H5Gclose(g);
+        return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: tensor '%s': checkpoint shape %s, registered shape %s", path,
+                           t->name, a, b);
+      }
+    }
+    if (g >= 0) H5Gclose(g);
+    if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s' lacks valid group/step attributes", path, t->name);
+  }
+  return ADAMPI_OK;
+}
+
+/* Read every tensor's shard part into the staging buffers. Takes part in every collective read
+ * even after a failure; returns the first failure. */
+static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *path, staged *sg)
+{
+  adampi_status st = ADAMPI_OK;
+  float *dst[1 + MAX_STATE] = {sg->w, sg->s0, sg->s1};
+  for (int i = 0; i < opt->num_tensors; i++) {
+    const adampi__tensor *t = &opt->tensors[i];
+    int64_t first, n;
+    local_part(opt, t, &first, &n);
+    for (int s = 0; s <= state_count(opt); s++) {
+      const char *dname = s == 0 ? "param" : state_name(opt, s - 1);
+      char dpath[400];
+      snprintf(dpath, sizeof dpath, "tensors/%s/%s", t->name, dname);
+      hid_t d = H5Dopen2(f, dpath, H5P_DEFAULT);
+      hid_t fspace = d >= 0 ? H5Dget_space(d) : H5I_INVALID_HID, mspace = H5I_INVALID_HID;
+      float dummy = 0.0f;
+      int bad = d < 0;
+      if (d >= 0) {
+        select_part(t, fspace, &mspace);
+        bad = H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, n > 0 ? dst[s] + first : &dummy) < 0;
+        if (!bad && t->ndim == 0 && n > 0) {
+          uint32_t bits, stored = 0;
+          memcpy(&bits, dst[s] + first, 4);
+          hid_t a = H5Aexists(d, "crc32") > 0 ? H5Aopen(d, "crc32", H5P_DEFAULT) : H5I_INVALID_HID;
+          bad = a < 0 || H5Aread(a, H5T_NATIVE_UINT32, &stored) < 0 || stored != crc32_of(&bits, 4);
+          if (a >= 0) H5Aclose(a);
+        }
+        H5Sclose(mspace);
+        H5Sclose(fspace);
+        H5Dclose(d);
+      }
+      if (bad && st == ADAMPI_OK)
+        st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT,
+                         "%s: tensor '%s', dataset '%s': checksum mismatch or read error (the file is corrupt)", path,
+                         t->name, dname);
+    }
+  }
+  return st;
+}
+
+static adampi_status read_user(adampi *opt, hid_t f, const char *path, adampi_user *user)
+{
+  memset(user, 0, sizeof *user);
+  if (H5Lexists(f, "user", H5P_DEFAULT) <= 0) return ADAMPI_OK;
+  hid_t u = H5Gopen2(f, "user", H5P_DEFAULT);
+  H5O_info_t oi;
+  int bad = u < 0 || H5Oget_info2(u, &oi, H5O_INFO_NUM_ATTRS) < 0 || oi.num_attrs > ADAMPI_USER_MAX;
+  for (hsize_t k = 0; !bad && k < oi.num_attrs; k++) {
+    char name[ADAMPI_USER_NAME + 8];
+    ssize_t len = H5Aget_name_by_idx(u, ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT);
+    if (len < 0) len = H5Aget_name_by_idx(u, ".", H5_INDEX_NAME, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT);
+    int64_t v = 0;
+    bad = len <= 0 || len >= ADAMPI_USER_NAME || get_i64(u, name, &v) != 0 || adampi_user_set(user, name, v) != ADAMPI_OK;
+  }
+  if (u >= 0) H5Gclose(u);
+  if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /user holds values that are not named integers", path);
+  return ADAMPI_OK;
+}
+
+static void free_staged(staged *sg)
+{
+  free(sg->w);
+  free(sg->s0);
+  free(sg->s1);
+  free(sg->steps);
+  free(sg->groups);
+}
+
+adampi_status adampi_load(adampi *opt, const char *path, float *params, const adampi_load_options *options)
+{
+  if (opt == NULL) return ADAMPI_ERR_ARG;
+  adampi__clear_error(opt);
+  if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "load before adampi_commit");
+  adampi_status st = ADAMPI_OK;
+  adampi_load_options o = options ? *options : adampi_load_defaults();
+  hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, f = H5I_INVALID_HID;
+  size_t n = (size_t)(opt->hi - opt->lo);
+  staged sg = {0};
+
+  if (path == NULL || path[0] == '\0') st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "the checkpoint path is NULL or empty");
+  else if (params == NULL && n > 0) st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: params is NULL", opt->rank);
+  else if (o.params != ADAMPI_PARAMS_SHARD && o.params != ADAMPI_PARAMS_FULL)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "options->params = %d is not a known form", (int)o.params);
+  else if (access(path, R_OK) != 0)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+  if (st == ADAMPI_OK) {
+    sg.w = calloc(n + 1, sizeof(float));
+    sg.s0 = calloc(n + 1, sizeof(float));
+    sg.s1 = calloc(n + 1, sizeof(float));
+    sg.steps = calloc((size_t)opt->num_tensors, sizeof *sg.steps);
+    sg.groups = calloc((size_t)opt->num_groups, sizeof *sg.groups);
+    if (!sg.w || !sg.s0 || !sg.s1 || !sg.steps || !sg.groups)
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory to stage its shard", opt->rank);
+  }
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  if (st == ADAMPI_OK && H5Fis_hdf5(path) <= 0)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an HDF5 file (empty, truncated or another kind of file)", path);
+  if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+
+  fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL); /* required: parallel access */
+  H5Pset_all_coll_metadata_ops(fapl, 1);            /* optional: one rank reads metadata */
+  dxpl = H5Pcreate(H5P_DATASET_XFER);
+  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+  f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+  if (f < 0) st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s cannot be opened: truncated or corrupt HDF5 file", path);
+  if (st == ADAMPI_OK) st = check_root(opt, f, path, &sg);
+  if (st == ADAMPI_OK) st = read_groups(opt, f, path, &sg);
+  if (st == ADAMPI_OK) st = check_tensors(opt, f, path, &sg);
+  if (st == ADAMPI_OK) st = read_user(opt, f, path, &sg.user);
+  /* All ranks read the same metadata, but agree before the collective reads all the same. */
+  if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+  st = read_tensors(opt, f, dxpl, path, &sg);
+  if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+
+  /* Everything is read and agreed: now, and only now, change the optimizer and the caller's data. */
+  memcpy(opt->state0, sg.s0, n * sizeof(float));
+  if (opt->cfg.kind == ADAMPI_ADAMP) memcpy(opt->state1, sg.s1, n * sizeof(float));
+  for (int i = 0; i < opt->num_tensors; i++) {
+    opt->tensors[i].step = sg.steps[i];
+    memset(&opt->tensors[i].diag, 0, sizeof opt->tensors[i].diag);
+  }
+  if (!o.keep_hparams) memcpy(opt->groups, sg.groups, (size_t)opt->num_groups * sizeof *sg.groups);
+  opt->steps_taken = sg.taken;
+  opt->steps_skipped = sg.skipped;
+  if (o.user) *o.user = sg.user;
+  if (o.params == ADAMPI_PARAMS_SHARD) {
+    memcpy(params, sg.w, n * sizeof(float));
+  } else {
+    memcpy(params + opt->lo, sg.w, n * sizeof(float));
+    int *counts = malloc(sizeof(int) * (size_t)opt->size), *displs = malloc(sizeof(int) * (size_t)opt->size);
+    int ok = counts && displs && opt->numel <= INT32_MAX;
+    for (int r = 0; ok && r < opt->size; r++)
+      counts[r] = (int)(opt->shard_lo[r + 1] - opt->shard_lo[r]), displs[r] = (int)opt->shard_lo[r];
+    if (ok && MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, counts, displs, MPI_FLOAT, opt->comm) != MPI_SUCCESS)
+      ok = 0;
+    if (!ok) st = ADAMPI_FAIL(opt, ADAMPI_ERR_MPI, "the all-gather of the loaded parameters failed");
+    free(counts);
+    free(displs);
+  }
+done:
+  if (f >= 0) H5Fclose(f);
+  if (dxpl >= 0) H5Pclose(dxpl);
+  if (fapl >= 0) H5Pclose(fapl);
+  free_staged(&sg);
+  return st;
+}
