@@ -1,0 +1,383 @@
+/*
+ * test_checkpoint.c - adampi_save / adampi_load: every field round-trips; a checkpoint saved on
+ * a ranks and resumed on b ranks continues bitwise like a run that never stopped (AdamP and SGDP,
+ * with and without nesterov); corrupted, truncated, empty, wrong-kind, newer-format, non-HDF5,
+ * missing and mismatched files are refused with a message naming the problem and change nothing;
+ * rotation keeps the last K; a save into a missing directory fails everywhere.
+ */
+#define _POSIX_C_SOURCE 200809L /* pread, pwrite, truncate */
+#include "problem.h"
+
+#include <hdf5.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#define T_TOTAL 10
+#define T_STOP 4
+
+/* A path shared by all ranks of this run. */
+static void shared_path(char *buf, size_t len, const char *what)
+{
+  int pid = (int)getpid();
+  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  snprintf(buf, len, "%s/adampi_ck_%d_%s.h5", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", pid, what);
+}
+
+static void remove_all(const char *path)
+{
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (test_rank() == 0) {
+    char p[600];
+    unlink(path);
+    for (int k = 1; k <= 3; k++) snprintf(p, sizeof p, "%s.%d", path, k), unlink(p);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+typedef struct live {
+  adampi *opt;
+  float *w;
+} live;
+
+static live start(MPI_Comm comm, const problem_variant *v, int steps, adampi_nonfinite_policy policy)
+{
+  live l;
+  char err[512];
+  l.opt = problem_create(comm, v, policy, err, sizeof err);
+  ck_assert_msg(l.opt != NULL, "%s", err);
+  int64_t lo, hi;
+  adampi_shard(l.opt, adampi_rank(l.opt), &lo, &hi);
+  l.w = calloc((size_t)(hi - lo) + 1, sizeof *l.w);
+  problem_init(l.opt, l.w);
+  ck_assert_ok(l.opt, problem_steps(l.opt, comm, v, l.w, 0, steps, NULL, NULL));
+  return l;
+}
+
+static void stop(live *l)
+{
+  free(l->w);
+  adampi_free(&l->opt);
+}
+
+START_TEST(every_field_round_trips)
+{
+  const problem_variant *v = &problem_variants[_i ? 2 : 0];
+  char path[512];
+  shared_path(path, sizeof path, "roundtrip");
+  live a = start(MPI_COMM_WORLD, v, 5, ADAMPI_NONFINITE_SKIP);
+  /* one skipped step, and a learning rate that differs from the defaults */
+  int64_t lo, hi;
+  adampi_shard(a.opt, adampi_rank(a.opt), &lo, &hi);
+  float *nan_grads = malloc((size_t)(hi - lo + 1) * sizeof(float));
+  for (int64_t k = 0; k <= hi - lo; k++) nan_grads[k] = k == 0 ? NAN : 0.0f;
+  ck_assert_ok(a.opt, adampi_step_sharded(a.opt, a.w, nan_grads, NULL));
+  ck_assert_int_eq(adampi_steps_skipped(a.opt), test_size() > 0 && adampi_numel(a.opt) ? 1 : 0);
+  ck_assert_ok(a.opt, adampi_set_lr(a.opt, 1, 0.123));
+  adampi_user user = {0};
+  adampi_user_set(&user, "epoch", 3);
+  adampi_user_set(&user, "seed", -42);
+  adampi_user_set(&user, "position", (int64_t)1 << 40);
+  adampi_save_options so = adampi_save_defaults();
+  so.user = &user;
+  ck_assert_ok(a.opt, adampi_save(a.opt, path, a.w, &so));
+
+  live b = start(MPI_COMM_WORLD, v, 0, ADAMPI_NONFINITE_SKIP);
+  adampi_user back = {0};
+  adampi_load_options lo_opts = adampi_load_defaults();
+  lo_opts.user = &back;
+  ck_assert_ok(b.opt, adampi_load(b.opt, path, b.w, &lo_opts));
+  problem_result ra, rb;
+  char diff[400];
+  problem_collect(a.opt, MPI_COMM_WORLD, v->kind, a.w, &ra);
+  problem_collect(b.opt, MPI_COMM_WORLD, v->kind, b.w, &rb);
+  problem_compare(&ra, &rb, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "after load: %s", diff);
+  ck_assert_int_eq(rb.skipped, 1);
+  for (int g = 0; g < 2; g++) {
+    adampi_hparams x, y;
+    adampi_get_hparams(a.opt, g, &x);
+    adampi_get_hparams(b.opt, g, &y);
+    ck_assert_msg(x.lr == y.lr && x.beta1 == y.beta1 && x.momentum == y.momentum && x.weight_decay == y.weight_decay &&
+                      x.nesterov == y.nesterov && x.eps == y.eps && x.delta == y.delta && x.wd_ratio == y.wd_ratio &&
+                      x.beta2 == y.beta2 && x.dampening == y.dampening,
+                  "hyper-parameters of group %d differ after load", g);
+  }
+  int64_t val = 0;
+  ck_assert_int_eq(back.count, 3);
+  ck_assert_msg(adampi_user_get(&back, "epoch", &val) == ADAMPI_OK && val == 3, "epoch %lld", (long long)val);
+  ck_assert_msg(adampi_user_get(&back, "seed", &val) == ADAMPI_OK && val == -42, "seed %lld", (long long)val);
+  ck_assert_msg(adampi_user_get(&back, "position", &val) == ADAMPI_OK && val == (int64_t)1 << 40, "position");
+
+  /* keep_hparams: the caller's hyper-parameters stay */
+  live c = start(MPI_COMM_WORLD, v, 0, ADAMPI_NONFINITE_SKIP);
+  lo_opts = adampi_load_defaults();
+  lo_opts.keep_hparams = 1;
+  ck_assert_ok(c.opt, adampi_load(c.opt, path, c.w, &lo_opts));
+  adampi_hparams hc;
+  adampi_get_hparams(c.opt, 1, &hc);
+  ck_assert_msg(hc.lr == problem_hparams(v, 1).lr, "keep_hparams: lr became %g", hc.lr);
+
+  problem_release(&ra);
+  problem_release(&rb);
+  free(nan_grads);
+  stop(&a), stop(&b), stop(&c);
+  remove_all(path);
+}
+END_TEST
+
+/* Saved on a ranks after T_STOP steps, resumed on b ranks: bitwise the uninterrupted run. */
+START_TEST(resume_on_another_rank_count_is_bitwise_identical)
+{
+  const problem_variant *v = &problem_variants[_i];
+  static const int pairs[][2] = {{1, 3}, {4, 2}, {3, 8}, {8, 1}, {2, 5}, {5, 7}, {7, 4}, {2, 2}, {1, 1}};
+  int P = test_size(), me = test_rank(), tried = 0;
+  char path[512], bad[600] = "";
+  shared_path(path, sizeof path, "resume");
+  live u = start(MPI_COMM_WORLD, v, T_TOTAL, ADAMPI_NONFINITE_ERROR);
+  problem_result ru;
+  problem_collect(u.opt, MPI_COMM_WORLD, v->kind, u.w, &ru);
+  for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
+    int a = pairs[p][0], b = pairs[p][1];
+    if (a > P || b > P) continue;
+    MPI_Comm ca, cb;
+    MPI_Comm_split(MPI_COMM_WORLD, me < a ? 0 : MPI_UNDEFINED, me, &ca);
+    if (ca != MPI_COMM_NULL) {
+      live s = start(ca, v, T_STOP, ADAMPI_NONFINITE_ERROR);
+      adampi_status st = adampi_save(s.opt, path, s.w, NULL);
+      if (st != ADAMPI_OK && !bad[0]) snprintf(bad, sizeof bad, "save on %d ranks: %s", a, adampi_last_error(s.opt));
+      stop(&s);
+      MPI_Comm_free(&ca);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Comm_split(MPI_COMM_WORLD, me < b ? 0 : MPI_UNDEFINED, me, &cb);
+    if (cb != MPI_COMM_NULL) {
+      live r = start(cb, v, 0, ADAMPI_NONFINITE_ERROR);
+      adampi_status st = adampi_load(r.opt, path, r.w, NULL);
+      if (st != ADAMPI_OK && !bad[0]) snprintf(bad, sizeof bad, "load on %d ranks: %s", b, adampi_last_error(r.opt));
+      if (st == ADAMPI_OK) st = problem_steps(r.opt, cb, v, r.w, T_STOP, T_TOTAL, NULL, NULL);
+      problem_result rr;
+      problem_collect(r.opt, cb, v->kind, r.w, &rr);
+      char diff[400];
+      problem_compare(&ru, &rr, diff, sizeof diff);
+      if (diff[0] && !bad[0]) snprintf(bad, sizeof bad, "variant %d, saved on %d ranks, resumed on %d: %s", _i, a, b, diff);
+      problem_release(&rr);
+      stop(&r);
+      MPI_Comm_free(&cb);
+    }
+    tried++;
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  ck_assert_msg(!bad[0], "%s", bad);
+  if (me == 0 && _i == 0) printf("resume: %d (save ranks -> load ranks) pairs bitwise equal to the uninterrupted run\n", tried);
+  problem_release(&ru);
+  stop(&u);
+  remove_all(path);
+}
+END_TEST
+
+/* ---- bad files ---------------------------------------------------------------------------- */
+
+enum { FLIP_CHUNK, FLIP_SCALAR, TRUNCATED, EMPTY, WRONG_KIND, NEWER, NOT_HDF5, MISSING, SHAPE, NO_TENSOR, NUM_BAD };
+
+static const struct {
+  adampi_status status;
+  const char *text;
+} bad_expect[NUM_BAD] = {
+  [FLIP_CHUNK] = {ADAMPI_ERR_FORMAT, "tensor 'long_rows', dataset 'param': checksum mismatch"},
+  [FLIP_SCALAR] = {ADAMPI_ERR_FORMAT, "tensor 'scalar', dataset 'param': checksum mismatch"},
+  [TRUNCATED] = {ADAMPI_ERR_FORMAT, "truncated"},
+  [EMPTY] = {ADAMPI_ERR_FORMAT, "is not an HDF5 file"},
+  [WRONG_KIND] = {ADAMPI_ERR_MISMATCH, "holds 'sgdp' state but this optimizer is 'adamp'"},
+  [NEWER] = {ADAMPI_ERR_FORMAT, "written by a newer adampi (format version 2"},
+  [NOT_HDF5] = {ADAMPI_ERR_FORMAT, "is not an HDF5 file"},
+  [MISSING] = {ADAMPI_ERR_IO, "cannot read"},
+  [SHAPE] = {ADAMPI_ERR_MISMATCH, "tensor 'tiny': checkpoint shape [4], registered shape [2, 2]"},
+  [NO_TENSOR] = {ADAMPI_ERR_MISMATCH, "tensor 'bias' is not in the checkpoint"},
+};
+
+/* Damage a good checkpoint in place (rank 0 only, serial HDF5 and plain file I/O). Returns 0 on
+ * success; it must not assert, since the other ranks wait at a barrier. */
+static int damage(const char *path, int how)
+{
+  hid_t f, d;
+  int ok = 1;
+  switch (how) {
+  case FLIP_CHUNK: {
+    f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    d = H5Dopen2(f, "tensors/long_rows/param", H5P_DEFAULT);
+    hid_t space = H5Dget_space(d);
+    haddr_t addr = 0;
+    hsize_t size = 0, offset[2];
+    unsigned mask = 0;
+    ok = H5Dget_chunk_info(d, space, 0, offset, &mask, &addr, &size) >= 0 && size > 0;
+    H5Sclose(space), H5Dclose(d), H5Fclose(f);
+    int fd = open(path, O_RDWR);
+    unsigned char byte = 0;
+    ok = ok && fd >= 0 && pread(fd, &byte, 1, (off_t)(addr + size / 3)) == 1;
+    byte ^= 0x10;
+    ok = ok && pwrite(fd, &byte, 1, (off_t)(addr + size / 3)) == 1;
+    if (fd >= 0) close(fd);
+    break;
+  }
+  case FLIP_SCALAR: {
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    d = H5Dopen2(f, "tensors/scalar/param", H5P_DEFAULT);
+    float x;
+    H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, &x);
+    x = -x + 1.0f;
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, &x);
+    H5Dclose(d), H5Fclose(f);
+    break;
+  }
+  case TRUNCATED: {
+    FILE *fp = fopen(path, "r+");
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    fclose(fp);
+    ok = truncate(path, size / 2) == 0;
+    break;
+  }
+  case EMPTY:
+    ok = truncate(path, 0) == 0;
+    break;
+  case NEWER: {
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    int64_t v = 2;
+    hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &v);
+    H5Aclose(a), H5Fclose(f);
+    break;
+  }
+  case NOT_HDF5: {
+    FILE *fp = fopen(path, "w");
+    fputs("epoch 3, not a checkpoint\n", fp);
+    fclose(fp);
+    break;
+  }
+  case MISSING:
+    unlink(path);
+    break;
+  case SHAPE: {
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(f, "tensors/tiny/param", H5P_DEFAULT);
+    hsize_t dims[1] = {4};
+    hid_t s = H5Screate_simple(1, dims, NULL);
+    d = H5Dcreate2(f, "tensors/tiny/param", H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d), H5Sclose(s), H5Fclose(f);
+    break;
+  }
+  case NO_TENSOR:
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ok = H5Lmove(f, "tensors/bias", f, "tensors/bias_renamed", H5P_DEFAULT, H5P_DEFAULT) >= 0;
+    H5Fclose(f);
+    break;
+  }
+  return ok ? 0 : -1;
+}
+
+START_TEST(bad_files_are_refused_and_change_nothing)
+{
+  const problem_variant *v = &problem_variants[0];
+  char path[512];
+  shared_path(path, sizeof path, "bad");
+  /* The file: AdamP after 3 steps (SGDP for WRONG_KIND). */
+  live src = start(MPI_COMM_WORLD, &problem_variants[_i == WRONG_KIND ? 2 : 0], 3, ADAMPI_NONFINITE_ERROR);
+  ck_assert_ok(src.opt, adampi_save(src.opt, path, src.w, NULL));
+  stop(&src);
+  MPI_Barrier(MPI_COMM_WORLD);
+  int damaged = test_rank() == 0 ? damage(path, _i) : 0;
+  MPI_Bcast(&damaged, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  ck_assert_msg(damaged == 0, "case %d: the file could not be damaged as planned", _i);
+
+  live l = start(MPI_COMM_WORLD, v, 5, ADAMPI_NONFINITE_ERROR);
+  problem_result before, after;
+  problem_collect(l.opt, MPI_COMM_WORLD, v->kind, l.w, &before);
+  adampi_user user = {0};
+  adampi_user_set(&user, "untouched", 7);
+  adampi_load_options o = adampi_load_defaults();
+  o.user = &user;
+  adampi_status st = adampi_load(l.opt, path, l.w, &o);
+  const char *msg = adampi_last_error(l.opt);
+  ck_assert_msg(st == bad_expect[_i].status, "[rank %d] case %d: status %s (%s)", test_rank(), _i, adampi_strerror(st), msg);
+  ck_assert_msg(strstr(msg, bad_expect[_i].text) != NULL, "[rank %d] case %d: message '%s' lacks '%s'", test_rank(), _i, msg,
+                bad_expect[_i].text);
+  problem_collect(l.opt, MPI_COMM_WORLD, v->kind, l.w, &after);
+  char diff[400];
+  problem_compare(&before, &after, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "case %d: a failed load changed the optimizer: %s", _i, diff);
+  ck_assert_msg(user.count == 1 && user.value[0] == 7, "case %d: a failed load changed the caller area", _i);
+  /* The optimizer still works. */
+  ck_assert_ok(l.opt, problem_steps(l.opt, MPI_COMM_WORLD, v, l.w, 5, 6, NULL, NULL));
+  problem_release(&before);
+  problem_release(&after);
+  stop(&l);
+  remove_all(path);
+}
+END_TEST
+
+static int64_t generation_of(const char *path)
+{
+  live l = start(MPI_COMM_WORLD, &problem_variants[0], 0, ADAMPI_NONFINITE_ERROR);
+  adampi_user user = {0};
+  adampi_load_options o = adampi_load_defaults();
+  o.user = &user;
+  int64_t g = -1;
+  if (adampi_load(l.opt, path, l.w, &o) == ADAMPI_OK) adampi_user_get(&user, "generation", &g);
+  stop(&l);
+  return g;
+}
+
+START_TEST(rotation_keeps_the_last_k)
+{
+  char path[512], p1[600], p2[600], p3[600];
+  shared_path(path, sizeof path, "rotate");
+  snprintf(p1, sizeof p1, "%s.1", path);
+  snprintf(p2, sizeof p2, "%s.2", path);
+  snprintf(p3, sizeof p3, "%s.3", path);
+  live l = start(MPI_COMM_WORLD, &problem_variants[0], 1, ADAMPI_NONFINITE_ERROR);
+  for (int gen = 1; gen <= 4; gen++) {
+    adampi_user user = {0};
+    adampi_user_set(&user, "generation", gen);
+    adampi_save_options o = adampi_save_defaults();
+    o.keep_last = 2;
+    o.user = &user;
+    ck_assert_ok(l.opt, adampi_save(l.opt, path, l.w, &o));
+  }
+  stop(&l);
+  ck_assert_int_eq(generation_of(path), 4);
+  ck_assert_int_eq(generation_of(p1), 3);
+  ck_assert_int_eq(generation_of(p2), 2);
+  ck_assert_msg(access(p3, F_OK) != 0, "a third old checkpoint was kept");
+  remove_all(path);
+}
+END_TEST
+
+START_TEST(save_into_a_missing_directory_fails_everywhere)
+{
+  live l = start(MPI_COMM_WORLD, &problem_variants[2], 1, ADAMPI_NONFINITE_ERROR);
+  adampi_status st = adampi_save(l.opt, "/nonexistent-adampi-dir/sub/ck.h5", l.w, NULL);
+  ck_assert_msg(st == ADAMPI_ERR_IO, "[rank %d] status %s", test_rank(), adampi_strerror(st));
+  ck_assert_msg(strstr(adampi_last_error(l.opt), "cannot create"), "message: %s", adampi_last_error(l.opt));
+  stop(&l);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+  Suite *s = suite_create("checkpoint");
+  TCase *tc = tcase_create("files");
+  tcase_set_timeout(tc, 300);
+  tcase_add_loop_test(tc, every_field_round_trips, 0, 2);
+  tcase_add_loop_test(tc, resume_on_another_rank_count_is_bitwise_identical, 0, 4);
+  tcase_add_loop_test(tc, bad_files_are_refused_and_change_nothing, 0, NUM_BAD);
+  tcase_add_test(tc, rotation_keeps_the_last_k);
+  tcase_add_test(tc, save_into_a_missing_directory_fails_everywhere);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(int argc, char **argv)
+{
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  return run_mpi_suite(argc, argv, make_suite);
+}
