@@ -19,7 +19,7 @@
  * returned, and every rank keeps taking part in the collective HDF5 calls after a local failure so
  * that no rank waits for another.
  */
-#define _POSIX_C_SOURCE 200809L /* fsync, link, O_DIRECTORY */
+#define _GNU_SOURCE /* fsync, link, O_DIRECTORY, fallocate */
 #include "internal.h"
 
 #include <errno.h>
@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define FORMAT_NAME "adampi-checkpoint"
@@ -242,6 +243,44 @@ static int fsync_path(const char *path, int directory)
   return rc;
 }
 
+/* An upper bound of the file size: the data, its chunk checksums and index, and the metadata
+ * (measured at 10-20 KiB per tensor; 16 KiB plus 256 KiB are counted). */
+static double bytes_needed(const adampi *opt)
+{
+  return 4.0 * (double)opt->numel * (1 + state_count(opt)) * 1.05 + 16384.0 * opt->num_tensors + 262144.0;
+}
+
+/* Reserve the file's blocks before any data is written (rank 0, on the new file): some MPI-IO
+ * layers report a full disk only on stderr and let the write "succeed" with a hole. */
+static adampi_status reserve_space(adampi *opt, const char *tmp)
+{
+  int fd = open(tmp, O_RDWR);
+  if (fd < 0) return ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot open %s: %s", tmp, strerror(errno));
+  int rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes_needed(opt));
+  int err = errno;
+  close(fd);
+  if (rc != 0 && err != EOPNOTSUPP && err != ENOSYS)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write %s: %s (the checkpoint needs %.0f bytes)", tmp,
+                       err == ENOSPC ? "the disk is full" : strerror(err), bytes_needed(opt));
+  return ADAMPI_OK;
+}
+
+/* Refuse early when the file system cannot hold the new file next to the old one: HDF5 does not
+ * always recover collectively from a write that fails on one rank. Rank 0 only. */
+static adampi_status check_space(adampi *opt, const char *path)
+{
+  char dir[4200];
+  struct statvfs fs;
+  snprintf(dir, sizeof dir, "%s", path);
+  if (statvfs(dirname(dir), &fs) != 0) return ADAMPI_OK; /* the create will report it */
+  double need = bytes_needed(opt);
+  double have = (double)fs.f_bavail * (double)fs.f_frsize;
+  if (need > have)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write %s: the disk is full (the checkpoint needs %.0f bytes, %.0f are free)",
+                       path, need, have);
+  return ADAMPI_OK;
+}
+
 /* PATH.k -> PATH.k+1 for k = K-1..1, then PATH.1 becomes a hard link of PATH, so that PATH is
  * never missing. Rank 0 only. */
 static int rotate(const char *path, int keep)
@@ -395,6 +434,7 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   for (int i = 0; i < opt->num_tensors; i++) nscalar += opt->tensors[i].ndim == 0;
   sbits = calloc((size_t)nscalar * (1 + MAX_STATE) + 1, sizeof *sbits);
   if (sbits == NULL && st == ADAMPI_OK) st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "no memory");
+  if (st == ADAMPI_OK && opt->rank == 0) st = check_space(opt, path);
   st = adampi__agree(opt, st);
   if (st != ADAMPI_OK) goto done;
 
@@ -416,11 +456,15 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
     st = adampi__agree(opt, st);
     goto done;
   }
+  if (opt->rank == 0) st = reserve_space(opt, tmp);
+  if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
   int bad = write_root(opt, f) | write_groups(opt, f) | write_user(f, o.user);
   int bad_tensor = write_tensors(opt, f, dxpl, w, sbits);
-  if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) bad = 1;
+  /* No H5Fflush: after a local write error HDF5 may leave it early on one rank and wait in it on
+   * the others. Close, then every rank fsyncs what it wrote (no collective involved). */
   if (H5Fclose(f) < 0) bad = 1;
   f = H5I_INVALID_HID;
+  if (!bad && bad_tensor < 0 && fsync_path(tmp, 0) != 0) bad = 1;
   if (bad_tensor >= 0)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write tensor '%s' to %s (disk full or I/O error?)",
                      opt->tensors[bad_tensor].name, tmp);
@@ -429,8 +473,14 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   st = adampi__agree(opt, st);
   if (st == ADAMPI_OK && opt->rank == 0) {
     char dir[4200];
+    struct stat sb;
     snprintf(dir, sizeof dir, "%s", path);
-    if (fsync_path(tmp, 0) != 0) st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot fsync %s: %s", tmp, strerror(errno));
+    /* Last line of defence before the old file is replaced: the new one must at least be HDF5
+     * and hold the data. */
+    if (H5Fis_hdf5(tmp) <= 0 || stat(tmp, &sb) != 0 || (double)sb.st_size < 4.0 * (double)opt->numel * (1 + state_count(opt)))
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "the new checkpoint %s is incomplete (disk full or I/O error?)", tmp);
+    else if (truncate(tmp, sb.st_size) != 0) /* releases the reserved blocks past the end */
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot trim %s: %s", tmp, strerror(errno));
     else if (o.keep_last > 0 && rotate(path, o.keep_last) != 0)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot rotate the previous checkpoints of %s: %s", path, strerror(errno));
     else if (rename(tmp, path) != 0)
