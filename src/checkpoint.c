@@ -188,24 +188,27 @@ static void local_part(const adampi *opt, const adampi__tensor *t, int64_t *firs
   *n = (t->my_leaf_hi - t->my_leaf_lo) * t->leaf_len;
 }
 
-/* Select this rank's rows of tensor t in a dataspace of t's shape (none if it holds none). */
+/* Select this rank's rows of tensor t in a dataspace of t's shape (none if it holds none), and
+ * make a memory space of the same shape as the selection: with equal shapes HDF5 maps chunks by
+ * offsets instead of visiting every element. */
 static void select_part(const adampi__tensor *t, hid_t fspace, hid_t *mspace)
 {
-  int64_t n = (t->my_leaf_hi - t->my_leaf_lo) * t->leaf_len;
-  hsize_t m = (hsize_t)(n > 0 ? n : 1);
-  *mspace = H5Screate_simple(1, &m, NULL);
-  if (n == 0) {
-    H5Sselect_none(fspace);
-    H5Sselect_none(*mspace);
+  int64_t rows = t->my_leaf_hi - t->my_leaf_lo; /* leaves are rows (ndim > 1) or elements (1-d) */
+  if (rows == 0 || t->ndim == 0) {
+    hsize_t one = 1;
+    *mspace = t->ndim == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &one, NULL);
+    if (rows == 0) {
+      H5Sselect_none(fspace);
+      H5Sselect_none(*mspace);
+    }
     return;
   }
-  if (t->ndim == 0) return; /* scalar: all */
   hsize_t start[ADAMPI_MAX_NDIM] = {0}, count[ADAMPI_MAX_NDIM];
   for (int k = 0; k < t->ndim; k++) count[k] = (hsize_t)t->shape[k];
-  /* leaves are rows (ndim > 1) or elements (1-d): both are rows of dimension 0 */
   start[0] = (hsize_t)t->my_leaf_lo;
-  count[0] = (hsize_t)(t->my_leaf_hi - t->my_leaf_lo);
+  count[0] = (hsize_t)rows;
   H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+  *mspace = H5Screate_simple(t->ndim, count, NULL);
 }
 
 static hid_t create_dataset(hid_t loc, const char *name, const adampi__tensor *t)
@@ -693,7 +696,6 @@ static adampi_status read_user(adampi *opt, hid_t f, const char *path, adampi_us
 
 static void free_staged(staged *sg)
 {
-  free(sg->w);
   free(sg->s0);
   free(sg->s1);
   free(sg->steps);
@@ -718,12 +720,12 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   else if (access(path, R_OK) != 0)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot read %s: %s", path, strerror(errno));
   if (st == ADAMPI_OK) {
-    sg.w = calloc(n + 1, sizeof(float));
-    sg.s0 = calloc(n + 1, sizeof(float));
-    sg.s1 = calloc(n + 1, sizeof(float));
+    sg.w = opt->grad_shard; /* scratch between steps, already touched: stages the parameters */
+    sg.s0 = adampi__alloc_zeroed((n + 1) * sizeof(float));
+    sg.s1 = adampi__alloc_zeroed((opt->cfg.kind == ADAMPI_ADAMP ? n + 1 : 1) * sizeof(float));
     sg.steps = calloc((size_t)opt->num_tensors, sizeof *sg.steps);
     sg.groups = calloc((size_t)opt->num_groups, sizeof *sg.groups);
-    if (!sg.w || !sg.s0 || !sg.s1 || !sg.steps || !sg.groups)
+    if (!sg.s0 || !sg.s1 || !sg.steps || !sg.groups)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory to stage its shard", opt->rank);
   }
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -748,8 +750,10 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
 
   /* Everything is read and agreed: now, and only now, change the optimizer and the caller's data. */
-  memcpy(opt->state0, sg.s0, n * sizeof(float));
-  if (opt->cfg.kind == ADAMPI_ADAMP) memcpy(opt->state1, sg.s1, n * sizeof(float));
+  /* The staged state becomes the state (a swap, not a copy); the old buffers are freed below. */
+  float *old0 = opt->state0, *old1 = opt->state1;
+  opt->state0 = sg.s0, sg.s0 = old0;
+  if (opt->cfg.kind == ADAMPI_ADAMP) opt->state1 = sg.s1, sg.s1 = old1;
   for (int i = 0; i < opt->num_tensors; i++) {
     opt->tensors[i].step = sg.steps[i];
     memset(&opt->tensors[i].diag, 0, sizeof opt->tensors[i].diag);

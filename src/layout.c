@@ -326,10 +326,10 @@ static void plan_tensors(adampi *opt)
   opt->stats_len = opt->node_area + 3 * nodes;
 }
 
-/* Zero-filled, touched now so that no page fault happens during a step. */
+/* Zero-filled and touched now, so that no page fault happens during a step. */
 static void *alloc_zero(size_t count, size_t elem)
 {
-  return calloc(count ? count : 1, elem);
+  return adampi__alloc_zeroed(count * elem);
 }
 
 void adampi__free_layout(adampi *opt)
