@@ -113,8 +113,9 @@ void adampi__hparams_bytes(const adampi_hparams *hp, unsigned char out[ADAMPI_HP
 /* hparams.c: validation shared by add_group, set_hparams and the file readers. */
 adampi_status adampi__hparams_check(adampi_kind kind, const adampi_hparams *hp, char *msg, size_t len);
 
-/* memory.c: zeroed, touched, huge-page-advised allocation for large buffers (free with free()). */
+/* memory.c: zeroed, touched, huge-page-advised allocation; free with the same byte count. */
 void *adampi__alloc_zeroed(size_t bytes);
+void adampi__free_zeroed(void *p, size_t bytes);
 
 /* layout.c */
 adampi_status adampi__commit_layout(adampi *opt);

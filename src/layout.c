@@ -334,17 +334,18 @@ static void *alloc_zero(size_t count, size_t elem)
 
 void adampi__free_layout(adampi *opt)
 {
+  size_t n = opt->shard_lo ? (size_t)(opt->hi - opt->lo) * sizeof(float) : 0;
+  adampi__free_zeroed(opt->state0, n);
+  adampi__free_zeroed(opt->state1, opt->cfg.kind == ADAMPI_ADAMP ? n : 0);
+  adampi__free_zeroed(opt->grad_shard, n);
+  adampi__free_zeroed(opt->row_sums, (size_t)opt->my_rows * sizeof *opt->row_sums);
+  adampi__free_zeroed(opt->row_wu, (size_t)opt->my_rows * sizeof(double));
+  adampi__free_zeroed(opt->stats, (size_t)opt->stats_len * sizeof(double));
+  adampi__free_zeroed(opt->wu_nodes, (size_t)opt->num_nodes * sizeof(double));
+  adampi__free_zeroed(opt->view, (size_t)opt->num_tensors);
+  adampi__free_zeroed(opt->k_layer, (size_t)opt->num_tensors * sizeof(float));
+  adampi__free_zeroed(opt->bounds, ((size_t)opt->size + 1) * sizeof(int64_t));
   free(opt->shard_lo);
-  free(opt->state0);
-  free(opt->state1);
-  free(opt->grad_shard);
-  free(opt->row_sums);
-  free(opt->row_wu);
-  free(opt->stats);
-  free(opt->wu_nodes);
-  free(opt->view);
-  free(opt->k_layer);
-  free(opt->bounds);
   opt->bounds = NULL;
   opt->shard_lo = NULL;
   opt->state0 = opt->state1 = opt->grad_shard = NULL;

@@ -37,3 +37,11 @@ grep -q "is not an HDF5 file" "$work/err.txt" || { echo "FAIL: message was:"; ca
 [ "$(cat "$work/out.h5")" = "previous contents" ] || { echo "FAIL: OUT was changed by a failed run"; exit 1; }
 [ ! -e "$work/out.h5.adampi-tmp" ] || { echo "FAIL: a temporary file was left behind"; exit 1; }
 echo "ok: bad input refused, OUT untouched"
+
+# Checkpoint and resume on another rank count: bitwise the uninterrupted run.
+c=adamp_nesterov_wd_groups
+run 1 "$REPLAY" "$FIXTURES/$c.in.h5" "$work/full.h5" > /dev/null
+run 4 "$REPLAY" --stop-after 9 --checkpoint "$work/ck.h5" "$FIXTURES/$c.in.h5" "$work/part.h5" > /dev/null
+run 3 "$REPLAY" --resume "$work/ck.h5" "$FIXTURES/$c.in.h5" "$work/resumed.h5" > /dev/null
+h5diff -q "$work/full.h5" "$work/resumed.h5" /params /params || { echo "FAIL: resume 4 -> 3 differs"; exit 1; }
+echo "ok: $c saved after 9 steps on 4 ranks, resumed on 3: bitwise the uninterrupted run"
