@@ -177,13 +177,13 @@ END_TEST
 
 /* ---- bad files ---------------------------------------------------------------------------- */
 
-enum { FLIP_CHUNK, FLIP_SCALAR, TRUNCATED, EMPTY, WRONG_KIND, NEWER, NOT_HDF5, MISSING, SHAPE, NO_TENSOR, NUM_BAD };
+enum { FLIP_DATA, FLIP_SCALAR, TRUNCATED, EMPTY, WRONG_KIND, NEWER, NOT_HDF5, MISSING, SHAPE, NO_TENSOR, NUM_BAD };
 
 static const struct {
   adampi_status status;
   const char *text;
 } bad_expect[NUM_BAD] = {
-  [FLIP_CHUNK] = {ADAMPI_ERR_FORMAT, "tensor 'long_rows', dataset 'param': checksum mismatch"},
+  [FLIP_DATA] = {ADAMPI_ERR_FORMAT, "tensor 'long_rows', dataset 'param': checksum mismatch"},
   [FLIP_SCALAR] = {ADAMPI_ERR_FORMAT, "tensor 'scalar', dataset 'param': checksum mismatch"},
   [TRUNCATED] = {ADAMPI_ERR_FORMAT, "truncated"},
   [EMPTY] = {ADAMPI_ERR_FORMAT, "is not an HDF5 file"},
@@ -202,20 +202,17 @@ static int damage(const char *path, int how)
   hid_t f, d;
   int ok = 1;
   switch (how) {
-  case FLIP_CHUNK: {
+  case FLIP_DATA: {
     f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     d = H5Dopen2(f, "tensors/long_rows/param", H5P_DEFAULT);
-    hid_t space = H5Dget_space(d);
-    haddr_t addr = 0;
-    hsize_t size = 0, offset[2];
-    unsigned mask = 0;
-    ok = H5Dget_chunk_info(d, space, 0, offset, &mask, &addr, &size) >= 0 && size > 0;
-    H5Sclose(space), H5Dclose(d), H5Fclose(f);
+    haddr_t addr = H5Dget_offset(d); /* contiguous data: one byte a third of the way in */
+    H5Dclose(d), H5Fclose(f);
+    off_t at = (off_t)addr + (off_t)(64 * 300 * 4 / 3);
     int fd = open(path, O_RDWR);
     unsigned char byte = 0;
-    ok = ok && fd >= 0 && pread(fd, &byte, 1, (off_t)(addr + size / 3)) == 1;
+    ok = addr != HADDR_UNDEF && fd >= 0 && pread(fd, &byte, 1, at) == 1;
     byte ^= 0x10;
-    ok = ok && pwrite(fd, &byte, 1, (off_t)(addr + size / 3)) == 1;
+    ok = ok && pwrite(fd, &byte, 1, at) == 1;
     if (fd >= 0) close(fd);
     break;
   }

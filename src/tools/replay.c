@@ -448,19 +448,21 @@ static int shard_io(replay_file *rf, adampi *opt, hid_t d, int i, float *shard, 
   int64_t a = (lo > info.offset ? lo : info.offset) - info.offset;
   int64_t b = (hi < info.offset + info.numel ? hi : info.offset + info.numel) - info.offset;
   if (b < a) b = a;
-  hid_t fspace = H5Dget_space(d);
-  hsize_t mdim = (hsize_t)(b > a ? b - a : 1);
-  hid_t mspace = H5Screate_simple(1, &mdim, NULL);
-  if (b == a) {
-    H5Sselect_none(fspace);
-    H5Sselect_none(mspace);
-  } else if (info.ndim > 0) {
-    int64_t row = info.numel / info.shape[0]; /* cuts fall on rows (ndim > 1) or anywhere (1-d) */
+  hid_t fspace = H5Dget_space(d), mspace;
+  if (b == a || info.ndim == 0) {
+    hsize_t one = 1;
+    mspace = info.ndim == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &one, NULL);
+    if (b == a) H5Sselect_none(fspace), H5Sselect_none(mspace);
+  } else {
+    /* cuts fall on rows (ndim > 1) or anywhere (1-d): a block of whole rows of dimension 0, and a
+     * memory space of the same shape so that HDF5 copies by blocks, not element by element */
+    int64_t row = info.numel / info.shape[0];
     hsize_t start[ADAMPI_MAX_NDIM] = {0}, count[ADAMPI_MAX_NDIM];
     for (int k = 0; k < info.ndim; k++) count[k] = (hsize_t)info.shape[k];
     start[0] = (hsize_t)(a / row);
     count[0] = (hsize_t)((b - a) / row);
     H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+    mspace = H5Screate_simple(info.ndim, count, NULL);
   }
   float dummy = 0.0f;
   float *buf = b > a ? shard + (info.offset + a - lo) : &dummy;
