@@ -510,6 +510,7 @@ typedef struct staged {
   float *w, *s0, *s1;
   int64_t *steps;
   uint64_t *digests; /* stored checksums, 3 per tensor */
+  uint64_t *sums;    /* checksums of what was read */
   adampi_hparams *groups;
   adampi_user user;
   int64_t taken, skipped;
@@ -649,6 +650,7 @@ static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *
 {
   adampi_status st = ADAMPI_OK;
   float *dst[1 + MAX_STATE] = {sg->w, sg->s0, sg->s1};
+  uint64_t *sums = sg->sums;
   for (int i = 0; i < opt->num_tensors; i++) {
     const adampi__tensor *t = &opt->tensors[i];
     int64_t first, n;
@@ -664,6 +666,8 @@ static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *
       if (d >= 0) {
         select_part(t, fspace, &mspace);
         bad = H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, n > 0 ? dst[s] + first : &dummy) < 0;
+        /* the checksum of the piece while it is still in cache */
+        if (!bad && n > 0) sums[i * (1 + MAX_STATE) + s] = digest(dst[s] + first, n, t->my_leaf_lo * t->leaf_len);
         H5Sclose(mspace);
         H5Sclose(fspace);
         H5Dclose(d);
@@ -672,17 +676,13 @@ static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *
         st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "%s: tensor '%s', dataset '%s' cannot be read", path, t->name, dname);
     }
   }
-  uint64_t *sums = calloc((size_t)opt->num_tensors * (1 + MAX_STATE), sizeof *sums);
-  if (sums == NULL) return ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "no memory for the checksums");
-  const float *src[1 + MAX_STATE] = {sg->w, sg->s0, sg->s1};
-  adampi_status dst_st = dataset_digests(opt, src, sums);
-  if (st == ADAMPI_OK) st = dst_st;
+  ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, sums, opt->num_tensors * (1 + MAX_STATE), MPI_UINT64_T, MPI_SUM, opt->comm));
   for (int i = 0; i < opt->num_tensors && st == ADAMPI_OK; i++)
     for (int s = 0; s <= state_count(opt) && st == ADAMPI_OK; s++)
       if (sums[i * (1 + MAX_STATE) + s] != sg->digests[i * (1 + MAX_STATE) + s])
         st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s', dataset '%s': checksum mismatch (the file is corrupt)",
                          path, opt->tensors[i].name, s == 0 ? "param" : state_name(opt, s - 1));
-  free(sums);
+done:
   return st;
 }
 
@@ -712,6 +712,7 @@ static void free_staged(const adampi *opt, staged *sg)
   adampi__free_zeroed(sg->s1, opt->cfg.kind == ADAMPI_ADAMP ? n : 0);
   free(sg->steps);
   free(sg->digests);
+  free(sg->sums);
   free(sg->groups);
 }
 
@@ -738,8 +739,9 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
     sg.s1 = adampi__alloc_zeroed((opt->cfg.kind == ADAMPI_ADAMP ? n : 0) * sizeof(float));
     sg.steps = calloc((size_t)opt->num_tensors, sizeof *sg.steps);
     sg.digests = calloc((size_t)opt->num_tensors * (1 + MAX_STATE), sizeof *sg.digests);
+    sg.sums = calloc((size_t)opt->num_tensors * (1 + MAX_STATE), sizeof *sg.sums);
     sg.groups = calloc((size_t)opt->num_groups, sizeof *sg.groups);
-    if (!sg.s0 || !sg.s1 || !sg.steps || !sg.digests || !sg.groups)
+    if (!sg.s0 || !sg.s1 || !sg.steps || !sg.digests || !sg.sums || !sg.groups)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory to stage its shard", opt->rank);
   }
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
