@@ -229,6 +229,26 @@ ADAMPI_API int64_t adampi_steps_skipped(const adampi *opt);
 /* Step counter of tensor index (number of steps at which it had a gradient). Local; -1 if out of range. */
 ADAMPI_API int64_t adampi_tensor_step(const adampi *opt, int index);
 
+/* Where the last step's time went on this rank, and what the library holds. */
+typedef enum adampi_phase {
+  ADAMPI_PHASE_REDUCE_SCATTER = 0, /* data-parallel step: gradient reduce-scatter and mean */
+  ADAMPI_PHASE_STATS = 1,          /* statistics pass (reads gradients and parameters) */
+  ADAMPI_PHASE_EXCHANGE = 2,       /* the statistics collective(s) and the decisions */
+  ADAMPI_PHASE_UPDATE = 3,         /* update pass (writes parameters and state) */
+  ADAMPI_PHASE_ALLGATHER = 4,      /* data-parallel step: parameter all-gather */
+  ADAMPI_NUM_PHASES = 5
+} adampi_phase;
+
+typedef struct adampi_profile {
+  double seconds[ADAMPI_NUM_PHASES]; /* wall time of each phase of the last step on this rank */
+  int64_t exchange_bytes;            /* bytes this rank contributed to the statistics exchange(s) */
+  int64_t gradient_bytes;            /* bytes of gradients this rank reduced (data-parallel step) */
+  int64_t allocated_bytes;           /* memory the library allocated on this rank for the layout */
+} adampi_profile;
+
+/* Profile of the last step. Local. ADAMPI_ERR_ARG for NULL, ADAMPI_ERR_STATE before commit. */
+ADAMPI_API adampi_status adampi_get_profile(const adampi *opt, adampi_profile *profile);
+
 /* This rank's shard of a state array (hi - lo floats, owned by the handle), or NULL if the kind
  * does not apply to the optimizer, before commit, or when the shard is empty. Local. */
 ADAMPI_API const float *adampi_state_shard(const adampi *opt, adampi_state_kind kind);

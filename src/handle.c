@@ -226,3 +226,11 @@ const float *adampi_state_shard(const adampi *opt, adampi_state_kind kind)
   }
   return kind == ADAMPI_STATE_MOMENTUM ? opt->state0 : NULL;
 }
+
+adampi_status adampi_get_profile(const adampi *opt, adampi_profile *profile)
+{
+  if (opt == NULL || profile == NULL) return ADAMPI_ERR_ARG;
+  if (!opt->committed) return ADAMPI_ERR_STATE;
+  *profile = opt->profile;
+  return ADAMPI_OK;
+}

@@ -80,6 +80,7 @@ struct adampi {
   float *k_layer;      /* layer-view projection coefficient, per tensor */
 
   int64_t steps_taken, steps_skipped;
+  adampi_profile profile;
 
   int err_set;
   char errmsg[1024];

@@ -389,6 +389,10 @@ adampi_status adampi__commit_layout(adampi *opt)
   } else {
     local_fail = 1;
   }
+  memset(&opt->profile, 0, sizeof opt->profile);
+  opt->profile.allocated_bytes =
+      (int64_t)((opt->hi - opt->lo) * (opt->cfg.kind == ADAMPI_ADAMP ? 12 : 8) + opt->my_rows * (int64_t)(sizeof(adampi__sums) + sizeof(double)) +
+                (opt->stats_len + opt->num_nodes) * 8 + opt->num_tensors * 5 + (opt->size + 1) * 16);
   if (local_fail)
     ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for the state of its shard (%lld elements)", opt->rank,
                 (long long)(opt->hi - opt->lo));

@@ -84,6 +84,7 @@ static adampi_status layer_coefficients(adampi *opt, float *w, const float *g)
     }
     adampi__wu_nodes(opt, t);
   }
+  if (exchange) opt->profile.exchange_bytes += opt->num_nodes * (int64_t)sizeof(double);
   if (exchange)
     ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, opt->wu_nodes, (int)opt->num_nodes, MPI_DOUBLE, MPI_SUM, opt->comm));
   for (int i = 0; i < opt->num_tensors && any; i++) {
@@ -133,10 +134,14 @@ static adampi_status step_shard(adampi *opt, float *w, const float *g, const uns
 {
   adampi_status st = ADAMPI_OK;
   int P = opt->size;
+  double t0 = MPI_Wtime();
   memset(opt->stats, 0, (size_t)opt->stats_len * sizeof(double));
   opt->stats[opt->rank] = (double)local_st;
   opt->stats[P + opt->rank] = step_hash(opt, has_grad);
   if (local_st == ADAMPI_OK) adampi__gather_row_stats(opt, w, g, has_grad);
+  double t1 = MPI_Wtime();
+  opt->profile.seconds[ADAMPI_PHASE_STATS] = t1 - t0;
+  opt->profile.exchange_bytes = opt->stats_len * (int64_t)sizeof(double);
   ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, opt->stats, (int)opt->stats_len, MPI_DOUBLE, MPI_SUM, opt->comm));
 
   for (int r = 0; r < P; r++) {
@@ -166,7 +171,10 @@ static adampi_status step_shard(adampi *opt, float *w, const float *g, const uns
   }
   st = layer_coefficients(opt, w, g);
   if (st != ADAMPI_OK) return st;
+  double t2 = MPI_Wtime();
+  opt->profile.seconds[ADAMPI_PHASE_EXCHANGE] = t2 - t1;
   apply_update(opt, w, g, has_grad);
+  opt->profile.seconds[ADAMPI_PHASE_UPDATE] = MPI_Wtime() - t2;
   opt->steps_taken++;
 done:
   return st;
@@ -177,6 +185,8 @@ adampi_status adampi_step_sharded(adampi *opt, float *param_shard, const float *
 {
   if (opt == NULL) return ADAMPI_ERR_ARG;
   adampi__clear_error(opt);
+  opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = 0.0;
+  opt->profile.gradient_bytes = 0;
   /* Commit is collective and agreed, so this test gives the same answer on every rank. */
   if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "step before adampi_commit");
   adampi_status local = ADAMPI_OK;
@@ -253,12 +263,18 @@ adampi_status adampi_step(adampi *opt, float *params, const float *grads, const 
                ? (adampi_status)worst.status
                : ADAMPI_FAIL(opt, (adampi_status)worst.status, "rank %d failed: %s", worst.rank,
                              adampi_strerror((adampi_status)worst.status));
+  double t0 = MPI_Wtime();
   st = reduce_scatter_mean(opt, grads);
   if (st != ADAMPI_OK) return st;
+  double t1 = MPI_Wtime();
   int64_t before = opt->steps_taken;
   st = step_shard(opt, params + opt->lo, opt->grad_shard, has_grad, ADAMPI_OK);
+  opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = t1 - t0;
+  opt->profile.gradient_bytes = opt->numel * (int64_t)sizeof(float);
   if (st != ADAMPI_OK || opt->steps_taken == before) return st; /* failed or skipped: nothing to share */
+  t1 = MPI_Wtime();
   st = allgather_params(opt, params);
+  opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = MPI_Wtime() - t1;
 done:
   return st;
 }
