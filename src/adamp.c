@@ -41,21 +41,33 @@ static inline float direction(float g, float m, float v, const adampi__coef *c)
   return num / denom;
 }
 
-/* <w, u> over n elements with the moments as this step will make them; writes nothing. */
+/* <w, u> over n elements with the moments as this step will make them; writes nothing. In blocks
+ * of 256: the directions as floats in a plain loop (vectorized like the update), then added to
+ * the 16 lanes; 256 is a multiple of 16, so lanes stay relative to the row start. */
 ADAMPI_CLONES
 double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
                         const adampi__coef *c)
 {
-  double acc[ADAMPI_LANES] = {0};
-  for (int64_t i = 0; i < n; i += ADAMPI_LANES) {
-    int64_t len = n - i < ADAMPI_LANES ? n - i : ADAMPI_LANES;
-    for (int64_t j = 0; j < len; j++) {
-      float mi = c->b1 * m[i + j] + c->omb1 * g[i + j];
-      float vi = c->b2 * v[i + j] + c->omb2 * g[i + j] * g[i + j];
-      acc[j] += (double)w[i + j] * (double)direction(g[i + j], mi, vi, c);
+  adampi__v8d acc[2] = {{0}, {0}};
+  double l[ADAMPI_LANES];
+  float u[256];
+  for (int64_t i = 0; i < n; i += 256) {
+    int64_t len = n - i < 256 ? n - i : 256;
+    for (int64_t k = 0; k < len; k++) {
+      float mi = c->b1 * m[i + k] + c->omb1 * g[i + k];
+      float vi = c->b2 * v[i + k] + c->omb2 * g[i + k] * g[i + k];
+      u[k] = direction(g[i + k], mi, vi, c);
+    }
+    int64_t k = 0;
+    for (; k + ADAMPI_LANES <= len; k += ADAMPI_LANES) adampi__lanes_dot16(acc, w + i + k, u + k);
+    if (k < len) { /* the row's last, partial block of 16 */
+      adampi__lanes_store(acc, l);
+      for (int j = 0; k + j < len; j++) l[j] += (double)w[i + k + j] * (double)u[k + j];
+      return adampi__lanes_sum(l);
     }
   }
-  return adampi__lanes_sum(acc);
+  adampi__lanes_store(acc, l);
+  return adampi__lanes_sum(l);
 }
 
 /* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled

@@ -160,6 +160,26 @@ double adampi__sgdp_wu(const float *g, const float *b, const float *w, int64_t n
 void adampi__sgdp_apply(const float *g, float *b, float *w, int64_t n, const adampi__coef *c,
                         int proj, float k);
 
+/* 16 lanes as two vectors of 8 doubles (GCC vector extensions): every target clone performs the
+ * same additions per lane, whatever its register width. */
+typedef float adampi__v8f __attribute__((vector_size(32), aligned(4)));
+typedef double adampi__v8d __attribute__((vector_size(64)));
+
+/* acc (16 lanes, lane j = element j of each block of 16) += (double)w * (double)u for 16 elements. */
+static inline void adampi__lanes_dot16(adampi__v8d acc[2], const float *w, const float *u)
+{
+  acc[0] += __builtin_convertvector(*(const adampi__v8f *)w, adampi__v8d) *
+            __builtin_convertvector(*(const adampi__v8f *)u, adampi__v8d);
+  acc[1] += __builtin_convertvector(*(const adampi__v8f *)(w + 8), adampi__v8d) *
+            __builtin_convertvector(*(const adampi__v8f *)(u + 8), adampi__v8d);
+}
+
+/* The 16 lanes of acc as doubles. */
+static inline void adampi__lanes_store(const adampi__v8d acc[2], double *l)
+{
+  for (int j = 0; j < 8; j++) l[j] = acc[0][j], l[j + 8] = acc[1][j];
+}
+
 /* Lane-tree combination shared by all 16-lane reductions. */
 static inline double adampi__lanes_sum(const double *l)
 {

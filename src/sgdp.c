@@ -26,20 +26,30 @@ adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor)
   return c;
 }
 
-/* <w, u> over n elements with the buffer as this step will make it; writes nothing. */
+/* <w, u> over n elements with the buffer as this step will make it; writes nothing. Blocks of
+ * 256 as in adampi__adamp_wu. */
 ADAMPI_CLONES
 double adampi__sgdp_wu(const float *g, const float *b, const float *w, int64_t n, const adampi__coef *c)
 {
-  double acc[ADAMPI_LANES] = {0};
-  for (int64_t i = 0; i < n; i += ADAMPI_LANES) {
-    int64_t len = n - i < ADAMPI_LANES ? n - i : ADAMPI_LANES;
-    for (int64_t j = 0; j < len; j++) {
-      float bi = c->mom * b[i + j] + c->omd * g[i + j];
-      float u = c->nesterov ? g[i + j] + c->mom * bi : bi;
-      acc[j] += (double)w[i + j] * (double)u;
+  adampi__v8d acc[2] = {{0}, {0}};
+  double l[ADAMPI_LANES];
+  float u[256];
+  for (int64_t i = 0; i < n; i += 256) {
+    int64_t len = n - i < 256 ? n - i : 256;
+    for (int64_t k = 0; k < len; k++) {
+      float bi = c->mom * b[i + k] + c->omd * g[i + k];
+      u[k] = c->nesterov ? g[i + k] + c->mom * bi : bi;
+    }
+    int64_t k = 0;
+    for (; k + ADAMPI_LANES <= len; k += ADAMPI_LANES) adampi__lanes_dot16(acc, w + i + k, u + k);
+    if (k < len) {
+      adampi__lanes_store(acc, l);
+      for (int j = 0; k + j < len; j++) l[j] += (double)w[i + k + j] * (double)u[k + j];
+      return adampi__lanes_sum(l);
     }
   }
-  return adampi__lanes_sum(acc);
+  adampi__lanes_store(acc, l);
+  return adampi__lanes_sum(l);
 }
 
 ADAMPI_CLONES

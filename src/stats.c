@@ -21,11 +21,8 @@
 #define ADAMPI_CLONES
 #endif
 
-/* Lanes 0-7 and 8-15 of a 16-lane accumulator as two 8-double vectors: written with GCC's vector
- * extensions so that every target clone (AVX-512: one register each; AVX2: two; SSE2: four)
- * performs exactly the same additions per lane. */
-typedef float v8f __attribute__((vector_size(32), aligned(4)));
-typedef double v8d __attribute__((vector_size(64)));
+typedef adampi__v8f v8f;
+typedef adampi__v8d v8d;
 
 ADAMPI_CLONES
 void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out)
