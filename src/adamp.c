@@ -45,18 +45,20 @@ static inline float direction(float g, float m, float v, const adampi__coef *c)
  * of 256: the directions as floats in a plain loop (vectorized like the update), then added to
  * the 16 lanes; 256 is a multiple of 16, so lanes stay relative to the row start. */
 ADAMPI_CLONES
-double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
-                        const adampi__coef *c)
+double adampi__adamp_wu(const float *restrict g, const float *restrict m, const float *restrict v,
+                        const float *restrict w, int64_t n, const adampi__coef *c, float *restrict u_out)
 {
+  const adampi__coef cl = *c; /* locals: stores to u could alias *c otherwise */
   adampi__v8d acc[2] = {{0}, {0}};
   double l[ADAMPI_LANES];
-  float u[256];
+  float block[256];
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
+    float *restrict u = u_out ? u_out + i : block; /* kept for adampi__adamp_apply_u when asked */
     for (int64_t k = 0; k < len; k++) {
-      float mi = c->b1 * m[i + k] + c->omb1 * g[i + k];
-      float vi = c->b2 * v[i + k] + c->omb2 * g[i + k] * g[i + k];
-      u[k] = direction(g[i + k], mi, vi, c);
+      float mi = cl.b1 * m[i + k] + cl.omb1 * g[i + k];
+      float vi = cl.b2 * v[i + k] + cl.omb2 * g[i + k] * g[i + k];
+      u[k] = direction(g[i + k], mi, vi, &cl);
     }
     int64_t k = 0;
     for (; k + ADAMPI_LANES <= len; k += ADAMPI_LANES) adampi__lanes_dot16(acc, w + i + k, u + k);
@@ -70,30 +72,49 @@ double adampi__adamp_wu(const float *g, const float *m, const float *v, const fl
   return adampi__lanes_sum(l);
 }
 
+/* The update with directions already computed (and bitwise equal to what direction() gives).
+ * Coefficients are copied to locals: the stores could alias *c otherwise, which stops
+ * vectorization. */
+ADAMPI_CLONES
+void adampi__adamp_apply_u(const float *restrict g, float *restrict m, float *restrict v, float *restrict w,
+                           const float *restrict u, int64_t n, const adampi__coef *c, float k)
+{
+  const float b1 = c->b1, omb1 = c->omb1, b2 = c->b2, omb2 = c->omb2, decay = c->decay, step = c->step;
+  for (int64_t i = 0; i < n; i++) {
+    float mi = b1 * m[i] + omb1 * g[i];
+    float vi = b2 * v[i] + omb2 * g[i] * g[i];
+    float p = u[i] - w[i] * k; /* remove the radial component */
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] * decay - step * p;
+  }
+}
+
 /* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
  * weight decay, then the step (SPEC.md, in that order). */
 ADAMPI_CLONES
-void adampi__adamp_apply(const float *g, float *m, float *v, float *w, int64_t n, const adampi__coef *c,
-                         int proj, float k)
+void adampi__adamp_apply(const float *restrict g, float *restrict m, float *restrict v, float *restrict w, int64_t n,
+                         const adampi__coef *c, int proj, float k)
 {
+  const adampi__coef cl = *c;
   if (proj) {
     for (int64_t i = 0; i < n; i++) {
-      float mi = c->b1 * m[i] + c->omb1 * g[i]; /* m <- beta1 m + (1-beta1) g */
-      float vi = c->b2 * v[i] + c->omb2 * g[i] * g[i]; /* v <- beta2 v + (1-beta2) g^2 */
-      float u = direction(g[i], mi, vi, c);
+      float mi = cl.b1 * m[i] + cl.omb1 * g[i];         /* m <- beta1 m + (1-beta1) g */
+      float vi = cl.b2 * v[i] + cl.omb2 * g[i] * g[i];  /* v <- beta2 v + (1-beta2) g^2 */
+      float u = direction(g[i], mi, vi, &cl);
       u = u - w[i] * k; /* remove the radial component: u - p <p,u> */
       m[i] = mi;
       v[i] = vi;
-      w[i] = w[i] * c->decay - c->step * u;
+      w[i] = w[i] * cl.decay - cl.step * u;
     }
   } else {
     for (int64_t i = 0; i < n; i++) {
-      float mi = c->b1 * m[i] + c->omb1 * g[i];
-      float vi = c->b2 * v[i] + c->omb2 * g[i] * g[i];
-      float u = direction(g[i], mi, vi, c);
+      float mi = cl.b1 * m[i] + cl.omb1 * g[i];
+      float vi = cl.b2 * v[i] + cl.omb2 * g[i] * g[i];
+      float u = direction(g[i], mi, vi, &cl);
       m[i] = mi;
       v[i] = vi;
-      w[i] = w[i] * c->decay - c->step * u;
+      w[i] = w[i] * cl.decay - cl.step * u;
     }
   }
 }

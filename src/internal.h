@@ -78,6 +78,8 @@ struct adampi {
   double *wu_nodes;  /* one per node: <w,u> exchange of layer-projected tensors */
   unsigned char *view; /* decision of this step, per tensor */
   float *k_layer;      /* layer-view projection coefficient, per tensor */
+  float *u_row;        /* AdamP: directions of one channel row, so that they are computed once */
+  int64_t u_row_len;   /* its length: the longest local projectable row, at most 65536 */
 
   int64_t steps_taken, steps_skipped;
   adampi_profile profile;
@@ -151,7 +153,10 @@ typedef struct adampi__coef {
 } adampi__coef;
 adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor);
 double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
-                        const adampi__coef *c);
+                        const adampi__coef *c, float *u_out);
+/* The update of n elements whose directions u were computed by adampi__adamp_wu (same bits). */
+void adampi__adamp_apply_u(const float *g, float *m, float *v, float *w, const float *u, int64_t n,
+                           const adampi__coef *c, float k);
 void adampi__adamp_apply(const float *g, float *m, float *v, float *w, int64_t n,
                          const adampi__coef *c, int proj, float k);
 adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor);

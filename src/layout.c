@@ -345,6 +345,8 @@ void adampi__free_layout(adampi *opt)
   adampi__free_zeroed(opt->view, (size_t)opt->num_tensors);
   adampi__free_zeroed(opt->k_layer, (size_t)opt->num_tensors * sizeof(float));
   adampi__free_zeroed(opt->bounds, ((size_t)opt->size + 1) * sizeof(int64_t));
+  adampi__free_zeroed(opt->u_row, (size_t)opt->u_row_len * sizeof(float));
+  opt->u_row = NULL;
   free(opt->shard_lo);
   opt->bounds = NULL;
   opt->shard_lo = NULL;
@@ -384,7 +386,14 @@ adampi_status adampi__commit_layout(adampi *opt)
     opt->view = alloc_zero((size_t)opt->num_tensors, 1);
     opt->k_layer = alloc_zero((size_t)opt->num_tensors, sizeof(float));
     opt->bounds = alloc_zero((size_t)opt->size + 1, sizeof(int64_t));
-    local_fail = !opt->bounds || !opt->state0 || !opt->state1 || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
+    opt->u_row_len = 0;
+    for (int i = 0; i < opt->num_tensors; i++) {
+      const adampi__tensor *t = &opt->tensors[i];
+      if (t->projectable && t->my_leaf_hi > t->my_leaf_lo && t->leaf_len > opt->u_row_len) opt->u_row_len = t->leaf_len;
+    }
+    if (opt->u_row_len > 65536) opt->u_row_len = 65536;
+    opt->u_row = alloc_zero((size_t)opt->u_row_len, sizeof(float));
+    local_fail = !opt->bounds || !opt->u_row || !opt->state0 || !opt->state1 || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {
     local_fail = 1;

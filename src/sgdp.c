@@ -29,16 +29,18 @@ adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor)
 /* <w, u> over n elements with the buffer as this step will make it; writes nothing. Blocks of
  * 256 as in adampi__adamp_wu. */
 ADAMPI_CLONES
-double adampi__sgdp_wu(const float *g, const float *b, const float *w, int64_t n, const adampi__coef *c)
+double adampi__sgdp_wu(const float *restrict g, const float *restrict b, const float *restrict w, int64_t n,
+                       const adampi__coef *c)
 {
+  const adampi__coef cl = *c;
   adampi__v8d acc[2] = {{0}, {0}};
   double l[ADAMPI_LANES];
   float u[256];
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
     for (int64_t k = 0; k < len; k++) {
-      float bi = c->mom * b[i + k] + c->omd * g[i + k];
-      u[k] = c->nesterov ? g[i + k] + c->mom * bi : bi;
+      float bi = cl.mom * b[i + k] + cl.omd * g[i + k];
+      u[k] = cl.nesterov ? g[i + k] + cl.mom * bi : bi;
     }
     int64_t k = 0;
     for (; k + ADAMPI_LANES <= len; k += ADAMPI_LANES) adampi__lanes_dot16(acc, w + i + k, u + k);
@@ -53,14 +55,15 @@ double adampi__sgdp_wu(const float *g, const float *b, const float *w, int64_t n
 }
 
 ADAMPI_CLONES
-void adampi__sgdp_apply(const float *g, float *b, float *w, int64_t n, const adampi__coef *c, int proj,
-                        float k)
+void adampi__sgdp_apply(const float *restrict g, float *restrict b, float *restrict w, int64_t n, const adampi__coef *c,
+                        int proj, float k)
 {
+  const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   for (int64_t i = 0; i < n; i++) {
-    float bi = c->mom * b[i] + c->omd * g[i]; /* b <- momentum b + (1-dampening) g */
-    float u = c->nesterov ? g[i] + c->mom * bi : bi;
-    if (proj) u = u - w[i] * k; /* remove the radial component */
-    b[i] = c->nesterov ? bi : u;  /* without nesterov the projected u is the buffer */
-    w[i] = w[i] * c->decay - c->lr * u;
+    float bi = cl.mom * b[i] + cl.omd * g[i]; /* b <- momentum b + (1-dampening) g */
+    float u = cl.nesterov ? g[i] + cl.mom * bi : bi;
+    if (proj) u = u - w[i] * k;  /* remove the radial component */
+    b[i] = cl.nesterov ? bi : u; /* without nesterov the projected u is the buffer */
+    w[i] = w[i] * cl.decay - cl.lr * u;
   }
 }

@@ -45,7 +45,7 @@ static double dot_wu(const adampi *opt, const float *w, const float *g, int64_t 
                      const adampi__coef *c)
 {
   if (opt->cfg.kind == ADAMPI_ADAMP)
-    return adampi__adamp_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, n, c);
+    return adampi__adamp_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, n, c, NULL);
   return adampi__sgdp_wu(g + e, opt->state0 + e, w + e, n, c);
 }
 
@@ -113,8 +113,15 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
     if (opt->view[i] == ADAMPI_VIEW_CHANNEL) {
       /* Row by row: <w_r,u_r> while the row is read, then the update from cache. */
       double eps = opt->groups[t->group].eps;
+      int keep_u = opt->cfg.kind == ADAMPI_ADAMP && t->leaf_len <= opt->u_row_len;
       for (int64_t r = 0; r < t->my_leaf_hi - t->my_leaf_lo; r++) {
         int64_t e = first + r * t->leaf_len;
+        if (keep_u) { /* AdamP: the directions (a sqrt and two divisions each) computed once */
+          double wu = adampi__adamp_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, t->leaf_len, &c, opt->u_row);
+          float k = radial_coefficient(wu, opt->row_sums[t->my_row_base + r].ww, eps);
+          adampi__adamp_apply_u(g + e, opt->state0 + e, opt->state1 + e, w + e, opt->u_row, t->leaf_len, &c, k);
+          continue;
+        }
         double wu = dot_wu(opt, w, g, e, t->leaf_len, &c);
         float k = radial_coefficient(wu, opt->row_sums[t->my_row_base + r].ww, eps);
         apply(opt, w, g, e, t->leaf_len, &c, 1, k);
