@@ -271,16 +271,17 @@ adampi_status adampi_step(adampi *opt, float *params, const float *grads, const 
                : ADAMPI_FAIL(opt, (adampi_status)worst.status, "rank %d failed: %s", worst.rank,
                              adampi_strerror((adampi_status)worst.status));
   double t0 = MPI_Wtime();
-  st = reduce_scatter_mean(opt, grads);
+  /* One rank: its gradients are the mean (g / 1 == g exactly); nothing to reduce or gather. */
+  if (opt->size > 1) st = reduce_scatter_mean(opt, grads);
   if (st != ADAMPI_OK) return st;
   double t1 = MPI_Wtime();
   int64_t before = opt->steps_taken;
-  st = step_shard(opt, params + opt->lo, opt->grad_shard, has_grad, ADAMPI_OK);
+  st = step_shard(opt, params + opt->lo, opt->size > 1 ? opt->grad_shard : grads, has_grad, ADAMPI_OK);
   opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = t1 - t0;
   opt->profile.gradient_bytes = opt->numel * (int64_t)sizeof(float);
   if (st != ADAMPI_OK || opt->steps_taken == before) return st; /* failed or skipped: nothing to share */
   t1 = MPI_Wtime();
-  st = allgather_params(opt, params);
+  if (opt->size > 1) st = allgather_params(opt, params);
   opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = MPI_Wtime() - t1;
 done:
   return st;
