@@ -60,13 +60,8 @@ double adampi__adamp_wu(const float *restrict g, const float *restrict m, const 
       float vi = cl.b2 * v[i + k] + cl.omb2 * g[i + k] * g[i + k];
       u[k] = direction(g[i + k], mi, vi, &cl);
     }
-    int64_t k = 0;
-    for (; k + ADAMPI_LANES <= len; k += ADAMPI_LANES) adampi__lanes_dot16(acc, w + i + k, u + k);
-    if (k < len) { /* the row's last, partial block of 16 */
-      adampi__lanes_store(acc, l);
-      for (int j = 0; k + j < len; j++) l[j] += (double)w[i + k + j] * (double)u[k + j];
-      return adampi__lanes_sum(l);
-    }
+    double sum;
+    if (adampi__lanes_dot_block(acc, w + i, u, len, &sum)) return sum;
   }
   adampi__lanes_store(acc, l);
   return adampi__lanes_sum(l);

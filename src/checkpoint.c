@@ -139,25 +139,19 @@ static int put_str(hid_t obj, const char *name, const char *text)
   return bad;
 }
 
-static int get_i64(hid_t obj, const char *name, int64_t *v)
+/* A scalar attribute of class cls read as mtype into v; -1 if absent or of another class. */
+static int get_scalar(hid_t obj, const char *name, H5T_class_t cls, hid_t mtype, void *v)
 {
   if (H5Aexists(obj, name) <= 0) return -1;
   hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
-  int bad = t < 0 || H5Tget_class(t) != H5T_INTEGER || H5Aread(a, H5T_NATIVE_INT64, v) < 0;
+  int bad = t < 0 || H5Tget_class(t) != cls || H5Aread(a, mtype, v) < 0;
   if (t >= 0) H5Tclose(t);
   if (a >= 0) H5Aclose(a);
   return bad ? -1 : 0;
 }
 
-static int get_f64(hid_t obj, const char *name, double *v)
-{
-  if (H5Aexists(obj, name) <= 0) return -1;
-  hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
-  int bad = t < 0 || H5Tget_class(t) != H5T_FLOAT || H5Aread(a, H5T_NATIVE_DOUBLE, v) < 0;
-  if (t >= 0) H5Tclose(t);
-  if (a >= 0) H5Aclose(a);
-  return bad ? -1 : 0;
-}
+static int get_i64(hid_t obj, const char *name, int64_t *v) { return get_scalar(obj, name, H5T_INTEGER, H5T_NATIVE_INT64, v); }
+static int get_f64(hid_t obj, const char *name, double *v) { return get_scalar(obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, v); }
 
 /* A fixed- or variable-length string attribute into out; "" when absent or not a string. */
 static void get_str(hid_t obj, const char *name, char *out, size_t len)

@@ -194,4 +194,19 @@ static inline double adampi__lanes_sum(const double *l)
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
+/* Add w[k] * u[k], k < len, to the lanes of a row whose blocks start at multiples of 16. A block
+ * whose length is not a multiple of 16 is the row's last: then the lanes are finished, *sum
+ * receives <w,u> of the whole row and 1 is returned. */
+static inline int adampi__lanes_dot_block(adampi__v8d acc[2], const float *w, const float *u, int64_t len, double *sum)
+{
+  int64_t k = 0;
+  for (; k + 16 <= len; k += 16) adampi__lanes_dot16(acc, w + k, u + k);
+  if (k == len) return 0;
+  double l[16];
+  adampi__lanes_store(acc, l);
+  for (int j = 0; k + j < len; j++) l[j] += (double)w[k + j] * (double)u[k + j];
+  *sum = adampi__lanes_sum(l);
+  return 1;
+}
+
 #endif /* ADAMPI_INTERNAL_H */

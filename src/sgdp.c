@@ -42,13 +42,8 @@ double adampi__sgdp_wu(const float *restrict g, const float *restrict b, const f
       float bi = cl.mom * b[i + k] + cl.omd * g[i + k];
       u[k] = cl.nesterov ? g[i + k] + cl.mom * bi : bi;
     }
-    int64_t k = 0;
-    for (; k + ADAMPI_LANES <= len; k += ADAMPI_LANES) adampi__lanes_dot16(acc, w + i + k, u + k);
-    if (k < len) {
-      adampi__lanes_store(acc, l);
-      for (int j = 0; k + j < len; j++) l[j] += (double)w[i + k + j] * (double)u[k + j];
-      return adampi__lanes_sum(l);
-    }
+    double sum;
+    if (adampi__lanes_dot_block(acc, w + i, u, len, &sum)) return sum;
   }
   adampi__lanes_store(acc, l);
   return adampi__lanes_sum(l);
