@@ -31,9 +31,12 @@
 static int rank_, size_;
 
 /* Fused Adam (no projection), one loop over the shard: 28 bytes per element. */
+static int threads_ = 1;
+
 CLONES static void fused_adam(const float *g, float *m, float *v, float *w, int64_t n, float b1, float b2, float lr,
                               float bc1, float bc2, float eps, float decay)
 {
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = 0; i < n; i++) {
     m[i] = b1 * m[i] + (1.0f - b1) * g[i];
     v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
@@ -44,6 +47,7 @@ CLONES static void fused_adam(const float *g, float *m, float *v, float *w, int6
 /* Fused SGD with momentum: 20 bytes per element. */
 CLONES static void fused_sgd(const float *g, float *b, float *w, int64_t n, float mom, float lr, float decay)
 {
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = 0; i < n; i++) {
     b[i] = mom * b[i] + g[i];
     w[i] = w[i] * decay - lr * b[i];
@@ -53,6 +57,7 @@ CLONES static void fused_sgd(const float *g, float *b, float *w, int64_t n, floa
 /* The same access pattern with (almost) no arithmetic. */
 CLONES static void bw_adam(const float *g, float *m, float *v, float *w, int64_t n)
 {
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = 0; i < n; i++) {
     m[i] = m[i] * 0.5f + g[i];
     v[i] = v[i] * 0.5f + g[i];
@@ -62,6 +67,7 @@ CLONES static void bw_adam(const float *g, float *m, float *v, float *w, int64_t
 
 CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n)
 {
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = 0; i < n; i++) {
     b[i] = b[i] * 0.5f + g[i];
     w[i] = w[i] * 0.5f + g[i];
@@ -78,7 +84,7 @@ static double max_over_ranks(double x)
 typedef struct config {
   const char *set, *opt, *grads, *mode;
   int64_t millions;
-  int steps;
+  int steps, threads;
 } config;
 
 static void run(const config *c, const bench_tensor *ts, int nt, int header)
@@ -87,6 +93,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   int plain = !strcmp(c->opt, "adamw") || !strcmp(c->opt, "sgd");
   int dp = !strcmp(c->mode, "dp");
   adampi_config cfg = adampi_config_defaults(sgd ? ADAMPI_SGDP : ADAMPI_ADAMP);
+  cfg.threads = c->threads;
   adampi *opt = NULL;
   char err[256];
   if (adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) != ADAMPI_OK) MPI_Abort(MPI_COMM_WORLD, 1);
@@ -186,18 +193,18 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   MPI_Allreduce(&p.allocated_bytes, &alloc_max, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
   if (rank_ == 0) {
     if (header)
-      printf("csv,set,opt,grads,mode,ranks,numel,step_ms,reduce_scatter_ms,stats_ms,exchange_ms,update_ms,allgather_ms,"
+      printf("csv,set,opt,grads,mode,ranks,threads,numel,step_ms,reduce_scatter_ms,stats_ms,exchange_ms,update_ms,allgather_ms,"
              "fused_ms,bandwidth_kernel_ms,step_over_fused,design_bytes_per_elem,effective_GBps,kernel_GBps,"
              "effective_over_kernel,exchange_bytes,exchange_over_grad_bytes,alloc_bytes_per_rank,projected_tensors\n");
-    printf("csv,%s,%s,%s,%s,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%lld,%.6f,%lld,%d\n",
-           c->set, c->opt, c->grads, c->mode, size_, (long long)N, 1e3 * t_step, 1e3 * phase[0], 1e3 * phase[1],
+    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%lld,%.6f,%lld,%d\n",
+           c->set, c->opt, c->grads, c->mode, size_, c->threads, (long long)N, 1e3 * t_step, 1e3 * phase[0], 1e3 * phase[1],
            1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[4], 1e3 * t_fused, 1e3 * t_bw, t_step / t_fused, design_bytes, eff,
            kern, eff / kern, (long long)p.exchange_bytes, (double)p.exchange_bytes / (4.0 * (double)N),
            (long long)alloc_max, views[1] + views[2]);
-    printf("  %-8s %-5s %-10s %-7s %d rank(s) %6.1fM: step %8.2f ms = %.2f x fused (%7.2f ms); "
+    printf("  %-8s %-5s %-10s %-7s %d rank(s) x %d thr %6.1fM: step %8.2f ms = %.2f x fused (%7.2f ms); "
            "phases stats %.2f exch %.3f update %.2f rs %.2f ag %.2f ms; %.1f GB/s = %.2f of kernel (%.1f GB/s); "
            "exchange %lld B (%.4f%% of grads); %lld MB/rank; %d projected\n",
-           c->set, c->opt, c->grads, c->mode, size_, (double)N / 1e6, 1e3 * t_step, t_step / t_fused, 1e3 * t_fused,
+           c->set, c->opt, c->grads, c->mode, size_, c->threads, (double)N / 1e6, 1e3 * t_step, t_step / t_fused, 1e3 * t_fused,
            1e3 * phase[1], 1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[0], 1e3 * phase[4], eff, eff / kern, kern,
            (long long)p.exchange_bytes, 100.0 * (double)p.exchange_bytes / (4.0 * (double)N),
            (long long)(alloc_max >> 20), views[1] + views[2]);
@@ -213,7 +220,7 @@ int main(int argc, char **argv)
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  config c = {"resnet50", "all", "all", "sharded", 64, 0};
+  config c = {"resnet50", "all", "all", "sharded", 64, 0, 1};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--set")) c.set = argv[i + 1];
     else if (!strcmp(argv[i], "--opt")) c.opt = argv[i + 1];
@@ -221,7 +228,9 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[i], "--mode")) c.mode = argv[i + 1];
     else if (!strcmp(argv[i], "--millions")) c.millions = atoll(argv[i + 1]);
     else if (!strcmp(argv[i], "--steps")) c.steps = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--threads")) c.threads = atoi(argv[i + 1]);
   }
+  threads_ = c.threads;
   static bench_tensor ts[512];
   int nt = !strcmp(c.set, "gpt2") ? shapes_gpt2(ts) : !strcmp(c.set, "sweep") ? shapes_sweep(ts, c.millions << 20) : shapes_resnet50(ts);
   if (c.steps <= 0) c.steps = !strcmp(c.set, "resnet50") ? 10 : 3;

@@ -83,7 +83,7 @@ def time_adampi(build, shape_set, opt, steps):
                           '--grads', 'random', '--steps', str(steps)], capture_output=True, text=True, env=env, check=True)
     for line in out.stdout.splitlines():
         if line.startswith('csv,') and not line.startswith('csv,set'):
-            return float(line.split(',')[7])
+            return float(line.split(',')[8])
     raise RuntimeError('bench_step printed no result:\n' + out.stdout + out.stderr)
 
 

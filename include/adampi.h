@@ -94,6 +94,8 @@ typedef struct adampi_hparams {
 typedef struct adampi_config {
   adampi_kind kind;
   adampi_nonfinite_policy nonfinite; /* default ADAMPI_NONFINITE_ERROR */
+  int threads; /* OpenMP threads inside a rank for the passes over the shard; default 1; 0: the
+                  OpenMP default. Results are bitwise the same for any count. */
 } adampi_config;
 
 /* Which view projected a tensor at the last step (SPEC.md, "The projection"). */

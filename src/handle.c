@@ -23,6 +23,8 @@ adampi_status adampi_create(MPI_Comm comm, const adampi_config *cfg, adampi **ou
     st = ADAMPI_ERR_ARG, why = "cfg->kind is not ADAMPI_ADAMP or ADAMPI_SGDP";
   else if (cfg->nonfinite != ADAMPI_NONFINITE_ERROR && cfg->nonfinite != ADAMPI_NONFINITE_SKIP)
     st = ADAMPI_ERR_ARG, why = "cfg->nonfinite is not a known policy";
+  else if (cfg->threads < 0 || cfg->threads > 1024)
+    st = ADAMPI_ERR_ARG, why = "cfg->threads is outside 0..1024";
   else if ((opt = calloc(1, sizeof *opt)) == NULL)
     st = ADAMPI_ERR_NOMEM, why = "out of memory";
 
@@ -43,6 +45,7 @@ adampi_status adampi_create(MPI_Comm comm, const adampi_config *cfg, adampi **ou
     return st;
   }
   opt->cfg = *cfg;
+  opt->threads = adampi__thread_count(cfg->threads);
   MPI_Comm_set_errhandler(opt->comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(opt->comm, &opt->rank);
   MPI_Comm_size(opt->comm, &opt->size);

@@ -32,7 +32,7 @@ adampi_hparams adampi_sgdp_defaults(double lr)
 
 adampi_config adampi_config_defaults(adampi_kind kind)
 {
-  adampi_config cfg = {.kind = kind, .nonfinite = ADAMPI_NONFINITE_ERROR};
+  adampi_config cfg = {.kind = kind, .nonfinite = ADAMPI_NONFINITE_ERROR, .threads = 1};
   return cfg;
 }
 

@@ -46,10 +46,27 @@ typedef struct adampi__tensor {
   int64_t my_row_base;            /* first slot of this piece in the per-row arrays */
 } adampi__tensor;
 
+/* Coefficients of one step of one tensor, scalars rounded to float once (adamp.c, sgdp.c). */
+typedef struct adampi__coef {
+  float b1, omb1, b2, omb2, sqbc2, eps, step; /* AdamP */
+  float mom, omd, lr;                         /* SGDP */
+  float decay;                                /* weight decay factor (1 when none) */
+  int nesterov;
+} adampi__coef;
+
+/* A unit of work of a pass over the shard: rows [r0, r1) (leaves) of one tensor. The passes run
+ * their chunks in any order, on any thread: each row is computed whole by one thread, so the
+ * results do not depend on the thread count. */
+typedef struct adampi__chunk {
+  int tensor;
+  int64_t r0, r1;
+} adampi__chunk;
+
 struct adampi {
   MPI_Comm comm; /* our duplicate, MPI_ERRORS_RETURN */
   int rank, size;
   adampi_config cfg;
+  int threads; /* resolved thread count, >= 1 */
 
   int num_groups, cap_groups;
   adampi_hparams *groups;
@@ -78,8 +95,11 @@ struct adampi {
   double *wu_nodes;  /* one per node: <w,u> exchange of layer-projected tensors */
   unsigned char *view; /* decision of this step, per tensor */
   float *k_layer;      /* layer-view projection coefficient, per tensor */
-  float *u_row;        /* AdamP: directions of one channel row, so that they are computed once */
-  int64_t u_row_len;   /* its length: the longest local projectable row, at most 65536 */
+  float *u_row;        /* AdamP: directions of one channel row per thread, computed once */
+  int64_t u_row_len;   /* per thread: the longest local projectable row, at most 65536 */
+  adampi__chunk *chunks; /* the local pieces cut into chunks of about ADAMPI_CHUNK elements */
+  int64_t num_chunks;
+  adampi__coef *coefs;   /* per tensor, the coefficients of the current step */
 
   int64_t steps_taken, steps_skipped;
   adampi_profile profile;
@@ -116,6 +136,11 @@ void adampi__hparams_bytes(const adampi_hparams *hp, unsigned char out[ADAMPI_HP
 /* hparams.c: validation shared by add_group, set_hparams and the file readers. */
 adampi_status adampi__hparams_check(adampi_kind kind, const adampi_hparams *hp, char *msg, size_t len);
 
+/* Elements per chunk of work (rows are never split for tensors with ndim > 1). */
+#define ADAMPI_CHUNK ((int64_t)1 << 16)
+/* The thread count for a requested one (0: OpenMP's default; 1 without OpenMP). */
+int adampi__thread_count(int requested);
+
 /* memory.c: zeroed, touched, huge-page-advised allocation; free with the same byte count. */
 void *adampi__alloc_zeroed(size_t bytes);
 void adampi__free_zeroed(void *p, size_t bytes);
@@ -145,12 +170,6 @@ double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
 void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out);
 
 /* adamp.c / sgdp.c: the update kernels, per SPEC.md. proj != 0 applies u <- u - w*k. */
-typedef struct adampi__coef {
-  float b1, omb1, b2, omb2, sqbc2, eps, step; /* AdamP */
-  float mom, omd, lr;                         /* SGDP */
-  float decay;                                /* weight decay factor (1 when none) */
-  int nesterov;
-} adampi__coef;
 adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor);
 double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
                         const adampi__coef *c, float *u_out);

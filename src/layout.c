@@ -326,6 +326,33 @@ static void plan_tensors(adampi *opt)
   opt->stats_len = opt->node_area + 3 * nodes;
 }
 
+/* The local pieces cut into chunks of about ADAMPI_CHUNK elements, whole rows for ndim > 1. */
+static adampi__chunk *make_chunks(const adampi *opt, int64_t *count)
+{
+  int64_t n = 0, cap = 16;
+  adampi__chunk *c = malloc((size_t)cap * sizeof *c);
+  for (int i = 0; c && i < opt->num_tensors; i++) {
+    const adampi__tensor *t = &opt->tensors[i];
+    int64_t per = t->leaf_len >= ADAMPI_CHUNK ? 1 : ADAMPI_CHUNK / t->leaf_len;
+    for (int64_t r = t->my_leaf_lo; r < t->my_leaf_hi; r += per) {
+      if (n == cap) {
+        adampi__chunk *bigger = realloc(c, (size_t)(cap *= 2) * sizeof *c);
+        if (bigger == NULL) {
+          free(c);
+          return NULL;
+        }
+        c = bigger;
+      }
+      c[n].tensor = i;
+      c[n].r0 = r;
+      c[n].r1 = r + per < t->my_leaf_hi ? r + per : t->my_leaf_hi;
+      n++;
+    }
+  }
+  *count = n;
+  return c;
+}
+
 /* Zero-filled and touched now, so that no page fault happens during a step. */
 static void *alloc_zero(size_t count, size_t elem)
 {
@@ -345,8 +372,12 @@ void adampi__free_layout(adampi *opt)
   adampi__free_zeroed(opt->view, (size_t)opt->num_tensors);
   adampi__free_zeroed(opt->k_layer, (size_t)opt->num_tensors * sizeof(float));
   adampi__free_zeroed(opt->bounds, ((size_t)opt->size + 1) * sizeof(int64_t));
-  adampi__free_zeroed(opt->u_row, (size_t)opt->u_row_len * sizeof(float));
+  adampi__free_zeroed(opt->u_row, (size_t)opt->u_row_len * (size_t)opt->threads * sizeof(float));
   opt->u_row = NULL;
+  free(opt->chunks);
+  opt->chunks = NULL;
+  adampi__free_zeroed(opt->coefs, (size_t)opt->num_tensors * sizeof(adampi__coef));
+  opt->coefs = NULL;
   free(opt->shard_lo);
   opt->bounds = NULL;
   opt->shard_lo = NULL;
@@ -392,8 +423,10 @@ adampi_status adampi__commit_layout(adampi *opt)
       if (t->projectable && t->my_leaf_hi > t->my_leaf_lo && t->leaf_len > opt->u_row_len) opt->u_row_len = t->leaf_len;
     }
     if (opt->u_row_len > 65536) opt->u_row_len = 65536;
-    opt->u_row = alloc_zero((size_t)opt->u_row_len, sizeof(float));
-    local_fail = !opt->bounds || !opt->u_row || !opt->state0 || !opt->state1 || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
+    opt->u_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float));
+    opt->chunks = make_chunks(opt, &opt->num_chunks);
+    opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef));
+    local_fail = !opt->bounds || !opt->u_row || !opt->chunks || !opt->coefs || !opt->state0 || !opt->state1 || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {
     local_fail = 1;

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define BIG ((size_t)2 << 20) /* from here on: mmap, huge pages */
 
@@ -37,4 +40,14 @@ void adampi__free_zeroed(void *p, size_t bytes)
   if (p == NULL) return;
   if (bytes < BIG) free(p);
   else munmap(p, mapped_length(bytes));
+}
+
+int adampi__thread_count(int requested)
+{
+#ifdef _OPENMP
+  return requested > 0 ? requested : omp_get_max_threads();
+#else
+  (void)requested;
+  return 1;
+#endif
 }

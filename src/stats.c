@@ -124,19 +124,27 @@ static void write_node(void *ctx, int64_t lo, int64_t size)
 
 void adampi__gather_row_stats(adampi *opt, const float *w, const float *g, const unsigned char *has_grad)
 {
+  /* The row sums: the bulk of the pass, in parallel over chunks of whole rows. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1)
+  for (int64_t k = 0; k < opt->num_chunks; k++) {
+    const adampi__chunk *ch = &opt->chunks[k];
+    const adampi__tensor *t = &opt->tensors[ch->tensor];
+    if (!t->projectable || (has_grad && !has_grad[ch->tensor])) continue;
+    for (int64_t r = ch->r0; r < ch->r1; r++) {
+      int64_t e = t->offset + r * t->leaf_len - opt->lo; /* in the shard */
+      adampi__row_sums(g + e, w + e, t->leaf_len, &opt->row_sums[t->my_row_base + r - t->my_leaf_lo]);
+    }
+  }
+  /* Per tensor: the largest row cosine and the tree nodes of this rank's piece. */
   for (int i = 0; i < opt->num_tensors; i++) {
     adampi__tensor *t = &opt->tensors[i];
     if (t->my_nodes == 0 || (has_grad && !has_grad[i])) continue;
-    int64_t first = t->offset + t->my_leaf_lo * t->leaf_len - opt->lo; /* in the shard */
+    int64_t first = t->offset + t->my_leaf_lo * t->leaf_len - opt->lo;
     leaf_src src = {NULL, g + first, w + first, t->my_leaf_lo, t->leaves};
     if (t->projectable) {
       adampi__sums *rows = opt->row_sums + t->my_row_base;
       double eps = opt->groups[t->group].eps, maxcos = 0.0;
-      for (int64_t r = 0; r < t->my_leaf_hi - t->my_leaf_lo; r++) {
-        int64_t e = first + r * t->leaf_len;
-        adampi__row_sums(g + e, w + e, t->leaf_len, &rows[r]);
-        maxcos = max_nan(maxcos, cosine(rows[r], eps));
-      }
+      for (int64_t r = 0; r < t->my_leaf_hi - t->my_leaf_lo; r++) maxcos = max_nan(maxcos, cosine(rows[r], eps));
       opt->stats[t->cos_slot + opt->rank - t->first_rank] = maxcos;
       src.rows = rows;
     }

@@ -12,6 +12,9 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* FNV-1a over what every rank must pass identically: the gradient mask and all hyper-parameters.
  * 48 bits, so that it travels exactly as a double. */
@@ -96,7 +99,7 @@ done:
   return st;
 }
 
-/* The writes of the step, once every rank knows every decision. */
+/* The writes of the step, once every rank knows every decision: in parallel over chunks. */
 static void apply_update(adampi *opt, float *w, const float *g, const unsigned char *has_grad)
 {
   for (int i = 0; i < opt->num_tensors; i++) {
@@ -106,30 +109,41 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
     t->step++;
     t->diag.step = t->step;
     t->diag.view = (adampi_view)opt->view[i];
-    if (t->my_nodes == 0) continue;
-    adampi__coef c = coef_for(opt, t, t->step, opt->view[i]);
-    int64_t first = t->offset + t->my_leaf_lo * t->leaf_len - opt->lo;
-    int64_t n = (t->my_leaf_hi - t->my_leaf_lo) * t->leaf_len;
-    if (opt->view[i] == ADAMPI_VIEW_CHANNEL) {
+    opt->coefs[i] = coef_for(opt, t, t->step, opt->view[i]);
+  }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1)
+  for (int64_t q = 0; q < opt->num_chunks; q++) {
+    const adampi__chunk *ch = &opt->chunks[q];
+    const adampi__tensor *t = &opt->tensors[ch->tensor];
+    if (!t->diag.updated) continue;
+    const adampi__coef *c = &opt->coefs[ch->tensor];
+    int64_t first = t->offset + ch->r0 * t->leaf_len - opt->lo;
+    int64_t n = (ch->r1 - ch->r0) * t->leaf_len;
+    if (opt->view[ch->tensor] == ADAMPI_VIEW_LAYER) {
+      apply(opt, w, g, first, n, c, 1, opt->k_layer[ch->tensor]);
+    } else if (opt->view[ch->tensor] == ADAMPI_VIEW_NONE) {
+      apply(opt, w, g, first, n, c, 0, 0.0f);
+    } else {
       /* Row by row: <w_r,u_r> while the row is read, then the update from cache. */
       double eps = opt->groups[t->group].eps;
       int keep_u = opt->cfg.kind == ADAMPI_ADAMP && t->leaf_len <= opt->u_row_len;
-      for (int64_t r = 0; r < t->my_leaf_hi - t->my_leaf_lo; r++) {
-        int64_t e = first + r * t->leaf_len;
+#ifdef _OPENMP
+      float *u_row = opt->u_row + (size_t)omp_get_thread_num() * (size_t)opt->u_row_len;
+#else
+      float *u_row = opt->u_row;
+#endif
+      for (int64_t r = ch->r0; r < ch->r1; r++) {
+        int64_t e = t->offset + r * t->leaf_len - opt->lo;
+        double ww = opt->row_sums[t->my_row_base + r - t->my_leaf_lo].ww;
         if (keep_u) { /* AdamP: the directions (a sqrt and two divisions each) computed once */
-          double wu = adampi__adamp_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, t->leaf_len, &c, opt->u_row);
-          float k = radial_coefficient(wu, opt->row_sums[t->my_row_base + r].ww, eps);
-          adampi__adamp_apply_u(g + e, opt->state0 + e, opt->state1 + e, w + e, opt->u_row, t->leaf_len, &c, k);
-          continue;
+          double wu = adampi__adamp_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, t->leaf_len, c, u_row);
+          adampi__adamp_apply_u(g + e, opt->state0 + e, opt->state1 + e, w + e, u_row, t->leaf_len, c,
+                                radial_coefficient(wu, ww, eps));
+        } else {
+          double wu = dot_wu(opt, w, g, e, t->leaf_len, c);
+          apply(opt, w, g, e, t->leaf_len, c, 1, radial_coefficient(wu, ww, eps));
         }
-        double wu = dot_wu(opt, w, g, e, t->leaf_len, &c);
-        float k = radial_coefficient(wu, opt->row_sums[t->my_row_base + r].ww, eps);
-        apply(opt, w, g, e, t->leaf_len, &c, 1, k);
       }
-    } else if (opt->view[i] == ADAMPI_VIEW_LAYER) {
-      apply(opt, w, g, first, n, &c, 1, opt->k_layer[i]);
-    } else {
-      apply(opt, w, g, first, n, &c, 0, 0.0f);
     }
   }
 }

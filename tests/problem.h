@@ -48,6 +48,7 @@ static inline adampi *problem_create(MPI_Comm comm, const problem_variant *v, ad
 {
   adampi_config cfg = adampi_config_defaults(v->kind);
   cfg.nonfinite = policy;
+  if (getenv("TEST_THREADS")) cfg.threads = atoi(getenv("TEST_THREADS")); /* results must not depend on it */
   adampi *opt = NULL;
   if (adampi_create(comm, &cfg, &opt, err, len) != ADAMPI_OK) return NULL;
   int rc = 0;
