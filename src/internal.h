@@ -82,6 +82,8 @@ struct adampi {
   float *state0; /* AdamP m, SGDP momentum */
   float *state1; /* AdamP v, unused for SGDP */
   float *grad_shard; /* data-parallel step: averaged gradients of the shard */
+  float *rs_scratch;  /* data-parallel step: one chunk of another rank's gradients */
+  int64_t rs_scratch_len;
 
   /* Statistics, proportional to rows and tensors, never to elements. */
   int64_t my_rows;  /* leaves of projectable tensors in this shard */

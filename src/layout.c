@@ -377,6 +377,8 @@ void adampi__free_layout(adampi *opt)
   free(opt->chunks);
   opt->chunks = NULL;
   adampi__free_zeroed(opt->coefs, (size_t)opt->num_tensors * sizeof(adampi__coef));
+  adampi__free_zeroed(opt->rs_scratch, opt->size > 1 ? (size_t)opt->rs_scratch_len * sizeof(float) : 0);
+  opt->rs_scratch = NULL;
   opt->coefs = NULL;
   free(opt->shard_lo);
   opt->bounds = NULL;
@@ -426,7 +428,9 @@ adampi_status adampi__commit_layout(adampi *opt)
     opt->u_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float));
     opt->chunks = make_chunks(opt, &opt->num_chunks);
     opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef));
-    local_fail = !opt->bounds || !opt->u_row || !opt->chunks || !opt->coefs || !opt->state0 || !opt->state1 || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
+    opt->rs_scratch_len = (int64_t)1 << 20; /* 4 MiB chunks of the gradient exchange */
+    opt->rs_scratch = alloc_zero(opt->size > 1 ? (size_t)opt->rs_scratch_len : 0, sizeof(float));
+    local_fail = !opt->rs_scratch || !opt->bounds || !opt->u_row || !opt->chunks || !opt->coefs || !opt->state0 || !opt->state1 || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {
     local_fail = 1;

