@@ -1,0 +1,268 @@
+/*
+ * adampi-train - data-parallel training of a BatchNorm MLP on Fashion-MNIST with adampi.
+ *
+ *   mpirun -np N adampi-train [--opt adamp|adamw|sgdp|sgd] [--epochs E] [--batch B] [--lr LR]
+ *          [--wd WD] [--momentum M] [--nesterov] [--schedule const|cosine] [--hidden H1,H2]
+ *          [--seed S] [--data DIR] [--synthetic] [--csv FILE] [--checkpoint PATH] [--resume PATH]
+ *
+ * Each rank takes its slice of every global batch (B must divide by N), computes forward and
+ * backward with BatchNorm statistics synchronized across ranks, and adampi averages the gradients,
+ * keeps the sharded optimizer state and updates the parameters. The data order is a function of
+ * (seed, epoch), so a run resumed from the checkpoint written at the end of every epoch continues
+ * exactly. adamw and sgd are AdamP and SGDP with delta = 0 (no projection).
+ */
+#include "adampi.h"
+#include "data.h"
+#include "mlp.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct options {
+  const char *opt, *schedule, *data, *csv, *checkpoint, *resume;
+  int epochs, batch, h1, h2, nesterov, synthetic;
+  double lr, wd, momentum;
+  uint64_t seed;
+} options;
+
+static int rank_, size_;
+
+static void usage(FILE *f)
+{
+  fprintf(f, "usage: mpirun -np N adampi-train [--opt adamp|adamw|sgdp|sgd] [--epochs E] [--batch B] [--lr LR]\n"
+             "       [--wd WD] [--momentum M] [--nesterov] [--schedule const|cosine] [--hidden H1,H2] [--seed S]\n"
+             "       [--data DIR] [--synthetic] [--csv FILE] [--checkpoint PATH] [--resume PATH]\n");
+}
+
+static int parse(int argc, char **argv, options *o)
+{
+  *o = (options){"adamp", "const", DATA_DEFAULT_DIR, NULL, NULL, NULL, 10, 128, 256, 256, 0, 0, -1, -1, 0.9, 1};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--nesterov")) o->nesterov = 1;
+    else if (!strcmp(a, "--synthetic")) o->synthetic = 1;
+    else if (!v) return -1;
+    else if (!strcmp(a, "--opt")) o->opt = v, i++;
+    else if (!strcmp(a, "--schedule")) o->schedule = v, i++;
+    else if (!strcmp(a, "--data")) o->data = v, i++;
+    else if (!strcmp(a, "--csv")) o->csv = v, i++;
+    else if (!strcmp(a, "--checkpoint")) o->checkpoint = v, i++;
+    else if (!strcmp(a, "--resume")) o->resume = v, i++;
+    else if (!strcmp(a, "--epochs")) o->epochs = atoi(v), i++;
+    else if (!strcmp(a, "--batch")) o->batch = atoi(v), i++;
+    else if (!strcmp(a, "--lr")) o->lr = atof(v), i++;
+    else if (!strcmp(a, "--wd")) o->wd = atof(v), i++;
+    else if (!strcmp(a, "--momentum")) o->momentum = atof(v), i++;
+    else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10), i++;
+    else if (!strcmp(a, "--hidden")) {
+      if (sscanf(v, "%d,%d", &o->h1, &o->h2) != 2) return -1;
+      i++;
+    } else return -1;
+  }
+  int sgd = !strcmp(o->opt, "sgdp") || !strcmp(o->opt, "sgd");
+  if (strcmp(o->opt, "adamp") && strcmp(o->opt, "adamw") && !sgd) return -1;
+  if (strcmp(o->schedule, "const") && strcmp(o->schedule, "cosine")) return -1;
+  if (o->lr < 0) o->lr = sgd ? 0.1 : 1e-3;
+  if (o->wd < 0) o->wd = sgd ? 5e-4 : 1e-2;
+  return o->epochs > 0 && o->batch > 0 && o->h1 > 0 && o->h2 > 0 ? 0 : -1;
+}
+
+/* A permutation of 0..n-1 that depends only on (seed, epoch): the data order of an epoch. */
+static void permutation(int *p, int n, uint64_t seed, int epoch)
+{
+  uint64_t s = seed * 0x9e3779b97f4a7c15ull + (uint64_t)epoch * 0xbf58476d1ce4e5b9ull + 1;
+  for (int i = 0; i < n; i++) p[i] = i;
+  for (int i = n - 1; i > 0; i--) {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    int j = (int)(s % (uint64_t)(i + 1));
+    int t = p[i];
+    p[i] = p[j], p[j] = t;
+  }
+}
+
+static double norm(const float *x, size_t n)
+{
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+  return sqrt(s);
+}
+
+static int fail(const char *msg)
+{
+  if (rank_ == 0) fprintf(stderr, "adampi-train: %s\n", msg);
+  MPI_Finalize();
+  return 1;
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  options o;
+  if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+    if (rank_ == 0) usage(stdout);
+    MPI_Finalize();
+    return 0;
+  }
+  if (parse(argc, argv, &o) != 0) {
+    if (rank_ == 0) usage(stderr);
+    MPI_Finalize();
+    return 2;
+  }
+  if (o.batch % size_ != 0) return fail("the batch size must be a multiple of the number of ranks");
+  int local_b = o.batch / size_;
+
+  /* data (every rank reads it: a few hundred MB at most) */
+  dataset train, test;
+  char err[1024] = "";
+  int synthetic = o.synthetic;
+  if (!synthetic && data_load(o.data, "train", &train, err, sizeof err) == 0 &&
+      data_load(o.data, "t10k", &test, err, sizeof err) == 0) {
+  } else if (!synthetic) {
+    return fail(err);
+  }
+  if (synthetic) {
+    if (data_synthetic(12000, 7, &train) || data_synthetic(2000, 8, &test)) return fail("out of memory");
+    if (rank_ == 0) printf("adampi-train: SYNTHETIC data (not Fashion-MNIST): 12000 train, 2000 test samples\n");
+  }
+
+  /* the optimizer: groups 0 (weights, decay), 1 (BatchNorm, biases), 2 (running statistics) */
+  int sgd = !strcmp(o.opt, "sgdp") || !strcmp(o.opt, "sgd");
+  int plain = !strcmp(o.opt, "adamw") || !strcmp(o.opt, "sgd");
+  adampi_config cfg = adampi_config_defaults(sgd ? ADAMPI_SGDP : ADAMPI_ADAMP);
+  adampi *opt = NULL;
+  if (adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) != ADAMPI_OK) return fail(err);
+  adampi_hparams hp = sgd ? adampi_sgdp_defaults(o.lr) : adampi_adamp_defaults();
+  hp.lr = o.lr;
+  hp.momentum = sgd ? o.momentum : 0.0;
+  hp.nesterov = o.nesterov;
+  hp.delta = plain ? 0.0 : 0.1;
+  adampi_hparams hd = hp, hn = hp, hb = hp;
+  hd.weight_decay = o.wd;
+  hb.lr = 0.0;
+  if (adampi_add_group(opt, &hd, NULL) || adampi_add_group(opt, &hn, NULL) || adampi_add_group(opt, &hb, NULL))
+    return fail(adampi_last_error(opt));
+  mlp_tensor t[MLP_TENSORS];
+  mlp_tensors(train.dim, o.h1, o.h2, 10, t);
+  for (int i = 0; i < MLP_TENSORS; i++)
+    if (adampi_add_tensor(opt, t[i].name, t[i].ndim, t[i].shape, t[i].group, NULL)) return fail(adampi_last_error(opt));
+  if (adampi_commit(opt) != ADAMPI_OK) return fail(adampi_last_error(opt));
+  int64_t N = adampi_numel(opt);
+  float *params = calloc((size_t)N, sizeof(float)), *grads = calloc((size_t)N, sizeof(float));
+  float *xb = malloc((size_t)local_b * train.dim * sizeof(float));
+  uint8_t *yb = malloc((size_t)local_b);
+  int *perm = malloc((size_t)train.n * sizeof(int));
+  mlp m;
+  mlp_bind(&m, train.dim, o.h1, o.h2, 10, params);
+  mlp_work *work = mlp_work_new(&m, local_b > 1000 ? local_b : 1000);
+  if (!params || !grads || !xb || !yb || !perm || !work) return fail("out of memory");
+  mlp_init(&m, o.seed);
+  unsigned char has[MLP_TENSORS] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0};
+
+  int start = 0;
+  if (o.resume) {
+    adampi_user user = {0};
+    adampi_load_options lo = adampi_load_defaults();
+    lo.params = ADAMPI_PARAMS_FULL;
+    lo.user = &user;
+    int64_t e = 0, seed = 0;
+    if (adampi_load(opt, o.resume, params, &lo) != ADAMPI_OK) return fail(adampi_last_error(opt));
+    if (adampi_user_get(&user, "epoch", &e) || adampi_user_get(&user, "seed", &seed)) return fail("the checkpoint was not written by adampi-train");
+    if ((uint64_t)seed != o.seed) return fail("the checkpoint was written with another --seed");
+    start = (int)e;
+    if (rank_ == 0) printf("adampi-train: resumed from %s after epoch %d\n", o.resume, start);
+  }
+  FILE *csv = NULL;
+  if (o.csv && rank_ == 0) {
+    csv = fopen(o.csv, start ? "a" : "w");
+    if (!csv) return fail("cannot write the CSV file");
+    if (!start) fprintf(csv, "optimizer,epoch,step,lr,train_loss,train_acc,test_loss,test_acc,wnorm_fc1,wnorm_fc2,projected,seconds\n");
+  }
+  if (rank_ == 0)
+    printf("adampi-train: %s, %d ranks, batch %d (%d per rank), %d epochs, lr %g (%s), weight decay %g, hidden %d,%d, %lld parameters\n",
+           o.opt, size_, o.batch, local_b, o.epochs, o.lr, o.schedule, o.wd, o.h1, o.h2, (long long)N);
+  int steps_per_epoch = train.n / o.batch, total = steps_per_epoch * o.epochs;
+  double t0 = MPI_Wtime();
+  for (int epoch = start; epoch < o.epochs; epoch++) {
+    permutation(perm, train.n, o.seed, epoch);
+    double sums[3] = {0, 0, 0}; /* loss, correct, samples of this epoch on this rank */
+    int projected = 0;
+    double lr = o.lr;
+    for (int s = 0; s < steps_per_epoch; s++) {
+      int step = epoch * steps_per_epoch + s;
+      lr = !strcmp(o.schedule, "cosine") ? o.lr * 0.5 * (1.0 + cos(M_PI * step / total)) : o.lr;
+      adampi_set_lr(opt, 0, lr);
+      adampi_set_lr(opt, 1, lr);
+      for (int k = 0; k < local_b; k++) {
+        int idx = perm[s * o.batch + rank_ * local_b + k];
+        memcpy(xb + (size_t)k * train.dim, train.x + (size_t)idx * train.dim, (size_t)train.dim * sizeof(float));
+        yb[k] = train.y[idx];
+      }
+      double loss;
+      int correct;
+      if (mlp_train_batch(&m, work, xb, yb, local_b, o.batch, grads, params, MPI_COMM_WORLD, &loss, &correct))
+        return fail("an MPI call failed in the forward/backward pass");
+      if (adampi_step(opt, params, grads, has) != ADAMPI_OK) return fail(adampi_last_error(opt));
+      sums[0] += loss, sums[1] += correct, sums[2] += local_b;
+      projected = 0;
+      for (int i = 0; i < MLP_TENSORS; i++) {
+        adampi_diag d;
+        adampi_diag_get(opt, i, &d);
+        projected += d.updated && d.view != ADAMPI_VIEW_NONE;
+      }
+      if ((s + 1) % 100 == 0 || s + 1 == steps_per_epoch) {
+        double g[3];
+        MPI_Allreduce(sums, g, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        double el = MPI_Wtime() - t0;
+        if (rank_ == 0)
+          printf("epoch %d/%d step %5d/%d  loss %.4f  acc %.2f%%  %.0f samples/s  |w| fc1 %.2f fc2 %.2f  projected %d/3\n",
+                 epoch + 1, o.epochs, s + 1, steps_per_epoch, g[0] / g[2], 100.0 * g[1] / g[2],
+                 (double)(step + 1 - start * steps_per_epoch) * o.batch / el, norm(m.w1, (size_t)o.h1 * train.dim),
+                 norm(m.w2, (size_t)o.h2 * o.h1), projected);
+        fflush(stdout);
+      }
+    }
+    /* test accuracy: every rank evaluates its slice of the test set */
+    double te[2] = {0, 0};
+    int per = (test.n + size_ - 1) / size_, lo = rank_ * per, hi = lo + per < test.n ? lo + per : test.n;
+    for (int k = lo; k < hi; k += 1000) {
+      int nb = hi - k < 1000 ? hi - k : 1000;
+      double l;
+      te[1] += mlp_eval(&m, work, test.x + (size_t)k * test.dim, test.y + k, nb, &l);
+      te[0] += l;
+    }
+    double g[3], tg[2];
+    MPI_Allreduce(sums, g, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(te, tg, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    double el = MPI_Wtime() - t0;
+    if (rank_ == 0) {
+      printf("epoch %d/%d done: train loss %.4f acc %.2f%%, test loss %.4f acc %.2f%%, %.1f s\n", epoch + 1, o.epochs,
+             g[0] / g[2], 100.0 * g[1] / g[2], tg[0] / test.n, 100.0 * tg[1] / test.n, el);
+      if (csv)
+        fprintf(csv, "%s,%d,%d,%g,%.6f,%.4f,%.6f,%.4f,%.4f,%.4f,%d,%.2f\n", o.opt, epoch + 1, (epoch + 1) * steps_per_epoch,
+                lr, g[0] / g[2], g[1] / g[2], tg[0] / test.n, tg[1] / test.n, norm(m.w1, (size_t)o.h1 * train.dim),
+                norm(m.w2, (size_t)o.h2 * o.h1), projected, el);
+      if (csv) fflush(csv);
+    }
+    if (o.checkpoint) {
+      adampi_user user = {0};
+      adampi_user_set(&user, "epoch", epoch + 1);
+      adampi_user_set(&user, "seed", (int64_t)o.seed);
+      adampi_save_options so = adampi_save_defaults();
+      so.params = ADAMPI_PARAMS_FULL;
+      so.user = &user;
+      if (adampi_save(opt, o.checkpoint, params, &so) != ADAMPI_OK) return fail(adampi_last_error(opt));
+    }
+  }
+  if (rank_ == 0) printf("adampi-train: done in %.1f s\n", MPI_Wtime() - t0);
+  if (csv) fclose(csv);
+  mlp_work_free(&work);
+  free(params), free(grads), free(xb), free(yb), free(perm);
+  data_free(&train), data_free(&test);
+  adampi_free(&opt);
+  MPI_Finalize();
+  return 0;
+}

@@ -1,0 +1,61 @@
+/*
+ * mlp.h - the trainer's model: Linear -> BatchNorm -> ReLU, twice, then Linear, on flat images.
+ * The Linear weights before BatchNorm are scale-invariant (the case AdamP is for).
+ *
+ * All parameters live in adampi's flat buffer, in the order of mlp_tensors(); the model only holds
+ * pointers into it. BatchNorm statistics of a training batch are synchronized across the ranks of
+ * a communicator (a few hundred doubles per layer), so the maths is that of the global batch on
+ * any number of ranks. Not a general framework: this one network, fp32, no autograd.
+ */
+#ifndef ADAMPI_MLP_H
+#define ADAMPI_MLP_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+/* Registration table: name, ndim, shape, group (0: weights with decay, 1: BatchNorm and biases,
+ * 2: BatchNorm running statistics, which never get a gradient). */
+typedef struct mlp_tensor {
+  const char *name;
+  int ndim;
+  int64_t shape[2];
+  int group;
+} mlp_tensor;
+
+#define MLP_TENSORS 12
+
+typedef struct mlp {
+  int in, h1, h2, out;
+  float *w1;       /* (h1, in) */
+  float *g1, *b1;  /* (h1) BatchNorm scale and shift */
+  float *w2;       /* (h2, h1) */
+  float *g2, *b2;  /* (h2) */
+  float *w3;       /* (out, h2) */
+  float *b3;       /* (out) */
+  float *rm1, *rv1, *rm2, *rv2; /* running mean and variance, (h1) and (h2) */
+} mlp;
+
+/* Per-rank scratch for a local batch of up to max_batch samples (owned; mlp_work_free). */
+typedef struct mlp_work mlp_work;
+
+void mlp_tensors(int in, int h1, int h2, int out, mlp_tensor t[MLP_TENSORS]);
+/* Point m's fields into the flat buffer base (laid out as mlp_tensors says). */
+void mlp_bind(mlp *m, int in, int h1, int h2, int out, float *base);
+/* Initial values (PyTorch's defaults: Kaiming-uniform weights, BatchNorm 1/0, running 0/1). */
+void mlp_init(mlp *m, uint64_t seed);
+
+mlp_work *mlp_work_new(const mlp *m, int max_batch);
+void mlp_work_free(mlp_work **w);
+
+/* One training step's forward and backward on this rank's b samples x (b x in), labels y.
+ * grads: a flat buffer laid out like the parameters; receives this rank's gradients, scaled so
+ * that their mean over the ranks of comm is the gradient of the mean loss over the global batch
+ * (b_global samples). Running statistics are updated (identically on every rank). Returns 0, or
+ * -1 if an MPI call failed. *loss_sum and *correct: this rank's sums. Collective over comm. */
+int mlp_train_batch(mlp *m, mlp_work *w, const float *x, const uint8_t *y, int b, int64_t b_global,
+                    float *grads_base, float *params_base, MPI_Comm comm, double *loss_sum, int *correct);
+
+/* Inference with the running statistics: number of correct predictions among b samples. Local. */
+int mlp_eval(const mlp *m, mlp_work *w, const float *x, const uint8_t *y, int b, double *loss_sum);
+
+#endif
