@@ -22,7 +22,8 @@
 
 typedef struct options {
   const char *opt, *schedule, *data, *csv, *checkpoint, *resume;
-  int epochs, batch, h1, h2, nesterov, synthetic;
+  const char *png;
+  int epochs, batch, h1, h2, nesterov, synthetic, compare;
   double lr, wd, momentum;
   uint64_t seed;
 } options;
@@ -33,21 +34,24 @@ static void usage(FILE *f)
 {
   fprintf(f, "usage: mpirun -np N adampi-train [--opt adamp|adamw|sgdp|sgd] [--epochs E] [--batch B] [--lr LR]\n"
              "       [--wd WD] [--momentum M] [--nesterov] [--schedule const|cosine] [--hidden H1,H2] [--seed S]\n"
-             "       [--data DIR] [--synthetic] [--csv FILE] [--checkpoint PATH] [--resume PATH]\n");
+             "       [--data DIR] [--synthetic] [--csv FILE] [--checkpoint PATH] [--resume PATH]\n"
+             "       [--compare [--png FILE]]   adamw vs adamp and sgd vs sgdp from the same start, one plot\n");
 }
 
 static int parse(int argc, char **argv, options *o)
 {
-  *o = (options){"adamp", "const", DATA_DEFAULT_DIR, NULL, NULL, NULL, 10, 128, 256, 256, 0, 0, -1, -1, 0.9, 1};
+  *o = (options){"adamp", "const", DATA_DEFAULT_DIR, NULL, NULL, NULL, "compare.png", 10, 128, 256, 256, 0, 0, 0, -1, -1, 0.9, 1};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--nesterov")) o->nesterov = 1;
     else if (!strcmp(a, "--synthetic")) o->synthetic = 1;
+    else if (!strcmp(a, "--compare")) o->compare = 1;
     else if (!v) return -1;
     else if (!strcmp(a, "--opt")) o->opt = v, i++;
     else if (!strcmp(a, "--schedule")) o->schedule = v, i++;
     else if (!strcmp(a, "--data")) o->data = v, i++;
     else if (!strcmp(a, "--csv")) o->csv = v, i++;
+    else if (!strcmp(a, "--png")) o->png = v, i++;
     else if (!strcmp(a, "--checkpoint")) o->checkpoint = v, i++;
     else if (!strcmp(a, "--resume")) o->resume = v, i++;
     else if (!strcmp(a, "--epochs")) o->epochs = atoi(v), i++;
@@ -64,8 +68,7 @@ static int parse(int argc, char **argv, options *o)
   int sgd = !strcmp(o->opt, "sgdp") || !strcmp(o->opt, "sgd");
   if (strcmp(o->opt, "adamp") && strcmp(o->opt, "adamw") && !sgd) return -1;
   if (strcmp(o->schedule, "const") && strcmp(o->schedule, "cosine")) return -1;
-  if (o->lr < 0) o->lr = sgd ? 0.1 : 1e-3;
-  if (o->wd < 0) o->wd = sgd ? 5e-4 : 1e-2;
+  if (o->compare && (o->checkpoint || o->resume)) return -1;
   return o->epochs > 0 && o->batch > 0 && o->h1 > 0 && o->h2 > 0 ? 0 : -1;
 }
 
@@ -96,45 +99,28 @@ static int fail(const char *msg)
   return 1;
 }
 
-int main(int argc, char **argv)
+/* Print a failure (rank 0) and return 1; every rank fails alike (the library agrees). */
+static int report(const char *msg)
 {
-  MPI_Init(&argc, &argv);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-  MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  options o;
-  if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-    if (rank_ == 0) usage(stdout);
-    MPI_Finalize();
-    return 0;
-  }
-  if (parse(argc, argv, &o) != 0) {
-    if (rank_ == 0) usage(stderr);
-    MPI_Finalize();
-    return 2;
-  }
-  if (o.batch % size_ != 0) return fail("the batch size must be a multiple of the number of ranks");
-  int local_b = o.batch / size_;
+  if (rank_ == 0) fprintf(stderr, "adampi-train: %s\n", msg);
+  return 1;
+}
 
-  /* data (every rank reads it: a few hundred MB at most) */
-  dataset train, test;
+/* One training run with options o (o->opt decides the optimizer). Collective. Returns 0 or 1. */
+static int train_run(const options *oo, const dataset *trainp, const dataset *testp, FILE *csv_shared)
+{
+  options o = *oo;
+  const dataset train = *trainp, test = *testp;
   char err[1024] = "";
-  int synthetic = o.synthetic;
-  if (!synthetic && data_load(o.data, "train", &train, err, sizeof err) == 0 &&
-      data_load(o.data, "t10k", &test, err, sizeof err) == 0) {
-  } else if (!synthetic) {
-    return fail(err);
-  }
-  if (synthetic) {
-    if (data_synthetic(12000, 7, &train) || data_synthetic(2000, 8, &test)) return fail("out of memory");
-    if (rank_ == 0) printf("adampi-train: SYNTHETIC data (not Fashion-MNIST): 12000 train, 2000 test samples\n");
-  }
-
-  /* the optimizer: groups 0 (weights, decay), 1 (BatchNorm, biases), 2 (running statistics) */
+  int local_b = o.batch / size_;
   int sgd = !strcmp(o.opt, "sgdp") || !strcmp(o.opt, "sgd");
+  if (o.lr < 0) o.lr = sgd ? 0.1 : 1e-3;
+  if (o.wd < 0) o.wd = sgd ? 5e-4 : 1e-2;
+  /* the optimizer: groups 0 (weights, decay), 1 (BatchNorm, biases), 2 (running statistics) */
   int plain = !strcmp(o.opt, "adamw") || !strcmp(o.opt, "sgd");
   adampi_config cfg = adampi_config_defaults(sgd ? ADAMPI_SGDP : ADAMPI_ADAMP);
   adampi *opt = NULL;
-  if (adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) != ADAMPI_OK) return fail(err);
+  if (adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) != ADAMPI_OK) return report(err);
   adampi_hparams hp = sgd ? adampi_sgdp_defaults(o.lr) : adampi_adamp_defaults();
   hp.lr = o.lr;
   hp.momentum = sgd ? o.momentum : 0.0;
@@ -144,12 +130,12 @@ int main(int argc, char **argv)
   hd.weight_decay = o.wd;
   hb.lr = 0.0;
   if (adampi_add_group(opt, &hd, NULL) || adampi_add_group(opt, &hn, NULL) || adampi_add_group(opt, &hb, NULL))
-    return fail(adampi_last_error(opt));
+    return report(adampi_last_error(opt));
   mlp_tensor t[MLP_TENSORS];
   mlp_tensors(train.dim, o.h1, o.h2, 10, t);
   for (int i = 0; i < MLP_TENSORS; i++)
-    if (adampi_add_tensor(opt, t[i].name, t[i].ndim, t[i].shape, t[i].group, NULL)) return fail(adampi_last_error(opt));
-  if (adampi_commit(opt) != ADAMPI_OK) return fail(adampi_last_error(opt));
+    if (adampi_add_tensor(opt, t[i].name, t[i].ndim, t[i].shape, t[i].group, NULL)) return report(adampi_last_error(opt));
+  if (adampi_commit(opt) != ADAMPI_OK) return report(adampi_last_error(opt));
   int64_t N = adampi_numel(opt);
   float *params = calloc((size_t)N, sizeof(float)), *grads = calloc((size_t)N, sizeof(float));
   float *xb = malloc((size_t)local_b * train.dim * sizeof(float));
@@ -158,7 +144,7 @@ int main(int argc, char **argv)
   mlp m;
   mlp_bind(&m, train.dim, o.h1, o.h2, 10, params);
   mlp_work *work = mlp_work_new(&m, local_b > 1000 ? local_b : 1000);
-  if (!params || !grads || !xb || !yb || !perm || !work) return fail("out of memory");
+  if (!params || !grads || !xb || !yb || !perm || !work) return report("out of memory");
   mlp_init(&m, o.seed);
   unsigned char has[MLP_TENSORS] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0};
 
@@ -169,18 +155,21 @@ int main(int argc, char **argv)
     lo.params = ADAMPI_PARAMS_FULL;
     lo.user = &user;
     int64_t e = 0, seed = 0;
-    if (adampi_load(opt, o.resume, params, &lo) != ADAMPI_OK) return fail(adampi_last_error(opt));
-    if (adampi_user_get(&user, "epoch", &e) || adampi_user_get(&user, "seed", &seed)) return fail("the checkpoint was not written by adampi-train");
-    if ((uint64_t)seed != o.seed) return fail("the checkpoint was written with another --seed");
+    if (adampi_load(opt, o.resume, params, &lo) != ADAMPI_OK) return report(adampi_last_error(opt));
+    if (adampi_user_get(&user, "epoch", &e) || adampi_user_get(&user, "seed", &seed)) return report("the checkpoint was not written by adampi-train");
+    if ((uint64_t)seed != o.seed) return report("the checkpoint was written with another --seed");
     start = (int)e;
     if (rank_ == 0) printf("adampi-train: resumed from %s after epoch %d\n", o.resume, start);
   }
-  FILE *csv = NULL;
-  if (o.csv && rank_ == 0) {
+  FILE *csv = csv_shared;
+  int no_csv = 0;
+  if (o.csv && rank_ == 0 && !csv) {
     csv = fopen(o.csv, start ? "a" : "w");
-    if (!csv) return fail("cannot write the CSV file");
-    if (!start) fprintf(csv, "optimizer,epoch,step,lr,train_loss,train_acc,test_loss,test_acc,wnorm_fc1,wnorm_fc2,projected,seconds\n");
+    no_csv = csv == NULL;
+    if (csv && !start) fprintf(csv, "optimizer,epoch,step,lr,train_loss,train_acc,test_loss,test_acc,wnorm_fc1,wnorm_fc2,projected,seconds\n");
   }
+  MPI_Bcast(&no_csv, 1, MPI_INT, 0, MPI_COMM_WORLD); /* every rank stops alike */
+  if (no_csv) return report("cannot write the CSV file");
   if (rank_ == 0)
     printf("adampi-train: %s, %d ranks, batch %d (%d per rank), %d epochs, lr %g (%s), weight decay %g, hidden %d,%d, %lld parameters\n",
            o.opt, size_, o.batch, local_b, o.epochs, o.lr, o.schedule, o.wd, o.h1, o.h2, (long long)N);
@@ -204,8 +193,8 @@ int main(int argc, char **argv)
       double loss;
       int correct;
       if (mlp_train_batch(&m, work, xb, yb, local_b, o.batch, grads, params, MPI_COMM_WORLD, &loss, &correct))
-        return fail("an MPI call failed in the forward/backward pass");
-      if (adampi_step(opt, params, grads, has) != ADAMPI_OK) return fail(adampi_last_error(opt));
+        return report("an MPI call failed in the forward/backward pass");
+      if (adampi_step(opt, params, grads, has) != ADAMPI_OK) return report(adampi_last_error(opt));
       sums[0] += loss, sums[1] += correct, sums[2] += local_b;
       projected = 0;
       for (int i = 0; i < MLP_TENSORS; i++) {
@@ -254,15 +243,100 @@ int main(int argc, char **argv)
       adampi_save_options so = adampi_save_defaults();
       so.params = ADAMPI_PARAMS_FULL;
       so.user = &user;
-      if (adampi_save(opt, o.checkpoint, params, &so) != ADAMPI_OK) return fail(adampi_last_error(opt));
+      if (adampi_save(opt, o.checkpoint, params, &so) != ADAMPI_OK) return report(adampi_last_error(opt));
     }
   }
-  if (rank_ == 0) printf("adampi-train: done in %.1f s\n", MPI_Wtime() - t0);
-  if (csv) fclose(csv);
+  if (rank_ == 0) printf("adampi-train: %s done in %.1f s\n", o.opt, MPI_Wtime() - t0);
+  if (csv && csv != csv_shared) fclose(csv);
   mlp_work_free(&work);
   free(params), free(grads), free(xb), free(yb), free(perm);
-  data_free(&train), data_free(&test);
   adampi_free(&opt);
-  MPI_Finalize();
   return 0;
+}
+
+/* The comparison plot with gnuplot (Debian's gnuplot-nox): weight norm of the scale-invariant
+ * layers and test accuracy against steps, one line per optimizer. Rank 0 only. */
+static int plot(const char *csv, const char *png, int synthetic)
+{
+  char script[4096];
+  snprintf(script, sizeof script, "%s.gp", png);
+  FILE *f = fopen(script, "w");
+  if (!f) return report("cannot write the gnuplot script");
+  fprintf(f,
+          "set datafile separator ','\nset terminal pngcairo size 1200,500 font ',10'\nset output '%s'\n"
+          "set multiplot layout 1,2 title '%s: weight norm and accuracy, same initialisation'\n"
+          "set key left top\nset xlabel 'step'\nset ylabel '||W|| of fc1 and fc2 (scale-invariant)'\n"
+          "plot for [o in 'adamw adamp sgd sgdp'] '%s' using 3:(strcol(1) eq o ? sqrt($9**2+$10**2) : NaN) "
+          "with linespoints title o\n"
+          "set ylabel 'test accuracy'\nset key right bottom\n"
+          "plot for [o in 'adamw adamp sgd sgdp'] '%s' using 3:(strcol(1) eq o ? $8 : NaN) with linespoints title o\n"
+          "unset multiplot\n",
+          png, synthetic ? "SYNTHETIC data" : "Fashion-MNIST", csv, csv);
+  fclose(f);
+  char cmd[8400];
+  snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>&1", script);
+  if (system(cmd) != 0) {
+    printf("adampi-train: gnuplot failed or is not installed (apt-get install gnuplot-nox); the data are in %s\n", csv);
+    return 0;
+  }
+  printf("adampi-train: plot written to %s (data in %s)\n", png, csv);
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  options o;
+  if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+    if (rank_ == 0) usage(stdout);
+    MPI_Finalize();
+    return 0;
+  }
+  if (parse(argc, argv, &o) != 0) {
+    if (rank_ == 0) usage(stderr);
+    MPI_Finalize();
+    return 2;
+  }
+  if (o.batch % size_ != 0) return fail("the batch size must be a multiple of the number of ranks");
+
+  /* data (every rank reads it: a few hundred MB at most) */
+  dataset train, test;
+  char err[1024] = "";
+  int synthetic = o.synthetic;
+  if (!synthetic && data_load(o.data, "train", &train, err, sizeof err) == 0 &&
+      data_load(o.data, "t10k", &test, err, sizeof err) == 0) {
+  } else if (!synthetic) {
+    return fail(err);
+  }
+  if (synthetic) {
+    if (data_synthetic(12000, 7, &train) || data_synthetic(2000, 8, &test)) return fail("out of memory");
+    if (rank_ == 0) printf("adampi-train: SYNTHETIC data (not Fashion-MNIST): 12000 train, 2000 test samples\n");
+  }
+
+  int rc = 0;
+  if (!o.compare) {
+    rc = train_run(&o, &train, &test, NULL);
+  } else {
+    /* the same initialisation (seed) and data order for all four; one CSV, one plot */
+    const char *csv_path = o.csv ? o.csv : "compare.csv";
+    FILE *csv = rank_ == 0 ? fopen(csv_path, "w") : NULL;
+    if (rank_ == 0 && !csv) rc = report("cannot write the CSV file");
+    if (csv) fprintf(csv, "optimizer,epoch,step,lr,train_loss,train_acc,test_loss,test_acc,wnorm_fc1,wnorm_fc2,projected,seconds\n");
+    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    const char *opts[4] = {"adamw", "adamp", "sgd", "sgdp"};
+    for (int k = 0; k < 4 && rc == 0; k++) {
+      options one = o;
+      one.opt = opts[k];
+      one.csv = csv_path;
+      rc = train_run(&one, &train, &test, csv);
+    }
+    if (csv) fclose(csv);
+    if (rc == 0 && rank_ == 0) rc = plot(csv_path, o.png, synthetic);
+    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  }
+  data_free(&train), data_free(&test);
+  MPI_Finalize();
+  return rc;
 }
