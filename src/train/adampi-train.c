@@ -174,6 +174,9 @@ static int train_run(const options *oo, const dataset *trainp, const dataset *te
     printf("adampi-train: %s, %d ranks, batch %d (%d per rank), %d epochs, lr %g (%s), weight decay %g, hidden %d,%d, %lld parameters\n",
            o.opt, size_, o.batch, local_b, o.epochs, o.lr, o.schedule, o.wd, o.h1, o.h2, (long long)N);
   int steps_per_epoch = train.n / o.batch, total = steps_per_epoch * o.epochs;
+  if (csv && start == 0) /* the starting point, so that growth can be read off the log */
+    fprintf(csv, "%s,0,0,%g,,,,,%.4f,%.4f,0,0\n", o.opt, o.lr, norm(m.w1, (size_t)o.h1 * train.dim),
+            norm(m.w2, (size_t)o.h2 * o.h1));
   double t0 = MPI_Wtime();
   for (int epoch = start; epoch < o.epochs; epoch++) {
     permutation(perm, train.n, o.seed, epoch);
