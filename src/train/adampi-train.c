@@ -308,10 +308,19 @@ int main(int argc, char **argv)
   dataset train, test;
   char err[1024] = "";
   int synthetic = o.synthetic;
-  if (!synthetic && data_load(o.data, "train", &train, err, sizeof err) == 0 &&
-      data_load(o.data, "t10k", &test, err, sizeof err) == 0) {
-  } else if (!synthetic) {
-    return fail(err);
+  char probe[1200];
+  snprintf(probe, sizeof probe, "%s/train-images-idx3-ubyte.gz", o.data);
+  FILE *pf = synthetic ? NULL : fopen(probe, "rb");
+  if (pf) fclose(pf);
+  if (!synthetic && !pf && !strcmp(o.data, DATA_DEFAULT_DIR)) {
+    /* The default place is empty: say how to get the data and still show something. */
+    if (rank_ == 0)
+      printf("adampi-train: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
+             "falling back to a SYNTHETIC task\n");
+    synthetic = 1;
+  } else if (!synthetic && (data_load(o.data, "train", &train, err, sizeof err) != 0 ||
+                            data_load(o.data, "t10k", &test, err, sizeof err) != 0)) {
+    return fail(err); /* a data set that is there but unreadable, or an explicit --data: an error */
   }
   if (synthetic) {
     if (data_synthetic(12000, 7, &train) || data_synthetic(2000, 8, &test)) return fail("out of memory");
