@@ -1,8 +1,8 @@
 /*
  * test_mlp.c - the trainer's network: analytic gradients of every layer type (Linear, BatchNorm
  * with statistics synchronized across ranks, ReLU, softmax cross-entropy) against central finite
- * differences of the global-batch loss, on 1 rank and on several (each rank holds a slice of the
- * batch; the mean of the ranks' gradients must be the gradient).
+ * differences of the global-batch loss, on 1, 2 and 4 ranks (each rank holds a slice of the
+ * batch); the gradients must be the same bits on every rank and for every rank count.
  */
 #include "mlp.h"
 #include "mpi_check.h"
@@ -13,7 +13,7 @@
 #define H1 6
 #define H2 5
 #define OUT 4
-#define BATCH 12 /* global; divisible by 1, 2, 3, 4 */
+#define BATCH 16 /* global: 8 slices of 2 samples, on 1, 2, 4 or 8 ranks */
 
 static float params[4096], grads[4096], mean_grads[4096];
 
@@ -56,8 +56,17 @@ START_TEST(gradients_match_finite_differences)
   ck_assert_int_eq(mlp_train_batch(&m, w, xs, ys, b, BATCH, grads, params, MPI_COMM_WORLD, &loss, &correct), 0);
   memcpy(m.rm1, saved, sizeof saved);
   int n = IN * H1 + 2 * H1 + H1 * H2 + 2 * H2 + H2 * OUT + OUT; /* trainable parameters */
-  MPI_Allreduce(grads, mean_grads, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-  for (int i = 0; i < n; i++) mean_grads[i] /= (float)P;
+  memcpy(mean_grads, grads, (size_t)n * sizeof(float));
+  unsigned long h = 0, lo, hi;
+  for (int i = 0; i < n; i++) {
+    uint32_t bits;
+    memcpy(&bits, &grads[i], 4);
+    h = h * 1000003ul + bits;
+  }
+  MPI_Allreduce(&h, &lo, 1, MPI_UNSIGNED_LONG, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&h, &hi, 1, MPI_UNSIGNED_LONG, MPI_MAX, MPI_COMM_WORLD);
+  ck_assert_msg(lo == hi, "ranks hold different gradients");
+
   double worst = 0;
   int checked = 0;
   for (int i = 0; i < n; i++) {
@@ -78,11 +87,46 @@ START_TEST(gradients_match_finite_differences)
 }
 END_TEST
 
+/* The gradient of one global batch computed on 1, 2, ... up to the world's ranks (sub-communicators
+ * of this run): the same bits every time. */
+START_TEST(same_gradients_on_every_rank_count)
+{
+  int P = test_size(), me = test_rank();
+  float x[BATCH * IN];
+  uint8_t y[BATCH];
+  uint64_t seed = 99;
+  for (int i = 0; i < BATCH * IN; i++) x[i] = test_uniform(&seed);
+  for (int i = 0; i < BATCH; i++) y[i] = (uint8_t)(test_rng(&seed) % OUT);
+  static float ref[4096];
+  int n = IN * H1 + 2 * H1 + H1 * H2 + 2 * H2 + H2 * OUT + OUT, differs = 0;
+  for (int k = 1; k <= P && k <= 8; k *= 2) {
+    MPI_Comm sub;
+    MPI_Comm_split(MPI_COMM_WORLD, me < k ? 0 : MPI_UNDEFINED, me, &sub);
+    if (sub == MPI_COMM_NULL) continue;
+    mlp m;
+    mlp_bind(&m, IN, H1, H2, OUT, params);
+    mlp_init(&m, 5);
+    mlp_work *w = mlp_work_new(&m, BATCH);
+    int b = BATCH / k;
+    double loss;
+    int correct;
+    ck_assert_int_eq(mlp_train_batch(&m, w, x + (size_t)me * b * IN, y + (size_t)me * b, b, BATCH, grads, params, sub, &loss,
+                                     &correct), 0);
+    if (k == 1) memcpy(ref, grads, (size_t)n * sizeof(float));
+    else if (me == 0) differs |= memcmp(ref, grads, (size_t)n * sizeof(float)) != 0;
+    mlp_work_free(&w);
+    MPI_Comm_free(&sub);
+  }
+  ck_assert_msg(!differs, "the gradient of the same global batch differs between rank counts");
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
   Suite *s = suite_create("mlp");
   TCase *tc = tcase_create("gradients");
   tcase_add_test(tc, gradients_match_finite_differences);
+  tcase_add_test(tc, same_gradients_on_every_rank_count);
   suite_add_tcase(s, tc);
   return s;
 }

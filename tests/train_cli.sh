@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # train_cli.sh - adampi-train as a user runs it:
 #   1. 2 ranks, 1 epoch on the real Fashion-MNIST (when installed): test accuracy above 80%;
-#   2. 2 epochs in one go, and 1 epoch + resume for the second: final checkpoints bitwise equal;
+#   2. 2 epochs in one go, and 1 epoch + resume for the second: final checkpoints bitwise equal, also
+#      when the first epoch ran on 4 ranks, the second on 2, and the uninterrupted run on 1;
 #   3. a missing data set and corrupt IDX files: a message naming the problem, non-zero exit.
 set -euo pipefail
 TRAIN=${1:?usage: train_cli.sh path/to/adampi-train}
@@ -26,6 +27,11 @@ for opt in adamp sgdp; do
   h5diff -q "$work/a.h5" "$work/b.h5" /tensors /tensors || { echo "FAIL: $opt resumed run differs"; exit 1; }
   echo "ok: $opt: 2 epochs, and 1 epoch + resume, give bitwise equal parameters and state"
 done
+run 1 "$TRAIN" --synthetic --epochs 2 --hidden 64,64 --checkpoint "$work/one.h5" > /dev/null
+run 4 "$TRAIN" --synthetic --epochs 1 --hidden 64,64 --checkpoint "$work/four.h5" > /dev/null
+run 2 "$TRAIN" --synthetic --epochs 2 --hidden 64,64 --checkpoint "$work/four.h5" --resume "$work/four.h5" > /dev/null
+h5diff -q "$work/one.h5" "$work/four.h5" /tensors /tensors || { echo "FAIL: 1 rank vs 4 then 2 ranks differ"; exit 1; }
+echo "ok: 2 epochs on 1 rank, and epoch 1 on 4 ranks + epoch 2 resumed on 2 ranks: bitwise equal"
 
 if run 2 "$TRAIN" --data "$work/none" --epochs 1 > /dev/null 2> "$work/err.txt"; then echo "FAIL: missing data accepted"; exit 1; fi
 grep -q "apt-get install dataset-fashion-mnist" "$work/err.txt" || { echo "FAIL: message was:"; cat "$work/err.txt"; exit 1; }

@@ -5,11 +5,12 @@
  *          [--wd WD] [--momentum M] [--nesterov] [--schedule const|cosine] [--hidden H1,H2]
  *          [--seed S] [--data DIR] [--synthetic] [--csv FILE] [--checkpoint PATH] [--resume PATH]
  *
- * Each rank takes its slice of every global batch (B must divide by N), computes forward and
- * backward with BatchNorm statistics synchronized across ranks, and adampi averages the gradients,
- * keeps the sharded optimizer state and updates the parameters. The data order is a function of
- * (seed, epoch), so a run resumed from the checkpoint written at the end of every epoch continues
- * exactly. adamw and sgd are AdamP and SGDP with delta = 0 (no projection).
+ * Each rank takes its slice of every global batch and computes forward and backward with
+ * BatchNorm statistics synchronized across ranks; the gradient of the global batch is summed in a
+ * fixed order (mlp.c), so it has the same bits on 1, 2, 4 or 8 ranks; adampi keeps the sharded
+ * optimizer state and updates each rank's shard. The data order is a function of (seed, epoch),
+ * so a run resumed from the checkpoint written at the end of every epoch continues exactly, on any
+ * of those rank counts. adamw and sgd are AdamP and SGDP with delta = 0 (no projection).
  */
 #include "adampi.h"
 #include "data.h"
@@ -69,6 +70,7 @@ static int parse(int argc, char **argv, options *o)
   if (strcmp(o->opt, "adamp") && strcmp(o->opt, "adamw") && !sgd) return -1;
   if (strcmp(o->schedule, "const") && strcmp(o->schedule, "cosine")) return -1;
   if (o->compare && (o->checkpoint || o->resume)) return -1;
+  if (o->h1 > 1024 || o->h2 > 1024) return -1;
   return o->epochs > 0 && o->batch > 0 && o->h1 > 0 && o->h2 > 0 ? 0 : -1;
 }
 
@@ -141,6 +143,14 @@ static int train_run(const options *oo, const dataset *trainp, const dataset *te
   float *xb = malloc((size_t)local_b * train.dim * sizeof(float));
   uint8_t *yb = malloc((size_t)local_b);
   int *perm = malloc((size_t)train.n * sizeof(int));
+  int64_t lo = 0, hi = 0;
+  int counts[64], displs[64];
+  adampi_shard(opt, rank_, &lo, &hi);
+  for (int r = 0; r < size_ && r < 64; r++) {
+    int64_t a, b;
+    adampi_shard(opt, r, &a, &b);
+    counts[r] = (int)(b - a), displs[r] = (int)a;
+  }
   mlp m;
   mlp_bind(&m, train.dim, o.h1, o.h2, 10, params);
   mlp_work *work = mlp_work_new(&m, local_b > 1000 ? local_b : 1000);
@@ -151,11 +161,11 @@ static int train_run(const options *oo, const dataset *trainp, const dataset *te
   int start = 0;
   if (o.resume) {
     adampi_user user = {0};
-    adampi_load_options lo = adampi_load_defaults();
-    lo.params = ADAMPI_PARAMS_FULL;
-    lo.user = &user;
+    adampi_load_options lopt = adampi_load_defaults();
+    lopt.params = ADAMPI_PARAMS_FULL;
+    lopt.user = &user;
     int64_t e = 0, seed = 0;
-    if (adampi_load(opt, o.resume, params, &lo) != ADAMPI_OK) return report(adampi_last_error(opt));
+    if (adampi_load(opt, o.resume, params, &lopt) != ADAMPI_OK) return report(adampi_last_error(opt));
     if (adampi_user_get(&user, "epoch", &e) || adampi_user_get(&user, "seed", &seed)) return report("the checkpoint was not written by adampi-train");
     if ((uint64_t)seed != o.seed) return report("the checkpoint was written with another --seed");
     start = (int)e;
@@ -195,9 +205,14 @@ static int train_run(const options *oo, const dataset *trainp, const dataset *te
       }
       double loss;
       int correct;
-      if (mlp_train_batch(&m, work, xb, yb, local_b, o.batch, grads, params, MPI_COMM_WORLD, &loss, &correct))
-        return report("an MPI call failed in the forward/backward pass");
-      if (adampi_step(opt, params, grads, has) != ADAMPI_OK) return report(adampi_last_error(opt));
+      int bad = mlp_train_batch(&m, work, xb, yb, local_b, o.batch, grads, params, MPI_COMM_WORLD, &loss, &correct);
+      if (bad == -2) return report("the rank count must be a power of two that divides 8, and the batch a multiple of 8");
+      if (bad) return report("an MPI call failed in the forward/backward pass");
+      /* grads already hold the global mean (reduced in a fixed order, see mlp.c): adampi updates
+       * each rank's shard, then the ranks share the updated parameters */
+      if (adampi_step_sharded(opt, params + lo, grads + lo, has) != ADAMPI_OK) return report(adampi_last_error(opt));
+      if (MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, counts, displs, MPI_FLOAT, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return report("the parameter all-gather failed");
       sums[0] += loss, sums[1] += correct, sums[2] += local_b;
       projected = 0;
       for (int i = 0; i < MLP_TENSORS; i++) {
@@ -219,9 +234,9 @@ static int train_run(const options *oo, const dataset *trainp, const dataset *te
     }
     /* test accuracy: every rank evaluates its slice of the test set */
     double te[2] = {0, 0};
-    int per = (test.n + size_ - 1) / size_, lo = rank_ * per, hi = lo + per < test.n ? lo + per : test.n;
-    for (int k = lo; k < hi; k += 1000) {
-      int nb = hi - k < 1000 ? hi - k : 1000;
+    int per = (test.n + size_ - 1) / size_, t_lo = rank_ * per, t_hi = t_lo + per < test.n ? t_lo + per : test.n;
+    for (int k = t_lo; k < t_hi; k += 1000) {
+      int nb = t_hi - k < 1000 ? t_hi - k : 1000;
       double l;
       te[1] += mlp_eval(&m, work, test.x + (size_t)k * test.dim, test.y + k, nb, &l);
       te[0] += l;
@@ -302,7 +317,9 @@ int main(int argc, char **argv)
     MPI_Finalize();
     return 2;
   }
-  if (o.batch % size_ != 0) return fail("the batch size must be a multiple of the number of ranks");
+  if (size_ > 8 || (size_ & (size_ - 1)) || o.batch % 8 != 0)
+    return fail("run on 1, 2, 4 or 8 ranks with a batch that is a multiple of 8: the global batch is summed in 8 fixed "
+                "slices, which is what makes results independent of the rank count");
 
   /* data (every rank reads it: a few hundred MB at most) */
   dataset train, test;

@@ -2,6 +2,12 @@
  * mlp.c - forward and backward of the trainer's network (see mlp.h). Dimensions: b samples in
  * this rank's slice, n the global batch, in/h1/h2/out the layer widths. Matrix products are
  * written as rows of axpy (contiguous inner loops the compiler vectorizes without reassociation).
+ *
+ * Sums over the samples of the global batch never depend on how many ranks share it: the batch
+ * is cut into MLP_SLICES fixed slices; every sum is taken slice by slice (in sample order), then
+ * over the slices by a fixed pairwise tree, first inside a rank (its slices form whole subtrees),
+ * then across ranks by recursive doubling (whose pairs are the tree's). So the gradient of a
+ * global batch is bitwise the same on 1, 2, 4 or 8 ranks, and so is a resumed run.
  */
 #include "mlp.h"
 
@@ -14,6 +20,11 @@
 
 struct mlp_work {
   int max_b;
+  int nparams;        /* floats of the flat layout */
+  float *gslices;     /* MLP_SLICES gradient vectors, one per local slice */
+  float *ftmp;        /* nparams: the partner's vector in the cross-rank tree */
+  double *dslices;    /* MLP_SLICES x 2 hmax: per-slice BatchNorm sums */
+  double *dtmp;       /* 2 hmax */
   float *z1, *xh1, *a1, *z2, *xh2, *a2, *logits; /* forward activations */
   float *d1, *d2, *dl;                           /* gradients w.r.t. z1/a1, z2/a2, logits */
   double *sum, *sum2;                            /* per-feature sums of the synchronized BN */
@@ -81,7 +92,12 @@ mlp_work *mlp_work_new(const mlp *m, int max_b)
   w->d1 = calloc(b * m->h1, sizeof(float)), w->d2 = calloc(b * m->h2, sizeof(float));
   w->sum = calloc(2 * (size_t)hmax, sizeof(double)), w->sum2 = w->sum + hmax;
   w->inv1 = calloc((size_t)m->h1, sizeof(float)), w->inv2 = calloc((size_t)m->h2, sizeof(float));
-  if (!w->z1 || !w->xh1 || !w->a1 || !w->z2 || !w->xh2 || !w->a2 || !w->logits || !w->dl || !w->d1 || !w->d2 || !w->sum ||
+  w->nparams = m->h1 * m->in + 2 * m->h1 + m->h2 * m->h1 + 2 * m->h2 + m->out * m->h2 + m->out + 2 * m->h1 + 2 * m->h2;
+  w->gslices = calloc((size_t)MLP_SLICES * w->nparams, sizeof(float));
+  w->ftmp = calloc((size_t)w->nparams, sizeof(float));
+  w->dslices = calloc((size_t)MLP_SLICES * 2 * hmax, sizeof(double));
+  w->dtmp = calloc(2 * (size_t)hmax, sizeof(double));
+  if (!w->gslices || !w->ftmp || !w->dslices || !w->dtmp || !w->z1 || !w->xh1 || !w->a1 || !w->z2 || !w->xh2 || !w->a2 || !w->logits || !w->dl || !w->d1 || !w->d2 || !w->sum ||
       !w->inv1 || !w->inv2)
     mlp_work_free(&w);
   return w;
@@ -93,6 +109,7 @@ void mlp_work_free(mlp_work **wp)
   mlp_work *w = *wp;
   free(w->z1), free(w->xh1), free(w->a1), free(w->z2), free(w->xh2), free(w->a2), free(w->logits), free(w->dl);
   free(w->d1), free(w->d2), free(w->sum), free(w->inv1), free(w->inv2);
+  free(w->gslices), free(w->ftmp), free(w->dslices), free(w->dtmp);
   free(w);
   *wp = NULL;
 }
@@ -114,19 +131,77 @@ static void linear(const float *x, const float *W, const float *bias, float *z, 
     }
 }
 
+/* Pairwise tree over c local slices (c a power of two) of vectors of n doubles, into v[0..n). */
+static void tree_slices_d(double *v, int c, int n)
+{
+  for (int step = 1; step < c; step *= 2)
+    for (int k = 0; k + step < c; k += 2 * step)
+      for (int j = 0; j < n; j++) v[(size_t)k * n + j] += v[(size_t)(k + step) * n + j];
+}
+
+static void tree_slices_f(float *v, int c, int n)
+{
+  for (int step = 1; step < c; step *= 2)
+    for (int k = 0; k + step < c; k += 2 * step)
+      for (int j = 0; j < n; j++) v[(size_t)k * n + j] += v[(size_t)(k + step) * n + j];
+}
+
+/* Recursive doubling over a power-of-two number of ranks: after round k every rank holds the sum
+ * of its aligned block of 2^(k+1) ranks, added as the tree adds it (a + b == b + a in IEEE). */
+static int tree_ranks_d(double *v, double *tmp, int n, MPI_Comm comm)
+{
+  int P, r;
+  MPI_Comm_size(comm, &P);
+  MPI_Comm_rank(comm, &r);
+  for (int bit = 1; bit < P; bit *= 2) {
+    if (MPI_Sendrecv(v, n, MPI_DOUBLE, r ^ bit, 31, tmp, n, MPI_DOUBLE, r ^ bit, 31, comm, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+      return -1;
+    for (int j = 0; j < n; j++) v[j] += tmp[j];
+  }
+  return 0;
+}
+
+static int tree_ranks_f(float *v, float *tmp, int n, MPI_Comm comm)
+{
+  int P, r;
+  MPI_Comm_size(comm, &P);
+  MPI_Comm_rank(comm, &r);
+  for (int bit = 1; bit < P; bit *= 2) {
+    if (MPI_Sendrecv(v, n, MPI_FLOAT, r ^ bit, 32, tmp, n, MPI_FLOAT, r ^ bit, 32, comm, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+      return -1;
+    for (int j = 0; j < n; j++) v[j] += tmp[j];
+  }
+  return 0;
+}
+
+/* Global sums over the batch of two per-feature quantities, slice by slice then by the tree:
+ * sa[j] = sum of a[s][j], sb[j] = sum of a[s][j] * b[s][j] (b NULL: of a[s][j]^2). */
+static int global_sums(const float *a, const float *b, int nb, int slice, int h, mlp_work *w, double *sa, double *sb,
+                       MPI_Comm comm)
+{
+  int c = nb / slice;
+  for (int k = 0; k < c; k++) {
+    double *ss = w->dslices + (size_t)k * 2 * h;
+    for (int j = 0; j < 2 * h; j++) ss[j] = 0.0;
+    for (int s = k * slice; s < (k + 1) * slice; s++)
+      for (int j = 0; j < h; j++) {
+        double x = a[(size_t)s * h + j];
+        ss[j] += x;
+        ss[h + j] += x * (b ? (double)b[(size_t)s * h + j] : x);
+      }
+  }
+  tree_slices_d(w->dslices, c, 2 * h);
+  if (tree_ranks_d(w->dslices, w->dtmp, 2 * h, comm)) return -1;
+  for (int j = 0; j < h; j++) sa[j] = w->dslices[j], sb[j] = w->dslices[h + j];
+  return 0;
+}
+
 /* Synchronized batch normalization over the global batch, then ReLU. */
 static int bn_relu_forward(const float *z, float *xh, float *a, const float *gamma, const float *beta, float *rm, float *rv,
-                           float *inv, double *sum, double *sum2, int b, int h, int64_t n, MPI_Comm comm)
+                           float *inv, mlp_work *w, int b, int slice, int h, int64_t n, MPI_Comm comm)
 {
-  for (int j = 0; j < h; j++) sum[j] = sum2[j] = 0.0;
-  for (int s = 0; s < b; s++)
-    for (int j = 0; j < h; j++) {
-      double v = z[(size_t)s * h + j];
-      sum[j] += v, sum2[j] += v * v;
-    }
-  if (MPI_Allreduce(MPI_IN_PLACE, sum, h, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS ||
-      MPI_Allreduce(MPI_IN_PLACE, sum2, h, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS)
-    return -1;
+  double *sum = w->sum, *sum2 = w->sum2;
+  if (global_sums(z, NULL, b, slice, h, w, sum, sum2, comm)) return -1;
   for (int j = 0; j < h; j++) {
     double mu = sum[j] / (double)n, var = sum2[j] / (double)n - mu * mu;
     if (var < 0) var = 0;
@@ -145,21 +220,19 @@ static int bn_relu_forward(const float *z, float *xh, float *a, const float *gam
   return 0;
 }
 
-/* d (b x h): on entry dL/da, on exit dL/dz; gradients of gamma/beta (scaled) into dg/db. */
+/* d (b x h): on entry dL/da per sample, on exit dL/dz; the global-batch sums of the BatchNorm
+ * parameters' gradients (unscaled) into dg/db. */
 static int bn_relu_backward(float *d, const float *xh, const float *a, const float *gamma, const float *inv, float *dg,
-                            float *db, double *sum, double *sum2, int b, int h, int64_t n, float scale, MPI_Comm comm)
+                            float *db, mlp_work *w, int b, int slice, int h, int64_t n, MPI_Comm comm)
 {
-  for (int j = 0; j < h; j++) sum[j] = sum2[j] = 0.0;
+  double *sum = w->sum, *sum2 = w->sum2;
   for (int s = 0; s < b; s++)
     for (int j = 0; j < h; j++) {
       size_t q = (size_t)s * h + j;
       if (a[q] <= 0.0f) d[q] = 0.0f; /* ReLU */
-      sum[j] += d[q], sum2[j] += (double)d[q] * xh[q];
     }
-  for (int j = 0; j < h; j++) db[j] = (float)(scale * sum[j]), dg[j] = (float)(scale * sum2[j]);
-  if (MPI_Allreduce(MPI_IN_PLACE, sum, h, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS ||
-      MPI_Allreduce(MPI_IN_PLACE, sum2, h, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS)
-    return -1;
+  if (global_sums(d, xh, b, slice, h, w, sum, sum2, comm)) return -1;
+  for (int j = 0; j < h; j++) db[j] = (float)sum[j], dg[j] = (float)sum2[j];
   for (int s = 0; s < b; s++)
     for (int j = 0; j < h; j++) {
       size_t q = (size_t)s * h + j;
@@ -218,23 +291,48 @@ int mlp_train_batch(mlp *m, mlp_work *w, const float *x, const uint8_t *y, int b
 {
   int P;
   MPI_Comm_size(comm, &P);
-  float scale = (float)P / (float)n; /* this rank's share of the mean over the global batch */
-  mlp g;
-  mlp_bind(&g, m->in, m->h1, m->h2, m->out, grads_base);
   (void)params_base;
+  int slice = (int)(n / MLP_SLICES), c = b / slice; /* this rank's slices */
+  if (n % MLP_SLICES || (int64_t)b * P != n || slice * c != b || (P & (P - 1)) || P > MLP_SLICES) return -2;
   linear(x, m->w1, NULL, w->z1, b, m->in, m->h1);
-  if (bn_relu_forward(w->z1, w->xh1, w->a1, m->g1, m->b1, m->rm1, m->rv1, w->inv1, w->sum, w->sum2, b, m->h1, n, comm)) return -1;
+  if (bn_relu_forward(w->z1, w->xh1, w->a1, m->g1, m->b1, m->rm1, m->rv1, w->inv1, w, b, slice, m->h1, n, comm)) return -1;
   linear(w->a1, m->w2, NULL, w->z2, b, m->h1, m->h2);
-  if (bn_relu_forward(w->z2, w->xh2, w->a2, m->g2, m->b2, m->rm2, m->rv2, w->inv2, w->sum, w->sum2, b, m->h2, n, comm)) return -1;
+  if (bn_relu_forward(w->z2, w->xh2, w->a2, m->g2, m->b2, m->rm2, m->rv2, w->inv2, w, b, slice, m->h2, n, comm)) return -1;
   linear(w->a2, m->w3, m->b3, w->logits, b, m->h2, m->out);
   *loss_sum = softmax_ce(w->logits, y, w->dl, b, m->out, correct);
 
-  linear_backward(w->a2, m->w3, w->dl, g.w3, g.b3, w->d2, b, m->h2, m->out, scale);
-  if (bn_relu_backward(w->d2, w->xh2, w->a2, m->g2, w->inv2, g.g2, g.b2, w->sum, w->sum2, b, m->h2, n, scale, comm)) return -1;
-  linear_backward(w->a1, m->w2, w->d2, g.w2, NULL, w->d1, b, m->h1, m->h2, scale);
-  if (bn_relu_backward(w->d1, w->xh1, w->a1, m->g1, w->inv1, g.g1, g.b1, w->sum, w->sum2, b, m->h1, n, scale, comm)) return -1;
-  linear_backward(x, m->w1, w->d1, g.w1, NULL, NULL, b, m->in, m->h1, scale);
-  /* running statistics never get a gradient */
+  /* Backward, slice by slice for the Linear weights: each slice's sums in its own vector. */
+  memset(w->gslices, 0, (size_t)c * w->nparams * sizeof(float));
+  float bn_g[4][1024]; /* global-batch gradients of BatchNorm gamma/beta: h <= 1024 */
+  mlp gk;
+  for (int k = 0; k < c; k++) {
+    mlp_bind(&gk, m->in, m->h1, m->h2, m->out, w->gslices + (size_t)k * w->nparams);
+    size_t s0 = (size_t)k * slice;
+    linear_backward(w->a2 + s0 * m->h2, m->w3, w->dl + s0 * m->out, gk.w3, gk.b3, w->d2 + s0 * m->h2, slice, m->h2, m->out, 1.0f);
+  }
+  if (bn_relu_backward(w->d2, w->xh2, w->a2, m->g2, w->inv2, bn_g[2], bn_g[3], w, b, slice, m->h2, n, comm)) return -1;
+  for (int k = 0; k < c; k++) {
+    mlp_bind(&gk, m->in, m->h1, m->h2, m->out, w->gslices + (size_t)k * w->nparams);
+    size_t s0 = (size_t)k * slice;
+    linear_backward(w->a1 + s0 * m->h1, m->w2, w->d2 + s0 * m->h2, gk.w2, NULL, w->d1 + s0 * m->h1, slice, m->h1, m->h2, 1.0f);
+  }
+  if (bn_relu_backward(w->d1, w->xh1, w->a1, m->g1, w->inv1, bn_g[0], bn_g[1], w, b, slice, m->h1, n, comm)) return -1;
+  for (int k = 0; k < c; k++) {
+    mlp_bind(&gk, m->in, m->h1, m->h2, m->out, w->gslices + (size_t)k * w->nparams);
+    size_t s0 = (size_t)k * slice;
+    linear_backward(x + s0 * m->in, m->w1, w->d1 + s0 * m->h1, gk.w1, NULL, NULL, slice, m->in, m->h1, 1.0f);
+  }
+  /* The slices' tree inside the rank, then across ranks: every rank holds the global sums. */
+  tree_slices_f(w->gslices, c, w->nparams);
+  if (tree_ranks_f(w->gslices, w->ftmp, w->nparams, comm)) return -1;
+  memcpy(grads_base, w->gslices, (size_t)w->nparams * sizeof(float));
+  mlp g;
+  mlp_bind(&g, m->in, m->h1, m->h2, m->out, grads_base);
+  memcpy(g.g1, bn_g[0], sizeof(float) * (size_t)m->h1), memcpy(g.b1, bn_g[1], sizeof(float) * (size_t)m->h1);
+  memcpy(g.g2, bn_g[2], sizeof(float) * (size_t)m->h2), memcpy(g.b2, bn_g[3], sizeof(float) * (size_t)m->h2);
+  /* the mean over the global batch; running statistics never get a gradient */
+  float inv_n = 1.0f / (float)n;
+  for (int i = 0; i < w->nparams; i++) grads_base[i] *= inv_n;
   memset(g.rm1, 0, sizeof(float) * (size_t)(2 * m->h1 + 2 * m->h2));
   return 0;
 }

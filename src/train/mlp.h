@@ -47,11 +47,16 @@ void mlp_init(mlp *m, uint64_t seed);
 mlp_work *mlp_work_new(const mlp *m, int max_batch);
 void mlp_work_free(mlp_work **w);
 
-/* One training step's forward and backward on this rank's b samples x (b x in), labels y.
- * grads: a flat buffer laid out like the parameters; receives this rank's gradients, scaled so
- * that their mean over the ranks of comm is the gradient of the mean loss over the global batch
- * (b_global samples). Running statistics are updated (identically on every rank). Returns 0, or
- * -1 if an MPI call failed. *loss_sum and *correct: this rank's sums. Collective over comm. */
+/* The global batch is cut into this many fixed slices (see mlp.c): it must divide the global
+ * batch, and the rank count must be a power of two that divides it. */
+#define MLP_SLICES 8
+
+/* One training step's forward and backward on this rank's b samples x (b x in), labels y: rank r
+ * holds samples [r b, (r+1) b) of the global batch of b_global = b x ranks. grads: a flat buffer
+ * laid out like the parameters; receives the gradient of the mean loss over the global batch, the
+ * same bits on every rank and for every rank count. Running statistics are updated identically
+ * on every rank. Returns 0, -1 if an MPI call failed, -2 if the batch and the rank count do not
+ * fit MLP_SLICES. *loss_sum and *correct: this rank's sums. Collective over comm. */
 int mlp_train_batch(mlp *m, mlp_work *w, const float *x, const uint8_t *y, int b, int64_t b_global,
                     float *grads_base, float *params_base, MPI_Comm comm, double *loss_sum, int *correct);
 
