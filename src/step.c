@@ -216,6 +216,12 @@ adampi_status adampi_step_sharded(adampi *opt, float *param_shard, const float *
   return step_shard(opt, param_shard, grad_shard, has_grad, local);
 }
 
+/* Elements of chunk k (of len elements each) of a range of total elements: 0 past its end. */
+static int chunk(int64_t total, int64_t k, int64_t len)
+{
+  return (int)(total - k < len ? (total > k ? total - k : 0) : len);
+}
+
 /* Sum the ranks' gradients into the shard and divide by the rank count: a pairwise exchange in
  * P - 1 rounds (round s: send my copy of rank r+s's shard, receive rank r-s's copy of mine), in
  * chunks through a fixed scratch buffer. Measured 2-3x faster than MPI_Reduce_scatter on one
@@ -231,8 +237,7 @@ static adampi_status reduce_scatter_mean(adampi *opt, const float *grads)
     int to = (r + s) % P, from = (r - s + P) % P;
     int64_t to_lo = opt->shard_lo[to], to_n = opt->shard_lo[to + 1] - to_lo;
     for (int64_t k = 0; k < to_n || k < n; k += opt->rs_scratch_len) {
-      int send = (int)(to_n - k < opt->rs_scratch_len ? (to_n > k ? to_n - k : 0) : opt->rs_scratch_len);
-      int recv = (int)(n - k < opt->rs_scratch_len ? (n > k ? n - k : 0) : opt->rs_scratch_len);
+      int send = chunk(to_n, k, opt->rs_scratch_len), recv = chunk(n, k, opt->rs_scratch_len);
       ADAMPI_MPI(opt, MPI_Sendrecv(grads + to_lo + (send ? k : 0), send, MPI_FLOAT, to, 17, tmp, recv, MPI_FLOAT, from,
                                    17, opt->comm, MPI_STATUS_IGNORE));
       for (int i = 0; i < recv; i++) mine[k + i] += tmp[i];
@@ -255,8 +260,7 @@ static adampi_status allgather_params(adampi *opt, float *params)
     int to = (r + s) % P, from = (r - s + P) % P;
     int64_t from_lo = opt->shard_lo[from], from_n = opt->shard_lo[from + 1] - from_lo;
     for (int64_t k = 0; k < from_n || k < n; k += opt->rs_scratch_len) {
-      int send = (int)(n - k < opt->rs_scratch_len ? (n > k ? n - k : 0) : opt->rs_scratch_len);
-      int recv = (int)(from_n - k < opt->rs_scratch_len ? (from_n > k ? from_n - k : 0) : opt->rs_scratch_len);
+      int send = chunk(n, k, opt->rs_scratch_len), recv = chunk(from_n, k, opt->rs_scratch_len);
       ADAMPI_MPI(opt, MPI_Sendrecv(params + opt->lo + (send ? k : 0), send, MPI_FLOAT, to, 18,
                                    params + from_lo + (recv ? k : 0), recv, MPI_FLOAT, from, 18, opt->comm,
                                    MPI_STATUS_IGNORE));
