@@ -24,7 +24,7 @@ static double global_loss(mlp *m, mlp_work *w, const float *x, const uint8_t *y,
   memcpy(saved, m->rm1, sizeof saved); /* a training pass moves the running statistics */
   double loss = 0, total = 0;
   int correct;
-  mlp_train_batch(m, w, x, y, b, BATCH, tmp_grads, params, MPI_COMM_WORLD, &loss, &correct);
+  mlp_train_batch(m, w, x, y, b, BATCH, tmp_grads, MPI_COMM_WORLD, &loss, &correct);
   memcpy(m->rm1, saved, sizeof saved);
   MPI_Allreduce(&loss, &total, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   return total / BATCH;
@@ -53,7 +53,7 @@ START_TEST(gradients_match_finite_differences)
   int correct;
   float saved[4 * (H1 + H2)];
   memcpy(saved, m.rm1, sizeof saved);
-  ck_assert_int_eq(mlp_train_batch(&m, w, xs, ys, b, BATCH, grads, params, MPI_COMM_WORLD, &loss, &correct), 0);
+  ck_assert_int_eq(mlp_train_batch(&m, w, xs, ys, b, BATCH, grads, MPI_COMM_WORLD, &loss, &correct), 0);
   memcpy(m.rm1, saved, sizeof saved);
   int n = IN * H1 + 2 * H1 + H1 * H2 + 2 * H2 + H2 * OUT + OUT; /* trainable parameters */
   memcpy(mean_grads, grads, (size_t)n * sizeof(float));
@@ -110,7 +110,7 @@ START_TEST(same_gradients_on_every_rank_count)
     int b = BATCH / k;
     double loss;
     int correct;
-    ck_assert_int_eq(mlp_train_batch(&m, w, x + (size_t)me * b * IN, y + (size_t)me * b, b, BATCH, grads, params, sub, &loss,
+    ck_assert_int_eq(mlp_train_batch(&m, w, x + (size_t)me * b * IN, y + (size_t)me * b, b, BATCH, grads, sub, &loss,
                                      &correct), 0);
     if (k == 1) memcpy(ref, grads, (size_t)n * sizeof(float));
     else if (me == 0) differs |= memcmp(ref, grads, (size_t)n * sizeof(float)) != 0;

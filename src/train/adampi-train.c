@@ -205,7 +205,7 @@ static int train_run(const options *oo, const dataset *trainp, const dataset *te
       }
       double loss;
       int correct;
-      int bad = mlp_train_batch(&m, work, xb, yb, local_b, o.batch, grads, params, MPI_COMM_WORLD, &loss, &correct);
+      int bad = mlp_train_batch(&m, work, xb, yb, local_b, o.batch, grads, MPI_COMM_WORLD, &loss, &correct);
       if (bad == -2) return report("the rank count must be a power of two that divides 8, and the batch a multiple of 8");
       if (bad) return report("an MPI call failed in the forward/backward pass");
       /* grads already hold the global mean (reduced in a fixed order, see mlp.c): adampi updates

@@ -287,11 +287,10 @@ static double softmax_ce(const float *logits, const uint8_t *y, float *dl, int b
 }
 
 int mlp_train_batch(mlp *m, mlp_work *w, const float *x, const uint8_t *y, int b, int64_t n, float *grads_base,
-                    float *params_base, MPI_Comm comm, double *loss_sum, int *correct)
+                    MPI_Comm comm, double *loss_sum, int *correct)
 {
   int P;
   MPI_Comm_size(comm, &P);
-  (void)params_base;
   int slice = (int)(n / MLP_SLICES), c = b / slice; /* this rank's slices */
   if (n % MLP_SLICES || (int64_t)b * P != n || slice * c != b || (P & (P - 1)) || P > MLP_SLICES) return -2;
   linear(x, m->w1, NULL, w->z1, b, m->in, m->h1);

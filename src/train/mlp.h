@@ -58,7 +58,7 @@ void mlp_work_free(mlp_work **w);
  * on every rank. Returns 0, -1 if an MPI call failed, -2 if the batch and the rank count do not
  * fit MLP_SLICES. *loss_sum and *correct: this rank's sums. Collective over comm. */
 int mlp_train_batch(mlp *m, mlp_work *w, const float *x, const uint8_t *y, int b, int64_t b_global,
-                    float *grads_base, float *params_base, MPI_Comm comm, double *loss_sum, int *correct);
+                    float *grads_base, MPI_Comm comm, double *loss_sum, int *correct);
 
 /* Inference with the running statistics: number of correct predictions among b samples. Local. */
 int mlp_eval(const mlp *m, mlp_work *w, const float *x, const uint8_t *y, int b, double *loss_sum);
