@@ -8,6 +8,8 @@
 #define _POSIX_C_SOURCE 200809L /* pread, pwrite, truncate */
 #include "problem.h"
 
+#include "../src/h5superblock.h"
+
 #include <hdf5.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -175,9 +177,46 @@ START_TEST(resume_on_another_rank_count_is_bitwise_identical)
 }
 END_TEST
 
+/* Every metadata block of a checkpoint is one HDF5 checksums: links and attributes stay in the
+ * object headers (compact storage) even past HDF5's default of 8, never in a fractal heap. */
+static int dense_storage(hid_t f, const char *name)
+{
+  H5G_info_t gi;
+  H5O_info_t oi;
+  if (H5Gget_info_by_name(f, name, &gi, H5P_DEFAULT) < 0 || H5Oget_info_by_name2(f, name, &oi, H5O_INFO_META_SIZE, H5P_DEFAULT) < 0)
+    return -1;
+  return gi.storage_type != H5G_STORAGE_TYPE_COMPACT || oi.meta_size.attr.heap_size != 0;
+}
+
+START_TEST(metadata_is_all_checksummed)
+{
+  char path[512];
+  shared_path(path, sizeof path, "meta");
+  live l = start(MPI_COMM_WORLD, &problem_variants[0], 2, ADAMPI_NONFINITE_ERROR);
+  ck_assert_ok(l.opt, adampi_save(l.opt, path, l.w, NULL));
+  stop(&l);
+  if (test_rank() == 0) {
+    ck_assert_int_eq(adampi_h5_superblock_version(path) >= 2, 1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    ck_assert_msg(PROBLEM_NT > 8, "the problem must have more tensors than HDF5's compact default");
+    ck_assert_msg(dense_storage(f, "/") == 0, "root group: dense storage");
+    ck_assert_msg(dense_storage(f, "/tensors") == 0, "/tensors: dense storage");
+    ck_assert_msg(dense_storage(f, "/groups/0") == 0, "/groups/0: dense storage");
+    H5Fclose(f);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  remove_all(path);
+}
+END_TEST
+
 /* ---- bad files ---------------------------------------------------------------------------- */
 
-enum { FLIP_DATA, FLIP_SCALAR, TRUNCATED, EMPTY, WRONG_KIND, NEWER, NOT_HDF5, MISSING, SHAPE, NO_TENSOR, NUM_BAD };
+enum {
+  FLIP_DATA, FLIP_SCALAR, TRUNCATED, EMPTY, WRONG_KIND, NEWER, NOT_HDF5, MISSING, SHAPE, NO_TENSOR,
+  OLD_FORMAT, NEGATIVE_STEPS, HUGE_COUNT, ABSURD_DIMS, ARRAY_ATTR, NEGATIVE_TENSOR_STEP, BAD_HPARAM, FLOAT64_DATA,
+  NUM_BAD
+};
 
 static const struct {
   adampi_status status;
@@ -193,7 +232,54 @@ static const struct {
   [MISSING] = {ADAMPI_ERR_IO, "cannot read"},
   [SHAPE] = {ADAMPI_ERR_MISMATCH, "tensor 'tiny': checkpoint shape [4], registered shape [2, 2]"},
   [NO_TENSOR] = {ADAMPI_ERR_MISMATCH, "tensor 'bias' is not in the checkpoint"},
+  [OLD_FORMAT] = {ADAMPI_ERR_FORMAT, "is not an adampi checkpoint (HDF5 superblock version 0, without metadata checksums)"},
+  [NEGATIVE_STEPS] = {ADAMPI_ERR_FORMAT, "root attributes steps_taken/steps_skipped are missing or invalid"},
+  [HUGE_COUNT] = {ADAMPI_ERR_MISMATCH, "holds 4611686018427387904 tensors but 9 are registered"},
+  [ABSURD_DIMS] = {ADAMPI_ERR_MISMATCH, "tensor 'tiny': checkpoint shape [1099511627776, 2], registered shape [2, 2]"},
+  [ARRAY_ATTR] = {ADAMPI_ERR_FORMAT, "has no valid format_version"},
+  [NEGATIVE_TENSOR_STEP] = {ADAMPI_ERR_FORMAT, "tensor 'bias'"},
+  [BAD_HPARAM] = {ADAMPI_ERR_FORMAT, "/groups/0: beta1 = 1.5"},
+  [FLOAT64_DATA] = {ADAMPI_ERR_FORMAT, "tensor 'bias': dataset 'param' is not float32"},
 };
+
+/* Replace attribute name of object obj in file path by an array of n values of type (n = 0:
+ * a scalar). Delete and create: HDF5 1.10 cannot overwrite an attribute kept in dense storage. */
+static int put_values(const char *path, const char *obj, const char *name, hid_t ftype, hid_t mtype, int n, const void *v)
+{
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  hid_t o = f >= 0 ? H5Oopen(f, obj, H5P_DEFAULT) : H5I_INVALID_HID;
+  hsize_t dims = (hsize_t)n;
+  hid_t s = n ? H5Screate_simple(1, &dims, NULL) : H5Screate(H5S_SCALAR);
+  int ok = o >= 0 && H5Adelete(o, name) >= 0;
+  hid_t a = ok ? H5Acreate2(o, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT) : H5I_INVALID_HID;
+  ok = a >= 0 && H5Awrite(a, mtype, v) >= 0;
+  if (a >= 0) H5Aclose(a);
+  H5Sclose(s);
+  if (o >= 0) H5Oclose(o);
+  if (f >= 0) H5Fclose(f);
+  return ok;
+}
+
+static int put_i64s(const char *path, const char *obj, const char *name, int n, const int64_t *v)
+{
+  return put_values(path, obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, n, v);
+}
+
+/* Replace dataset path:name by an empty chunked one of the given type and shape (no data written). */
+static int replace_dataset(const char *path, const char *name, hid_t type, int ndim, const hsize_t *dims)
+{
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  int ok = f >= 0 && H5Ldelete(f, name, H5P_DEFAULT) >= 0;
+  hid_t s = H5Screate_simple(ndim, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  hsize_t chunk[4] = {1, 1, 1, 1};
+  H5Pset_chunk(dcpl, ndim, chunk);
+  hid_t d = ok ? H5Dcreate2(f, name, type, s, H5P_DEFAULT, dcpl, H5P_DEFAULT) : H5I_INVALID_HID;
+  ok = d >= 0;
+  if (d >= 0) H5Dclose(d);
+  H5Pclose(dcpl), H5Sclose(s);
+  if (f >= 0) H5Fclose(f);
+  return ok;
+}
 
 /* Damage a good checkpoint in place (rank 0 only, serial HDF5 and plain file I/O). Returns 0 on
  * success; it must not assert, since the other ranks wait at a barrier. */
@@ -268,6 +354,46 @@ static int damage(const char *path, int how)
     ok = H5Lmove(f, "tensors/bias", f, "tensors/bias_renamed", H5P_DEFAULT, H5P_DEFAULT) >= 0;
     H5Fclose(f);
     break;
+  case OLD_FORMAT: /* an HDF5 file in the oldest format (what h5py writes by default) */
+    f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ok = f >= 0;
+    if (f >= 0) H5Fclose(f);
+    break;
+  case NEGATIVE_STEPS: {
+    int64_t v = -1;
+    ok = put_i64s(path, ".", "steps_taken", 0, &v);
+    break;
+  }
+  case HUGE_COUNT: {
+    int64_t v = (int64_t)1 << 62;
+    ok = put_i64s(path, ".", "num_tensors", 0, &v);
+    break;
+  }
+  case ABSURD_DIMS: {
+    hsize_t dims[2] = {(hsize_t)1 << 40, 2};
+    ok = replace_dataset(path, "tensors/tiny/param", H5T_IEEE_F32LE, 2, dims);
+    break;
+  }
+  case ARRAY_ATTR: { /* found by the fuzzer: an array where a scalar belongs overran the reader */
+    int64_t v[4] = {1, 1, 1, 1};
+    ok = put_i64s(path, ".", "format_version", 4, v);
+    break;
+  }
+  case NEGATIVE_TENSOR_STEP: {
+    int64_t v = -1;
+    ok = put_i64s(path, "tensors/bias", "step", 0, &v);
+    break;
+  }
+  case BAD_HPARAM: {
+    double v = 1.5;
+    ok = put_values(path, "groups/0", "beta1", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &v);
+    break;
+  }
+  case FLOAT64_DATA: {
+    hsize_t dims[1] = {37};
+    ok = replace_dataset(path, "tensors/bias/param", H5T_IEEE_F64LE, 1, dims);
+    break;
+  }
   }
   return ok ? 0 : -1;
 }
@@ -289,6 +415,8 @@ START_TEST(bad_files_are_refused_and_change_nothing)
   live l = start(MPI_COMM_WORLD, v, 5, ADAMPI_NONFINITE_ERROR);
   problem_result before, after;
   problem_collect(l.opt, MPI_COMM_WORLD, v->kind, l.w, &before);
+  adampi_hparams hp_before[2], hp_after[2];
+  for (int g = 0; g < 2; g++) ck_assert_ok(l.opt, adampi_get_hparams(l.opt, g, &hp_before[g]));
   adampi_user user = {0};
   adampi_user_set(&user, "untouched", 7);
   adampi_load_options o = adampi_load_defaults();
@@ -303,6 +431,11 @@ START_TEST(bad_files_are_refused_and_change_nothing)
   problem_compare(&before, &after, diff, sizeof diff);
   ck_assert_msg(!diff[0], "case %d: a failed load changed the optimizer: %s", _i, diff);
   ck_assert_msg(user.count == 1 && user.value[0] == 7, "case %d: a failed load changed the caller area", _i);
+  for (int g = 0; g < 2; g++) {
+    ck_assert_ok(l.opt, adampi_get_hparams(l.opt, g, &hp_after[g]));
+    ck_assert_msg(memcmp(&hp_before[g], &hp_after[g], sizeof hp_after[g]) == 0,
+                  "case %d: a failed load changed the hyper-parameters of group %d", _i, g);
+  }
   /* The optimizer still works. */
   ck_assert_ok(l.opt, problem_steps(l.opt, MPI_COMM_WORLD, v, l.w, 5, 6, NULL, NULL));
   problem_release(&before);
@@ -367,6 +500,7 @@ static Suite *make_suite(void)
   tcase_add_loop_test(tc, every_field_round_trips, 0, 2);
   tcase_add_loop_test(tc, resume_on_another_rank_count_is_bitwise_identical, 0, 4);
   tcase_add_loop_test(tc, bad_files_are_refused_and_change_nothing, 0, NUM_BAD);
+  tcase_add_test(tc, metadata_is_all_checksummed);
   tcase_add_test(tc, rotation_keeps_the_last_k);
   tcase_add_test(tc, save_into_a_missing_directory_fails_everywhere);
   suite_add_tcase(s, tc);
