@@ -4,6 +4,7 @@
  * invalid hyper-parameters, missing attributes, files that are not HDF5), a NaN gradient stops the
  * run naming the step and the tensor, and a good file round-trips through the writer.
  */
+#define _POSIX_C_SOURCE 200809L /* truncate */
 #include "mpi_check.h"
 #include "replay.h"
 
@@ -27,6 +28,12 @@ enum defect {
   NAN_GRAD,
   NOT_HDF5,
   NO_FILE,
+  TRUNCATED,
+  EMPTY,
+  NEGATIVE_STEPS,
+  ABSURD_STEPS,
+  ZERO_DIM,
+  ARRAY_ATTR,
   NUM_DEFECTS
 };
 
@@ -45,7 +52,19 @@ static const char *expected[NUM_DEFECTS] = {
   [NAN_GRAD] = "step 1: non-finite value: NaN or Inf in the gradient of tensor 2 '2'",
   [NOT_HDF5] = "is not an HDF5 file",
   [NO_FILE] = "cannot read",
+  [TRUNCATED] = "cannot be opened as an HDF5 file",
+  [EMPTY] = "is not an HDF5 file",
+  [NEGATIVE_STEPS] = "root attribute steps = -1 is invalid",
+  [ABSURD_STEPS] = "root attribute steps = 4611686018427387904 is invalid",
+  [ZERO_DIM] = "/params/0 has an empty or absurd dimension 1",
+  [ARRAY_ATTR] = "root attribute 'optimizer' must be one string",
 };
+
+/* The status each defect must be refused with (a file's content: ADAMPI_ERR_FORMAT). */
+static adampi_status expected_status(int defect)
+{
+  return defect == NO_FILE ? ADAMPI_ERR_IO : defect == NAN_GRAD ? ADAMPI_ERR_NONFINITE : ADAMPI_ERR_FORMAT;
+}
 
 static void attr_f64(hid_t obj, const char *name, double v)
 {
@@ -87,14 +106,30 @@ static void write_file(const char *path, int defect)
     unlink(path);
     return;
   }
+  if (defect == EMPTY) {
+    fclose(fopen(path, "w"));
+    return;
+  }
+  if (defect == TRUNCATED) {
+    write_file(path, GOOD);
+    FILE *f = fopen(path, "r+");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    ck_assert_int_eq(truncate(path, size / 3), 0);
+    return;
+  }
   hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   const char *kind = defect == UNKNOWN_OPTIMIZER ? "adam" : "adamp";
-  hid_t str = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
+  hsize_t two = 2;
+  hid_t str = H5Tcopy(H5T_C_S1), s = defect == ARRAY_ATTR ? H5Screate_simple(1, &two, NULL) : H5Screate(H5S_SCALAR);
   H5Tset_size(str, strlen(kind));
   hid_t a = H5Acreate2(f, "optimizer", str, s, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(a, str, kind);
+  char kinds[16] = "";
+  memcpy(kinds, kind, strlen(kind)), memcpy(kinds + strlen(kind), kind, strlen(kind));
+  H5Awrite(a, str, kinds);
   H5Aclose(a), H5Sclose(s), H5Tclose(str);
-  attr_i64(f, "steps", defect == STEPS_MISMATCH ? 3 : 2);
+  attr_i64(f, "steps", defect == STEPS_MISMATCH ? 3 : defect == NEGATIVE_STEPS ? -1 : defect == ABSURD_STEPS ? (int64_t)1 << 62 : 2);
   hid_t groups = H5Gcreate2(f, "groups", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   hid_t g0 = H5Gcreate2(groups, "0", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   const char *names[9] = {"lr", "beta1", "beta2", "eps", "weight_decay", "delta", "wd_ratio", "momentum", "dampening"};
@@ -110,7 +145,8 @@ static void write_file(const char *path, int defect)
     if (defect == MISSING_PARAM && i == 1) continue;
     char name[8];
     snprintf(name, sizeof name, "%d", i);
-    dataset(params, name, ndims[i], dims[i], defect == WRONG_TYPE && i == 2, 0.5f, -1);
+    hsize_t empty[2] = {4, 0};
+    dataset(params, name, ndims[i], defect == ZERO_DIM && i == 0 ? empty : dims[i], defect == WRONG_TYPE && i == 2, 0.5f, -1);
     if (defect == BAD_GROUP && i == 1) {
       hid_t d = H5Dopen2(params, name, H5P_DEFAULT);
       attr_i64(d, "group", 5);
@@ -181,7 +217,8 @@ START_TEST(bad_files_are_refused_with_a_named_problem)
   }
   MPI_Barrier(MPI_COMM_WORLD);
   int rc = replay_all(in, out, err, sizeof err);
-  ck_assert_msg(rc != 0, "defect %d accepted", defect);
+  ck_assert_msg(rc == (int)expected_status(defect), "defect %d: status %d, expected %d (%s)", defect, rc,
+                (int)expected_status(defect), err);
   ck_assert_msg(strstr(err, expected[defect]) != NULL, "[rank %d] defect %d: message '%s' lacks '%s'", test_rank(), defect,
                 err, expected[defect]);
   ck_assert_msg(access(out, F_OK) != 0, "defect %d: OUT was created", defect);

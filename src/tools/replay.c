@@ -8,6 +8,7 @@
  */
 #include "replay.h"
 
+#include <errno.h>
 #include <hdf5.h>
 #include <limits.h>
 #include <math.h>
@@ -36,12 +37,15 @@ struct replay_file {
   replay_counts counts;
 };
 
-#define FAIL(...)                       \
-  do {                                  \
+/* Record a problem with the file (FAIL) or with reaching it (FAIL_IO) and leave the function. */
+#define FAIL_WITH(status, ...)           \
+  do {                                   \
     snprintf(err, err_len, __VA_ARGS__); \
-    rc = ADAMPI_ERR_FORMAT;             \
-    goto done;                          \
+    rc = (status);                       \
+    goto done;                           \
   } while (0)
+#define FAIL(...) FAIL_WITH(ADAMPI_ERR_FORMAT, __VA_ARGS__)
+#define FAIL_IO(...) FAIL_WITH(ADAMPI_ERR_IO, __VA_ARGS__)
 
 /* Make the lowest failing rank's status and message everyone's. Collective. */
 static int agree(MPI_Comm comm, int rc, char *err, size_t err_len)
@@ -117,11 +121,13 @@ done:
 static int read_string_attr(hid_t obj, const char *name, char *out, size_t out_len, char *err, size_t err_len)
 {
   int rc = 0;
-  hid_t a = H5I_INVALID_HID, type = H5I_INVALID_HID, mem = H5I_INVALID_HID;
+  hid_t a = H5I_INVALID_HID, type = H5I_INVALID_HID, mem = H5I_INVALID_HID, space = H5I_INVALID_HID;
   if (H5Aexists(obj, name) <= 0) FAIL("root attribute '%s' is missing", name);
   a = H5Aopen(obj, name, H5P_DEFAULT);
   type = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
   if (type < 0 || H5Tget_class(type) != H5T_STRING) FAIL("root attribute '%s' must be a string", name);
+  space = H5Aget_space(a);
+  if (space < 0 || H5Sget_simple_extent_npoints(space) != 1) FAIL("root attribute '%s' must be one string", name);
   mem = H5Tcopy(H5T_C_S1);
   if (H5Tis_variable_str(type) > 0) {
     char *s = NULL;
@@ -137,6 +143,7 @@ static int read_string_attr(hid_t obj, const char *name, char *out, size_t out_l
     if (H5Aread(a, mem, out) < 0) FAIL("root attribute '%s' cannot be read", name);
   }
 done:
+  if (space >= 0) H5Sclose(space);
   if (mem >= 0) H5Tclose(mem);
   if (type >= 0) H5Tclose(type);
   if (a >= 0) H5Aclose(a);
@@ -341,7 +348,7 @@ static int open_local(replay_file *rf, const char *path, char *err, size_t err_l
   hid_t fapl = H5I_INVALID_HID;
   char kind[32] = "";
   int64_t steps = 0;
-  if (access(path, R_OK) != 0) FAIL("cannot read %s: %s", path, "no such file or no permission");
+  if (access(path, R_OK) != 0) FAIL_IO("cannot read %s: %s", path, strerror(errno));
   if (H5Fis_hdf5(path) <= 0) FAIL("%s is not an HDF5 file", path);
   fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_fapl_mpio(fapl, rf->comm, MPI_INFO_NULL);
@@ -409,6 +416,18 @@ adampi_kind replay_kind(const replay_file *rf) { return rf->kind; }
 int replay_steps(const replay_file *rf) { return rf->T; }
 void replay_get_counts(const replay_file *rf, replay_counts *counts) { *counts = rf->counts; }
 int replay_num_tensors(const replay_file *rf) { return rf->n; }
+
+int64_t replay_numel(const replay_file *rf)
+{
+  int64_t total = 0;
+  for (int i = 0; i < rf->n; i++) {
+    int64_t numel = 1;
+    for (int k = 0; k < rf->tensors[i].ndim; k++)
+      numel = numel > INT64_MAX / rf->tensors[i].shape[k] ? INT64_MAX : numel * rf->tensors[i].shape[k];
+    total = total > INT64_MAX - numel ? INT64_MAX : total + numel;
+  }
+  return total;
+}
 
 int replay_make_optimizer(replay_file *rf, const adampi_config *cfg, adampi **opt, char *err, size_t err_len)
 {

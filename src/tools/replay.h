@@ -28,6 +28,8 @@ void replay_close(replay_file **rf);
 adampi_kind replay_kind(const replay_file *rf);
 int replay_steps(const replay_file *rf);
 int replay_num_tensors(const replay_file *rf);
+/* Elements of all tensors together (INT64_MAX if that overflows). Local. */
+int64_t replay_numel(const replay_file *rf);
 
 /* Create an optimizer with the file's groups and tensors (tensor i registered as "<i>") and commit
  * it; *opt owns the result. cfg may be NULL for the defaults of the file's optimizer kind. */
