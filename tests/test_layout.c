@@ -134,8 +134,16 @@ START_TEST(local_registration_errors)
   ck_assert_int_eq(adampi_step_sharded(opt, &w, &g, NULL), ADAMPI_ERR_STATE);
   ck_assert_msg(strstr(adampi_last_error(opt), "before adampi_commit"), "message: %s", adampi_last_error(opt));
   ck_assert_int_eq(adampi_step(opt, &w, &g, NULL), ADAMPI_ERR_STATE);
+  ck_assert_int_eq(adampi_save(opt, "/tmp/adampi_never_written.h5", &w, NULL), ADAMPI_ERR_STATE);
+  ck_assert_int_eq(adampi_load(opt, "/tmp/adampi_never_written.h5", &w, NULL), ADAMPI_ERR_STATE);
+  adampi_profile prof;
+  ck_assert_int_eq(adampi_get_profile(opt, &prof), ADAMPI_ERR_STATE);
   ck_assert_ok(opt, adampi_commit(opt));
   ck_assert_int_eq(adampi_add_tensor(opt, "b", 1, shape, 0, NULL), ADAMPI_ERR_STATE);
+  ck_assert_int_eq(adampi_num_tensors(opt), 1);
+  adampi_hparams hp = adampi_adamp_defaults();
+  ck_assert_int_eq(adampi_add_group(opt, &hp, NULL), ADAMPI_ERR_STATE);
+  ck_assert_int_eq(adampi_num_groups(opt), 1);
   ck_assert_int_eq(adampi_commit(opt), ADAMPI_ERR_STATE);
   adampi_free(&opt);
 }
@@ -164,12 +172,23 @@ static void assert_same_everywhere(const char *msg)
 /* Variant v of a registration: rank 1 (the last rank with 2 ranks) differs in one respect. */
 static void register_variant(adampi *opt, int v, int differ)
 {
+  if (v == 6 || (differ && v == 7)) { /* a second parameter group (v 7: on one rank only) */
+    adampi_hparams hp = adampi_adamp_defaults();
+    adampi_add_group(opt, &hp, NULL);
+  }
+  if (differ && v == 5) { /* the same tensors in another order */
+    add(opt, "b", 2, 4, 5, 0);
+    add(opt, "a", 2, 4, 5, 0);
+    add(opt, "c", 1, 7, 0, 0);
+    return;
+  }
   add(opt, "a", 2, 4, 5, 0);
   if (differ && v == 0) add(opt, "b_renamed", 2, 4, 5, 0);
   else if (differ && v == 1) add(opt, "b", 2, 5, 4, 0);
   else if (differ && v == 2) add(opt, "b", 1, 20, 0, 0);
   else add(opt, "b", 2, 4, 5, 0);
-  if (!(differ && v == 3)) add(opt, "c", 1, 7, 0, 0);
+  int64_t seven = 7;
+  if (!(differ && v == 3)) ck_assert_ok(opt, adampi_add_tensor(opt, "c", 1, &seven, differ && v == 6 ? 1 : 0, NULL));
   if (differ && v == 4) {
     adampi_hparams hp = adampi_adamp_defaults();
     hp.lr = 0.5;
@@ -180,7 +199,7 @@ static void register_variant(adampi *opt, int v, int differ)
 START_TEST(mismatched_registration_fails_on_every_rank)
 {
   if (test_size() < 2) return;
-  static const char *expect[] = {"b_renamed", "[5, 4]", "[20]", "tensor 2", "lr = 0.001"};
+  static const char *expect[] = {"b_renamed", "[5, 4]", "[20]", "tensor 2", "lr = 0.001", "tensor 0", "group 1", "rank 1 added 2"};
   adampi *opt = make(ADAMPI_ADAMP);
   register_variant(opt, _i, test_rank() == 1);
   adampi_status st = adampi_commit(opt);
@@ -193,6 +212,9 @@ START_TEST(mismatched_registration_fails_on_every_rank)
   /* Nothing was committed: a step still says so, on every rank alike. */
   float w = 0, g = 0;
   ck_assert_int_eq(adampi_step_sharded(opt, &w, &g, NULL), ADAMPI_ERR_STATE);
+  int64_t lo, hi;
+  ck_assert_int_eq(adampi_shard(opt, 0, &lo, &hi), ADAMPI_ERR_STATE);
+  ck_assert_ptr_null(adampi_state_shard(opt, ADAMPI_STATE_EXP_AVG));
   adampi_free(&opt);
 }
 END_TEST
@@ -208,7 +230,7 @@ static Suite *make_suite(void)
   tc = tcase_create("registration");
   tcase_add_test(tc, local_registration_errors);
   tcase_add_test(tc, no_tensors_is_an_error_everywhere);
-  tcase_add_loop_test(tc, mismatched_registration_fails_on_every_rank, 0, 5);
+  tcase_add_loop_test(tc, mismatched_registration_fails_on_every_rank, 0, 8);
   suite_add_tcase(s, tc);
   return s;
 }

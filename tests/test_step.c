@@ -181,18 +181,38 @@ START_TEST(nonfinite_gradient_on_one_rank_changes_nothing)
 }
 END_TEST
 
+/* A NaN or Inf in the parameters (not the gradients): AdamP and SGDP, both policies, both step
+ * modes. The last element lies in the last non-empty shard: only its owner sees it. */
 START_TEST(nonfinite_parameter_is_refused)
 {
-  fixture fx = make(ADAMPI_SGDP, ADAMPI_NONFINITE_ERROR);
+  static const struct {
+    adampi_kind kind;
+    adampi_nonfinite_policy policy;
+    float value;
+    int data_parallel;
+  } cases[] = {
+    {ADAMPI_SGDP, ADAMPI_NONFINITE_ERROR, NAN, 0},       {ADAMPI_ADAMP, ADAMPI_NONFINITE_ERROR, INFINITY, 0},
+    {ADAMPI_ADAMP, ADAMPI_NONFINITE_SKIP, -INFINITY, 1}, {ADAMPI_SGDP, ADAMPI_NONFINITE_SKIP, NAN, 1},
+    {ADAMPI_ADAMP, ADAMPI_NONFINITE_ERROR, NAN, 1},
+  };
+  const int c = _i;
+  fixture fx = make(cases[c].kind, cases[c].policy);
   float *g = malloc((size_t)fx.N * sizeof(float));
   global_grad(fx.N, 0, g);
-  /* The last element is in the last non-empty shard; only its owner sees the NaN. */
-  fx.params[fx.N - 1] = NAN;
+  fx.params[fx.N - 1] = cases[c].value; /* identical on every rank, as adampi_step requires */
   snapshot before = take(&fx);
-  adampi_status st = adampi_step_sharded(fx.opt, fx.params + fx.lo, g + fx.lo, NULL);
-  ck_assert_msg(st == ADAMPI_ERR_NONFINITE, "[rank %d] status %s", test_rank(), adampi_strerror(st));
-  ck_assert_msg(strstr(adampi_last_error(fx.opt), "parameters of tensor 4 'rows'"), "message: %s", adampi_last_error(fx.opt));
-  ck_assert_msg(unchanged(&fx, &before), "a refused step changed something");
+  adampi_status st = cases[c].data_parallel ? adampi_step(fx.opt, fx.params, g, NULL)
+                                            : adampi_step_sharded(fx.opt, fx.params + fx.lo, g + fx.lo, NULL);
+  if (cases[c].policy == ADAMPI_NONFINITE_ERROR) {
+    ck_assert_msg(st == ADAMPI_ERR_NONFINITE, "[rank %d] case %d: status %s", test_rank(), c, adampi_strerror(st));
+    ck_assert_msg(strstr(adampi_last_error(fx.opt), "parameters of tensor 4 'rows'"), "case %d: message: %s", c,
+                  adampi_last_error(fx.opt));
+  } else {
+    ck_assert_msg(st == ADAMPI_OK, "[rank %d] case %d: skip policy returned %s", test_rank(), c, adampi_strerror(st));
+    ck_assert_int_eq(adampi_steps_skipped(fx.opt), 1);
+  }
+  ck_assert_msg(unchanged(&fx, &before), "case %d: a refused step changed something", c);
+  ck_assert_int_eq(adampi_steps_taken(fx.opt), 0);
   release(&before);
   free(g);
   drop(&fx);
@@ -219,7 +239,9 @@ START_TEST(ranks_that_disagree_fail_together)
     ck_assert_msg(unchanged(&fx, &before), "a refused step changed something");
     ck_assert_ok(fx.opt, adampi_set_lr(fx.opt, 0, 0.25));
   }
-  /* A NULL argument on one rank: every rank fails, nobody waits. */
+  /* A NULL argument on one rank: every rank fails, nobody waits, nothing changes. */
+  release(&before);
+  before = take(&fx); /* on 1 rank the first step above was a valid one */
   int64_t n = fx.hi - fx.lo;
   st = adampi_step_sharded(fx.opt, (last && n) ? NULL : fx.params + fx.lo, g + fx.lo, NULL);
   int expect_fail = 0, local = last && n;
@@ -229,8 +251,14 @@ START_TEST(ranks_that_disagree_fail_together)
     ck_assert_msg(strstr(adampi_last_error(fx.opt), "param_shard") || strstr(adampi_last_error(fx.opt), "failed"),
                   "message: %s", adampi_last_error(fx.opt));
   }
+  ck_assert_msg(unchanged(&fx, &before), "a refused step (NULL param_shard) changed something");
   st = adampi_step(fx.opt, last ? NULL : fx.params, g, NULL);
   ck_assert_msg(st == ADAMPI_ERR_ARG, "[rank %d] NULL params on the last rank gave %s", test_rank(), adampi_strerror(st));
+  ck_assert_msg(unchanged(&fx, &before), "a refused step (NULL params) changed something");
+  st = adampi_step(fx.opt, fx.params, last ? NULL : g, NULL);
+  ck_assert_msg(st == ADAMPI_ERR_ARG, "[rank %d] NULL grads on the last rank gave %s", test_rank(), adampi_strerror(st));
+  ck_assert_msg(unchanged(&fx, &before), "a refused step (NULL grads) changed something");
+  ck_assert_int_eq(adampi_step(NULL, fx.params, g, NULL), ADAMPI_ERR_ARG);
   release(&before);
   free(g);
   drop(&fx);
@@ -293,7 +321,7 @@ static Suite *make_suite(void)
   TCase *tc = tcase_create("transaction");
   tcase_add_loop_test(tc, data_parallel_equals_sharded_with_the_mean_gradient, 0, 2);
   tcase_add_loop_test(tc, nonfinite_gradient_on_one_rank_changes_nothing, 0, 3);
-  tcase_add_test(tc, nonfinite_parameter_is_refused);
+  tcase_add_loop_test(tc, nonfinite_parameter_is_refused, 0, 5);
   tcase_add_test(tc, ranks_that_disagree_fail_together);
   tcase_add_test(tc, tensors_without_gradient_are_untouched);
   tcase_add_test(tc, zero_and_tiny_weights_stay_finite);
