@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# multihost.sh - adampi-replay on two "hosts" made of Linux network namespaces on this machine: a
-# bridge, a veth pair per host, Open MPI over TCP between them, remote ranks started through a
-# plm_rsh_agent that runs `ip netns exec HOST`. 2 ranks per host; the results (plain replay, and a
-# checkpoint saved on the two hosts resumed on one) must equal the single-host run bit for bit.
-# Delay and loss are added with tc netem where the kernel has it. Skips (exit 0, with a message)
+# multihost.sh - adampi-replay and adampi-train on two "hosts" made of Linux network namespaces on
+# this machine: a bridge, a veth pair per host, Open MPI over TCP between them, remote ranks started
+# through a plm_rsh_agent that runs `ip netns exec HOST`. 2 ranks per host; the results (plain
+# replay, a checkpoint saved on the two hosts resumed on one, and a training run) must equal the
+# single-host run bit for bit.
+# Delay and loss are added with tc netem where the kernel has it, else the links are slowed with tbf. Skips (exit 0, with a message)
 # where namespaces cannot be made. Traffic stays inside the namespaces this script makes.
 set -euo pipefail
 
-REPLAY=${1:?usage: multihost.sh path/to/adampi-replay fixtures-dir}
-FIXTURES=${2:?usage: multihost.sh path/to/adampi-replay fixtures-dir}
+REPLAY=${1:?usage: multihost.sh path/to/adampi-replay fixtures-dir [path/to/adampi-train]}
+FIXTURES=${2:?usage: multihost.sh path/to/adampi-replay fixtures-dir [path/to/adampi-train]}
+TRAIN=${3:-}
 
 if [ "$(id -u)" -ne 0 ] || ! command -v ip > /dev/null; then
   echo "skipped: multi-host test needs root and iproute2 (ip netns)"; exit 0
@@ -39,10 +41,15 @@ for h in "$h1" "$h2"; do
   ip netns exec "$h" ip link set eth0 up
   ip netns exec "$h" ip link set lo up
 done
-netem="without delay or loss (this kernel has no netem)"
+# Degrade the links: delay and loss with netem where the kernel has it; else (this machine's
+# kernel has no netem) a token-bucket filter: 40 Mbit/s links whose queues add up to 20 ms.
+netem="on plain links (this kernel has neither netem nor tbf)"
 if ip netns exec "$h1" tc qdisc add dev eth0 root netem delay 2ms 1ms loss 1% 2>/dev/null &&
    ip netns exec "$h2" tc qdisc add dev eth0 root netem delay 2ms 1ms loss 1% 2>/dev/null; then
   netem="with 2 +- 1 ms delay and 1% loss on both links"
+elif ip netns exec "$h1" tc qdisc add dev eth0 root tbf rate 40mbit burst 32kb latency 20ms 2>/dev/null &&
+     ip netns exec "$h2" tc qdisc add dev eth0 root tbf rate 40mbit burst 32kb latency 20ms 2>/dev/null; then
+  netem="on 40 Mbit/s links with up to 20 ms of queueing (no netem in this kernel: no loss)"
 fi
 
 cat > "$work/agent" <<'AGENT'
@@ -83,3 +90,13 @@ two_hosts "$REPLAY" --stop-after 11 --checkpoint "$work/ck.h5" "$FIXTURES/$c.in.
 one_host 3 "$REPLAY" --resume "$work/ck.h5" "$FIXTURES/$c.in.h5" "$work/resumed.h5" > /dev/null
 h5diff -q "$work/full.h5" "$work/resumed.h5" /params /params || { echo "FAIL: resume of a 2-host checkpoint differs"; exit 1; }
 echo "ok: checkpoint saved by 4 ranks on 2 hosts, resumed by 3 ranks on one: bitwise the uninterrupted run"
+
+if [ -n "$TRAIN" ]; then
+  # Fashion-MNIST when it is installed (the trainer falls back to its synthetic task otherwise).
+  args=(--epochs 1 --hidden 64,64 --batch 256 --opt adamp)
+  one_host 1 "$TRAIN" "${args[@]}" --checkpoint "$work/train1.h5" > "$work/train1.txt"
+  two_hosts "$TRAIN" "${args[@]}" --checkpoint "$work/train4.h5" > "$work/train4.txt"
+  h5diff -q "$work/train1.h5" "$work/train4.h5" /tensors /tensors || { echo "FAIL: training on 2 hosts differs"; exit 1; }
+  data=$(grep -q -i synthetic "$work/train4.txt" && echo "the synthetic task" || echo "Fashion-MNIST")
+  echo "ok: adampi-train, 1 epoch of $data on 2 hosts x 2 ranks $netem: parameters and state bitwise the 1-rank run"
+fi
