@@ -48,6 +48,14 @@ static const bad_case bad_cases[] = {
   {ADAMPI_SGDP, "dampening", -0.1, NULL},
   {ADAMPI_SGDP, "eps", NAN, NULL},
   {ADAMPI_SGDP, "wd_ratio", NAN, NULL},
+  {ADAMPI_ADAMP, "beta1", NAN, NULL},
+  {ADAMPI_ADAMP, "weight_decay", NAN, NULL},
+  {ADAMPI_ADAMP, "weight_decay", INFINITY, NULL},
+  {ADAMPI_ADAMP, "delta", NAN, NULL},
+  {ADAMPI_ADAMP, "eps", NAN, NULL},
+  {ADAMPI_ADAMP, "nesterov", -1.0, NULL},
+  {ADAMPI_SGDP, "dampening", NAN, NULL},
+  {ADAMPI_SGDP, "lr", INFINITY, NULL},
 };
 
 START_TEST(each_invalid_value_is_named)
@@ -128,6 +136,15 @@ START_TEST(invalid_group_changes_nothing)
   adampi_hparams now;
   adampi_get_hparams(opt, 0, &now);
   ck_assert_msg(now.lr == 1e-3, "lr changed by a refused set_lr: %g", now.lr);
+  adampi_hparams bad = now;
+  bad.weight_decay = NAN;
+  ck_assert_int_eq(adampi_set_hparams(opt, 0, &bad), ADAMPI_ERR_HPARAM);
+  ck_assert_msg(strstr(adampi_last_error(opt), "weight_decay") != NULL, "message: %s", adampi_last_error(opt));
+  adampi_hparams after;
+  adampi_get_hparams(opt, 0, &after);
+  ck_assert_msg(memcmp(&now, &after, sizeof now) == 0, "a refused set_hparams changed the group");
+  ck_assert_int_eq(adampi_set_hparams(opt, 1, &now), ADAMPI_ERR_ARG);
+  ck_assert_int_eq(adampi_set_hparams(opt, 0, NULL), ADAMPI_ERR_ARG);
   ck_assert_int_eq(adampi_set_lr(opt, 3, 0.1), ADAMPI_ERR_ARG);
   ck_assert_int_eq(adampi_add_group(opt, NULL, &gid), ADAMPI_ERR_ARG);
   adampi_free(&opt);
