@@ -64,6 +64,10 @@ adampi_load_options adampi_load_defaults(void)
   return o;
 }
 
+/* Step counters a file may hold: exact in a double (the bias corrections use pow(beta, t)), and
+ * far from overflowing int64 at the next step (found by the fuzzer: INT64_MAX was accepted). */
+#define MAX_STEPS ((int64_t)1 << 53)
+
 static int valid_user_name(const char *name)
 {
   size_t n = name ? strlen(name) : 0;
@@ -568,7 +572,7 @@ static adampi_status check_root(adampi *opt, hid_t f, const char *path, staged *
     return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds %lld parameter groups but %d were added", path, (long long)n,
                        opt->num_groups);
   if (get_i64(f, "steps_taken", &sg->taken) != 0 || get_i64(f, "steps_skipped", &sg->skipped) != 0 || sg->taken < 0 ||
-      sg->skipped < 0)
+      sg->skipped < 0 || sg->taken > MAX_STEPS || sg->skipped > MAX_STEPS)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: root attributes steps_taken/steps_skipped are missing or invalid", path);
   return ADAMPI_OK;
 }
@@ -616,7 +620,7 @@ static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, stage
       return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: tensor '%s' is not in the checkpoint", path, t->name);
     hid_t g = H5Gopen2(f, gpath, H5P_DEFAULT);
     int64_t group = -1, step = -1;
-    int bad = g < 0 || get_i64(g, "group", &group) != 0 || get_i64(g, "step", &step) != 0 || step < 0;
+    int bad = g < 0 || get_i64(g, "group", &group) != 0 || get_i64(g, "step", &step) != 0 || step < 0 || step > MAX_STEPS;
     if (!bad && group != t->group) {
       H5Gclose(g);
       return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: tensor '%s' is in group %lld in the checkpoint but in group %d here",
@@ -666,7 +670,7 @@ static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, stage
       }
     }
     if (g >= 0) H5Gclose(g);
-    if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s' lacks valid group/step attributes", path, t->name);
+    if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s' lacks valid group/step attributes (step must be 0..2^53)", path, t->name);
   }
   return ADAMPI_OK;
 }

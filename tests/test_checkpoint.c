@@ -215,6 +215,7 @@ END_TEST
 enum {
   FLIP_DATA, FLIP_SCALAR, TRUNCATED, EMPTY, WRONG_KIND, NEWER, NOT_HDF5, MISSING, SHAPE, NO_TENSOR,
   OLD_FORMAT, NEGATIVE_STEPS, HUGE_COUNT, ABSURD_DIMS, ARRAY_ATTR, NEGATIVE_TENSOR_STEP, BAD_HPARAM, FLOAT64_DATA,
+  HUGE_TENSOR_STEP,
   NUM_BAD
 };
 
@@ -240,6 +241,7 @@ static const struct {
   [NEGATIVE_TENSOR_STEP] = {ADAMPI_ERR_FORMAT, "tensor 'bias'"},
   [BAD_HPARAM] = {ADAMPI_ERR_FORMAT, "/groups/0: beta1 = 1.5"},
   [FLOAT64_DATA] = {ADAMPI_ERR_FORMAT, "tensor 'bias': dataset 'param' is not float32"},
+  [HUGE_TENSOR_STEP] = {ADAMPI_ERR_FORMAT, "tensor 'bias' lacks valid group/step attributes (step must be 0..2^53)"},
 };
 
 /* Replace attribute name of object obj in file path by an array of n values of type (n = 0:
@@ -379,8 +381,9 @@ static int damage(const char *path, int how)
     ok = put_i64s(path, ".", "format_version", 4, v);
     break;
   }
-  case NEGATIVE_TENSOR_STEP: {
-    int64_t v = -1;
+  case NEGATIVE_TENSOR_STEP:
+  case HUGE_TENSOR_STEP: { /* found by the fuzzer: INT64_MAX overflowed at the next step */
+    int64_t v = how == HUGE_TENSOR_STEP ? INT64_MAX : -1;
     ok = put_i64s(path, "tensors/bias", "step", 0, &v);
     break;
   }
