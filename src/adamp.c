@@ -46,15 +46,14 @@ static inline float direction(float g, float m, float v, const adampi__coef *c)
  * the 16 lanes; 256 is a multiple of 16, so lanes stay relative to the row start. */
 ADAMPI_CLONES
 double adampi__adamp_wu(const float *restrict g, const float *restrict m, const float *restrict v,
-                        const float *restrict w, int64_t n, const adampi__coef *c, float *restrict u_out)
+                        const float *restrict w, int64_t n, const adampi__coef *c)
 {
   const adampi__coef cl = *c; /* locals: stores to u could alias *c otherwise */
   adampi__v8d acc[2] = {{0}, {0}};
   double l[ADAMPI_LANES];
-  float block[256];
+  float u[256];
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
-    float *restrict u = u_out ? u_out + i : block; /* kept for adampi__adamp_apply_u when asked */
     for (int64_t k = 0; k < len; k++) {
       float mi = cl.b1 * m[i + k] + cl.omb1 * g[i + k];
       float vi = cl.b2 * v[i + k] + cl.omb2 * g[i + k] * g[i + k];
@@ -67,20 +66,40 @@ double adampi__adamp_wu(const float *restrict g, const float *restrict m, const 
   return adampi__lanes_sum(l);
 }
 
-/* The update with directions already computed (and bitwise equal to what direction() gives).
- * Coefficients are copied to locals: the stores could alias *c otherwise, which stops
- * vectorization. */
+/* First half of the update of a channel-projected row, once its decision is known: the new
+ * moments are stored (m, v are this step's from here on), the directions go to u, and <w, u> is
+ * returned, summed like adampi__adamp_wu. adampi__adamp_finish_w completes the row from u and w
+ * alone, so the second pass over the row reads 2 arrays instead of 5 and recomputes nothing. */
 ADAMPI_CLONES
-void adampi__adamp_apply_u(const float *restrict g, float *restrict m, float *restrict v, float *restrict w,
-                           const float *restrict u, int64_t n, const adampi__coef *c, float k)
+double adampi__adamp_moments_wu(const float *restrict g, float *restrict m, float *restrict v,
+                                const float *restrict w, float *restrict u, int64_t n, const adampi__coef *c)
 {
-  const float b1 = c->b1, omb1 = c->omb1, b2 = c->b2, omb2 = c->omb2, decay = c->decay, step = c->step;
+  const adampi__coef cl = *c;
+  adampi__v8d acc[2] = {{0}, {0}};
+  double l[ADAMPI_LANES];
+  for (int64_t i = 0; i < n; i += 256) {
+    int64_t len = n - i < 256 ? n - i : 256;
+    for (int64_t k = 0; k < len; k++) {
+      float mi = cl.b1 * m[i + k] + cl.omb1 * g[i + k];
+      float vi = cl.b2 * v[i + k] + cl.omb2 * g[i + k] * g[i + k];
+      m[i + k] = mi;
+      v[i + k] = vi;
+      u[i + k] = direction(g[i + k], mi, vi, &cl);
+    }
+    double sum;
+    if (adampi__lanes_dot_block(acc, w + i, u + i, len, &sum)) return sum;
+  }
+  adampi__lanes_store(acc, l);
+  return adampi__lanes_sum(l);
+}
+
+/* Second half: w <- w decay - step (u - w k), the same operations as adampi__adamp_apply. */
+ADAMPI_CLONES
+void adampi__adamp_finish_w(float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c, float k)
+{
+  const float decay = c->decay, step = c->step;
   for (int64_t i = 0; i < n; i++) {
-    float mi = b1 * m[i] + omb1 * g[i];
-    float vi = b2 * v[i] + omb2 * g[i] * g[i];
     float p = u[i] - w[i] * k; /* remove the radial component */
-    m[i] = mi;
-    v[i] = vi;
     w[i] = w[i] * decay - step * p;
   }
 }

@@ -174,10 +174,13 @@ void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *o
 /* adamp.c / sgdp.c: the update kernels, per SPEC.md. proj != 0 applies u <- u - w*k. */
 adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor);
 double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
-                        const adampi__coef *c, float *u_out);
-/* The update of n elements whose directions u were computed by adampi__adamp_wu (same bits). */
-void adampi__adamp_apply_u(const float *g, float *m, float *v, float *w, const float *u, int64_t n,
-                           const adampi__coef *c, float k);
+                        const adampi__coef *c);
+/* A channel-projected row in two passes (same bits as adampi__adamp_apply with proj): the moments
+ * stored and the directions written to u, returning <w, u>; then w from u and the radial
+ * coefficient k. */
+double adampi__adamp_moments_wu(const float *g, float *m, float *v, const float *w, float *u, int64_t n,
+                                const adampi__coef *c);
+void adampi__adamp_finish_w(float *w, const float *u, int64_t n, const adampi__coef *c, float k);
 void adampi__adamp_apply(const float *g, float *m, float *v, float *w, int64_t n,
                          const adampi__coef *c, int proj, float k);
 adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor);
@@ -185,6 +188,9 @@ double adampi__sgdp_wu(const float *g, const float *b, const float *w, int64_t n
                        const adampi__coef *c);
 void adampi__sgdp_apply(const float *g, float *b, float *w, int64_t n, const adampi__coef *c,
                         int proj, float k);
+/* The SGDP twin of adampi__adamp_moments_wu / adampi__adamp_finish_w (u: used with nesterov only). */
+double adampi__sgdp_buffer_wu(const float *g, float *b, const float *w, float *u, int64_t n, const adampi__coef *c);
+void adampi__sgdp_finish(float *b, float *w, const float *u, int64_t n, const adampi__coef *c, float k);
 
 /* 16 lanes as two vectors of 8 doubles (GCC vector extensions): every target clone performs the
  * same additions per lane, whatever its register width. */

@@ -62,3 +62,47 @@ void adampi__sgdp_apply(const float *restrict g, float *restrict b, float *restr
     w[i] = w[i] * cl.decay - cl.lr * u;
   }
 }
+
+/* A channel-projected row in two passes, once its decision is known (same bits as
+ * adampi__sgdp_apply with proj): first the new buffer is stored and <w, u> returned, with u the
+ * buffer itself, or (nesterov) g + momentum * buffer written to u; then adampi__sgdp_finish. */
+ADAMPI_CLONES
+double adampi__sgdp_buffer_wu(const float *restrict g, float *restrict b, const float *restrict w, float *restrict u,
+                              int64_t n, const adampi__coef *c)
+{
+  const adampi__coef cl = *c;
+  adampi__v8d acc[2] = {{0}, {0}};
+  double l[ADAMPI_LANES];
+  for (int64_t i = 0; i < n; i += 256) {
+    int64_t len = n - i < 256 ? n - i : 256;
+    for (int64_t k = 0; k < len; k++) {
+      float bi = cl.mom * b[i + k] + cl.omd * g[i + k];
+      b[i + k] = bi;
+      if (cl.nesterov) u[i + k] = g[i + k] + cl.mom * bi;
+    }
+    double sum;
+    if (adampi__lanes_dot_block(acc, w + i, cl.nesterov ? u + i : b + i, len, &sum)) return sum;
+  }
+  adampi__lanes_store(acc, l);
+  return adampi__lanes_sum(l);
+}
+
+/* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u. */
+ADAMPI_CLONES
+void adampi__sgdp_finish(float *restrict b, float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c,
+                         float k)
+{
+  const float decay = c->decay, lr = c->lr;
+  if (c->nesterov) {
+    for (int64_t i = 0; i < n; i++) {
+      float p = u[i] - w[i] * k;
+      w[i] = w[i] * decay - lr * p;
+    }
+  } else {
+    for (int64_t i = 0; i < n; i++) {
+      float p = b[i] - w[i] * k;
+      b[i] = p;
+      w[i] = w[i] * decay - lr * p;
+    }
+  }
+}

@@ -47,7 +47,7 @@ static double dot_wu(const adampi *opt, const float *w, const float *g, int64_t 
                      const adampi__coef *c)
 {
   if (opt->cfg.kind == ADAMPI_ADAMP)
-    return adampi__adamp_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, n, c, NULL);
+    return adampi__adamp_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, n, c);
   return adampi__sgdp_wu(g + e, opt->state0 + e, w + e, n, c);
 }
 
@@ -125,7 +125,7 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
     } else {
       /* Row by row: <w_r,u_r> while the row is read, then the update from cache. */
       double eps = opt->groups[t->group].eps;
-      int keep_u = opt->cfg.kind == ADAMPI_ADAMP && t->leaf_len <= opt->u_row_len;
+      int keep_u = t->leaf_len <= opt->u_row_len;
 #ifdef _OPENMP
       float *u_row = opt->u_row + (size_t)omp_get_thread_num() * (size_t)opt->u_row_len;
 #else
@@ -134,10 +134,12 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
       for (int64_t r = ch->r0; r < ch->r1; r++) {
         int64_t e = t->offset + r * t->leaf_len - opt->lo;
         double ww = opt->row_sums[t->my_row_base + r - t->my_leaf_lo].ww;
-        if (keep_u) { /* AdamP: the directions (a sqrt and two divisions each) computed once */
-          double wu = adampi__adamp_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, t->leaf_len, c, u_row);
-          adampi__adamp_apply_u(g + e, opt->state0 + e, opt->state1 + e, w + e, u_row, t->leaf_len, c,
-                                radial_coefficient(wu, ww, eps));
+        if (keep_u && opt->cfg.kind == ADAMPI_ADAMP) { /* state stored and u computed once, then w from u */
+          double wu = adampi__adamp_moments_wu(g + e, opt->state0 + e, opt->state1 + e, w + e, u_row, t->leaf_len, c);
+          adampi__adamp_finish_w(w + e, u_row, t->leaf_len, c, radial_coefficient(wu, ww, eps));
+        } else if (keep_u) {
+          double wu = adampi__sgdp_buffer_wu(g + e, opt->state0 + e, w + e, u_row, t->leaf_len, c);
+          adampi__sgdp_finish(opt->state0 + e, w + e, u_row, t->leaf_len, c, radial_coefficient(wu, ww, eps));
         } else {
           double wu = dot_wu(opt, w, g, e, t->leaf_len, c);
           apply(opt, w, g, e, t->leaf_len, c, 1, radial_coefficient(wu, ww, eps));
