@@ -9,11 +9,13 @@
  *   - a fused Adam (or SGD with momentum) loop without projection, the plain C a user would write;
  *   - a bandwidth kernel with the same access pattern as the fused loop (gradient read, state and
  *     parameters read and written in place: 28 bytes per element for Adam, 20 for SGD).
- * Reported: ms per step (max over ranks, mean of K steps after 2 warm-up steps), the ratio to the
+ * Reported: ms per step (max over ranks, median of K rounds after 2 warm-up steps; each round runs
+ * adampi's step, the fused loop and the bandwidth kernel once, so drift hits all three), the ratio to the
  * fused loop, the effective bandwidth (bytes the design must move per element x elements / time)
  * and its ratio to the bandwidth kernel, the statistics exchange's bytes, and the memory the library
  * allocated per rank. One CSV line per configuration (prefix "csv,") and a readable table.
  */
+#define _GNU_SOURCE /* madvise */
 #include "adampi.h"
 #include "shapes.h"
 
@@ -21,6 +23,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define HUGE ((size_t)2 << 20)
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -29,6 +37,31 @@
 #endif
 
 static int rank_, size_;
+
+/* A buffer on transparent huge pages, as adampi allocates its own (a fair comparison). */
+static float *huge_alloc(size_t bytes)
+{
+  size_t len = (bytes + HUGE - 1) / HUGE * HUGE;
+  void *p = NULL;
+  if (posix_memalign(&p, HUGE, len) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+  madvise(p, len, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of n values (sorts them). */
+static double median(double *x, int n)
+{
+  qsort(x, (size_t)n, sizeof *x, cmp_double);
+  return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
 
 /* Fused Adam (no projection), one loop over the shard: 28 bytes per element. */
 static int threads_ = 1;
@@ -54,14 +87,15 @@ CLONES static void fused_sgd(const float *g, float *b, float *w, int64_t n, floa
   }
 }
 
-/* The same access pattern with (almost) no arithmetic. */
+/* The same access pattern with (almost) no arithmetic. It runs between adampi's steps on the same
+ * buffers, so it keeps them plausible: v stays >= 0 and w moves as little as a real step. */
 CLONES static void bw_adam(const float *g, float *m, float *v, float *w, int64_t n)
 {
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = 0; i < n; i++) {
     m[i] = m[i] * 0.5f + g[i];
-    v[i] = v[i] * 0.5f + g[i];
-    w[i] = w[i] * 0.5f + g[i];
+    v[i] = v[i] * 0.5f + g[i] * g[i];
+    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
   }
 }
 
@@ -70,9 +104,33 @@ CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n)
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = 0; i < n; i++) {
     b[i] = b[i] * 0.5f + g[i];
-    w[i] = w[i] * 0.5f + g[i];
+    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
   }
 }
+
+/* A read-only pass over g and w (what the statistics pass must read: 8 bytes per element), with
+ * 16 float lanes so that it is not held back by the order of a scalar sum. */
+typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
+CLONES static float bw_read2(const float *g, const float *w, int64_t n)
+{
+  float total = 0.0f;
+#pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
+  {
+    int64_t lo = 0, hi = n;
+#ifdef _OPENMP
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    lo = n * t / nt / 16 * 16, hi = t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16;
+#endif
+    bench_v16f a = {0}, b = {0};
+    int64_t i = lo;
+    for (; i + 16 <= hi; i += 16) a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
+    for (; i < hi; i++) a[0] += g[i] + w[i];
+    for (int j = 0; j < 16; j++) total += a[j] + b[j];
+  }
+  return total;
+}
+
+static volatile float sink_;
 
 static double max_over_ranks(double x)
 {
@@ -140,46 +198,74 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   adampi_status st = ADAMPI_OK;
   double phase[ADAMPI_NUM_PHASES] = {0};
   int views[3] = {0};
-  for (int k = -2; k < c->steps && st == ADAMPI_OK; k++) {
-    if (k == 0) MPI_Barrier(MPI_COMM_WORLD);
+  for (int k = 0; k < 2 && st == ADAMPI_OK; k++) /* warm-up; also checks that the step works */
     st = dp ? adampi_step(opt, w, g, NULL) : adampi_step_sharded(opt, w, g, NULL);
-    adampi_profile p;
-    adampi_get_profile(opt, &p);
-    for (int q = 0; q < ADAMPI_NUM_PHASES && k >= 0; q++) phase[q] += p.seconds[q];
-  }
   if (st != ADAMPI_OK) {
     if (rank_ == 0) fprintf(stderr, "step: %s\n", adampi_last_error(opt));
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  for (int i = 0; i < nt; i++) {
+  /* adampi, the fused loop and the bandwidth kernel, one of each per round, so that the machine's
+   * drift hits all three alike; medians over K rounds. The fused loop and the kernel read the same
+   * gradient shard and work on copies of the shard's parameters and state (same sizes, touched
+   * alike): were they to move adampi's weights, the gradients would stop being orthogonal to them
+   * and the projected path would no longer be what is timed. */
+  const float *st0 = adampi_state_shard(opt, sgd ? ADAMPI_STATE_MOMENTUM : ADAMPI_STATE_EXP_AVG);
+  const float *st1 = adampi_state_shard(opt, ADAMPI_STATE_EXP_AVG_SQ);
+  float *gs = g + (dp ? lo : 0);
+  size_t nb = sizeof(float) * (size_t)(n > 0 ? n : 1);
+  float *ws = huge_alloc(nb), *s0 = huge_alloc(nb), *s1 = huge_alloc(nb);
+  if (!ws || !s0 || !s1) {
+    fprintf(stderr, "bench_step: out of memory for the fused loop's copies\n");
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  for (int64_t i = 0; i < n; i++) {
+    ws[i] = w[(dp ? lo : 0) + i];
+    s0[i] = st0 ? st0[i] : 0.0f;
+    s1[i] = st1 ? st1[i] : 0.0f;
+  }
+  double *t_steps = calloc((size_t)c->steps, sizeof *t_steps), *tf = calloc((size_t)c->steps, sizeof *tf);
+  double *tr = calloc((size_t)c->steps, sizeof *tr);
+  double *tb = calloc((size_t)c->steps, sizeof *tb), *tp = calloc((size_t)c->steps * ADAMPI_NUM_PHASES, sizeof *tp);
+  for (int k = 0; k < c->steps; k++) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = MPI_Wtime();
+    st = dp ? adampi_step(opt, w, g, NULL) : adampi_step_sharded(opt, w, g, NULL);
+    t_steps[k] = max_over_ranks(MPI_Wtime() - t0);
+    if (st != ADAMPI_OK) {
+      if (rank_ == 0) fprintf(stderr, "step %d: %s\n", k, adampi_last_error(opt));
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    adampi_profile pk;
+    adampi_get_profile(opt, &pk);
+    for (int q = 0; q < ADAMPI_NUM_PHASES; q++) tp[q * c->steps + k] = max_over_ranks(pk.seconds[q]);
+    MPI_Barrier(MPI_COMM_WORLD);
+    t0 = MPI_Wtime();
+    if (n > 0 && sgd) fused_sgd(gs, s0, ws, n, 0.9f, 1e-3f, 0.99999f);
+    else if (n > 0) fused_adam(gs, s0, s1, ws, n, 0.9f, 0.999f, 1e-3f, 0.5f, 0.5f, 1e-8f, 0.99999f);
+    tf[k] = max_over_ranks(MPI_Wtime() - t0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    t0 = MPI_Wtime();
+    if (n > 0 && sgd) bw_sgd(gs, s0, ws, n);
+    else if (n > 0) bw_adam(gs, s0, s1, ws, n);
+    tb[k] = max_over_ranks(MPI_Wtime() - t0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    t0 = MPI_Wtime();
+    if (n > 0) sink_ += bw_read2(gs, ws, n);
+    tr[k] = max_over_ranks(MPI_Wtime() - t0);
+  }
+  double t_step = median(t_steps, c->steps), t_fused = median(tf, c->steps), t_bw = median(tb, c->steps);
+  /* The floor of the design on this machine: a read-only pass over g and w, then the update's
+   * access pattern, each at the speed the bandwidth kernels reach in this run. */
+  double t_floor = median(tr, c->steps) + t_bw;
+  free(tr);
+  for (int q = 0; q < ADAMPI_NUM_PHASES; q++) phase[q] = median(tp + q * c->steps, c->steps);
+  free(t_steps), free(tf), free(tb), free(tp);
+  free(ws), free(s0), free(s1);
+  for (int i = 0; i < nt; i++) { /* the decisions of the last timed step */
     adampi_diag d;
     adampi_diag_get(opt, i, &d);
     views[d.view]++;
   }
-  /* adampi: time K steps */
-  MPI_Barrier(MPI_COMM_WORLD);
-  double t0 = MPI_Wtime();
-  for (int k = 0; k < c->steps; k++) dp ? adampi_step(opt, w, g, NULL) : adampi_step_sharded(opt, w, g, NULL);
-  double t_step = max_over_ranks(MPI_Wtime() - t0) / c->steps;
-  for (int q = 0; q < ADAMPI_NUM_PHASES; q++) phase[q] = max_over_ranks(phase[q] / c->steps);
-  /* the fused loop and the bandwidth kernel on this rank's shard, same buffers */
-  float *s0 = (float *)adampi_state_shard(opt, sgd ? ADAMPI_STATE_MOMENTUM : ADAMPI_STATE_EXP_AVG);
-  float *s1 = (float *)adampi_state_shard(opt, ADAMPI_STATE_EXP_AVG_SQ);
-  float *ws = w + (dp ? lo : 0), *gs = g + (dp ? lo : 0);
-  MPI_Barrier(MPI_COMM_WORLD);
-  t0 = MPI_Wtime();
-  for (int k = 0; k < c->steps && n > 0; k++) {
-    if (sgd) fused_sgd(gs, s0, ws, n, 0.9f, 1e-3f, 0.99999f);
-    else fused_adam(gs, s0, s1, ws, n, 0.9f, 0.999f, 1e-3f, 0.5f, 0.5f, 1e-8f, 0.99999f);
-  }
-  double t_fused = max_over_ranks(MPI_Wtime() - t0) / c->steps;
-  MPI_Barrier(MPI_COMM_WORLD);
-  t0 = MPI_Wtime();
-  for (int k = 0; k < c->steps && n > 0; k++) {
-    if (sgd) bw_sgd(gs, s0, ws, n);
-    else bw_adam(gs, s0, s1, ws, n);
-  }
-  double t_bw = max_over_ranks(MPI_Wtime() - t0) / c->steps;
 
   adampi_profile p;
   adampi_get_profile(opt, &p);
@@ -195,18 +281,20 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     if (header)
       printf("csv,set,opt,grads,mode,ranks,threads,numel,step_ms,reduce_scatter_ms,stats_ms,exchange_ms,update_ms,allgather_ms,"
              "fused_ms,bandwidth_kernel_ms,step_over_fused,design_bytes_per_elem,effective_GBps,kernel_GBps,"
-             "effective_over_kernel,exchange_bytes,exchange_over_grad_bytes,alloc_bytes_per_rank,projected_tensors\n");
-    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%lld,%.6f,%lld,%d\n",
+             "effective_over_kernel,floor_ms,step_over_floor,exchange_bytes,exchange_over_grad_bytes,alloc_bytes_per_rank,"
+             "projected_tensors\n");
+    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%lld,%.6f,%lld,%d\n",
            c->set, c->opt, c->grads, c->mode, size_, c->threads, (long long)N, 1e3 * t_step, 1e3 * phase[0], 1e3 * phase[1],
            1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[4], 1e3 * t_fused, 1e3 * t_bw, t_step / t_fused, design_bytes, eff,
-           kern, eff / kern, (long long)p.exchange_bytes, (double)p.exchange_bytes / (4.0 * (double)N),
+           kern, eff / kern, 1e3 * t_floor, t_step / t_floor, (long long)p.exchange_bytes, (double)p.exchange_bytes / (4.0 * (double)N),
            (long long)alloc_max, views[1] + views[2]);
     printf("  %-8s %-5s %-10s %-7s %d rank(s) x %d thr %6.1fM: step %8.2f ms = %.2f x fused (%7.2f ms); "
            "phases stats %.2f exch %.3f update %.2f rs %.2f ag %.2f ms; %.1f GB/s = %.2f of kernel (%.1f GB/s); "
+           "%.2f x floor (%.2f ms); "
            "exchange %lld B (%.4f%% of grads); %lld MB/rank; %d projected\n",
            c->set, c->opt, c->grads, c->mode, size_, c->threads, (double)N / 1e6, 1e3 * t_step, t_step / t_fused, 1e3 * t_fused,
            1e3 * phase[1], 1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[0], 1e3 * phase[4], eff, eff / kern, kern,
-           (long long)p.exchange_bytes, 100.0 * (double)p.exchange_bytes / (4.0 * (double)N),
+           t_step / t_floor, 1e3 * t_floor, (long long)p.exchange_bytes, 100.0 * (double)p.exchange_bytes / (4.0 * (double)N),
            (long long)(alloc_max >> 20), views[1] + views[2]);
     fflush(stdout);
   }
@@ -233,7 +321,7 @@ int main(int argc, char **argv)
   threads_ = c.threads;
   static bench_tensor ts[512];
   int nt = !strcmp(c.set, "gpt2") ? shapes_gpt2(ts) : !strcmp(c.set, "sweep") ? shapes_sweep(ts, c.millions << 20) : shapes_resnet50(ts);
-  if (c.steps <= 0) c.steps = !strcmp(c.set, "resnet50") ? 10 : 3;
+  if (c.steps <= 0) c.steps = !strcmp(c.set, "resnet50") ? 21 : 5;
   const char *opts[] = {"adamp", "adamw", "sgdp", "sgd"}, *grads[] = {"random", "orthogonal"};
   int header = 1;
   for (int o = 0; o < 4; o++)
