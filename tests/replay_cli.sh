@@ -45,3 +45,24 @@ run 4 "$REPLAY" --stop-after 9 --checkpoint "$work/ck.h5" "$FIXTURES/$c.in.h5" "
 run 3 "$REPLAY" --resume "$work/ck.h5" "$FIXTURES/$c.in.h5" "$work/resumed.h5" > /dev/null
 h5diff -q "$work/full.h5" "$work/resumed.h5" /params /params || { echo "FAIL: resume 4 -> 3 differs"; exit 1; }
 echo "ok: $c saved after 9 steps on 4 ranks, resumed on 3: bitwise the uninterrupted run"
+
+# A checkpoint that does not belong to the run: refused with a message, OUT untouched.
+expect_refusal() { # what, expected message, adampi-replay arguments...
+  local what=$1 msg=$2
+  shift 2
+  echo "previous contents" > "$work/out.h5"
+  if run 2 "$REPLAY" "$@" "$work/out.h5" > /dev/null 2> "$work/err.txt"; then
+    echo "FAIL: $what was accepted"; exit 1
+  fi
+  grep -q "$msg" "$work/err.txt" || { echo "FAIL: $what: message was:"; cat "$work/err.txt"; exit 1; }
+  [ "$(cat "$work/out.h5")" = "previous contents" ] || { echo "FAIL: $what changed OUT"; exit 1; }
+  [ ! -e "$work/out.h5.adampi-tmp" ] || { echo "FAIL: $what left a temporary file"; exit 1; }
+  echo "ok: $what refused, OUT untouched"
+}
+run 2 "$REPLAY" --stop-after 3 --checkpoint "$work/sgdp_ck.h5" "$FIXTURES/sgdp_momentum.in.h5" "$work/p.h5" > /dev/null
+expect_refusal "an SGDP checkpoint resumed into an AdamP replay" "holds 'sgdp' state but this optimizer is 'adamp'" \
+  --resume "$work/sgdp_ck.h5" "$FIXTURES/adamp_nesterov_wd_groups.in.h5"
+expect_refusal "a missing checkpoint" "cannot read" --resume "$work/none.h5" "$FIXTURES/$c.in.h5"
+head -c 3000 "$work/ck.h5" > "$work/cut.h5"
+expect_refusal "a truncated checkpoint" "truncated" --resume "$work/cut.h5" "$FIXTURES/$c.in.h5"
+expect_refusal "a missing input file" "cannot read" "$work/none.h5"
