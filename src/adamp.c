@@ -4,7 +4,8 @@
  * Element maths is float32 with the operations in the order the official package performs them;
  * scalars are computed in double and rounded to float once, as PyTorch does for Python scalars.
  * The build disables contraction (-ffp-contract=off), so every clone of these loops rounds alike.
- * The only sum, <w,u> over a row, uses the row's 16 lanes like every other sum (stats.c).
+ * The only sum, <w,u> over a row, goes in blocks of 256 through 16 float lanes into 16 double lanes
+ * (adampi__lanes_dot_block), in an order fixed by the position in the row.
  */
 #include "internal.h"
 

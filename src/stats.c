@@ -8,7 +8,8 @@
  *   - across the leaves of a tensor: the pairwise tree over leaf indices [0, leaves). A rank
  *     computes the maximal tree nodes inside its piece; after the exchange every rank combines all
  *     pieces' nodes by the same tree, so a cut anywhere gives the bits of no cut at all.
- * The maximum over rows of the cosine needs no order: max is exact.
+ * The maximum over rows of the cosine needs no order: max is exact. (The update pass's <w,u> of a
+ * row adds float blocks into these double lanes: adampi__lanes_dot_block in internal.h.)
  */
 #include "internal.h"
 
