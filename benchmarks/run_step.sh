@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# run_step.sh - the step benchmarks of the README's performance section, in one go: ResNet-50
+# shapes (all four optimizers, random and orthogonal gradients, 1 thread; AdamP and SGDP with 2
+# threads; sharded on 2 and 4 ranks; data-parallel on 2 ranks) and GPT-2-small shapes. Prints the
+# readable lines and writes every CSV line to OUT (default build/bench_step.csv).
+set -euo pipefail
+BUILD_DIR=${BUILD_DIR:-build}
+OUT=${OUT:-$BUILD_DIR/bench_step.csv}
+if [ "${1:-}" = "-h" ]; then sed -n '2,5p' "$0"; exit 0; fi
+flags=(--oversubscribe)
+[ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
+bench() { mpirun "${flags[@]}" -np "$1" "$BUILD_DIR/bin/bench_step" "${@:2}"; }
+# Threads inside one rank need mpirun's default binding (one core per rank) off.
+bench_threads() { mpirun "${flags[@]}" --bind-to none -np 1 "$BUILD_DIR/bin/bench_step" "$@"; }
+{
+  lscpu | sed -n 's/^Model name: */# cpu: /p'
+  for opt in adamp adamw sgdp sgd; do
+    bench 1 --set resnet50 --opt "$opt" --grads all
+  done
+  for opt in adamp sgdp; do bench_threads --set resnet50 --opt "$opt" --grads orthogonal --threads 2; done
+  bench 2 --set resnet50 --opt adamp --grads orthogonal
+  bench 4 --set resnet50 --opt adamp --grads orthogonal
+  bench 2 --set resnet50 --opt adamp --grads orthogonal --mode dp
+  for opt in adamp sgdp; do bench 1 --set gpt2 --opt "$opt" --grads all; done
+} | tee >(grep '^csv,' | awk '!/^csv,set/ || !seen++' > "$OUT") | grep -v '^csv,'
+echo "CSV: $OUT"
