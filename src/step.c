@@ -224,6 +224,23 @@ static int chunk(int64_t total, int64_t k, int64_t len)
   return (int)(total - k < len ? (total > k ? total - k : 0) : len);
 }
 
+/* One chunk of a reduce-scatter round into the shard: the first round adds the received chunk to
+ * this rank's own gradients, later ones to the running sum, and the last also divides by the rank
+ * count. The same additions, in the same order, as copy, add round by round, divide; in one pass
+ * over the chunk instead of three. */
+static void add_chunk(float *restrict mine, const float *restrict own, const float *restrict tmp, int64_t len,
+                      int first, int last, float ranks)
+{
+  if (first && last)
+    for (int64_t i = 0; i < len; i++) mine[i] = (own[i] + tmp[i]) / ranks;
+  else if (first)
+    for (int64_t i = 0; i < len; i++) mine[i] = own[i] + tmp[i];
+  else if (last)
+    for (int64_t i = 0; i < len; i++) mine[i] = (mine[i] + tmp[i]) / ranks;
+  else
+    for (int64_t i = 0; i < len; i++) mine[i] += tmp[i];
+}
+
 /* Sum the ranks' gradients into the shard and divide by the rank count: a pairwise exchange in
  * P - 1 rounds (round s: send my copy of rank r+s's shard, receive rank r-s's copy of mine), in
  * chunks through a fixed scratch buffer. Measured 2-3x faster than MPI_Reduce_scatter on one
@@ -234,7 +251,6 @@ static adampi_status reduce_scatter_mean(adampi *opt, const float *grads)
   int P = opt->size, r = opt->rank;
   int64_t n = opt->hi - opt->lo;
   float *mine = opt->grad_shard, *tmp = opt->rs_scratch;
-  memcpy(mine, grads + opt->lo, (size_t)n * sizeof(float));
   for (int s = 1; s < P; s++) {
     int to = (r + s) % P, from = (r - s + P) % P;
     int64_t to_lo = opt->shard_lo[to], to_n = opt->shard_lo[to + 1] - to_lo;
@@ -242,11 +258,9 @@ static adampi_status reduce_scatter_mean(adampi *opt, const float *grads)
       int send = chunk(to_n, k, opt->rs_scratch_len), recv = chunk(n, k, opt->rs_scratch_len);
       ADAMPI_MPI(opt, MPI_Sendrecv(grads + to_lo + (send ? k : 0), send, MPI_FLOAT, to, 17, tmp, recv, MPI_FLOAT, from,
                                    17, opt->comm, MPI_STATUS_IGNORE));
-      for (int i = 0; i < recv; i++) mine[k + i] += tmp[i];
+      if (recv > 0) add_chunk(mine + k, grads + opt->lo + k, tmp, recv, s == 1, s == P - 1, (float)P);
     }
   }
-  float ranks = (float)P;
-  for (int64_t i = 0; i < n; i++) mine[i] /= ranks;
 done:
   return st;
 }
