@@ -28,6 +28,15 @@ static inline int test_size(void)
   return s;
 }
 
+/* Two hyper-parameter sets equal bit for bit, field by field (the struct has padding, which memcmp
+ * would compare uninitialised). */
+static inline int test_hparams_same(const adampi_hparams *a, const adampi_hparams *b)
+{
+  const double x[9] = {a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, a->delta, a->wd_ratio, a->momentum, a->dampening};
+  const double y[9] = {b->lr, b->beta1, b->beta2, b->eps, b->weight_decay, b->delta, b->wd_ratio, b->momentum, b->dampening};
+  return memcmp(x, y, sizeof x) == 0 && a->nesterov == b->nesterov;
+}
+
 /* Run one suite on every rank; exit status 0 only if no rank saw a failure. */
 static inline int run_mpi_suite(int argc, char **argv, Suite *(*make)(void))
 {

@@ -436,7 +436,7 @@ START_TEST(bad_files_are_refused_and_change_nothing)
   ck_assert_msg(user.count == 1 && user.value[0] == 7, "case %d: a failed load changed the caller area", _i);
   for (int g = 0; g < 2; g++) {
     ck_assert_ok(l.opt, adampi_get_hparams(l.opt, g, &hp_after[g]));
-    ck_assert_msg(memcmp(&hp_before[g], &hp_after[g], sizeof hp_after[g]) == 0,
+    ck_assert_msg(test_hparams_same(&hp_before[g], &hp_after[g]),
                   "case %d: a failed load changed the hyper-parameters of group %d", _i, g);
   }
   /* The optimizer still works. */

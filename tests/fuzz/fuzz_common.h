@@ -387,6 +387,20 @@ static inline void fuzz_edit_file(const char *path, fz *in)
   H5Fclose(f);
 }
 
+/* Make the file this input stands for at scratch: the input's bytes themselves (raw harnesses,
+ * base == NULL), or the file base edited by the input's program (edit harnesses). 0 on success,
+ * -1 if scratch cannot be written; a missing base ends the run (the harness is mis-built). */
+static inline int fuzz_make_file(fz *in, const char *base, const char *scratch)
+{
+  if (base == NULL) return fuzz_write_file(scratch, in->p, in->n);
+  if (fuzz_copy_file(base, scratch) != 0) {
+    fprintf(stderr, "fuzz: cannot read the base file %s\n", base);
+    exit(1);
+  }
+  fuzz_edit_file(scratch, in);
+  return 0;
+}
+
 /* One singleton MPI process for the whole fuzzing run; HDF5 quiet (refusals are expected). */
 static inline void fuzz_mpi_init(void)
 {

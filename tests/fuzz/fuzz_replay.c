@@ -147,19 +147,14 @@ static void check_refusal(int rc, const char *err)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   fz in = {data, size};
+  char *edited = NULL;
 #ifdef FUZZ_EDIT
   static const char *bases[] = {"adamp_basic", "adamp_layer", "edge_values_sgdp", "adamp_nesterov_wd_groups"};
   char base[512];
   snprintf(base, sizeof base, "%s/%s.in.h5", FUZZ_FIXTURE_DIR, bases[fz_u8(&in) % 4]);
-  if (fuzz_copy_file(base, scratch) != 0) {
-    fprintf(stderr, "fuzz_replay_edit: cannot read the fixture %s\n", base);
-    exit(1);
-  }
-  fuzz_edit_file(scratch, &in);
-#else
-  (void)in;
-  if (fuzz_write_file(scratch, data, size) != 0) return 0;
+  edited = base;
 #endif
+  if (fuzz_make_file(&in, edited, scratch) != 0) return 0;
   char err[1024] = "";
   replay_file *rf = NULL;
   int rc = replay_open(MPI_COMM_WORLD, scratch, &rf, err, sizeof err);
