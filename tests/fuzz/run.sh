@@ -6,6 +6,10 @@
 # runs longer than 20 s or needs more than 2 GiB. New crashing inputs are left in
 # BIN_DIR/../fuzz-artifacts/ to be added to tests/fuzz/regressions/<harness>/.
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] || [ $# -lt 1 ]; then
+  sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
 BIN=$(cd "$1" && pwd)
 RUNS=${2:-20000}
 HERE=$(cd "$(dirname "$0")" && pwd)
