@@ -51,7 +51,6 @@ double adampi__adamp_wu(const float *restrict g, const float *restrict m, const 
 {
   const adampi__coef cl = *c; /* locals: stores to u could alias *c otherwise */
   adampi__v8d acc[2] = {{0}, {0}};
-  double l[ADAMPI_LANES];
   float u[256];
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
@@ -63,8 +62,7 @@ double adampi__adamp_wu(const float *restrict g, const float *restrict m, const 
     double sum;
     if (adampi__lanes_dot_block(acc, w + i, u, len, &sum)) return sum;
   }
-  adampi__lanes_store(acc, l);
-  return adampi__lanes_sum(l);
+  return adampi__lanes_total(acc);
 }
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
@@ -77,7 +75,6 @@ double adampi__adamp_moments_wu(const float *restrict g, float *restrict m, floa
 {
   const adampi__coef cl = *c;
   adampi__v8d acc[2] = {{0}, {0}};
-  double l[ADAMPI_LANES];
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
     for (int64_t k = 0; k < len; k++) {
@@ -90,8 +87,7 @@ double adampi__adamp_moments_wu(const float *restrict g, float *restrict m, floa
     double sum;
     if (adampi__lanes_dot_block(acc, w + i, u + i, len, &sum)) return sum;
   }
-  adampi__lanes_store(acc, l);
-  return adampi__lanes_sum(l);
+  return adampi__lanes_total(acc);
 }
 
 /* Second half: w <- w decay - step (u - w k), the same operations as adampi__adamp_apply. */

@@ -212,6 +212,14 @@ static inline double adampi__lanes_sum(const double *l)
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
+/* The sum of the 16 lanes of acc, by the lane tree. */
+static inline double adampi__lanes_total(const adampi__v8d acc[2])
+{
+  double l[ADAMPI_LANES];
+  adampi__lanes_store(acc, l);
+  return adampi__lanes_sum(l);
+}
+
 /* Add the block w[k] * u[k], k < len <= 256, to the lanes of a row whose blocks start at
  * multiples of 256 (callers go through a row in blocks of 256). Inside a block the products and
  * the 16 lanes are float, as PyTorch's own sum is (a float multiply and add per element instead of
@@ -236,9 +244,7 @@ static inline int adampi__lanes_dot_block(adampi__v8d acc[2], const float *w, co
   acc[0] += __builtin_convertvector(a0, adampi__v8d);
   acc[1] += __builtin_convertvector(a1, adampi__v8d);
   if (k == len) return 0;
-  double l[16];
-  adampi__lanes_store(acc, l);
-  *sum = adampi__lanes_sum(l);
+  *sum = adampi__lanes_total(acc);
   return 1;
 }
 

@@ -34,7 +34,6 @@ double adampi__sgdp_wu(const float *restrict g, const float *restrict b, const f
 {
   const adampi__coef cl = *c;
   adampi__v8d acc[2] = {{0}, {0}};
-  double l[ADAMPI_LANES];
   float u[256];
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
@@ -45,8 +44,7 @@ double adampi__sgdp_wu(const float *restrict g, const float *restrict b, const f
     double sum;
     if (adampi__lanes_dot_block(acc, w + i, u, len, &sum)) return sum;
   }
-  adampi__lanes_store(acc, l);
-  return adampi__lanes_sum(l);
+  return adampi__lanes_total(acc);
 }
 
 ADAMPI_CLONES
@@ -72,7 +70,6 @@ double adampi__sgdp_buffer_wu(const float *restrict g, float *restrict b, const 
 {
   const adampi__coef cl = *c;
   adampi__v8d acc[2] = {{0}, {0}};
-  double l[ADAMPI_LANES];
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
     for (int64_t k = 0; k < len; k++) {
@@ -83,8 +80,7 @@ double adampi__sgdp_buffer_wu(const float *restrict g, float *restrict b, const 
     double sum;
     if (adampi__lanes_dot_block(acc, w + i, cl.nesterov ? u + i : b + i, len, &sum)) return sum;
   }
-  adampi__lanes_store(acc, l);
-  return adampi__lanes_sum(l);
+  return adampi__lanes_total(acc);
 }
 
 /* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u. */
