@@ -209,11 +209,26 @@ ADAMPI_API adampi_status adampi_set_lr(adampi *opt, int group, double lr);
  * every rank; grads: this rank's full local gradients. The library averages the gradients across
  * ranks (reduce-scatter into the shard), updates its shard and all-gathers, so every rank ends with
  * the same params. has_grad: one byte per tensor (0 = no gradient at this step: tensor untouched),
- * identical on every rank, or NULL for all present. grads is not modified.
+ * identical on every rank, or NULL for all present. grads is not modified. The buffers of
+ * adampi_alloc_step_buffers make the exchanges direct loads within a node; every rank must then pass
+ * them (ADAMPI_ERR_MISMATCH otherwise, with nothing changed).
  * On any error (including a NaN/Inf anywhere, under the error policy) params and optimizer state
  * are unchanged on every rank and every rank returns the same status. */
 ADAMPI_API adampi_status adampi_step(adampi *opt, float *params, const float *grads,
                                      const unsigned char *has_grad);
+
+/* Buffers for adampi_step: *params and *grads receive adampi_numel floats each, zeroed, in memory
+ * that the ranks of one node share (an MPI-3 shared window). Collective; after adampi_commit, at most
+ * once per handle. The handle owns them: they stay valid until adampi_free, which releases them.
+ * Fill them as any buffers (params identical on every rank, grads this rank's own gradients).
+ * When every rank of the communicator is on one node and adampi_step receives exactly these two
+ * pointers on every rank, the step reads the other ranks' gradients and updated shards directly
+ * instead of exchanging messages: the same results bit for bit, fewer copies (see the README's
+ * performance section). Across nodes they are ordinary memory and the step exchanges messages.
+ * Errors (the same status on every rank, *params and *grads untouched): ADAMPI_ERR_STATE before
+ * commit or on a second call, ADAMPI_ERR_ARG for a NULL pointer, ADAMPI_ERR_MPI if the window cannot
+ * be created (for example a full /dev/shm), ADAMPI_ERR_NOMEM. */
+ADAMPI_API adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **grads);
 
 /* Sharded step. Collective. param_shard and grad_shard hold this rank's shard [lo, hi) only
  * (hi - lo floats each; may be NULL when the shard is empty); grad_shard holds gradients already
@@ -246,6 +261,7 @@ typedef struct adampi_profile {
   int64_t exchange_bytes;            /* bytes this rank contributed to the statistics exchange(s) */
   int64_t gradient_bytes;            /* bytes of gradients this rank reduced (data-parallel step) */
   int64_t allocated_bytes;           /* memory the library allocated on this rank for the layout */
+  int64_t buffer_bytes;              /* adampi_alloc_step_buffers' params and grads on this rank (0 if none) */
 } adampi_profile;
 
 /* Profile of the last step. Local. ADAMPI_ERR_ARG for NULL, ADAMPI_ERR_STATE before commit. */

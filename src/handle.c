@@ -45,6 +45,8 @@ adampi_status adampi_create(MPI_Comm comm, const adampi_config *cfg, adampi **ou
     return st;
   }
   opt->cfg = *cfg;
+  opt->step_win = MPI_WIN_NULL;
+  opt->node_comm = MPI_COMM_NULL;
   opt->threads = adampi__thread_count(cfg->threads);
   MPI_Comm_set_errhandler(opt->comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(opt->comm, &opt->rank);
@@ -57,6 +59,7 @@ void adampi_free(adampi **opt)
 {
   if (opt == NULL || *opt == NULL) return;
   adampi *o = *opt;
+  adampi__free_step_buffers(o);
   adampi__free_layout(o);
   for (int i = 0; i < o->num_tensors; i++) free(o->tensors[i].name);
   free(o->tensors);

@@ -85,6 +85,14 @@ struct adampi {
   float *rs_scratch;  /* data-parallel step: one chunk of another rank's gradients */
   int64_t rs_scratch_len;
 
+  /* adampi_alloc_step_buffers (buffers.c): one shared window on the node, each rank's segment
+   * its params then its grads (numel floats each). */
+  MPI_Win step_win;      /* MPI_WIN_NULL until allocated */
+  MPI_Comm node_comm;    /* the window's ranks */
+  float *step_params, *step_grads; /* this rank's segment */
+  float **peer_seg;      /* per rank of comm: its segment, when shm_direct */
+  int shm_direct;        /* every rank on this node: adampi_step loads instead of messages */
+
   /* Statistics, proportional to rows and tensors, never to elements. */
   int64_t my_rows;  /* leaves of projectable tensors in this shard */
   adampi__sums *row_sums;
@@ -146,6 +154,15 @@ int adampi__thread_count(int requested);
 /* memory.c: zeroed, touched, huge-page-advised allocation; free with the same byte count. */
 void *adampi__alloc_zeroed(size_t bytes);
 void adampi__free_zeroed(void *p, size_t bytes);
+
+/* buffers.c: the step through the shared buffers (see there). */
+void adampi__free_step_buffers(adampi *opt);
+/* 1 if params and grads are this rank's shared buffers and every rank is on the node. */
+int adampi__direct_step(const adampi *opt, const float *params, const float *grads);
+/* MPI_Win_sync on the step buffers' window, if any (around a synchronising collective). */
+void adampi__step_buffers_sync(adampi *opt);
+void adampi__direct_reduce(adampi *opt);
+adampi_status adampi__direct_allgather(adampi *opt);
 
 /* layout.c */
 adampi_status adampi__commit_layout(adampi *opt);

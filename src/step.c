@@ -292,31 +292,41 @@ adampi_status adampi_step(adampi *opt, float *params, const float *grads, const 
   adampi__clear_error(opt);
   if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "step before adampi_commit");
   adampi_status st = ADAMPI_OK;
-  struct {
-    int status, rank;
-  } mine = {ADAMPI_OK, opt->rank}, worst;
+  const int P = opt->size;
+  int status = ADAMPI_OK, direct = adampi__direct_step(opt, params, grads);
   if (params == NULL || grads == NULL)
-    mine.status = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: %s is NULL", opt->rank,
-                              params == NULL ? "params" : "grads");
-  /* The reduce-scatter needs every rank's buffers: agree on the arguments first. */
-  ADAMPI_MPI(opt, MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, opt->comm));
-  if (worst.status != ADAMPI_OK)
-    return worst.rank == opt->rank
-               ? (adampi_status)worst.status
-               : ADAMPI_FAIL(opt, (adampi_status)worst.status, "rank %d failed: %s", worst.rank,
-                             adampi_strerror((adampi_status)worst.status));
+    status = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: %s is NULL", opt->rank, params == NULL ? "params" : "grads");
+  /* The reduce-scatter needs every rank's buffers: agree on the arguments first. One maximum over
+   * {the worst status with the lowest rank that has it, direct, !direct}; the collective also
+   * orders every rank's writes to its shared gradients before the direct reduction's loads. */
+  int mine[3] = {status * P + (P - 1 - opt->rank), direct, !direct}, worst[3];
+  adampi__step_buffers_sync(opt);
+  ADAMPI_MPI(opt, MPI_Allreduce(mine, worst, 3, MPI_INT, MPI_MAX, opt->comm));
+  adampi__step_buffers_sync(opt);
+  if (worst[0] / P != ADAMPI_OK) {
+    int rank = P - 1 - worst[0] % P;
+    adampi_status ws = (adampi_status)(worst[0] / P);
+    return rank == opt->rank ? ws
+                             : ADAMPI_FAIL(opt, ws, "rank %d failed: %s", rank, adampi_strerror(ws));
+  }
+  if (worst[1] && worst[2])
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH,
+                       "some ranks passed the buffers of adampi_alloc_step_buffers and some did not "
+                       "(rank %d did%s): every rank must pass them, or none; nothing was changed",
+                       opt->rank, direct ? "" : " not");
   double t0 = MPI_Wtime();
   /* One rank: its gradients are the mean (g / 1 == g exactly); nothing to reduce or gather. */
-  if (opt->size > 1) st = reduce_scatter_mean(opt, grads);
+  if (P > 1 && direct) adampi__direct_reduce(opt);
+  else if (P > 1) st = reduce_scatter_mean(opt, grads);
   if (st != ADAMPI_OK) return st;
   double t1 = MPI_Wtime();
   int64_t before = opt->steps_taken;
-  st = step_shard(opt, params + opt->lo, opt->size > 1 ? opt->grad_shard : grads, has_grad, ADAMPI_OK);
+  st = step_shard(opt, params + opt->lo, P > 1 ? opt->grad_shard : grads, has_grad, ADAMPI_OK);
   opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = t1 - t0;
   opt->profile.gradient_bytes = opt->numel * (int64_t)sizeof(float);
   if (st != ADAMPI_OK || opt->steps_taken == before) return st; /* failed or skipped: nothing to share */
   t1 = MPI_Wtime();
-  if (opt->size > 1) st = allgather_params(opt, params);
+  if (P > 1) st = direct ? adampi__direct_allgather(opt) : allgather_params(opt, params);
   opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = MPI_Wtime() - t1;
 done:
   return st;

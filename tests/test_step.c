@@ -2,7 +2,8 @@
  * test_step.c - the step as a transaction and the data-parallel path: gradients averaged across
  * ranks; NaN/Inf in one rank's gradient or in parameters changes nothing anywhere, under both
  * policies; mismatched masks, hyper-parameters and NULL arguments fail on every rank without a
- * hang; tensors without a gradient are untouched; zero and tiny weights stay finite.
+ * hang; tensors without a gradient are untouched; zero and tiny weights stay finite; the shared
+ * step buffers give the same bits as the caller's and refuse alike.
  */
 #include "mpi_check.h"
 
@@ -20,9 +21,11 @@ typedef struct fixture {
   adampi *opt;
   int64_t N, lo, hi;
   float *params; /* full */
+  float *grads;  /* the shared step buffers' gradients, or NULL */
 } fixture;
 
-static fixture make(adampi_kind kind, adampi_nonfinite_policy policy)
+/* big: a sixth tensor of 3 x 5000, so that shards span several blocks of the direct reduction. */
+static fixture make_sized(adampi_kind kind, adampi_nonfinite_policy policy, int big)
 {
   fixture fx = {0};
   adampi_config cfg = adampi_config_defaults(kind);
@@ -37,6 +40,8 @@ static fixture make(adampi_kind kind, adampi_nonfinite_policy policy)
   }
   for (int i = 0; i < NT; i++)
     ck_assert_ok(fx.opt, adampi_add_tensor(fx.opt, shapes[i].name, shapes[i].ndim, shapes[i].shape, shapes[i].group, NULL));
+  const int64_t big_shape[2] = {3, 5000};
+  if (big) ck_assert_ok(fx.opt, adampi_add_tensor(fx.opt, "big", 2, big_shape, 0, NULL));
   ck_assert_ok(fx.opt, adampi_commit(fx.opt));
   fx.N = adampi_numel(fx.opt);
   adampi_shard(fx.opt, adampi_rank(fx.opt), &fx.lo, &fx.hi);
@@ -46,9 +51,26 @@ static fixture make(adampi_kind kind, adampi_nonfinite_policy policy)
   return fx;
 }
 
+static fixture make(adampi_kind kind, adampi_nonfinite_policy policy) { return make_sized(kind, policy, 0); }
+
+/* The same fixture with its parameters moved into the buffers of adampi_alloc_step_buffers. */
+static fixture make_shared(adampi_kind kind, adampi_nonfinite_policy policy, int big)
+{
+  fixture fx = make_sized(kind, policy, big);
+  float *p = NULL, *g = NULL;
+  ck_assert_ok(fx.opt, adampi_alloc_step_buffers(fx.opt, &p, &g));
+  ck_assert_msg(p != NULL && g != NULL && g != p, "step buffers %p %p", (void *)p, (void *)g);
+  for (int64_t k = 0; k < fx.N; k++) ck_assert_msg(p[k] == 0.0f && g[k] == 0.0f, "step buffers not zeroed at %lld", (long long)k);
+  memcpy(p, fx.params, (size_t)fx.N * sizeof(float));
+  free(fx.params);
+  fx.params = p;
+  fx.grads = g;
+  return fx;
+}
+
 static void drop(fixture *fx)
 {
-  free(fx->params);
+  if (fx->grads == NULL) free(fx->params); /* the step buffers go with the handle */
   adampi_free(&fx->opt);
 }
 
@@ -74,6 +96,13 @@ static void local_grad(int64_t N, int step, float *g)
     }
     if (me == P - 1) g[k] -= sum;
   }
+}
+
+/* Gradients of this rank that are not exact in float: their sum depends on the order of additions. */
+static void rounding_grad(int64_t N, int step, float *g)
+{
+  uint64_t seed = 4242 + 1000 * (uint64_t)test_rank() + (uint64_t)step;
+  for (int64_t k = 0; k < N; k++) g[k] = (float)(test_uniform(&seed) - 0.5) * 0.37f;
 }
 
 typedef struct snapshot {
@@ -315,6 +344,118 @@ START_TEST(zero_and_tiny_weights_stay_finite)
 }
 END_TEST
 
+/* The step buffers of adampi_alloc_step_buffers (direct loads within the node) give the same bits
+ * as buffers of the caller's (messages): parameters on every rank, state, counters; over steps
+ * with a has_grad mask, shards of several reduction blocks, gradients whose sum depends on the
+ * order of the additions. _i: AdamP, SGDP. */
+START_TEST(step_buffers_give_the_same_bits_as_messages)
+{
+  adampi_kind kind = _i ? ADAMPI_SGDP : ADAMPI_ADAMP;
+  fixture own = make_sized(kind, ADAMPI_NONFINITE_ERROR, 1), shm = make_shared(kind, ADAMPI_NONFINITE_ERROR, 1);
+  ck_assert_msg(!memcmp(own.params, shm.params, (size_t)own.N * sizeof(float)), "fixtures differ");
+  float *g = malloc((size_t)own.N * sizeof(float));
+  for (int step = 0; step < 5; step++) {
+    unsigned char has[NT + 1] = {1, 1, 1, 1, 1, 1};
+    if (step == 3) has[1] = has[5] = 0;
+    rounding_grad(own.N, step, g);
+    ck_assert_ok(own.opt, adampi_step(own.opt, own.params, g, has));
+    rounding_grad(shm.N, step, shm.grads);
+    ck_assert_ok(shm.opt, adampi_step(shm.opt, shm.params, shm.grads, has));
+  }
+  int64_t d = -1;
+  for (int64_t k = 0; k < own.N && d < 0; k++)
+    if (memcmp(&own.params[k], &shm.params[k], sizeof(float))) d = k;
+  ck_assert_msg(d < 0, "[rank %d] step buffers and own buffers differ at %lld: %.9g vs %.9g", test_rank(), (long long)d,
+                d >= 0 ? own.params[d] : 0.0, d >= 0 ? shm.params[d] : 0.0);
+  int64_t n = own.hi - own.lo;
+  for (int k = 0; k < 3; k++) {
+    const float *a = adampi_state_shard(own.opt, (adampi_state_kind)k), *b = adampi_state_shard(shm.opt, (adampi_state_kind)k);
+    ck_assert_msg((a == NULL) == (b == NULL) && (!a || !memcmp(a, b, (size_t)n * sizeof(float))), "state %d differs", k);
+  }
+  for (int i = 0; i <= NT; i++) ck_assert_int_eq(adampi_tensor_step(own.opt, i), adampi_tensor_step(shm.opt, i));
+  adampi_profile prof;
+  ck_assert_ok(shm.opt, adampi_get_profile(shm.opt, &prof));
+  ck_assert_int_eq(prof.buffer_bytes, 2 * shm.N * (int64_t)sizeof(float));
+  ck_assert_ok(own.opt, adampi_get_profile(own.opt, &prof));
+  ck_assert_int_eq(prof.buffer_bytes, 0);
+  /* Mixed: the shared parameters with the caller's gradients take the message path, same bits. */
+  rounding_grad(own.N, 5, g);
+  ck_assert_ok(own.opt, adampi_step(own.opt, own.params, g, NULL));
+  ck_assert_ok(shm.opt, adampi_step(shm.opt, shm.params, g, NULL));
+  ck_assert_msg(!memcmp(own.params, shm.params, (size_t)own.N * sizeof(float)), "mixed buffers: results differ");
+  free(g);
+  drop(&own);
+  drop(&shm);
+}
+END_TEST
+
+/* Through the step buffers, a refused step changes nothing either: a NaN in the last rank's
+ * gradients, ranks that do not all pass the step buffers, a NULL argument. */
+START_TEST(step_buffers_refused_steps_change_nothing)
+{
+  fixture fx = make_shared(ADAMPI_ADAMP, ADAMPI_NONFINITE_ERROR, 0);
+  int last = test_rank() == test_size() - 1;
+  local_grad(fx.N, 0, fx.grads);
+  ck_assert_ok(fx.opt, adampi_step(fx.opt, fx.params, fx.grads, NULL));
+  snapshot before = take(&fx);
+  local_grad(fx.N, 1, fx.grads);
+  if (last) fx.grads[fx.N / 2] = NAN;
+  adampi_status st = adampi_step(fx.opt, fx.params, fx.grads, NULL);
+  ck_assert_msg(st == ADAMPI_ERR_NONFINITE, "[rank %d] NaN: status %s", test_rank(), adampi_strerror(st));
+  ck_assert_msg(unchanged(&fx, &before), "[rank %d] a refused step (NaN) changed something", test_rank());
+  local_grad(fx.N, 1, fx.grads);
+  if (test_size() > 1) {
+    float *copy = malloc((size_t)fx.N * sizeof(float));
+    memcpy(copy, fx.params, (size_t)fx.N * sizeof(float));
+    st = adampi_step(fx.opt, last ? copy : fx.params, fx.grads, NULL);
+    ck_assert_msg(st == ADAMPI_ERR_MISMATCH, "[rank %d] mixed buffers across ranks: status %s", test_rank(), adampi_strerror(st));
+    ck_assert_msg(strstr(adampi_last_error(fx.opt), "adampi_alloc_step_buffers"), "message: %s", adampi_last_error(fx.opt));
+    ck_assert_msg(unchanged(&fx, &before), "[rank %d] a refused step (mismatch) changed something", test_rank());
+    ck_assert_msg(!memcmp(copy, fx.params, (size_t)fx.N * sizeof(float)), "the caller's copy changed");
+    free(copy);
+  }
+  st = adampi_step(fx.opt, fx.params, last ? NULL : fx.grads, NULL);
+  ck_assert_msg(st == ADAMPI_ERR_ARG, "[rank %d] NULL grads: status %s", test_rank(), adampi_strerror(st));
+  ck_assert_msg(unchanged(&fx, &before), "[rank %d] a refused step (NULL) changed something", test_rank());
+  ck_assert_ok(fx.opt, adampi_step(fx.opt, fx.params, fx.grads, NULL)); /* and it goes on */
+  ck_assert_int_eq(adampi_steps_taken(fx.opt), 2);
+  release(&before);
+  drop(&fx);
+}
+END_TEST
+
+/* adampi_alloc_step_buffers refuses, on every rank alike and changing nothing: before commit, a
+ * NULL pointer on one rank, a second call. */
+START_TEST(step_buffers_refusals)
+{
+  adampi_config cfg = adampi_config_defaults(ADAMPI_SGDP);
+  adampi *opt = NULL;
+  char err[256];
+  ck_assert_int_eq(adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err), ADAMPI_OK);
+  float *p = (float *)&cfg, *g = (float *)&cfg; /* sentinels: must stay untouched */
+  ck_assert_int_eq(adampi_alloc_step_buffers(opt, &p, &g), ADAMPI_ERR_STATE);
+  ck_assert_msg(strstr(adampi_last_error(opt), "before adampi_commit"), "message: %s", adampi_last_error(opt));
+  ck_assert_int_eq(adampi_alloc_step_buffers(NULL, &p, &g), ADAMPI_ERR_ARG);
+  adampi_hparams hp = adampi_sgdp_defaults(0.1);
+  ck_assert_ok(opt, adampi_add_group(opt, &hp, NULL));
+  const int64_t shape[2] = {4, 3};
+  ck_assert_ok(opt, adampi_add_tensor(opt, "w", 2, shape, 0, NULL));
+  ck_assert_ok(opt, adampi_commit(opt));
+  int last = test_rank() == test_size() - 1;
+  adampi_status st = adampi_alloc_step_buffers(opt, &p, last ? NULL : &g);
+  ck_assert_msg(st == ADAMPI_ERR_ARG, "[rank %d] NULL on the last rank: status %s", test_rank(), adampi_strerror(st));
+  ck_assert_msg(p == (float *)&cfg && g == (float *)&cfg, "a refused call wrote the pointers");
+  ck_assert_ok(opt, adampi_alloc_step_buffers(opt, &p, &g));
+  float *p2 = p, *g2 = g;
+  ck_assert_int_eq(adampi_alloc_step_buffers(opt, &p2, &g2), ADAMPI_ERR_STATE);
+  ck_assert_msg(p2 == p && g2 == g, "a refused second call wrote the pointers");
+  for (int k = 0; k < 12; k++) p[k] = 1.0f, g[k] = 0.5f;
+  ck_assert_ok(opt, adampi_step(opt, p, g, NULL)); /* the first buffers still work */
+  ck_assert_msg(p[0] < 1.0f, "the step did not move the weights: %g", p[0]);
+  adampi_free(&opt);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
   Suite *s = suite_create("step");
@@ -326,6 +467,11 @@ static Suite *make_suite(void)
   tcase_add_test(tc, tensors_without_gradient_are_untouched);
   tcase_add_test(tc, zero_and_tiny_weights_stay_finite);
   suite_add_tcase(s, tc);
+  TCase *buffers = tcase_create("step buffers");
+  tcase_add_loop_test(buffers, step_buffers_give_the_same_bits_as_messages, 0, 2);
+  tcase_add_test(buffers, step_buffers_refused_steps_change_nothing);
+  tcase_add_test(buffers, step_buffers_refusals);
+  suite_add_tcase(s, buffers);
   return s;
 }
 
