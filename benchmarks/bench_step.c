@@ -2,7 +2,7 @@
  * bench_step - time of one optimizer step against the memory-bandwidth limit, in one process.
  *
  *   mpirun -np N build/bin/bench_step [--set resnet50|gpt2|sweep] [--millions M] [--opt adamp|sgdp|adamw|sgd|all]
- *                                     [--grads random|orthogonal|all] [--mode sharded|dp] [--steps K]
+ *                                     [--grads random|orthogonal|all] [--mode sharded|dp|dp-shm] [--steps K]
  *
  * For each configuration, in the same run and on the same shard buffers:
  *   - adampi's step (adamw / sgd are AdamP / SGDP with delta = 0), with its phases;
@@ -149,7 +149,8 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
 {
   int sgd = !strcmp(c->opt, "sgdp") || !strcmp(c->opt, "sgd");
   int plain = !strcmp(c->opt, "adamw") || !strcmp(c->opt, "sgd");
-  int dp = !strcmp(c->mode, "dp");
+  int dp = !strcmp(c->mode, "dp") || !strcmp(c->mode, "dp-shm");
+  int shm = !strcmp(c->mode, "dp-shm"); /* the buffers of adampi_alloc_step_buffers */
   adampi_config cfg = adampi_config_defaults(sgd ? ADAMPI_SGDP : ADAMPI_ADAMP);
   cfg.threads = c->threads;
   adampi *opt = NULL;
@@ -172,7 +173,12 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   adampi_shard(opt, rank_, &lo, &hi);
   int64_t n = hi - lo;
   size_t full = (size_t)(dp ? N : n) + 1;
-  float *w = malloc(full * sizeof *w), *g = malloc(full * sizeof *g);
+  float *w = NULL, *g = NULL;
+  if (shm && adampi_alloc_step_buffers(opt, &w, &g) != ADAMPI_OK) {
+    if (rank_ == 0) fprintf(stderr, "%s\n", adampi_last_error(opt));
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  if (!shm) w = malloc(full * sizeof *w), g = malloc(full * sizeof *g);
   uint64_t seed = 12345;
   for (size_t k = 0; k + 1 < full; k++) {
     seed = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -311,8 +317,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
            (long long)(alloc_max >> 20), views[1] + views[2]);
     fflush(stdout);
   }
-  free(w);
-  free(g);
+  if (!shm) free(w), free(g); /* the step buffers go with the handle */
   adampi_free(&opt);
 }
 
