@@ -293,6 +293,10 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   /* design bytes per element: the statistics pass reads g and w; the update as the fused loop */
   double design_bytes = fused_bytes + 8.0;
   double eff = design_bytes * (double)nmax / t_step / 1e9, kern = fused_bytes * (double)nmax / t_bw / 1e9;
+  /* Data-parallel exchanges: each rank receives every other rank's gradients for its shard and
+   * every other rank's updated shard, (N - n) floats each (the least a rank must receive). */
+  int64_t moved = dp ? (N - n) * (int64_t)sizeof(float) : 0, moved_max = 0;
+  MPI_Allreduce(&moved, &moved_max, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
   int64_t alloc_max = 0;
   MPI_Allreduce(&p.allocated_bytes, &alloc_max, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
   if (rank_ == 0) {
@@ -300,12 +304,12 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       printf("csv,set,opt,grads,mode,ranks,threads,numel,step_ms,reduce_scatter_ms,stats_ms,exchange_ms,update_ms,allgather_ms,"
              "fused_ms,bandwidth_kernel_ms,step_over_fused,design_bytes_per_elem,effective_GBps,kernel_GBps,"
              "effective_over_kernel,floor_ms,step_over_floor,exchange_alone_ms,exchange_bytes,exchange_over_grad_bytes,alloc_bytes_per_rank,"
-             "projected_tensors\n");
-    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d\n",
+             "projected_tensors,rs_bytes_per_rank,ag_bytes_per_rank\n");
+    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d,%lld,%lld\n",
            c->set, c->opt, c->grads, c->mode, size_, c->threads, (long long)N, 1e3 * t_step, 1e3 * phase[0], 1e3 * phase[1],
            1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[4], 1e3 * t_fused, 1e3 * t_bw, t_step / t_fused, design_bytes, eff,
            kern, eff / kern, 1e3 * t_floor, t_step / t_floor, 1e3 * t_xchg, (long long)p.exchange_bytes, (double)p.exchange_bytes / (4.0 * (double)N),
-           (long long)alloc_max, views[1] + views[2]);
+           (long long)alloc_max, views[1] + views[2], (long long)moved_max, (long long)moved_max);
     printf("  %-8s %-5s %-10s %-7s %d rank(s) x %d thr %6.1fM: step %8.2f ms = %.2f x fused (%7.2f ms); "
            "phases stats %.2f exch %.3f update %.2f rs %.2f ag %.2f ms; %.1f GB/s = %.2f of kernel (%.1f GB/s); "
            "%.2f x floor (%.2f ms); "
@@ -315,6 +319,9 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
            t_step / t_floor, 1e3 * t_floor, (long long)p.exchange_bytes, 100.0 * (double)p.exchange_bytes / (4.0 * (double)N),
            1e3 * t_xchg, 100.0 * t_xchg / t_step,
            (long long)(alloc_max >> 20), views[1] + views[2]);
+    if (dp && size_ > 1)
+      printf("      reduce-scatter and all-gather each receive %.1f MB per rank: %.1f and %.1f GB/s\n", (double)moved_max / 1e6,
+             (double)moved_max / 1e9 / phase[0], (double)moved_max / 1e9 / phase[4]);
     fflush(stdout);
   }
   if (!shm) free(w), free(g); /* the step buffers go with the handle */

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # run_step.sh - the step benchmarks of the README's performance section, in one go: ResNet-50
 # shapes (all four optimizers, random and orthogonal gradients, 1 thread; AdamP and SGDP with 2
-# threads; sharded on 2 and 4 ranks; data-parallel on 2 ranks) and GPT-2-small shapes. Prints the
-# readable lines and writes every CSV line to OUT (default build/bench_step.csv).
+# threads; sharded on 2 and 4 ranks; data-parallel on 2 and 4 ranks with the caller's buffers and
+# with adampi_alloc_step_buffers) and GPT-2-small shapes. Prints the readable lines and writes every
+# CSV line to OUT (default build/bench_step.csv).
 set -euo pipefail
 BUILD_DIR=${BUILD_DIR:-build}
 OUT=${OUT:-$BUILD_DIR/bench_step.csv}
-if [ "${1:-}" = "-h" ]; then sed -n '2,5p' "$0"; exit 0; fi
+if [ "${1:-}" = "-h" ]; then sed -n '2,6p' "$0"; exit 0; fi
 flags=(--oversubscribe)
 [ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
 bench() { mpirun "${flags[@]}" -np "$1" "$BUILD_DIR/bin/bench_step" "${@:2}"; }
@@ -20,7 +21,9 @@ bench_threads() { mpirun "${flags[@]}" --bind-to none -np 1 "$BUILD_DIR/bin/benc
   for opt in adamp sgdp; do bench_threads --set resnet50 --opt "$opt" --grads orthogonal --threads 2; done
   bench 2 --set resnet50 --opt adamp --grads orthogonal
   bench 4 --set resnet50 --opt adamp --grads orthogonal
-  bench 2 --set resnet50 --opt adamp --grads orthogonal --mode dp
+  for np in 2 4; do
+    for mode in dp dp-shm; do bench "$np" --set resnet50 --opt adamp --grads orthogonal --mode "$mode"; done
+  done
   for opt in adamp sgdp; do bench 1 --set gpt2 --opt "$opt" --grads all; done
 } | tee >(grep '^csv,' | awk '!/^csv,set/ || !seen++' > "$OUT") | grep -v '^csv,'
 echo "CSV: $OUT"
