@@ -218,16 +218,18 @@ ADAMPI_API adampi_status adampi_step(adampi *opt, float *params, const float *gr
                                      const unsigned char *has_grad);
 
 /* Buffers for adampi_step: *params and *grads receive adampi_numel floats each, zeroed, in memory
- * that the ranks of one node share (an MPI-3 shared window). Collective; after adampi_commit, at most
- * once per handle. The handle owns them: they stay valid until adampi_free, which releases them.
- * Fill them as any buffers (params identical on every rank, grads this rank's own gradients).
+ * that the ranks of one node share (a POSIX shared-memory object per rank, in /dev/shm, reserved
+ * up front and unlinked once mapped: nothing is left behind). Collective; after adampi_commit, at
+ * most once per handle. The handle owns them: they stay valid until adampi_free, which releases
+ * them. Fill them as any buffers (params identical on every rank, grads this rank's gradients).
  * When every rank of the communicator is on one node and adampi_step receives exactly these two
  * pointers on every rank, the step reads the other ranks' gradients and updated shards directly
  * instead of exchanging messages: the same results bit for bit, fewer copies (see the README's
  * performance section). Across nodes they are ordinary memory and the step exchanges messages.
- * Errors (the same status on every rank, *params and *grads untouched): ADAMPI_ERR_STATE before
- * commit or on a second call, ADAMPI_ERR_ARG for a NULL pointer, ADAMPI_ERR_MPI if the window cannot
- * be created (for example a full /dev/shm), ADAMPI_ERR_NOMEM. */
+ * Errors (the same status on every rank, *params and *grads untouched, nothing left allocated):
+ * ADAMPI_ERR_STATE before commit or on a second call, ADAMPI_ERR_ARG for a NULL pointer,
+ * ADAMPI_ERR_NOMEM when /dev/shm or memory is short (the message names the rank and the bytes),
+ * ADAMPI_ERR_IO when the shared memory cannot be created or mapped, ADAMPI_ERR_MPI. */
 ADAMPI_API adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **grads);
 
 /* Sharded step. Collective. param_shard and grad_shard hold this rank's shard [lo, hi) only
@@ -261,7 +263,7 @@ typedef struct adampi_profile {
   int64_t exchange_bytes;            /* bytes this rank contributed to the statistics exchange(s) */
   int64_t gradient_bytes;            /* bytes of gradients this rank reduced (data-parallel step) */
   int64_t allocated_bytes;           /* memory the library allocated on this rank for the layout */
-  int64_t buffer_bytes;              /* adampi_alloc_step_buffers' params and grads on this rank (0 if none) */
+  int64_t buffer_bytes;              /* adampi_alloc_step_buffers' params and grads on this rank, whole pages (0 if none) */
 } adampi_profile;
 
 /* Profile of the last step. Local. ADAMPI_ERR_ARG for NULL, ADAMPI_ERR_STATE before commit. */

@@ -4,20 +4,62 @@
  *
  * With messages, a rank's gradients travel to the shard owner through Open MPI's shared-memory
  * transport (a copy into a bounce buffer, or a single copy across address spaces), are added there
- * chunk by chunk, and the updated shards travel back the same way. With the buffers in one
- * MPI-3 shared window, the owner of a shard reads every rank's gradients for it where they lie and
- * adds them in one pass, and every rank copies the updated shards straight out of their owners'
- * parameters. The additions are those of the message path, in the same order (step.c,
- * reduce_scatter_mean), so the results are the same bits.
+ * chunk by chunk, and the updated shards travel back the same way. With the buffers in shared
+ * memory, the owner of a shard reads every rank's gradients for it where they lie and adds them in
+ * one pass, and every rank copies the updated shards straight out of their owners' parameters.
+ * The additions are those of the message path, in the same order (step.c, reduce_scatter_mean),
+ * so the results are the same bits.
  *
- * Synchronisation follows MPI's unified memory model for shared windows: a passive epoch on all
- * ranks for the window's lifetime, and MPI_Win_sync on both sides of a synchronising collective
- * wherever one rank starts to read what another wrote.
+ * The memory is a POSIX shared-memory object per rank, reserved with posix_fallocate, rather than
+ * an MPI-3 shared window: on a full /dev/shm, Open MPI 4.1's MPI_Win_allocate_shared returns an
+ * error on one rank and leaves the others waiting inside the call (measured), and memory that is
+ * mapped but not reserved faults with SIGBUS when first touched. Here every failure is a status
+ * that all ranks agree on. Each object is unlinked as soon as every peer has mapped it, so nothing
+ * is left in /dev/shm after the handle, or the process, is gone. Peers map each other's segments
+ * read-only. Ordering: a full fence on both sides of a synchronising collective wherever one rank
+ * starts to read what another wrote.
  */
+#define _GNU_SOURCE /* MAP_POPULATE */
 #include "internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MAP_POPULATE
+#define MAP_POPULATE 0
+#endif
+
+#define NAME_LEN 64
+
+/* Map a shared-memory object: writable for our own, read-only for a peer's; pages mapped now, so
+ * that no step pays their faults. NULL on failure (errno set). */
+static float *map_object(const char *name, size_t bytes, int own)
+{
+  int fd = shm_open(name, own ? O_RDWR : O_RDONLY, 0600);
+  if (fd < 0) return NULL;
+  void *p = mmap(NULL, bytes, own ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return p == MAP_FAILED ? NULL : p;
+}
+
+/* Unmap every segment this rank mapped and forget them. */
+static void unmap_all(adampi *opt)
+{
+  for (int q = 0; opt->peer_seg && q < opt->size; q++)
+    if (opt->peer_seg[q] && opt->peer_seg[q] != opt->step_base) munmap(opt->peer_seg[q], opt->step_bytes);
+  if (opt->step_base) munmap(opt->step_base, opt->step_bytes);
+  free(opt->peer_seg);
+  opt->peer_seg = NULL;
+  opt->step_base = opt->step_params = opt->step_grads = NULL;
+  opt->shm_direct = 0;
+}
 
 adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **grads)
 {
@@ -25,83 +67,75 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
   adampi__clear_error(opt);
   /* Commit and earlier allocations are agreed collectively: these tests answer alike everywhere. */
   if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "step buffers before adampi_commit");
-  if (opt->step_win != MPI_WIN_NULL)
+  if (opt->step_base != NULL)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "the step buffers were already allocated (once per handle)");
   adampi_status st = ADAMPI_OK;
   if (params == NULL || grads == NULL)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: %s is NULL", opt->rank, params == NULL ? "params" : "grads");
   st = adampi__agree(opt, st);
   if (st != ADAMPI_OK) return st;
-  *params = *grads = NULL;
 
-  MPI_Comm node = MPI_COMM_NULL;
-  MPI_Win win = MPI_WIN_NULL;
-  MPI_Info info = MPI_INFO_NULL;
-  float *base = NULL;
-  int node_size = 0, locked = 0;
-  MPI_Aint bytes = (MPI_Aint)(2 * opt->numel) * (MPI_Aint)sizeof(float);
-  ADAMPI_MPI(opt, MPI_Comm_split_type(opt->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  ADAMPI_MPI(opt, MPI_Comm_size(node, &node_size));
-  /* Each rank's segment on its own pages, first touched (zeroed) by its owner. */
-  ADAMPI_MPI(opt, MPI_Info_create(&info));
-  ADAMPI_MPI(opt, MPI_Info_set(info, "alloc_shared_noncontig", "true"));
-  ADAMPI_MPI(opt, MPI_Win_allocate_shared(bytes, (int)sizeof(float), info, node, &base, &win));
-  ADAMPI_MPI(opt, MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN));
-  ADAMPI_MPI(opt, MPI_Win_lock_all(MPI_MODE_NOCHECK, win));
-  locked = 1;
-  memset(base, 0, (size_t)bytes);
-  opt->peer_seg = calloc((size_t)opt->size, sizeof(float *));
-  if (opt->peer_seg == NULL) {
-    st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for %d pointers", opt->rank, opt->size);
-    goto done;
+  static unsigned serial; /* several handles in one process */
+  char name[NAME_LEN], *names = NULL;
+  snprintf(name, sizeof name, "/adampi-%ld-%u-%d", (long)getpid(), serial++, opt->rank);
+  long page = sysconf(_SC_PAGESIZE);
+  size_t want = 2 * (size_t)opt->numel * sizeof(float), psz = page > 0 ? (size_t)page : 4096;
+  opt->step_bytes = (want + psz - 1) / psz * psz;
+  int created = 0, fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600), err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    created = 1;
+    err = posix_fallocate(fd, 0, (off_t)opt->step_bytes); /* reserve now: ENOSPC here, not SIGBUS later */
+    close(fd);
+    if (err == 0 && (opt->step_base = map_object(name, opt->step_bytes, 1)) == NULL) err = errno;
   }
-  /* Loads replace messages only when every rank of the handle is on this node, where the
-   * window's ranks (the node communicator's) are ours. */
-  int node_rank = -1;
-  ADAMPI_MPI(opt, MPI_Comm_rank(node, &node_rank));
-  if (node_size == opt->size && node_rank == opt->rank) {
-    for (int q = 0; q < opt->size; q++) {
-      MPI_Aint len = 0;
-      int unit = 0;
-      ADAMPI_MPI(opt, MPI_Win_shared_query(win, q, &len, &unit, &opt->peer_seg[q]));
-    }
-    opt->shm_direct = 1;
-  }
-  ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, &opt->shm_direct, 1, MPI_INT, MPI_MIN, opt->comm));
-done:
-  if (info != MPI_INFO_NULL) MPI_Info_free(&info);
-  /* Every rank allocated, or every rank gives up (the window is freed collectively). */
+  if (err != 0)
+    st = ADAMPI_FAIL(opt, err == ENOSPC || err == ENOMEM ? ADAMPI_ERR_NOMEM : ADAMPI_ERR_IO,
+                     "rank %d: cannot reserve %zu bytes of shared memory for the step buffers (%s in /dev/shm): %s",
+                     opt->rank, opt->step_bytes, name + 1, strerror(err));
   st = adampi__agree(opt, st);
+
+  /* Loads replace messages only when every rank of the handle is on this node (then the node's
+   * ranks are ours, in our order): each maps every peer's object. */
+  MPI_Comm node = MPI_COMM_NULL;
+  int node_size = 0, direct = 0;
+  if (st == ADAMPI_OK) {
+    opt->peer_seg = calloc((size_t)opt->size, sizeof(float *));
+    names = calloc((size_t)opt->size, NAME_LEN);
+    if (opt->peer_seg == NULL || names == NULL)
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for %d names", opt->rank, opt->size);
+    ADAMPI_MPI(opt, MPI_Comm_split_type(opt->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    ADAMPI_MPI(opt, MPI_Comm_size(node, &node_size));
+    direct = st == ADAMPI_OK && node_size == opt->size;
+    ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, &direct, 1, MPI_INT, MPI_MIN, opt->comm));
+    if (direct) ADAMPI_MPI(opt, MPI_Allgather(name, NAME_LEN, MPI_CHAR, names, NAME_LEN, MPI_CHAR, opt->comm));
+    for (int q = 0; direct && q < opt->size && st == ADAMPI_OK; q++) {
+      const char *nq = names + (size_t)q * NAME_LEN;
+      opt->peer_seg[q] = q == opt->rank ? opt->step_base : map_object(nq, opt->step_bytes, 0);
+      if (opt->peer_seg[q] == NULL)
+        st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "rank %d: cannot map rank %d's step buffers (%s in /dev/shm): %s", opt->rank, q,
+                         nq + 1, strerror(errno));
+    }
+  }
+done:
+  if (node != MPI_COMM_NULL) MPI_Comm_free(&node);
+  free(names);
+  /* After this agreement every rank has mapped what it will map: the names can go. */
+  st = adampi__agree(opt, st);
+  if (created) shm_unlink(name);
   if (st != ADAMPI_OK) {
-    if (locked) MPI_Win_unlock_all(win);
-    if (win != MPI_WIN_NULL) MPI_Win_free(&win);
-    if (node != MPI_COMM_NULL) MPI_Comm_free(&node);
-    free(opt->peer_seg);
-    opt->peer_seg = NULL;
-    opt->shm_direct = 0;
+    unmap_all(opt);
     return st;
   }
-  opt->step_win = win;
-  opt->node_comm = node;
-  opt->step_params = base;
-  opt->step_grads = base + opt->numel;
-  opt->profile.buffer_bytes = (int64_t)bytes;
+  opt->shm_direct = direct;
+  opt->step_params = opt->step_base;
+  opt->step_grads = opt->step_base + opt->numel;
+  opt->profile.buffer_bytes = (int64_t)opt->step_bytes;
   *params = opt->step_params;
   *grads = opt->step_grads;
   return ADAMPI_OK;
 }
 
-void adampi__free_step_buffers(adampi *opt)
-{
-  if (opt->step_win == MPI_WIN_NULL) return;
-  MPI_Win_unlock_all(opt->step_win);
-  MPI_Win_free(&opt->step_win);
-  MPI_Comm_free(&opt->node_comm);
-  free(opt->peer_seg);
-  opt->peer_seg = NULL;
-  opt->step_params = opt->step_grads = NULL;
-  opt->shm_direct = 0;
-}
+void adampi__free_step_buffers(adampi *opt) { unmap_all(opt); }
 
 int adampi__direct_step(const adampi *opt, const float *params, const float *grads)
 {
@@ -110,7 +144,7 @@ int adampi__direct_step(const adampi *opt, const float *params, const float *gra
 
 void adampi__step_buffers_sync(adampi *opt)
 {
-  if (opt->step_win != MPI_WIN_NULL) MPI_Win_sync(opt->step_win);
+  if (opt->step_base != NULL) __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 /* Elements per block of the direct reduction: the running sum stays in L1 while every rank's
@@ -155,9 +189,9 @@ adampi_status adampi__direct_allgather(adampi *opt)
 {
   adampi_status st = ADAMPI_OK;
   const int P = opt->size, r = opt->rank;
-  MPI_Win_sync(opt->step_win);
+  adampi__step_buffers_sync(opt);
   ADAMPI_MPI(opt, MPI_Barrier(opt->comm));
-  MPI_Win_sync(opt->step_win);
+  adampi__step_buffers_sync(opt);
   for (int s = 1; s < P; s++) {
     int q = (r + s) % P; /* every rank starts with a different owner */
     int64_t qlo = opt->shard_lo[q], qn = opt->shard_lo[q + 1] - qlo;

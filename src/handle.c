@@ -45,8 +45,6 @@ adampi_status adampi_create(MPI_Comm comm, const adampi_config *cfg, adampi **ou
     return st;
   }
   opt->cfg = *cfg;
-  opt->step_win = MPI_WIN_NULL;
-  opt->node_comm = MPI_COMM_NULL;
   opt->threads = adampi__thread_count(cfg->threads);
   MPI_Comm_set_errhandler(opt->comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(opt->comm, &opt->rank);

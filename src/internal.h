@@ -85,12 +85,12 @@ struct adampi {
   float *rs_scratch;  /* data-parallel step: one chunk of another rank's gradients */
   int64_t rs_scratch_len;
 
-  /* adampi_alloc_step_buffers (buffers.c): one shared window on the node, each rank's segment
-   * its params then its grads (numel floats each). */
-  MPI_Win step_win;      /* MPI_WIN_NULL until allocated */
-  MPI_Comm node_comm;    /* the window's ranks */
-  float *step_params, *step_grads; /* this rank's segment */
-  float **peer_seg;      /* per rank of comm: its segment, when shm_direct */
+  /* adampi_alloc_step_buffers (buffers.c): this rank's segment, its params then its grads
+   * (numel floats each), in a shared-memory object. */
+  float *step_base;      /* NULL until allocated */
+  size_t step_bytes;     /* of every rank's segment */
+  float *step_params, *step_grads;
+  float **peer_seg;      /* per rank of comm: its segment mapped here (read-only), when shm_direct */
   int shm_direct;        /* every rank on this node: adampi_step loads instead of messages */
 
   /* Statistics, proportional to rows and tensors, never to elements. */
@@ -159,7 +159,7 @@ void adampi__free_zeroed(void *p, size_t bytes);
 void adampi__free_step_buffers(adampi *opt);
 /* 1 if params and grads are this rank's shared buffers and every rank is on the node. */
 int adampi__direct_step(const adampi *opt, const float *params, const float *grads);
-/* MPI_Win_sync on the step buffers' window, if any (around a synchronising collective). */
+/* A full memory fence if there are step buffers (on both sides of a synchronising collective). */
 void adampi__step_buffers_sync(adampi *opt);
 void adampi__direct_reduce(adampi *opt);
 adampi_status adampi__direct_allgather(adampi *opt);

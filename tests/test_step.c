@@ -375,7 +375,9 @@ START_TEST(step_buffers_give_the_same_bits_as_messages)
   for (int i = 0; i <= NT; i++) ck_assert_int_eq(adampi_tensor_step(own.opt, i), adampi_tensor_step(shm.opt, i));
   adampi_profile prof;
   ck_assert_ok(shm.opt, adampi_get_profile(shm.opt, &prof));
-  ck_assert_int_eq(prof.buffer_bytes, 2 * shm.N * (int64_t)sizeof(float));
+  int64_t need = 2 * shm.N * (int64_t)sizeof(float); /* rounded up to whole pages */
+  ck_assert_msg(prof.buffer_bytes >= need && prof.buffer_bytes < need + 65536, "buffer_bytes %lld for %lld", (long long)prof.buffer_bytes,
+                (long long)need);
   ck_assert_ok(own.opt, adampi_get_profile(own.opt, &prof));
   ck_assert_int_eq(prof.buffer_bytes, 0);
   /* Mixed: the shared parameters with the caller's gradients take the message path, same bits. */
