@@ -6,17 +6,21 @@
  * transport (a copy into a bounce buffer, or a single copy across address spaces), are added there
  * chunk by chunk, and the updated shards travel back the same way. With the buffers in shared
  * memory, the owner of a shard reads every rank's gradients for it where they lie and adds them in
- * one pass, and every rank copies the updated shards straight out of their owners' parameters.
- * The additions are those of the message path, in the same order (step.c, reduce_scatter_mean),
- * so the results are the same bits.
+ * one pass, and its update pass, as it finishes each chunk (in cache), also writes the chunk into
+ * every other rank's parameters: the all-gather costs no pass of its own and no reads from memory.
+ * (A separate copy of the shards out of their owners' parameters after the update was measured
+ * first: 5-10% slower per step on 2 ranks, bench_step --mode dp-shm.) The additions are those of
+ * the message path, in the same order (step.c, reduce_scatter_mean), so the results are the same
+ * bits.
  *
  * The memory is a POSIX shared-memory object per rank, reserved with posix_fallocate, rather than
  * an MPI-3 shared window: on a full /dev/shm, Open MPI 4.1's MPI_Win_allocate_shared returns an
  * error on one rank and leaves the others waiting inside the call (measured), and memory that is
  * mapped but not reserved faults with SIGBUS when first touched. Here every failure is a status
  * that all ranks agree on. Each object is unlinked as soon as every peer has mapped it, so nothing
- * is left in /dev/shm after the handle, or the process, is gone. Peers map each other's segments
- * read-only. Ordering: a full fence on both sides of a synchronising collective wherever one rank
+ * is left in /dev/shm after the handle, or the process, is gone. Peers map each other's gradients
+ * read-only and parameters writable; a rank writes only the part of a peer's parameters that is
+ * its own shard, and only in the update pass of a step that every rank has agreed on. Ordering: a full fence on both sides of a synchronising collective wherever one rank
  * starts to read what another wrote.
  */
 #define _GNU_SOURCE /* MAP_POPULATE */
@@ -36,13 +40,13 @@
 
 #define NAME_LEN 64
 
-/* Map a shared-memory object: writable for our own, read-only for a peer's; pages mapped now, so
- * that no step pays their faults. NULL on failure (errno set). */
-static float *map_object(const char *name, size_t bytes, int own)
+/* Map part [offset, offset + bytes) of a shared-memory object, writable or read-only; pages
+ * mapped now, so that no step pays their faults. NULL on failure (errno set). */
+static float *map_object(const char *name, size_t offset, size_t bytes, int writable)
 {
-  int fd = shm_open(name, own ? O_RDWR : O_RDONLY, 0600);
+  int fd = shm_open(name, writable ? O_RDWR : O_RDONLY, 0600);
   if (fd < 0) return NULL;
-  void *p = mmap(NULL, bytes, own ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+  void *p = mmap(NULL, bytes, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)offset);
   int saved = errno;
   close(fd);
   errno = saved;
@@ -52,12 +56,16 @@ static float *map_object(const char *name, size_t bytes, int own)
 /* Unmap every segment this rank mapped and forget them. */
 static void unmap_all(adampi *opt)
 {
-  for (int q = 0; opt->peer_seg && q < opt->size; q++)
-    if (opt->peer_seg[q] && opt->peer_seg[q] != opt->step_base) munmap(opt->peer_seg[q], opt->step_bytes);
-  if (opt->step_base) munmap(opt->step_base, opt->step_bytes);
-  free(opt->peer_seg);
-  opt->peer_seg = NULL;
-  opt->step_base = opt->step_params = opt->step_grads = NULL;
+  size_t half = opt->step_bytes / 2;
+  for (int q = 0; q < opt->size; q++) {
+    if (opt->peer_params && opt->peer_params[q] && q != opt->rank) munmap(opt->peer_params[q], half);
+    if (opt->peer_grads && opt->peer_grads[q] && q != opt->rank) munmap(opt->peer_grads[q], half);
+  }
+  if (opt->step_params) munmap(opt->step_params, opt->step_bytes);
+  free(opt->peer_params);
+  free(opt->peer_grads);
+  opt->peer_params = opt->peer_grads = NULL;
+  opt->step_params = opt->step_grads = NULL;
   opt->shm_direct = 0;
 }
 
@@ -67,7 +75,7 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
   adampi__clear_error(opt);
   /* Commit and earlier allocations are agreed collectively: these tests answer alike everywhere. */
   if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "step buffers before adampi_commit");
-  if (opt->step_base != NULL)
+  if (opt->step_params != NULL)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "the step buffers were already allocated (once per handle)");
   adampi_status st = ADAMPI_OK;
   if (params == NULL || grads == NULL)
@@ -79,14 +87,14 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
   char name[NAME_LEN], *names = NULL;
   snprintf(name, sizeof name, "/adampi-%ld-%u-%d", (long)getpid(), serial++, opt->rank);
   long page = sysconf(_SC_PAGESIZE);
-  size_t want = 2 * (size_t)opt->numel * sizeof(float), psz = page > 0 ? (size_t)page : 4096;
-  opt->step_bytes = (want + psz - 1) / psz * psz;
+  size_t want = (size_t)opt->numel * sizeof(float), psz = page > 0 ? (size_t)page : 4096;
+  opt->step_bytes = 2 * ((want + psz - 1) / psz * psz); /* params, then grads, each on whole pages */
   int created = 0, fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600), err = fd < 0 ? errno : 0;
   if (fd >= 0) {
     created = 1;
     err = posix_fallocate(fd, 0, (off_t)opt->step_bytes); /* reserve now: ENOSPC here, not SIGBUS later */
     close(fd);
-    if (err == 0 && (opt->step_base = map_object(name, opt->step_bytes, 1)) == NULL) err = errno;
+    if (err == 0 && (opt->step_params = map_object(name, 0, opt->step_bytes, 1)) == NULL) err = errno;
   }
   if (err != 0)
     st = ADAMPI_FAIL(opt, err == ENOSPC || err == ENOMEM ? ADAMPI_ERR_NOMEM : ADAMPI_ERR_IO,
@@ -95,13 +103,15 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
   st = adampi__agree(opt, st);
 
   /* Loads replace messages only when every rank of the handle is on this node (then the node's
-   * ranks are ours, in our order): each maps every peer's object. */
+   * ranks are ours, in our order): each maps every peer's parameters writable (the owner of a
+   * shard writes its update into every rank's parameters) and its gradients read-only. */
   MPI_Comm node = MPI_COMM_NULL;
   int node_size = 0, direct = 0;
   if (st == ADAMPI_OK) {
-    opt->peer_seg = calloc((size_t)opt->size, sizeof(float *));
+    opt->peer_params = calloc((size_t)opt->size, sizeof(float *));
+    opt->peer_grads = calloc((size_t)opt->size, sizeof(float *));
     names = calloc((size_t)opt->size, NAME_LEN);
-    if (opt->peer_seg == NULL || names == NULL)
+    if (opt->peer_params == NULL || opt->peer_grads == NULL || names == NULL)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for %d names", opt->rank, opt->size);
     ADAMPI_MPI(opt, MPI_Comm_split_type(opt->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
     ADAMPI_MPI(opt, MPI_Comm_size(node, &node_size));
@@ -110,8 +120,15 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
     if (direct) ADAMPI_MPI(opt, MPI_Allgather(name, NAME_LEN, MPI_CHAR, names, NAME_LEN, MPI_CHAR, opt->comm));
     for (int q = 0; direct && q < opt->size && st == ADAMPI_OK; q++) {
       const char *nq = names + (size_t)q * NAME_LEN;
-      opt->peer_seg[q] = q == opt->rank ? opt->step_base : map_object(nq, opt->step_bytes, 0);
-      if (opt->peer_seg[q] == NULL)
+      size_t half = opt->step_bytes / 2;
+      if (q == opt->rank) {
+        opt->peer_params[q] = opt->step_params;
+        opt->peer_grads[q] = opt->step_params + half / sizeof(float);
+        continue;
+      }
+      opt->peer_params[q] = map_object(nq, 0, half, 1);
+      if (opt->peer_params[q] != NULL) opt->peer_grads[q] = map_object(nq, half, half, 0);
+      if (opt->peer_params[q] == NULL || opt->peer_grads[q] == NULL)
         st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "rank %d: cannot map rank %d's step buffers (%s in /dev/shm): %s", opt->rank, q,
                          nq + 1, strerror(errno));
     }
@@ -127,8 +144,7 @@ done:
     return st;
   }
   opt->shm_direct = direct;
-  opt->step_params = opt->step_base;
-  opt->step_grads = opt->step_base + opt->numel;
+  opt->step_grads = opt->step_params + opt->step_bytes / 2 / sizeof(float);
   opt->profile.buffer_bytes = (int64_t)opt->step_bytes;
   *params = opt->step_params;
   *grads = opt->step_grads;
@@ -144,7 +160,7 @@ int adampi__direct_step(const adampi *opt, const float *params, const float *gra
 
 void adampi__step_buffers_sync(adampi *opt)
 {
-  if (opt->step_base != NULL) __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (opt->step_params != NULL) __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 /* Elements per block of the direct reduction: the running sum stays in L1 while every rank's
@@ -158,46 +174,44 @@ void adampi__step_buffers_sync(adampi *opt)
 void adampi__direct_reduce(adampi *opt)
 {
   const int P = opt->size, r = opt->rank;
-  const int64_t n = opt->hi - opt->lo, lo = opt->lo, N = opt->numel;
+  const int64_t n = opt->hi - opt->lo, lo = opt->lo;
   const float ranks = (float)P;
   float *mine = opt->grad_shard;
-  float *const *seg = opt->peer_seg;
+  float *const *seg = opt->peer_grads;
 #pragma omp parallel for schedule(static) num_threads(opt->threads) if (opt->threads > 1)
   for (int64_t k0 = 0; k0 < n; k0 += REDUCE_BLOCK) {
     int64_t len = n - k0 < REDUCE_BLOCK ? n - k0 : REDUCE_BLOCK;
     float *restrict out = mine + k0;
-    const float *restrict own = seg[r] + N + lo + k0;
-    const float *restrict prev = seg[(r - 1 + P) % P] + N + lo + k0;
+    const float *restrict own = seg[r] + lo + k0;
+    const float *restrict prev = seg[(r - 1 + P) % P] + lo + k0;
     if (P == 2) {
       for (int64_t k = 0; k < len; k++) out[k] = (own[k] + prev[k]) / ranks;
       continue;
     }
     for (int64_t k = 0; k < len; k++) out[k] = own[k] + prev[k];
     for (int s = 2; s < P - 1; s++) {
-      const float *restrict in = seg[(r - s + P) % P] + N + lo + k0;
+      const float *restrict in = seg[(r - s + P) % P] + lo + k0;
       for (int64_t k = 0; k < len; k++) out[k] += in[k];
     }
-    const float *restrict last = seg[(r + 1) % P] + N + lo + k0;
+    const float *restrict last = seg[(r + 1) % P] + lo + k0;
     for (int64_t k = 0; k < len; k++) out[k] = (out[k] + last[k]) / ranks;
   }
 }
 
-/* Every other rank's updated shard copied from its parameters into ours. Collective: the
- * barriers make the owners' updates visible first and keep every owner from changing its
- * parameters again before all copies are done. */
-adampi_status adampi__direct_allgather(adampi *opt)
+void adampi__mirror_update(const adampi *opt, const float *w, int64_t e, int64_t n)
+{
+  for (int s = 1; s < opt->size; s++) {
+    int q = (opt->rank + s) % opt->size; /* every rank starts with a different peer */
+    memcpy(opt->peer_params[q] + opt->lo + e, w + e, (size_t)n * sizeof(float));
+  }
+}
+
+adampi_status adampi__direct_finish(adampi *opt)
 {
   adampi_status st = ADAMPI_OK;
-  const int P = opt->size, r = opt->rank;
   adampi__step_buffers_sync(opt);
   ADAMPI_MPI(opt, MPI_Barrier(opt->comm));
   adampi__step_buffers_sync(opt);
-  for (int s = 1; s < P; s++) {
-    int q = (r + s) % P; /* every rank starts with a different owner */
-    int64_t qlo = opt->shard_lo[q], qn = opt->shard_lo[q + 1] - qlo;
-    if (qn > 0) memcpy(opt->step_params + qlo, opt->peer_seg[q] + qlo, (size_t)qn * sizeof(float));
-  }
-  ADAMPI_MPI(opt, MPI_Barrier(opt->comm));
 done:
   return st;
 }

@@ -85,13 +85,14 @@ struct adampi {
   float *rs_scratch;  /* data-parallel step: one chunk of another rank's gradients */
   int64_t rs_scratch_len;
 
-  /* adampi_alloc_step_buffers (buffers.c): this rank's segment, its params then its grads
-   * (numel floats each), in a shared-memory object. */
-  float *step_base;      /* NULL until allocated */
+  /* adampi_alloc_step_buffers (buffers.c): this rank's segment of a shared-memory object, its
+   * params then its grads (numel floats each, each on whole pages). */
+  float *step_params, *step_grads; /* NULL until allocated */
   size_t step_bytes;     /* of every rank's segment */
-  float *step_params, *step_grads;
-  float **peer_seg;      /* per rank of comm: its segment mapped here (read-only), when shm_direct */
+  float **peer_params;   /* per rank of comm, when shm_direct: its params (writable) and grads */
+  float **peer_grads;    /* (read-only) mapped here; ours at our rank */
   int shm_direct;        /* every rank on this node: adampi_step loads instead of messages */
+  int mirror;            /* during a direct step: the update pass also writes every peer's params */
 
   /* Statistics, proportional to rows and tensors, never to elements. */
   int64_t my_rows;  /* leaves of projectable tensors in this shard */
@@ -162,7 +163,10 @@ int adampi__direct_step(const adampi *opt, const float *params, const float *gra
 /* A full memory fence if there are step buffers (on both sides of a synchronising collective). */
 void adampi__step_buffers_sync(adampi *opt);
 void adampi__direct_reduce(adampi *opt);
-adampi_status adampi__direct_allgather(adampi *opt);
+/* The shard elements [e, e + n) of w, just updated, into every peer's parameters (streaming stores). */
+void adampi__mirror_update(const adampi *opt, const float *w, int64_t e, int64_t n);
+/* Collective: returns once every rank's mirrored updates are in everyone's parameters. */
+adampi_status adampi__direct_finish(adampi *opt);
 
 /* layout.c */
 adampi_status adampi__commit_layout(adampi *opt);

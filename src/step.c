@@ -114,10 +114,14 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
   for (int64_t q = 0; q < opt->num_chunks; q++) {
     const adampi__chunk *ch = &opt->chunks[q];
     const adampi__tensor *t = &opt->tensors[ch->tensor];
-    if (!t->diag.updated) continue;
     const adampi__coef *c = &opt->coefs[ch->tensor];
     int64_t first = t->offset + ch->r0 * t->leaf_len - opt->lo;
     int64_t n = (ch->r1 - ch->r0) * t->leaf_len;
+    if (!t->diag.updated) {
+      /* Unchanged, but the peers get the owner's values all the same, as from an all-gather. */
+      if (opt->mirror) adampi__mirror_update(opt, w, first, n);
+      continue;
+    }
     if (opt->view[ch->tensor] == ADAMPI_VIEW_LAYER) {
       apply(opt, w, g, first, n, c, 1, opt->k_layer[ch->tensor]);
     } else if (opt->view[ch->tensor] == ADAMPI_VIEW_NONE) {
@@ -146,6 +150,7 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
         }
       }
     }
+    if (opt->mirror) adampi__mirror_update(opt, w, first, n); /* from cache, to every peer */
   }
 }
 
@@ -321,12 +326,14 @@ adampi_status adampi_step(adampi *opt, float *params, const float *grads, const 
   if (st != ADAMPI_OK) return st;
   double t1 = MPI_Wtime();
   int64_t before = opt->steps_taken;
+  opt->mirror = P > 1 && direct; /* the update pass writes its shard into every rank's params */
   st = step_shard(opt, params + opt->lo, P > 1 ? opt->grad_shard : grads, has_grad, ADAMPI_OK);
+  opt->mirror = 0;
   opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = t1 - t0;
   opt->profile.gradient_bytes = opt->numel * (int64_t)sizeof(float);
   if (st != ADAMPI_OK || opt->steps_taken == before) return st; /* failed or skipped: nothing to share */
   t1 = MPI_Wtime();
-  if (P > 1) st = direct ? adampi__direct_allgather(opt) : allgather_params(opt, params);
+  if (P > 1) st = direct ? adampi__direct_finish(opt) : allgather_params(opt, params);
   opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = MPI_Wtime() - t1;
 done:
   return st;
