@@ -803,7 +803,19 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   st = read_tensors(opt, f, dxpl, path, &sg);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
 
-  /* Everything is read and agreed: now, and only now, change the optimizer and the caller's data. */
+  /* Everything is read and agreed: now, and only now, change the caller's data and the optimizer.
+   * The full parameters first: their all-gather is the one step left that involves the other
+   * ranks (pairwise rounds of chunks, so no count overflows past 2^31 elements; MPI_Allgatherv's
+   * int counts refused such models before). If it fails, every rank returns the error with the
+   * optimizer as it was; the caller's parameters may then be part old, part new (an MPI failure,
+   * which the default error handler would have made fatal anyway). */
+  if (o.params == ADAMPI_PARAMS_SHARD) {
+    memcpy(params, sg.w, n * sizeof(float));
+  } else {
+    memcpy(params + opt->lo, sg.w, n * sizeof(float));
+    st = adampi__allgather_params(opt, params);
+    if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+  }
   /* The staged state becomes the state (a swap, not a copy); the old buffers are freed below. */
   float *old0 = opt->state0, *old1 = opt->state1;
   opt->state0 = sg.s0, sg.s0 = old0;
@@ -816,20 +828,6 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   opt->steps_taken = sg.taken;
   opt->steps_skipped = sg.skipped;
   if (o.user) *o.user = sg.user;
-  if (o.params == ADAMPI_PARAMS_SHARD) {
-    memcpy(params, sg.w, n * sizeof(float));
-  } else {
-    memcpy(params + opt->lo, sg.w, n * sizeof(float));
-    int *counts = malloc(sizeof(int) * (size_t)opt->size), *displs = malloc(sizeof(int) * (size_t)opt->size);
-    int ok = counts && displs && opt->numel <= INT32_MAX;
-    for (int r = 0; ok && r < opt->size; r++)
-      counts[r] = (int)(opt->shard_lo[r + 1] - opt->shard_lo[r]), displs[r] = (int)opt->shard_lo[r];
-    if (ok && MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, counts, displs, MPI_FLOAT, opt->comm) != MPI_SUCCESS)
-      ok = 0;
-    if (!ok) st = ADAMPI_FAIL(opt, ADAMPI_ERR_MPI, "the all-gather of the loaded parameters failed");
-    free(counts);
-    free(displs);
-  }
 done:
   if (f >= 0) H5Fclose(f);
   if (dxpl >= 0) H5Pclose(dxpl);

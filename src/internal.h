@@ -156,6 +156,10 @@ int adampi__thread_count(int requested);
 void *adampi__alloc_zeroed(size_t bytes);
 void adampi__free_zeroed(void *p, size_t bytes);
 
+/* step.c: collective; every rank's shard [shard_lo[r], shard_lo[r+1]) of params into every rank's
+ * params, in pairwise rounds of chunks (any size). */
+adampi_status adampi__allgather_params(adampi *opt, float *params);
+
 /* buffers.c: the step through the shared buffers (see there). */
 void adampi__free_step_buffers(adampi *opt);
 /* 1 if params and grads are this rank's shared buffers and every rank is on the node. */

@@ -271,8 +271,9 @@ done:
 }
 
 /* Every rank's updated shard into every rank's params: the same pairwise rounds as the
- * reduce-scatter, received in place (measured faster than MPI_Allgatherv here). */
-static adampi_status allgather_params(adampi *opt, float *params)
+ * reduce-scatter, received in place (measured faster than MPI_Allgatherv here, and its counts are
+ * chunks, so any buffer size works). */
+adampi_status adampi__allgather_params(adampi *opt, float *params)
 {
   adampi_status st = ADAMPI_OK;
   int P = opt->size, r = opt->rank;
@@ -333,7 +334,7 @@ adampi_status adampi_step(adampi *opt, float *params, const float *grads, const 
   opt->profile.gradient_bytes = opt->numel * (int64_t)sizeof(float);
   if (st != ADAMPI_OK || opt->steps_taken == before) return st; /* failed or skipped: nothing to share */
   t1 = MPI_Wtime();
-  if (P > 1) st = direct ? adampi__direct_finish(opt) : allgather_params(opt, params);
+  if (P > 1) st = direct ? adampi__direct_finish(opt) : adampi__allgather_params(opt, params);
   opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = MPI_Wtime() - t1;
 done:
   return st;

@@ -3,7 +3,8 @@
  * a ranks and resumed on b ranks continues bitwise like a run that never stopped (AdamP and SGDP,
  * with and without nesterov); corrupted, truncated, empty, wrong-kind, newer-format, non-HDF5,
  * missing and mismatched files are refused with a message naming the problem and change nothing;
- * rotation keeps the last K; a save into a missing directory fails everywhere.
+ * rotation keeps the last K; a save into a missing directory fails everywhere; full parameters
+ * (ADAMPI_PARAMS_FULL) round-trip into the caller's buffer and into the shared step buffers.
  */
 #define _POSIX_C_SOURCE 200809L /* pread, pwrite, truncate */
 #include "problem.h"
@@ -123,6 +124,59 @@ START_TEST(every_field_round_trips)
   problem_release(&rb);
   free(nan_grads);
   stop(&a), stop(&b), stop(&c);
+  remove_all(path);
+}
+END_TEST
+
+/* ADAMPI_PARAMS_FULL, as data-parallel users save and load: the full parameters come back on every
+ * rank, into the caller's buffer (_i = 0) or into the shared step buffers (_i = 1), with the state;
+ * a refused load leaves the full buffer as it was. */
+START_TEST(full_parameters_round_trip)
+{
+  const problem_variant *v = &problem_variants[0];
+  char path[512];
+  shared_path(path, sizeof path, "full");
+  live a = start(MPI_COMM_WORLD, v, 3, ADAMPI_NONFINITE_ERROR);
+  int64_t N = adampi_numel(a.opt), lo, hi;
+  adampi_shard(a.opt, adampi_rank(a.opt), &lo, &hi);
+  float *full = malloc((size_t)N * sizeof(float));
+  gather_full(a.opt, MPI_COMM_WORLD, a.w, full);
+  adampi_save_options so = adampi_save_defaults();
+  so.params = ADAMPI_PARAMS_FULL;
+  ck_assert_ok(a.opt, adampi_save(a.opt, path, full, &so));
+
+  char err[512];
+  adampi *b = problem_create(MPI_COMM_WORLD, v, ADAMPI_NONFINITE_ERROR, err, sizeof err);
+  ck_assert_msg(b != NULL, "%s", err);
+  float *p = NULL, *g = NULL;
+  if (_i) ck_assert_ok(b, adampi_alloc_step_buffers(b, &p, &g));
+  else p = malloc((size_t)N * sizeof(float));
+  for (int64_t k = 0; k < N; k++) p[k] = -1.0f;
+  adampi_load_options lo_opts = adampi_load_defaults();
+  lo_opts.params = ADAMPI_PARAMS_FULL;
+  ck_assert_ok(b, adampi_load(b, path, p, &lo_opts));
+  int bad = memcmp(p, full, (size_t)N * sizeof(float)) != 0, any = 0;
+  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  ck_assert_msg(!any, "[rank %d] full parameters after load differ (this rank: %d)", test_rank(), bad);
+  problem_result ra, rb;
+  char diff[400];
+  problem_collect(a.opt, MPI_COMM_WORLD, v->kind, a.w, &ra);
+  problem_collect(b, MPI_COMM_WORLD, v->kind, p + lo, &rb);
+  problem_compare(&ra, &rb, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "after a full load: %s", diff);
+  /* A refused load (no such file) changes nothing in the full buffer. */
+  char missing[600];
+  snprintf(missing, sizeof missing, "%s.missing", path);
+  ck_assert_int_ne(adampi_load(b, missing, p, &lo_opts), ADAMPI_OK);
+  bad = memcmp(p, full, (size_t)N * sizeof(float)) != 0;
+  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  ck_assert_msg(!any, "[rank %d] a refused full load changed the parameters", test_rank());
+  problem_release(&ra);
+  problem_release(&rb);
+  if (!_i) free(p);
+  free(full);
+  adampi_free(&b);
+  stop(&a);
   remove_all(path);
 }
 END_TEST
@@ -501,6 +555,7 @@ static Suite *make_suite(void)
   TCase *tc = tcase_create("files");
   tcase_set_timeout(tc, 300);
   tcase_add_loop_test(tc, every_field_round_trips, 0, 2);
+  tcase_add_loop_test(tc, full_parameters_round_trip, 0, 2);
   tcase_add_loop_test(tc, resume_on_another_rank_count_is_bitwise_identical, 0, 4);
   tcase_add_loop_test(tc, bad_files_are_refused_and_change_nothing, 0, NUM_BAD);
   tcase_add_test(tc, metadata_is_all_checksummed);
