@@ -222,10 +222,10 @@ ADAMPI_API adampi_status adampi_step(adampi *opt, float *params, const float *gr
  * up front and unlinked once mapped: nothing is left behind). Collective; after adampi_commit, at
  * most once per handle. The handle owns them: they stay valid until adampi_free, which releases
  * them. Fill them as any buffers (params identical on every rank, grads this rank's gradients).
- * When every rank of the communicator is on one node and adampi_step receives exactly these two
- * pointers on every rank, the step reads the other ranks' gradients directly and each rank stores
- * its updated shard into the others' parameters, instead of exchanging messages: the same results
- * bit for bit, fewer copies (see the README's performance section). Across nodes they are ordinary memory and the step exchanges messages.
+ * When adampi_step receives exactly these two pointers on every rank, ranks on the same node read
+ * each other's gradients directly and each stores its updated shard into the others' parameters,
+ * instead of exchanging messages; ranks on different nodes exchange messages as before. The same
+ * results bit for bit, fewer copies (see the README's performance section).
  * Errors (the same status on every rank, *params and *grads untouched, nothing left allocated):
  * ADAMPI_ERR_STATE before commit or on a second call, ADAMPI_ERR_ARG for a NULL pointer,
  * ADAMPI_ERR_NOMEM when /dev/shm or memory is short (the message names the rank and the bytes),

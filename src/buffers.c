@@ -11,7 +11,8 @@
  * (A separate copy of the shards out of their owners' parameters after the update was measured
  * first: 5-10% slower per step on 2 ranks, bench_step --mode dp-shm.) The additions are those of
  * the message path, in the same order (step.c, reduce_scatter_mean), so the results are the same
- * bits.
+ * bits. When the ranks span several nodes, the message path's pairwise rounds run as they are,
+ * except that a pair of ranks on the same node uses the mappings instead of a message.
  *
  * The memory is a POSIX shared-memory object per rank, reserved with posix_fallocate, rather than
  * an MPI-3 shared window: on a full /dev/shm, Open MPI 4.1's MPI_Win_allocate_shared returns an
@@ -39,6 +40,13 @@
 #endif
 
 #define NAME_LEN 64
+
+/* What the ranks of a node tell each other: who they are in the handle's communicator, and the
+ * name of their shared-memory object. */
+typedef struct entry {
+  int rank;
+  char name[NAME_LEN];
+} entry;
 
 /* Map part [offset, offset + bytes) of a shared-memory object, writable or read-only; pages
  * mapped now, so that no step pays their faults. NULL on failure (errno set). */
@@ -84,7 +92,8 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
   if (st != ADAMPI_OK) return st;
 
   static unsigned serial; /* several handles in one process */
-  char name[NAME_LEN], *names = NULL;
+  char name[NAME_LEN];
+  void *names = NULL;
   snprintf(name, sizeof name, "/adampi-%ld-%u-%d", (long)getpid(), serial++, opt->rank);
   long page = sysconf(_SC_PAGESIZE);
   size_t want = (size_t)opt->numel * sizeof(float), psz = page > 0 ? (size_t)page : 4096;
@@ -102,36 +111,45 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
                      opt->rank, opt->step_bytes, name + 1, strerror(err));
   st = adampi__agree(opt, st);
 
-  /* Loads replace messages only when every rank of the handle is on this node (then the node's
-   * ranks are ours, in our order): each maps every peer's parameters writable (the owner of a
-   * shard writes its update into every rank's parameters) and its gradients read-only. */
+  /* Each rank maps the step buffers of the ranks on its node: their parameters writable (the
+   * owner of a shard stores its update into them) and their gradients read-only. With every rank
+   * on one node the step needs no messages at all (shm_direct); across nodes, pairs of ranks on the
+   * same node use the mappings and the other pairs exchange messages (step.c). */
   MPI_Comm node = MPI_COMM_NULL;
   int node_size = 0, direct = 0;
+  entry me = {opt->rank, {0}};
+  memcpy(me.name, name, NAME_LEN);
   if (st == ADAMPI_OK) {
     opt->peer_params = calloc((size_t)opt->size, sizeof(float *));
     opt->peer_grads = calloc((size_t)opt->size, sizeof(float *));
-    names = calloc((size_t)opt->size, NAME_LEN);
-    if (opt->peer_params == NULL || opt->peer_grads == NULL || names == NULL)
-      st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for %d names", opt->rank, opt->size);
     ADAMPI_MPI(opt, MPI_Comm_split_type(opt->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
     ADAMPI_MPI(opt, MPI_Comm_size(node, &node_size));
-    direct = st == ADAMPI_OK && node_size == opt->size;
-    ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, &direct, 1, MPI_INT, MPI_MIN, opt->comm));
-    if (direct) ADAMPI_MPI(opt, MPI_Allgather(name, NAME_LEN, MPI_CHAR, names, NAME_LEN, MPI_CHAR, opt->comm));
-    for (int q = 0; direct && q < opt->size && st == ADAMPI_OK; q++) {
-      const char *nq = names + (size_t)q * NAME_LEN;
-      size_t half = opt->step_bytes / 2;
-      if (q == opt->rank) {
+    names = calloc((size_t)node_size, sizeof(entry));
+    if (opt->peer_params == NULL || opt->peer_grads == NULL || names == NULL)
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for %d names", opt->rank, opt->size);
+    st = adampi__agree(opt, st); /* before the node's collective, which needs every buffer */
+  }
+  if (st == ADAMPI_OK) {
+    ADAMPI_MPI(opt, MPI_Allgather(&me, (int)sizeof me, MPI_BYTE, names, (int)sizeof me, MPI_BYTE, node));
+    size_t half = opt->step_bytes / 2;
+    for (int i = 0; i < node_size && st == ADAMPI_OK; i++) {
+      const entry *e = (const entry *)names + i;
+      int q = e->rank;
+      if (q < 0 || q >= opt->size || opt->peer_params[q] != NULL) {
+        st = ADAMPI_FAIL(opt, ADAMPI_ERR_MPI, "rank %d: the node's ranks came back garbled (%d)", opt->rank, q);
+      } else if (q == opt->rank) {
         opt->peer_params[q] = opt->step_params;
         opt->peer_grads[q] = opt->step_params + half / sizeof(float);
-        continue;
+      } else {
+        opt->peer_params[q] = map_object(e->name, 0, half, 1);
+        if (opt->peer_params[q] != NULL) opt->peer_grads[q] = map_object(e->name, half, half, 0);
+        if (opt->peer_params[q] == NULL || opt->peer_grads[q] == NULL)
+          st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "rank %d: cannot map rank %d's step buffers (%s in /dev/shm): %s", opt->rank,
+                           q, e->name + 1, strerror(errno));
       }
-      opt->peer_params[q] = map_object(nq, 0, half, 1);
-      if (opt->peer_params[q] != NULL) opt->peer_grads[q] = map_object(nq, half, half, 0);
-      if (opt->peer_params[q] == NULL || opt->peer_grads[q] == NULL)
-        st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "rank %d: cannot map rank %d's step buffers (%s in /dev/shm): %s", opt->rank, q,
-                         nq + 1, strerror(errno));
     }
+    direct = node_size == opt->size;
+    ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, &direct, 1, MPI_INT, MPI_MIN, opt->comm));
   }
 done:
   if (node != MPI_COMM_NULL) MPI_Comm_free(&node);
@@ -155,7 +173,7 @@ void adampi__free_step_buffers(adampi *opt) { unmap_all(opt); }
 
 int adampi__direct_step(const adampi *opt, const float *params, const float *grads)
 {
-  return opt->shm_direct && params == opt->step_params && grads == opt->step_grads;
+  return opt->step_params != NULL && params == opt->step_params && grads == opt->step_grads;
 }
 
 void adampi__step_buffers_sync(adampi *opt)
@@ -202,7 +220,8 @@ void adampi__mirror_update(const adampi *opt, const float *w, int64_t e, int64_t
 {
   for (int s = 1; s < opt->size; s++) {
     int q = (opt->rank + s) % opt->size; /* every rank starts with a different peer */
-    memcpy(opt->peer_params[q] + opt->lo + e, w + e, (size_t)n * sizeof(float));
+    if (opt->peer_params[q] != NULL) /* on this node; the others get it by message */
+      memcpy(opt->peer_params[q] + opt->lo + e, w + e, (size_t)n * sizeof(float));
   }
 }
 

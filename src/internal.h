@@ -89,10 +89,11 @@ struct adampi {
    * params then its grads (numel floats each, each on whole pages). */
   float *step_params, *step_grads; /* NULL until allocated */
   size_t step_bytes;     /* of every rank's segment */
-  float **peer_params;   /* per rank of comm, when shm_direct: its params (writable) and grads */
-  float **peer_grads;    /* (read-only) mapped here; ours at our rank */
+  float **peer_params;   /* per rank of comm on this node: its params (writable) and grads */
+  float **peer_grads;    /* (read-only) mapped here; ours at our rank; NULL for other nodes */
   int shm_direct;        /* every rank on this node: adampi_step loads instead of messages */
-  int mirror;            /* during a direct step: the update pass also writes every peer's params */
+  int mirror;            /* during a step through the step buffers: peers on this node are read
+                            and written directly (the update pass stores into their params) */
 
   /* Statistics, proportional to rows and tensors, never to elements. */
   int64_t my_rows;  /* leaves of projectable tensors in this shard */
@@ -162,7 +163,7 @@ adampi_status adampi__allgather_params(adampi *opt, float *params);
 
 /* buffers.c: the step through the shared buffers (see there). */
 void adampi__free_step_buffers(adampi *opt);
-/* 1 if params and grads are this rank's shared buffers and every rank is on the node. */
+/* 1 if params and grads are this rank's step buffers. */
 int adampi__direct_step(const adampi *opt, const float *params, const float *grads);
 /* A full memory fence if there are step buffers (on both sides of a synchronising collective). */
 void adampi__step_buffers_sync(adampi *opt);

@@ -246,10 +246,17 @@ static void add_chunk(float *restrict mine, const float *restrict own, const flo
     for (int64_t i = 0; i < len; i++) mine[i] += tmp[i];
 }
 
+/* Rank q's step buffers, if this rank maps them (a step through the step buffers, q on this
+ * node), else NULL: then q's data travel as messages. */
+static const float *near_grads(const adampi *opt, int q) { return opt->mirror ? opt->peer_grads[q] : NULL; }
+static int near(const adampi *opt, int q) { return opt->mirror && opt->peer_params[q] != NULL; }
+
 /* Sum the ranks' gradients into the shard and divide by the rank count: a pairwise exchange in
  * P - 1 rounds (round s: send my copy of rank r+s's shard, receive rank r-s's copy of mine), in
  * chunks through a fixed scratch buffer. Measured 2-3x faster than MPI_Reduce_scatter on one
- * node here (benchmarks/bench_step --mode dp), and its order of additions is fixed by us. */
+ * node here (benchmarks/bench_step --mode dp), and its order of additions is fixed by us. In a
+ * step through the step buffers, a rank on this node is read where its gradients lie instead
+ * (same additions, same order). */
 static adampi_status reduce_scatter_mean(adampi *opt, const float *grads)
 {
   adampi_status st = ADAMPI_OK;
@@ -258,12 +265,17 @@ static adampi_status reduce_scatter_mean(adampi *opt, const float *grads)
   float *mine = opt->grad_shard, *tmp = opt->rs_scratch;
   for (int s = 1; s < P; s++) {
     int to = (r + s) % P, from = (r - s + P) % P;
+    const float *in = near_grads(opt, from);
+    int dest = near(opt, to) ? MPI_PROC_NULL : to, src = in ? MPI_PROC_NULL : from;
     int64_t to_lo = opt->shard_lo[to], to_n = opt->shard_lo[to + 1] - to_lo;
     for (int64_t k = 0; k < to_n || k < n; k += opt->rs_scratch_len) {
-      int send = chunk(to_n, k, opt->rs_scratch_len), recv = chunk(n, k, opt->rs_scratch_len);
-      ADAMPI_MPI(opt, MPI_Sendrecv(grads + to_lo + (send ? k : 0), send, MPI_FLOAT, to, 17, tmp, recv, MPI_FLOAT, from,
-                                   17, opt->comm, MPI_STATUS_IGNORE));
-      if (recv > 0) add_chunk(mine + k, grads + opt->lo + k, tmp, recv, s == 1, s == P - 1, (float)P);
+      int send = dest == MPI_PROC_NULL ? 0 : chunk(to_n, k, opt->rs_scratch_len);
+      int recv = chunk(n, k, opt->rs_scratch_len);
+      if (dest != MPI_PROC_NULL || src != MPI_PROC_NULL)
+        ADAMPI_MPI(opt, MPI_Sendrecv(grads + to_lo + (send ? k : 0), send, MPI_FLOAT, dest, 17, tmp, in ? 0 : recv, MPI_FLOAT,
+                                     src, 17, opt->comm, MPI_STATUS_IGNORE));
+      if (recv > 0)
+        add_chunk(mine + k, grads + opt->lo + k, in ? in + opt->lo + k : tmp, recv, s == 1, s == P - 1, (float)P);
     }
   }
 done:
@@ -272,7 +284,8 @@ done:
 
 /* Every rank's updated shard into every rank's params: the same pairwise rounds as the
  * reduce-scatter, received in place (measured faster than MPI_Allgatherv here, and its counts are
- * chunks, so any buffer size works). */
+ * chunks, so any buffer size works). In a step through the step buffers, ranks on this node have
+ * stored their shards already (adampi__mirror_update): only the other pairs exchange. */
 adampi_status adampi__allgather_params(adampi *opt, float *params)
 {
   adampi_status st = ADAMPI_OK;
@@ -280,11 +293,14 @@ adampi_status adampi__allgather_params(adampi *opt, float *params)
   int64_t n = opt->hi - opt->lo;
   for (int s = 1; s < P; s++) {
     int to = (r + s) % P, from = (r - s + P) % P;
+    int dest = near(opt, to) ? MPI_PROC_NULL : to, src = near(opt, from) ? MPI_PROC_NULL : from;
+    if (dest == MPI_PROC_NULL && src == MPI_PROC_NULL) continue;
     int64_t from_lo = opt->shard_lo[from], from_n = opt->shard_lo[from + 1] - from_lo;
     for (int64_t k = 0; k < from_n || k < n; k += opt->rs_scratch_len) {
-      int send = chunk(n, k, opt->rs_scratch_len), recv = chunk(from_n, k, opt->rs_scratch_len);
-      ADAMPI_MPI(opt, MPI_Sendrecv(params + opt->lo + (send ? k : 0), send, MPI_FLOAT, to, 18,
-                                   params + from_lo + (recv ? k : 0), recv, MPI_FLOAT, from, 18, opt->comm,
+      int send = dest == MPI_PROC_NULL ? 0 : chunk(n, k, opt->rs_scratch_len);
+      int recv = src == MPI_PROC_NULL ? 0 : chunk(from_n, k, opt->rs_scratch_len);
+      ADAMPI_MPI(opt, MPI_Sendrecv(params + opt->lo + (send ? k : 0), send, MPI_FLOAT, dest, 18,
+                                   params + from_lo + (recv ? k : 0), recv, MPI_FLOAT, src, 18, opt->comm,
                                    MPI_STATUS_IGNORE));
     }
   }
@@ -321,21 +337,30 @@ adampi_status adampi_step(adampi *opt, float *params, const float *grads, const 
                        "(rank %d did%s): every rank must pass them, or none; nothing was changed",
                        opt->rank, direct ? "" : " not");
   double t0 = MPI_Wtime();
+  /* Through the step buffers, ranks on this node read each other's gradients and the update pass
+   * stores its shard into their parameters; with every rank on the node, in one pass. */
+  opt->mirror = P > 1 && direct;
   /* One rank: its gradients are the mean (g / 1 == g exactly); nothing to reduce or gather. */
-  if (P > 1 && direct) adampi__direct_reduce(opt);
+  if (P > 1 && direct && opt->shm_direct) adampi__direct_reduce(opt);
   else if (P > 1) st = reduce_scatter_mean(opt, grads);
-  if (st != ADAMPI_OK) return st;
+  if (st != ADAMPI_OK) {
+    opt->mirror = 0;
+    return st;
+  }
   double t1 = MPI_Wtime();
   int64_t before = opt->steps_taken;
-  opt->mirror = P > 1 && direct; /* the update pass writes its shard into every rank's params */
   st = step_shard(opt, params + opt->lo, P > 1 ? opt->grad_shard : grads, has_grad, ADAMPI_OK);
-  opt->mirror = 0;
   opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = t1 - t0;
   opt->profile.gradient_bytes = opt->numel * (int64_t)sizeof(float);
-  if (st != ADAMPI_OK || opt->steps_taken == before) return st; /* failed or skipped: nothing to share */
+  if (st != ADAMPI_OK || opt->steps_taken == before) { /* failed or skipped: nothing to share */
+    opt->mirror = 0;
+    return st;
+  }
   t1 = MPI_Wtime();
-  if (P > 1) st = direct ? adampi__direct_finish(opt) : adampi__allgather_params(opt, params);
+  if (P > 1 && !(direct && opt->shm_direct)) st = adampi__allgather_params(opt, params);
+  if (P > 1 && direct && st == ADAMPI_OK) st = adampi__direct_finish(opt); /* the stores of this node's ranks */
   opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = MPI_Wtime() - t1;
 done:
+  opt->mirror = 0;
   return st;
 }

@@ -91,6 +91,15 @@ one_host 3 "$REPLAY" --resume "$work/ck.h5" "$FIXTURES/$c.in.h5" "$work/resumed.
 h5diff -q "$work/full.h5" "$work/resumed.h5" /params /params || { echo "FAIL: resume of a 2-host checkpoint differs"; exit 1; }
 echo "ok: checkpoint saved by 4 ranks on 2 hosts, resumed by 3 ranks on one: bitwise the uninterrupted run"
 
+if [ -n "${ADAMPI_TEST_STEP:-}" ]; then
+  # The data-parallel step through adampi_alloc_step_buffers across hosts: ranks on the same host
+  # read and store each other's buffers directly, ranks on the other host exchange messages; the
+  # suite checks every step against the caller's-buffers path, bitwise, on every rank.
+  two_hosts "$ADAMPI_TEST_STEP" > "$work/step.txt" 2>&1 || { cat "$work/step.txt"; echo "FAIL: test_step on 2 hosts"; exit 1; }
+  grep -q "100%: Checks" "$work/step.txt" || { cat "$work/step.txt"; echo "FAIL: test_step on 2 hosts"; exit 1; }
+  echo "ok: test_step on 2 hosts x 2 ranks $netem (step buffers: direct within a host, messages between): $(grep -o 'Checks: [0-9]*, Failures: 0' "$work/step.txt")"
+fi
+
 if [ -n "$TRAIN" ]; then
   # Fashion-MNIST when it is installed (the trainer falls back to its synthetic task otherwise).
   args=(--epochs 1 --hidden 64,64 --batch 256 --opt adamp)
