@@ -93,7 +93,7 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
 
   static unsigned serial; /* several handles in one process */
   char name[NAME_LEN];
-  void *names = NULL;
+  entry *names = NULL;
   snprintf(name, sizeof name, "/adampi-%ld-%u-%d", (long)getpid(), serial++, opt->rank);
   long page = sysconf(_SC_PAGESIZE);
   size_t want = (size_t)opt->numel * sizeof(float), psz = page > 0 ? (size_t)page : 4096;
@@ -126,14 +126,14 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
     ADAMPI_MPI(opt, MPI_Comm_size(node, &node_size));
     names = calloc((size_t)node_size, sizeof(entry));
     if (opt->peer_params == NULL || opt->peer_grads == NULL || names == NULL)
-      st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for %d names", opt->rank, opt->size);
+      st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for the names of the node's %d ranks", opt->rank, node_size);
     st = adampi__agree(opt, st); /* before the node's collective, which needs every buffer */
   }
   if (st == ADAMPI_OK) {
     ADAMPI_MPI(opt, MPI_Allgather(&me, (int)sizeof me, MPI_BYTE, names, (int)sizeof me, MPI_BYTE, node));
     size_t half = opt->step_bytes / 2;
     for (int i = 0; i < node_size && st == ADAMPI_OK; i++) {
-      const entry *e = (const entry *)names + i;
+      const entry *e = &names[i];
       int q = e->rank;
       if (q < 0 || q >= opt->size || opt->peer_params[q] != NULL) {
         st = ADAMPI_FAIL(opt, ADAMPI_ERR_MPI, "rank %d: the node's ranks came back garbled (%d)", opt->rank, q);
