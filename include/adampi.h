@@ -273,6 +273,39 @@ ADAMPI_API adampi_status adampi_get_profile(const adampi *opt, adampi_profile *p
  * does not apply to the optimizer, before commit, or when the shard is empty. Local. */
 ADAMPI_API const float *adampi_state_shard(const adampi *opt, adampi_state_kind kind);
 
+/* ---- State from and to the caller (front ends such as adampi.torch's state_dict) ------------ */
+
+/* Optimizer state of this rank's shard, as the caller hands it in. The arrays hold hi - lo floats
+ * each (this rank's shard [lo, hi) of adampi_shard) and may be NULL only when the shard is empty;
+ * the ones that do not apply to the optimizer kind must be NULL. */
+typedef struct adampi_state_in {
+  const float *exp_avg;        /* AdamP m: finite */
+  const float *exp_avg_sq;     /* AdamP v: finite and >= 0 */
+  const float *momentum;       /* SGDP momentum buffer: finite */
+  const int64_t *tensor_steps; /* adampi_num_tensors counters, 0..2^53, identical on every rank */
+  int64_t steps_taken;         /* the handle's counters, 0..2^53, identical on every rank */
+  int64_t steps_skipped;
+} adampi_state_in;
+
+/* Replace the optimizer state (this rank's shard of the state arrays, every tensor's step counter
+ * and the handle's step counters) with the caller's values, which are copied. Collective; after
+ * adampi_commit. Validated like adampi_load: a NULL array where the shard is not empty (or one
+ * that does not apply to the kind), a NaN or Inf, a negative exp_avg_sq, a counter outside
+ * 0..2^53, or counters that differ across ranks make every rank return the same status
+ * (ADAMPI_ERR_ARG, ADAMPI_ERR_NONFINITE or ADAMPI_ERR_MISMATCH) with a message naming the tensor,
+ * and change nothing on any rank. ADAMPI_ERR_NOMEM if the staging copy cannot be allocated.
+ * Diagnostics are reset as by adampi_load. Ownership of in and its arrays stays with the caller. */
+ADAMPI_API adampi_status adampi_set_state(adampi *opt, const adampi_state_in *in);
+
+/* Share the shards of a flat buffer: on return every rank's full (adampi_numel floats) holds, in
+ * every rank r's shard [lo_r, hi_r), the values that rank r had there. The parameter all-gather of
+ * adampi_step, for callers of adampi_step_sharded and for gathering a state array (copy
+ * adampi_state_shard into full[lo, hi) first). Collective; after adampi_commit; pairwise rounds
+ * of bounded messages, so any size works. full may be this rank's step-buffer params. On error
+ * (ADAMPI_ERR_ARG for a NULL full on any rank, ADAMPI_ERR_STATE before commit, ADAMPI_ERR_MPI)
+ * every rank returns the same status; after an MPI failure full may be partly updated. */
+ADAMPI_API adampi_status adampi_allgather(adampi *opt, float *full);
+
 /* ---- Checkpoints (one self-describing HDF5 file; see the README for its layout) ---------------- */
 
 /* Caller area of a checkpoint: small named integers (epoch, data position, RNG seed), stored as
