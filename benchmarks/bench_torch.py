@@ -4,10 +4,11 @@
   zero    DDP over gloo with ZeroRedundancyOptimizer(optimizer_class=adamp.AdamP)
   adampi  adampi.torch.AdamP, no DDP (its step averages the gradients)
 
-Per iteration (medians): the gradient exchange plus the optimizer step, the whole iteration, and
-forward+backward alone; the peak RSS per rank and the optimizer's state per rank. For DDP the
-exchange runs inside backward, so it is measured as backward with synchronisation minus the same
-backward under no_sync() on the same batch. --dump writes rank 0's parameters after the first step
+Per iteration (medians, the slowest rank): the gradient exchange plus the optimizer step, the
+whole iteration, and forward+backward alone; the peak RSS per rank and the optimizer's state per
+rank. For DDP the exchange runs inside backward, so exchange plus step is the whole iteration less
+forward+backward under no_sync() on the same batch; for adampi, the step (which holds the
+exchange: its reduce-scatter and all-gather are also reported alone, from opt.profile()). --dump writes rank 0's parameters after the first step
 from the common initial state, and --compare reports how far the modes' parameters are apart.
 
   mpirun -np 2 python3 benchmarks/bench_torch.py --mode adampi [--iters 8] [--dump a.npy] [--csv out.csv]
@@ -114,7 +115,11 @@ def main():
         net = model
         opt = AdamP(model.parameters(), **hp)
 
-    fb, fb_sync, step, it = [], [], [], []
+    # Per iteration: forward+backward alone (DDP: under no_sync), then a whole iteration
+    # (DDP: the same batch again, its exchange inside backward, then the step). The exchange plus
+    # the step is the whole iteration less the slowest rank's forward+backward, so that waiting
+    # for the slower rank counts alike in every mode.
+    fb, it = [], []
     for k, (x, y) in enumerate(batches):
         opt.zero_grad()
         comm.Barrier()
@@ -124,25 +129,23 @@ def main():
         else:
             with net.no_sync():
                 lossf(net(x), y).backward()
-        t1 = time.perf_counter()
-        fb.append(t1 - t0)
-        if args.mode != "adampi":  # the same batch again, now with DDP's exchange inside backward
+            fb.append(time.perf_counter() - t0)
             opt.zero_grad()
             comm.Barrier()
             t0 = time.perf_counter()
             lossf(net(x), y).backward()
-            t1 = time.perf_counter()
-            fb_sync.append(t1 - t0)
+        if args.mode == "adampi":
+            fb.append(time.perf_counter() - t0)
         opt.step()
-        t2 = time.perf_counter()
-        step.append(t2 - t1)
-        it.append(t2 - t0)
+        it.append(time.perf_counter() - t0)
         if k == 0 and args.dump and rank == 0:
             np.save(args.dump, torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy())
     med = statistics.median
     skip = 1 if len(fb) > 2 else 0  # the first iteration warms caches and allocators up
-    t_fb, t_step, t_it = med(fb[skip:]), med(step[skip:]), med(it[skip:])
-    t_exchange = med(fb_sync[skip:]) - t_fb if fb_sync else 0.0
+    fb_max = [max(v) for v in zip(*comm.allgather(fb))]
+    it_max = [max(v) for v in zip(*comm.allgather(it))]
+    t_xs = med([a - b for a, b in zip(it_max[skip:], fb_max[skip:])])
+    t_it, t_fb = med(it_max[skip:]), med(fb_max[skip:])
     if args.mode == "adampi":
         prof = opt.profile()
         state_bytes = 8 * (opt.shard[1] - opt.shard[0])
@@ -151,9 +154,9 @@ def main():
         inner = opt.optim if args.mode == "zero" else opt
         state_bytes = sum(v.numel() * v.element_size() for st in inner.state.values() for v in st.values()
                           if torch.is_tensor(v))
-        t_exchange_part = t_exchange
+        t_exchange_part = float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    rows = comm.gather((t_exchange + t_step, t_it, t_fb, t_exchange_part, state_bytes, rss), root=0)
+    rows = comm.gather((t_xs, t_it, t_fb, t_exchange_part, state_bytes, rss), root=0)
     if rank == 0:
         worst = [max(r[k] for r in rows) for k in range(6)]
         line = ("%s,%d,%d,%.2f,%.2f,%.2f,%.2f,%.3f,%.1f" %
