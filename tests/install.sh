@@ -15,6 +15,7 @@ usage="usage: install.sh BUILD_DIR FIXTURES_DIR | install.sh --static SOURCE_DIR
 HERE=$(cd "$(dirname "$0")" && pwd)
 EXAMPLE=$HERE/example_readme.c
 EXPECT='fc1.weight: \|w\| = [0-9.]+, \|g\| = [0-9.]+, view [012], step 10'
+consumer_cflags=${ADAMPI_CONSUMER_CFLAGS:-} # the library's own flags, e.g. its sanitizers
 unset LD_LIBRARY_PATH
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -42,7 +43,7 @@ libdir=$(dirname "$(find "$prefix" -name 'libadampi.*' | head -1)")
 
 # 1. find_package(adampi)
 cmake -S "$HERE/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" -DCONSUMER_SOURCE="$EXAMPLE" \
-  > "$work/consumer.log" 2>&1 || { cat "$work/consumer.log"; fail "configuring a find_package(adampi) project"; }
+  -DCMAKE_C_FLAGS="$consumer_cflags" > "$work/consumer.log" 2>&1 || { cat "$work/consumer.log"; fail "configuring a find_package(adampi) project"; }
 cmake --build "$work/consumer" > "$work/consumer.log" 2>&1 || { cat "$work/consumer.log"; fail "building a find_package(adampi) project"; }
 run 2 "$work/consumer/consumer" > "$work/consumer.txt" 2>&1 || { cat "$work/consumer.txt"; fail "the find_package(adampi) program failed"; }
 grep -Eq "$EXPECT" "$work/consumer.txt" || { cat "$work/consumer.txt"; fail "the find_package(adampi) program printed the wrong thing"; }
@@ -59,7 +60,7 @@ echo "ok: find_package(adampi) against the moved prefix, $kind: $(grep -Eo "$EXP
 export PKG_CONFIG_PATH=$libdir/pkgconfig
 flags=$(pkg-config --cflags --libs adampi) || fail "pkg-config does not know adampi"
 # shellcheck disable=SC2086
-cc -std=c11 -o "$work/pc_consumer" "$EXAMPLE" $flags -Wl,-rpath,"$libdir" || fail "building with pkg-config's flags ($flags)"
+cc -std=c11 $consumer_cflags -o "$work/pc_consumer" "$EXAMPLE" $flags -Wl,-rpath,"$libdir" || fail "building with pkg-config's flags ($flags)"
 run 2 "$work/pc_consumer" > "$work/pc.txt" 2>&1 || { cat "$work/pc.txt"; fail "the pkg-config program failed"; }
 grep -Eq "$EXPECT" "$work/pc.txt" || { cat "$work/pc.txt"; fail "the pkg-config program printed the wrong thing"; }
 echo "ok: pkg-config --cflags --libs adampi: $flags"
