@@ -6,7 +6,7 @@
 Measures, one thread each, fp32, random gradients:
   - torch.optim.AdamW and torch.optim.SGD (momentum 0.9), foreach implementations;
   - AdamP and SGDP: the official package `adamp` when importable (set ADAMP_PATH to its source),
-    otherwise tests/reference/adamp_ref.py, a PyTorch transcription of SPEC.md written like the
+    otherwise tests/reference/adamp_ref.py, a PyTorch transcription of MATHS.md written like the
     official package (labelled as such);
   - adampi through build/bin/bench_step (adamp, sgdp, and adamw / sgd = delta 0), run by this script
     right after, on the same shapes.
@@ -59,7 +59,7 @@ def load_adamp():
             pass
     sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'reference'))
     import adamp_ref
-    return adamp_ref.AdamP, adamp_ref.SGDP, 'PyTorch transcription of SPEC.md (tests/reference/adamp_ref.py), not the official package'
+    return adamp_ref.AdamP, adamp_ref.SGDP, 'PyTorch transcription of MATHS.md (tests/reference/adamp_ref.py), not the official package'
 
 
 def time_torch(make, shapes, steps):

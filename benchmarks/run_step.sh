@@ -3,11 +3,12 @@
 # shapes (all four optimizers, random and orthogonal gradients, 1 thread; AdamP and SGDP with 2
 # threads; sharded on 2 and 4 ranks; data-parallel on 2 and 4 ranks with the caller's buffers and
 # with adampi_alloc_step_buffers) and GPT-2-small shapes. Prints the readable lines and writes every
-# CSV line to OUT (default build/bench_step.csv).
+# CSV line to OUT (default results/bench_step.csv; results/ is git-ignored and kept by tests/run).
 set -euo pipefail
 BUILD_DIR=${BUILD_DIR:-build}
-OUT=${OUT:-$BUILD_DIR/bench_step.csv}
+OUT=${OUT:-results/bench_step.csv}
 if [ "${1:-}" = "-h" ]; then sed -n '2,6p' "$0"; exit 0; fi
+mkdir -p "$(dirname "$OUT")"
 flags=(--oversubscribe)
 [ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
 bench() { mpirun "${flags[@]}" -np "$1" "$BUILD_DIR/bin/bench_step" "${@:2}"; }

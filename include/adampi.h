@@ -5,7 +5,7 @@
  * and commits the layout. The library lays the tensors out in one flat float32 buffer in that order,
  * gives every rank one contiguous shard {lo, hi} of it, keeps optimizer state for that shard only,
  * and updates the shard at each step exactly as the official PyTorch package `adamp` 0.3.0 does
- * (see SPEC.md), with bitwise identical results on any number of ranks.
+ * (see MATHS.md), with bitwise identical results on any number of ranks.
  *
  * What this header is not: it has no I/O (checkpoints come with their own functions) and no model.
  *
@@ -98,7 +98,7 @@ typedef struct adampi_config {
                   OpenMP default. Results are bitwise the same for any count. */
 } adampi_config;
 
-/* Which view projected a tensor at the last step (SPEC.md, "The projection"). */
+/* Which view projected a tensor at the last step (MATHS.md, "The projection"). */
 typedef enum adampi_view {
   ADAMPI_VIEW_NONE = 0,    /* not projected: ndim <= 1, or neither test passed */
   ADAMPI_VIEW_CHANNEL = 1, /* per output channel (rows of d0) */
@@ -138,9 +138,9 @@ typedef struct adampi adampi; /* opaque handle */
 /* Text of a status code; never NULL. Local. */
 ADAMPI_API const char *adampi_strerror(adampi_status status);
 
-/* AdamP defaults of SPEC.md (lr 1e-3, betas 0.9/0.999, eps 1e-8, delta 0.1, wd_ratio 0.1). Local. */
+/* AdamP defaults of MATHS.md (lr 1e-3, betas 0.9/0.999, eps 1e-8, delta 0.1, wd_ratio 0.1). Local. */
 ADAMPI_API adampi_hparams adampi_adamp_defaults(void);
-/* SGDP defaults of SPEC.md with the given learning rate (SGDP has no default lr). Local. */
+/* SGDP defaults of MATHS.md with the given learning rate (SGDP has no default lr). Local. */
 ADAMPI_API adampi_hparams adampi_sgdp_defaults(double lr);
 /* Config defaults for an optimizer kind: error policy ADAMPI_NONFINITE_ERROR. Local. */
 ADAMPI_API adampi_config adampi_config_defaults(adampi_kind kind);

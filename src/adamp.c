@@ -1,5 +1,5 @@
 /*
- * adamp.c - the AdamP element kernels (SPEC.md "AdamP step"), over one contiguous range.
+ * adamp.c - the AdamP element kernels (MATHS.md "AdamP step"), over one contiguous range.
  *
  * Element maths is float32 with the operations in the order the official package performs them;
  * scalars are computed in double and rounded to float once, as PyTorch does for Python scalars.
@@ -102,7 +102,7 @@ void adampi__adamp_finish_w(float *restrict w, const float *restrict u, int64_t 
 }
 
 /* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
- * weight decay, then the step (SPEC.md, in that order). */
+ * weight decay, then the step (MATHS.md "AdamP step", in that order). */
 ADAMPI_CLONES
 void adampi__adamp_apply(const float *restrict g, float *restrict m, float *restrict v, float *restrict w, int64_t n,
                          const adampi__coef *c, int proj, float k)

@@ -1,6 +1,6 @@
 /*
- * hparams.c - defaults and validation of hyper-parameters (SPEC.md defaults; the ranges of the
- * core issue). Validation names the group field and its value; it never changes anything.
+ * hparams.c - defaults and validation of hyper-parameters (MATHS.md: the defaults of each step, and
+ * "Hyper-parameter ranges"). Validation names the group field and its value; it never changes anything.
  */
 #include "internal.h"
 

@@ -18,7 +18,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 
-/* Sums over leaves that the projection test needs (SPEC.md: <g,w>, <g,g>, <w,w>). */
+/* Sums over leaves that the projection test needs (MATHS.md "The projection": <g,w>, <g,g>, <w,w>). */
 typedef struct adampi__sums {
   double gw, gg, ww;
 } adampi__sums;
@@ -30,7 +30,7 @@ typedef struct adampi__tensor {
   int group;
   int64_t offset, numel;
   int64_t leaves, leaf_len; /* ndim > 1: d0 rows of numel/d0; else numel leaves of 1 */
-  int projectable;          /* ndim > 1 (SPEC.md "Which tensors are projected") */
+  int projectable;          /* ndim > 1 (MATHS.md "Which tensors are projected") */
   int64_t step;             /* per-tensor step counter t */
   adampi__sums sums;        /* whole-tensor sums of the last step (layer view) */
   adampi_diag diag;
@@ -183,7 +183,7 @@ void adampi__visit_nodes(const adampi *opt, const adampi__tensor *t, int rank, a
 /* Leaves [*a, *b) of tensor t inside rank r's shard (empty: *a == *b). */
 void adampi__piece_of(const adampi *opt, const adampi__tensor *t, int r, int64_t *a, int64_t *b);
 
-/* stats.c: statistics pass, decision and the pairwise trees (SPEC.md "The projection"). */
+/* stats.c: statistics pass, decision and the pairwise trees (MATHS.md "The projection"). */
 void adampi__gather_row_stats(adampi *opt, const float *w, const float *g, const unsigned char *has_grad);
 /* After the exchange: per tensor with a gradient, sums, diagnostics and view. Returns the index of
  * the first tensor whose gradient (*is_param = 0) or parameters (*is_param = 1) hold NaN/Inf, or -1. */
@@ -197,7 +197,7 @@ double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
 #define ADAMPI_LANES 16
 void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out);
 
-/* adamp.c / sgdp.c: the update kernels, per SPEC.md. proj != 0 applies u <- u - w*k. */
+/* adamp.c / sgdp.c: the update kernels, per MATHS.md. proj != 0 applies u <- u - w*k. */
 adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor);
 double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
                         const adampi__coef *c);

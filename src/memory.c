@@ -1,9 +1,10 @@
 /*
  * memory.c - allocation of the large buffers (state, gradient shard, load staging).
  *
- * A fresh 4 KiB page costs 12-15 us to fault in on the machines we measured (PERFORMANCE.md), so
- * large buffers are mapped directly (the kernel hands them out zeroed, so nothing is cleared twice),
- * marked for transparent huge pages where the kernel offers them, and touched here, once per page:
+ * A fresh 4 KiB page costs microseconds to fault in (2-5 us on the development VM, touching 1 GiB
+ * of new pages five times: 50-130 ms for a first step over 100 MB), so large buffers are mapped
+ * directly (the kernel hands them out zeroed, so nothing is cleared twice), marked for transparent
+ * huge pages where the kernel offers them, and touched here, once per page:
  * a step never faults on them. Small buffers come from calloc.
  */
 #define _GNU_SOURCE /* madvise, MAP_ANONYMOUS */

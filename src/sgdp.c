@@ -1,5 +1,5 @@
 /*
- * sgdp.c - the SGDP element kernels (SPEC.md "SGDP step"), over one contiguous range.
+ * sgdp.c - the SGDP element kernels (MATHS.md "SGDP step"), over one contiguous range.
  *
  * Without nesterov the direction u IS the momentum buffer: the projection acts on the buffer and
  * the projected buffer is what is stored (as in the official package). With nesterov, u is a new

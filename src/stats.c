@@ -1,6 +1,6 @@
 /*
  * stats.c - the statistics pass, the pairwise trees that make every sum independent of the
- * shards, and the projection decision (SPEC.md "The projection").
+ * shards, and the projection decision (MATHS.md "The projection").
  *
  * Sums are accumulated in double. Products of two floats are exact in double, so the only
  * roundings are additions, and their order is fixed by position:
@@ -234,7 +234,7 @@ int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *i
     d->weight_norm = sqrt(s.ww);
     d->grad_norm = sqrt(s.gg);
     if (!t->projectable) continue;
-    /* SPEC.md: channel view first, then layer view; the first that passes projects. */
+    /* MATHS.md "The projection": channel view first, then layer view; the first that passes projects. */
     if (maxcos < hp->delta / sqrt((double)t->leaf_len)) opt->view[i] = ADAMPI_VIEW_CHANNEL;
     else if (d->cos_layer < hp->delta / sqrt((double)t->numel)) opt->view[i] = ADAMPI_VIEW_LAYER;
   }

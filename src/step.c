@@ -1,6 +1,6 @@
 /*
  * step.c - one optimizer step: gather_row_stats (read only), one exchange in which the ranks also
- * agree on errors, decide_projection, then apply_update (the only writes). SPEC.md throughout.
+ * agree on errors, decide_projection, then apply_update (the only writes). Maths: MATHS.md.
  *
  * Collectives per step: sharded step 1 (2 when a tensor cut across ranks is projected under the
  * layer view: its <w,u> exists only once the decision is known, and computing it speculatively
@@ -60,7 +60,7 @@ static void apply(const adampi *opt, float *w, const float *g, int64_t e, int64_
     adampi__sgdp_apply(g + e, opt->state0 + e, w + e, n, c, proj, k);
 }
 
-/* k such that u - w*k removes the radial part: <w,u> / (||w|| + eps)^2 (SPEC.md step 2). */
+/* k such that u - w*k removes the radial part: <w,u> / (||w|| + eps)^2 (MATHS.md "The radial coefficient"). */
 static float radial_coefficient(double wu, double ww, double eps)
 {
   double norm = sqrt(ww) + eps;

@@ -6,7 +6,7 @@
 set -euo pipefail
 BIN=${1:?usage: memcheck.sh build/bin}
 SUPP_DIR=$(cd "$(dirname "$0")" && pwd)
-if ! command -v valgrind > /dev/null; then echo "skipped: valgrind is not installed"; exit 0; fi
+if ! command -v valgrind > /dev/null; then echo "skipped: valgrind is not installed"; exit 77; fi
 supps=(--suppressions="$SUPP_DIR/valgrind.supp")
 [ -f /usr/share/openmpi/openmpi-valgrind.supp ] && supps+=(--suppressions=/usr/share/openmpi/openmpi-valgrind.supp)
 logs=$(mktemp -d)

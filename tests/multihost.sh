@@ -4,8 +4,9 @@
 # through a plm_rsh_agent that runs `ip netns exec HOST`. 2 ranks per host; the results (plain
 # replay, a checkpoint saved on the two hosts resumed on one, and a training run) must equal the
 # single-host run bit for bit.
-# Delay and loss are added with tc netem where the kernel has it, else the links are slowed with tbf. Skips (exit 0, with a message)
-# where namespaces cannot be made. Traffic stays inside the namespaces this script makes.
+# Delay and loss are added with tc netem where the kernel has it, else the links are slowed with tbf.
+# Skips (exit 77, ctest's "Skipped", with a message) where namespaces cannot be made. Traffic stays
+# inside the namespaces this script makes.
 set -euo pipefail
 
 REPLAY=${1:?usage: multihost.sh path/to/adampi-replay fixtures-dir [path/to/adampi-train]}
@@ -13,7 +14,7 @@ FIXTURES=${2:?usage: multihost.sh path/to/adampi-replay fixtures-dir [path/to/ad
 TRAIN=${3:-}
 
 if [ "$(id -u)" -ne 0 ] || ! command -v ip > /dev/null; then
-  echo "skipped: multi-host test needs root and iproute2 (ip netns)"; exit 0
+  echo "skipped: multi-host test needs root and iproute2 (ip netns)"; exit 77
 fi
 tag=$$
 net=$((100 + tag % 100))
@@ -26,7 +27,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-if ! ip netns add "$h1" 2>/dev/null; then echo "skipped: cannot create network namespaces here"; exit 0; fi
+if ! ip netns add "$h1" 2>/dev/null; then echo "skipped: cannot create network namespaces here"; exit 77; fi
 ip netns add "$h2"
 ip link add "$br" type bridge
 ip link set "$br" up

@@ -1,5 +1,5 @@
 /*
- * test_hparams.c - validation of hyper-parameters: every rule of the core issue, for both
+ * test_hparams.c - validation of hyper-parameters: every rule of MATHS.md "Hyper-parameter ranges", for both
  * optimizers, with a message naming the field and its value; nothing changes on error.
  */
 #include "mpi_check.h"

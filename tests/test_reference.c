@@ -1,5 +1,5 @@
 /*
- * test_reference.c - adampi against the PyTorch transcription of SPEC.md (tests/reference), on the
+ * test_reference.c - adampi against the PyTorch transcription of MATHS.md (tests/reference), on the
  * fixtures in tests/fixtures: parameters and state after all steps within a relative error of
  * 2e-6 per tensor, the same projection decision (none / channel / layer) for every tensor at
  * every step, and the same per-tensor step counters. Prints the largest difference it saw.

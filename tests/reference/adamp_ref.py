@@ -1,6 +1,6 @@
 """PyTorch reference implementation of AdamP and SGDP for the adampi test fixtures.
 
-This module is a transcription of the adampi maths contract (SPEC.md) written in the style of the
+This module is a transcription of the adampi maths contract (MATHS.md, section 1) written in the style of the
 official PyTorch package `adamp` 0.3.0 (Heo et al., "Slowing Down the Weight Norm Increase in
 Momentum-based Optimizers", ICLR 2021): `torch.optim.Optimizer` subclasses, `_channel_view`,
 `_layer_view`, `_cosine_similarity` and `_projection` with the same operations in the same order.
