@@ -4,12 +4,13 @@
 #   verify accepts the file on 1, 2 and 3 ranks and refuses six kinds of damage, naming the problem;
 #   export writes the fp32 parameters (.h5 and .npz) equal to the checkpoint's, and refuses a damaged
 #   file without writing anything; latest picks the newest valid one of PATH, PATH.1, PATH.2 and
-#   moves damaged newer ones out of the rotation.
+#   moves damaged newer ones out of the rotation; launch/run (third argument) resumes by itself.
 # The damage is made with h5py (a value changed through HDF5, an attribute deleted) and dd (a byte
 # of a dataset flipped at the offset h5py reports); exits 77 where h5py or numpy is missing.
 set -euo pipefail
 CKPT=${1:?usage: ckpt_cli.sh path/to/adampi-ckpt path/to/adampi-train}
-TRAIN=${2:?usage: ckpt_cli.sh path/to/adampi-ckpt path/to/adampi-train}
+TRAIN=${2:?usage: ckpt_cli.sh path/to/adampi-ckpt path/to/adampi-train [path/to/launch/run]}
+LAUNCH_RUN=${3:-}
 PY=/usr/bin/python3
 
 if ! "$PY" -c 'import h5py, numpy' 2> /dev/null; then
@@ -109,3 +110,22 @@ if "$CKPT" latest rot/ck.h5 > out.txt 2> err.txt; then fail "latest chose one of
 got=$("$CKPT" latest nothing/here.h5 2> err.txt) || fail "latest without any checkpoint failed"
 [ -z "$got" ] && grep -q "start from scratch" err.txt || fail "latest without a checkpoint printed '$got'"
 echo "ok: latest: only damaged files -> exit 1, nothing chosen or moved; no file -> nothing, exit 0"
+
+# launch/run: --checkpoint without --resume continues from the newest valid checkpoint
+if [ -n "$LAUNCH_RUN" ]; then
+  export BUILD_DIR=$(cd "$(dirname "$CKPT")/.." && pwd)
+  args=(--synthetic --hidden 16,16 --batch 64 --opt sgdp --checkpoint "$work/run.h5" --keep 1)
+  "$LAUNCH_RUN" -n 2 -b none -- "${args[@]}" --epochs 2 > run1.txt
+  grep -q "resuming" run1.txt && fail "launch/run resumed without a checkpoint"
+  "$LAUNCH_RUN" -n 1 -b none -- "${args[@]}" --epochs 3 > run2.txt
+  grep -q "launch/run: resuming from $work/run.h5\$" run2.txt || { cat run2.txt; fail "launch/run did not resume"; }
+  h5diff -q ck.h5 run.h5 /tensors /tensors || fail "2 epochs on 2 ranks + 1 on 1 rank through launch/run differ from 3 epochs"
+  cp value.h5 run.h5
+  "$LAUNCH_RUN" -n 2 -b none -- "${args[@]}" --epochs 3 > run3.txt 2>&1
+  grep -q "launch/run: resuming from $work/run.h5.1\$" run3.txt && [ -e run.h5.damaged ] || { cat run3.txt; fail "launch/run did not fall back"; }
+  h5diff -q ck.h5 run.h5 /tensors /tensors || fail "the fallback through launch/run differs from 3 epochs"
+  cp value.h5 run.h5 && cp value.h5 run.h5.1
+  if "$LAUNCH_RUN" -n 1 -b none -- "${args[@]}" --epochs 3 > run4.txt 2>&1; then fail "launch/run started over damaged checkpoints"; fi
+  cmp -s value.h5 run.h5 || fail "launch/run changed a damaged checkpoint it refused"
+  echo "ok: launch/run resumes by itself (2 -> 1 ranks, bitwise), falls back past a damaged newest one, refuses to start over damaged ones"
+fi

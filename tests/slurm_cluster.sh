@@ -7,7 +7,7 @@
 #      the result is bitwise the 1-rank run that never stopped;
 #   3. scancel in the middle of training: the last checkpoint verifies, and a resubmitted job (srun,
 #      2 x 1) continues from it to the bits of the uninterrupted run;
-#   4. scontrol requeue in the middle of training (mpirun, 2 x 2), with the newest checkpoint then
+#   4. scontrol requeuehold in the middle of training (mpirun, 2 x 2), with the newest checkpoint then
 #      damaged: the requeued job moves it aside, falls back to the previous one (keep_last) and still
 #      ends bitwise the uninterrupted run.
 # Accounting is not configured (no slurmdbd), so jobs are followed with scontrol show job (kept
@@ -211,14 +211,15 @@ echo "ok: scancel after epoch $e of 20: the last checkpoint verifies; the resubm
 # 4. scontrol requeue in the middle of training; the newest checkpoint is then damaged
 j=$(submit d mpirun -N 2 --ntasks-per-node=2 -- "${large[@]}")
 wait_file "$work/jobs/d.h5.1"
-scontrol requeue "$j"
+scontrol requeuehold "$j" # requeued and held, so that the damage below happens before it restarts
 wait_state "$j" PENDING
 e=$(epoch_of "$work/jobs/d.h5.1")
 newest=$(epoch_of "$work/jobs/d.h5")
 [ -n "$e" ] && [ -n "$newest" ] && [ "$newest" -lt 20 ] || fail "after the requeue: d.h5 holds epoch '$newest', d.h5.1 epoch '$e'"
 "$PY" -c "import h5py; d = h5py.File('$work/jobs/d.h5', 'r+')['tensors/fc1.weight/param']; x = d[()]; x[0, 0] += 1; d[...] = x"
 cp "$work/jobs/d.h5" "$work/damaged.h5"
-scontrol update JobId="$j" StartTime=now # a requeued job waits ~2 minutes otherwise
+scontrol release "$j"
+scontrol update JobId="$j" StartTime=now # a requeued job would wait ~2 minutes otherwise
 wait_state "$j" COMPLETED
 out=$work/jobs/d.out
 grep -q "restart 1): resuming from $work/jobs/d.h5.1\$" "$out" || fail "the requeued job did not fall back to d.h5.1"
@@ -226,4 +227,4 @@ grep -q "d.h5 is damaged: .*tensor 'fc1.weight', dataset 'param': checksum misma
 cmp -s "$work/damaged.h5" "$work/jobs/d.h5.damaged" || fail "the damaged checkpoint was not kept as d.h5.damaged"
 grep -q "resumed from .* after epoch $e\$" "$out" || fail "the requeued job did not continue after epoch $e"
 same "$work/ref20.h5" "$work/jobs/d.h5" "requeued after a damaged newest checkpoint vs 1 rank"
-echo "ok: scontrol requeue after epoch $newest of 20, newest checkpoint damaged: the job moved it aside, fell back to epoch $e (d.h5.1) by itself, bitwise the 1-rank run"
+echo "ok: scontrol requeuehold + release after epoch $newest of 20, newest checkpoint damaged: the job moved it aside, fell back to epoch $e (d.h5.1) by itself, bitwise the 1-rank run"
