@@ -128,7 +128,7 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 [ "$(sinfo -h -N -o '%N %T' | grep -c -E ' idle$')" = 2 ] || fail "the two nodes are not idle after 30 s: $(sinfo -h -N -o '%N %T' | tr '\n' ' ')"
-echo "ok: cluster up: slurmctld and two slurmd (n1, n2; Slurm $(slurmd -V | awk '{print $2}')) on ports $base-$((base + 2))"
+echo "[$SECONDS s] ok: cluster up: slurmctld and two slurmd (n1, n2; Slurm $(slurmd -V | awk '{print $2}')) on ports $base-$((base + 2))"
 
 # ---- jobs -----------------------------------------------------------------------------------------
 export OMPI_MCA_btl=tcp,self OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1
@@ -181,7 +181,7 @@ grep -q "starting from scratch" "$work/jobs/a.out" || fail "job a did not say it
 grep -q "4 ranks" "$work/jobs/a.out" || fail "job a did not run 4 ranks"
 same "$work/ref1.h5" "$work/jobs/a.h5" "srun job on 2 nodes x 2 tasks vs 1 rank"
 "$BIN/adampi-ckpt" info "$work/jobs/a.h5" | grep -q "saved on: 4 ranks" || fail "job a's checkpoint was not saved by 4 ranks"
-echo "ok: sbatch + srun --mpi=pmix, 2 nodes x 2 tasks, 1 epoch: checkpoint bitwise the 1-rank run"
+echo "[$SECONDS s] ok: sbatch + srun --mpi=pmix, 2 nodes x 2 tasks, 1 epoch: checkpoint bitwise the 1-rank run"
 
 # 2. mpirun inside the allocation, 2 nodes x 1 task: resumes job a's checkpoint by itself
 j=$(LAUNCH=mpirun CHECKPOINT=$work/jobs/a.h5 sbatch --parsable --time=5 -o "$work/jobs/b.out" -N 2 --ntasks-per-node=1 \
@@ -190,7 +190,7 @@ wait_state "$j" COMPLETED
 grep -q "resuming from $work/jobs/a.h5\$" "$work/jobs/b.out" || fail "job b did not resume from a.h5"
 grep -q "2 ranks" "$work/jobs/b.out" || fail "job b did not run 2 ranks"
 same "$work/ref3.h5" "$work/jobs/a.h5" "1 epoch on 4 ranks + 2 epochs on 2 ranks (mpirun) vs 3 epochs on 1 rank"
-echo "ok: sbatch + mpirun in the allocation, 2 nodes x 1 task: resumed the 4-task checkpoint by itself; bitwise the 1-rank run that never stopped"
+echo "[$SECONDS s] ok: sbatch + mpirun in the allocation, 2 nodes x 1 task: resumed the 4-task checkpoint by itself; bitwise the 1-rank run that never stopped"
 
 # 3. scancel in the middle of training, then a resubmitted job continues
 j=$(submit c srun -N 2 --ntasks-per-node=2 -- "${large[@]}")
@@ -206,7 +206,7 @@ wait_state "$j" COMPLETED
 grep -q "resuming from $work/jobs/c.h5\$" "$work/jobs/c.out" || fail "the resubmitted job did not resume from c.h5"
 grep -q "resumed from .* after epoch $e\$" "$work/jobs/c.out" || fail "the resubmitted job did not continue after epoch $e"
 same "$work/ref20.h5" "$work/jobs/c.h5" "cancelled after epoch $e on 4 tasks, resubmitted on 2 tasks, vs 1 rank"
-echo "ok: scancel after epoch $e of 20: the last checkpoint verifies; the resubmitted job (2 tasks) continued from it, bitwise the 1-rank run"
+echo "[$SECONDS s] ok: scancel after epoch $e of 20: the last checkpoint verifies; the resubmitted job (2 tasks) continued from it, bitwise the 1-rank run"
 
 # 4. scontrol requeue in the middle of training; the newest checkpoint is then damaged
 j=$(submit d mpirun -N 2 --ntasks-per-node=2 -- "${large[@]}")
@@ -227,4 +227,4 @@ grep -q "d.h5 is damaged: .*tensor 'fc1.weight', dataset 'param': checksum misma
 cmp -s "$work/damaged.h5" "$work/jobs/d.h5.damaged" || fail "the damaged checkpoint was not kept as d.h5.damaged"
 grep -q "resumed from .* after epoch $e\$" "$out" || fail "the requeued job did not continue after epoch $e"
 same "$work/ref20.h5" "$work/jobs/d.h5" "requeued after a damaged newest checkpoint vs 1 rank"
-echo "ok: scontrol requeuehold + release after epoch $newest of 20, newest checkpoint damaged: the job moved it aside, fell back to epoch $e (d.h5.1) by itself, bitwise the 1-rank run"
+echo "[$SECONDS s] ok: scontrol requeuehold + release after epoch $newest of 20, newest checkpoint damaged: the job moved it aside, fell back to epoch $e (d.h5.1) by itself, bitwise the 1-rank run"
