@@ -302,14 +302,33 @@ static void print_groups(const char *path, int64_t num_groups)
   if (f >= 0) H5Fclose(f);
 }
 
+/* The caller area: the int64 attributes of /user, in name order. */
+static void print_user(const char *path)
+{
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t u = f >= 0 && H5Lexists(f, "user", H5P_DEFAULT) > 0 ? H5Gopen2(f, "user", H5P_DEFAULT) : H5I_INVALID_HID;
+  H5O_info_t oi;
+  int n = u >= 0 && H5Oget_info(u, &oi) >= 0 ? (int)oi.num_attrs : 0;
+  printf("caller values: %d\n", n);
+  for (int k = 0; k < n; k++) {
+    char name[ADAMPI_USER_NAME + 1];
+    int64_t v;
+    ssize_t nl = H5Aget_name_by_idx(u, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)k, name, sizeof name, H5P_DEFAULT);
+    if (nl < 0 || nl >= (ssize_t)sizeof name) printf("  (attribute %d: unreadable name)\n", k);
+    else if (get_i64(u, name, &v) != 0) printf("  %s = (not one integer)\n", name);
+    else printf("  %s = %" PRId64 "\n", name, v);
+  }
+  if (u >= 0) H5Gclose(u);
+  if (f >= 0) H5Fclose(f);
+}
+
 /* What the file says, then the library's verdict. Rank 0 prints. */
 static int cmd_info(const char *path)
 {
   ckpt_desc d;
   char msg[MSG] = "";
   adampi *opt = NULL;
-  adampi_user user = {0};
-  int rc = load(path, &d, &opt, NULL, &user, msg, sizeof msg);
+  int rc = load(path, &d, &opt, NULL, NULL, msg, sizeof msg);
   if (rank_ == 0 && d.tensors) {
     int64_t total = 0;
     printf("%s: %s format %" PRId64 ", written by adampi %s\n", path, d.format, d.format_version, d.library_version);
@@ -328,10 +347,7 @@ static int cmd_info(const char *path)
              d.tensors[i].group, d.tensors[i].step);
     }
     printf("elements: %" PRId64 " (%.1f MB of fp32 parameters)\n", total, total * 4.0 / 1e6);
-    if (rc == 0) {
-      printf("caller values: %d\n", user.count);
-      for (int k = 0; k < user.count; k++) printf("  %s = %" PRId64 "\n", user.name[k], user.value[k]);
-    }
+    print_user(path);
   }
   if (rank_ == 0) {
     if (rc == 0) printf("verified: every checksum, the format and the registration (adampi_load on %d rank%s)\n", size_, size_ > 1 ? "s" : "");
@@ -517,32 +533,39 @@ static int cmd_export(const char *path, const char *out)
 
 /* ---- latest ----------------------------------------------------------------------------------- */
 
+/* Name of the k-th checkpoint of the rotation: PATH for k = 0, else PATH.k (paths are at most 1024
+ * characters, checked in main). */
+static void candidate(char *buf, size_t len, const char *path, int k)
+{
+  if (k == 0) snprintf(buf, len, "%s", path);
+  else snprintf(buf, len, "%s.%d", path, k);
+}
+
 /* The newest of PATH, PATH.1, ..., PATH.MAX_KEEP (adampi_save's keep_last rotation) that verifies,
  * printed on stdout. Damaged files newer than it are renamed PATH[.k].damaged[.n]: the next save's
  * rotation would otherwise move a damaged PATH over the good PATH.1. No file at all: nothing
  * printed, exit 0 (start from scratch). Files but none valid: exit 1, nothing renamed. */
 static int cmd_latest(const char *path)
 {
-  char cand[MAX_KEEP + 1][4200], msg[MSG];
+  char cand[1100], msg[MSG];
   int damaged[MAX_KEEP + 1], found = 0, chosen = -1;
   for (int k = 0; k <= MAX_KEEP; k++) {
-    if (k == 0) snprintf(cand[k], sizeof cand[k], "%s", path);
-    else snprintf(cand[k], sizeof cand[k], "%s.%d", path, k);
-    int here = access(cand[k], F_OK) == 0, all = 0;
+    candidate(cand, sizeof cand, path, k);
+    int here = access(cand, F_OK) == 0, all = 0;
     MPI_Allreduce(&here, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD); /* a shared file system: all see it */
     damaged[k] = 0;
     if (!all) continue;
     found++;
     ckpt_desc d;
     msg[0] = '\0';
-    int bad = check(cand[k], msg, sizeof msg, &d);
+    int bad = check(cand, msg, sizeof msg, &d);
     free(d.tensors);
     if (!bad) {
       chosen = k;
       break;
     }
     damaged[k] = 1;
-    if (rank_ == 0) fprintf(stderr, "adampi-ckpt: %s is damaged: %s\n", cand[k], msg);
+    if (rank_ == 0) fprintf(stderr, "adampi-ckpt: %s is damaged: %s\n", cand, msg);
   }
   if (chosen < 0) {
     if (rank_ == 0 && found) fprintf(stderr, "adampi-ckpt: none of the %d checkpoints at %s[.k] is valid: not choosing one\n", found, path);
@@ -553,18 +576,20 @@ static int cmd_latest(const char *path)
   if (rank_ == 0) {
     for (int k = 0; k < chosen; k++) {
       if (!damaged[k]) continue;
-      char aside[4300];
-      snprintf(aside, sizeof aside, "%.1100s.damaged", cand[k]);
-      for (int n = 1; access(aside, F_OK) == 0 && n < 1000; n++) snprintf(aside, sizeof aside, "%.1100s.damaged.%d", cand[k], n);
-      if (rename(cand[k], aside) != 0) {
-        fprintf(stderr, "adampi-ckpt: cannot move the damaged %s aside: not choosing a checkpoint\n", cand[k]);
+      char aside[1200];
+      candidate(cand, sizeof cand, path, k);
+      snprintf(aside, sizeof aside, "%s.damaged", cand);
+      for (int n = 1; access(aside, F_OK) == 0 && n < 1000; n++) snprintf(aside, sizeof aside, "%s.damaged.%d", cand, n);
+      if (rename(cand, aside) != 0) {
+        fprintf(stderr, "adampi-ckpt: cannot move the damaged %s aside: not choosing a checkpoint\n", cand);
         rc = 1;
         break;
       }
-      fprintf(stderr, "adampi-ckpt: moved the damaged %s to %s (kept for inspection; out of the rotation)\n", cand[k], aside);
+      fprintf(stderr, "adampi-ckpt: moved the damaged %s to %s (kept for inspection; out of the rotation)\n", cand, aside);
     }
-    if (rc == 0 && chosen > 0) fprintf(stderr, "adampi-ckpt: falling back to %s\n", cand[chosen]);
-    if (rc == 0) printf("%s\n", cand[chosen]);
+    candidate(cand, sizeof cand, path, chosen);
+    if (rc == 0 && chosen > 0) fprintf(stderr, "adampi-ckpt: falling back to %s\n", cand);
+    if (rc == 0) printf("%s\n", cand);
   }
   MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
   return rc;
