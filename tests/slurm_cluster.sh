@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # slurm_cluster.sh - launch/slurm.sbatch on a real Slurm cluster made on this machine: munged,
-# slurmctld and two slurmd (Slurm's multiple-slurmd mode: nodes n1 and n2 on their own ports), all
+# slurmctld and two slurmd (`slurmd -N n1`, `slurmd -N n2`: two nodes on one host, own ports), all
 # in a private directory with its own slurm.conf, stopped afterwards leaving no daemon or file.
 #   1. srun (--mpi=pmix), 2 nodes x 2 tasks, 1 epoch: the checkpoint is bitwise the 1-rank run's;
 #   2. mpirun inside an allocation, 2 nodes x 1 task: the job resumes that checkpoint by itself and
