@@ -3,14 +3,16 @@
  *
  *   mpirun -np N adampi-train [--opt adamp|adamw|sgdp|sgd] [--epochs E] [--batch B] [--lr LR]
  *          [--wd WD] [--momentum M] [--nesterov] [--schedule const|cosine] [--hidden H1,H2]
- *          [--seed S] [--data DIR] [--synthetic] [--csv FILE] [--checkpoint PATH] [--resume PATH]
+ *          [--seed S] [--data DIR] [--synthetic] [--csv FILE] [--checkpoint PATH [--keep K]] [--resume PATH]
  *
  * Each rank takes its slice of every global batch and computes forward and backward with
  * BatchNorm statistics synchronized across ranks; the gradient of the global batch is summed in a
  * fixed order (mlp.c), so it has the same bits on 1, 2, 4 or 8 ranks; adampi keeps the sharded
  * optimizer state and updates each rank's shard. The data order is a function of (seed, epoch),
  * so a run resumed from the checkpoint written at the end of every epoch continues exactly, on any
- * of those rank counts. adamw and sgd are AdamP and SGDP with delta = 0 (no projection).
+ * of those rank counts. --keep K keeps the K previous checkpoints as PATH.1 .. PATH.K (adampi_save's
+ * keep_last), so a damaged newest one leaves an older one to resume from (launch/ and adampi-ckpt latest).
+ * adamw and sgd are AdamP and SGDP with delta = 0 (no projection).
  */
 #include "adampi.h"
 #include "data.h"
@@ -24,7 +26,7 @@
 typedef struct options {
   const char *opt, *schedule, *data, *csv, *checkpoint, *resume;
   const char *png;
-  int epochs, batch, h1, h2, nesterov, synthetic, compare;
+  int epochs, batch, h1, h2, nesterov, synthetic, compare, keep;
   double lr, wd, momentum;
   uint64_t seed;
 } options;
@@ -35,13 +37,13 @@ static void usage(FILE *f)
 {
   fprintf(f, "usage: mpirun -np N adampi-train [--opt adamp|adamw|sgdp|sgd] [--epochs E] [--batch B] [--lr LR]\n"
              "       [--wd WD] [--momentum M] [--nesterov] [--schedule const|cosine] [--hidden H1,H2] [--seed S]\n"
-             "       [--data DIR] [--synthetic] [--csv FILE] [--checkpoint PATH] [--resume PATH]\n"
+             "       [--data DIR] [--synthetic] [--csv FILE] [--checkpoint PATH [--keep K]] [--resume PATH]\n"
              "       [--compare [--png FILE]]   adamw vs adamp and sgd vs sgdp from the same start, one plot\n");
 }
 
 static int parse(int argc, char **argv, options *o)
 {
-  *o = (options){"adamp", "const", DATA_DEFAULT_DIR, NULL, NULL, NULL, "compare.png", 10, 128, 256, 256, 0, 0, 0, -1, -1, 0.9, 1};
+  *o = (options){"adamp", "const", DATA_DEFAULT_DIR, NULL, NULL, NULL, "compare.png", 10, 128, 256, 256, 0, 0, 0, 0, -1, -1, 0.9, 1};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--nesterov")) o->nesterov = 1;
@@ -56,6 +58,7 @@ static int parse(int argc, char **argv, options *o)
     else if (!strcmp(a, "--checkpoint")) o->checkpoint = v, i++;
     else if (!strcmp(a, "--resume")) o->resume = v, i++;
     else if (!strcmp(a, "--epochs")) o->epochs = atoi(v), i++;
+    else if (!strcmp(a, "--keep")) o->keep = atoi(v), i++;
     else if (!strcmp(a, "--batch")) o->batch = atoi(v), i++;
     else if (!strcmp(a, "--lr")) o->lr = atof(v), i++;
     else if (!strcmp(a, "--wd")) o->wd = atof(v), i++;
@@ -71,6 +74,7 @@ static int parse(int argc, char **argv, options *o)
   if (strcmp(o->schedule, "const") && strcmp(o->schedule, "cosine")) return -1;
   if (o->compare && (o->checkpoint || o->resume)) return -1;
   if (o->h1 > 1024 || o->h2 > 1024) return -1;
+  if (o->keep < 0 || o->keep > 99) return -1;
   return o->epochs > 0 && o->batch > 0 && o->h1 > 0 && o->h2 > 0 ? 0 : -1;
 }
 
@@ -261,6 +265,7 @@ static int train_run(const options *oo, const dataset *trainp, const dataset *te
       adampi_save_options so = adampi_save_defaults();
       so.params = ADAMPI_PARAMS_FULL;
       so.user = &user;
+      so.keep_last = o.keep;
       if (adampi_save(opt, o.checkpoint, params, &so) != ADAMPI_OK) return report(adampi_last_error(opt));
     }
   }
