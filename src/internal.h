@@ -33,7 +33,9 @@ typedef struct adampi__tensor {
   int projectable;          /* ndim > 1 (SPEC.md "Which tensors are projected") */
   int64_t step;             /* per-tensor step counter t */
   adampi__sums sums;        /* whole-tensor sums of the last step (layer view) */
-  adampi_diag diag;
+  adampi_diag diag;         /* the last step that updated the tensor (adampi_diag_get) */
+  adampi_diag staged;       /* this step's statistics (decide_projection), published into diag only
+                               when the step commits (apply_update): refused or skipped, it is dropped */
 
   /* Plan, set by commit. Ranks [first_rank, last_rank] hold the tensor's pieces. */
   int first_rank, last_rank;

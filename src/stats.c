@@ -228,7 +228,7 @@ int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *i
     double maxcos = 0.0;
     for (int r = t->first_rank; r <= t->last_rank; r++)
       maxcos = max_nan(maxcos, opt->stats[t->cos_slot + r - t->first_rank]);
-    adampi_diag *d = &t->diag;
+    adampi_diag *d = &t->staged;
     d->cos_channel = t->projectable ? maxcos : 0.0;
     d->cos_layer = cosine(s, hp->eps);
     d->weight_norm = sqrt(s.ww);

@@ -103,9 +103,13 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
 {
   for (int i = 0; i < opt->num_tensors; i++) {
     adampi__tensor *t = &opt->tensors[i];
-    t->diag.updated = !(has_grad && !has_grad[i]);
-    if (!t->diag.updated) continue;
+    if (has_grad && !has_grad[i]) {
+      t->diag.updated = 0; /* the rest stays that of its last update */
+      continue;
+    }
     t->step++;
+    t->diag = t->staged; /* the step commits: its diagnostics become the published ones */
+    t->diag.updated = 1;
     t->diag.step = t->step;
     t->diag.view = (adampi_view)opt->view[i];
     opt->coefs[i] = coef_for(opt, t, t->step, opt->view[i]);
