@@ -17,7 +17,7 @@
 #define ADAMPI_CLONES
 #endif
 
-adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor)
+static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_factor)
 {
   adampi__coef c = {0};
   double bc1 = 1.0 - pow(hp->beta1, (double)t); /* bias corrections of step t */
@@ -46,8 +46,8 @@ static inline float direction(float g, float m, float v, const adampi__coef *c)
  * of 256: the directions as floats in a plain loop (vectorized like the update), then added to
  * the 16 lanes; 256 is a multiple of 16, so lanes stay relative to the row start. */
 ADAMPI_CLONES
-double adampi__adamp_wu(const float *restrict g, const float *restrict m, const float *restrict v,
-                        const float *restrict w, int64_t n, const adampi__coef *c)
+static double dot_wu(const float *restrict g, const float *restrict m, const float *restrict v, const float *restrict w,
+                     int64_t n, const adampi__coef *c)
 {
   const adampi__coef cl = *c; /* locals: stores to u could alias *c otherwise */
   adampi__v8d acc[2] = {{0}, {0}};
@@ -67,11 +67,11 @@ double adampi__adamp_wu(const float *restrict g, const float *restrict m, const 
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
  * moments are stored (m, v are this step's from here on), the directions go to u, and <w, u> is
- * returned, summed like adampi__adamp_wu. adampi__adamp_finish_w completes the row from u and w
+ * returned, summed like dot_wu. finish_w completes the row from u and w
  * alone, so the second pass over the row reads 2 arrays instead of 5 and recomputes nothing. */
 ADAMPI_CLONES
-double adampi__adamp_moments_wu(const float *restrict g, float *restrict m, float *restrict v,
-                                const float *restrict w, float *restrict u, int64_t n, const adampi__coef *c)
+static double moments_wu(const float *restrict g, float *restrict m, float *restrict v, const float *restrict w,
+                         float *restrict u, int64_t n, const adampi__coef *c)
 {
   const adampi__coef cl = *c;
   adampi__v8d acc[2] = {{0}, {0}};
@@ -90,9 +90,9 @@ double adampi__adamp_moments_wu(const float *restrict g, float *restrict m, floa
   return adampi__lanes_total(acc);
 }
 
-/* Second half: w <- w decay - step (u - w k), the same operations as adampi__adamp_apply. */
+/* Second half: w <- w decay - step (u - w k), the same operations as apply. */
 ADAMPI_CLONES
-void adampi__adamp_finish_w(float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c, float k)
+static void finish_w(float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c, float k)
 {
   const float decay = c->decay, step = c->step;
   for (int64_t i = 0; i < n; i++) {
@@ -104,8 +104,8 @@ void adampi__adamp_finish_w(float *restrict w, const float *restrict u, int64_t 
 /* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
  * weight decay, then the step (SPEC.md, in that order). */
 ADAMPI_CLONES
-void adampi__adamp_apply(const float *restrict g, float *restrict m, float *restrict v, float *restrict w, int64_t n,
-                         const adampi__coef *c, int proj, float k)
+static void apply(const float *restrict g, float *restrict m, float *restrict v, float *restrict w, int64_t n,
+                  const adampi__coef *c, int proj, float k)
 {
   const adampi__coef cl = *c;
   if (proj) {
@@ -129,3 +129,26 @@ void adampi__adamp_apply(const float *restrict g, float *restrict m, float *rest
     }
   }
 }
+
+/* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
+static double span_wu(const adampi__span *s, const adampi__coef *c)
+{
+  return dot_wu(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->n, c);
+}
+
+static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
+{
+  apply(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->n, c, proj, k);
+}
+
+static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
+{
+  return moments_wu(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, u, s->n, c);
+}
+
+static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)
+{
+  finish_w(s->w, u, s->n, c, k);
+}
+
+const adampi__kernels adampi__adamp_kernels = {2, coefficients, span_wu, span_apply, span_state_wu, span_finish};

@@ -14,6 +14,7 @@
 #define ADAMPI_INTERNAL_H
 
 #include "adampi.h"
+#include "exchange.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -93,9 +94,7 @@ struct adampi {
   size_t step_bytes;     /* of every rank's segment */
   float **peer_params;   /* per rank of comm on this node: its params (writable) and grads */
   float **peer_grads;    /* (read-only) mapped here; ours at our rank; NULL for other nodes */
-  int shm_direct;        /* every rank on this node: adampi_step loads instead of messages */
-  int mirror;            /* during a step through the step buffers: peers on this node are read
-                            and written directly (the update pass stores into their params) */
+  int shm_direct;        /* every rank on this node: the node-shared transport sends no messages */
 
   /* Statistics, proportional to rows and tensors, never to elements. */
   int64_t my_rows;  /* leaves of projectable tensors in this shard */
@@ -159,21 +158,12 @@ int adampi__thread_count(int requested);
 void *adampi__alloc_zeroed(size_t bytes);
 void adampi__free_zeroed(void *p, size_t bytes);
 
-/* step.c: collective; every rank's shard [shard_lo[r], shard_lo[r+1]) of params into every rank's
- * params, in pairwise rounds of chunks (any size). */
-adampi_status adampi__allgather_params(adampi *opt, float *params);
-
 /* buffers.c: the step through the shared buffers (see there). */
 void adampi__free_step_buffers(adampi *opt);
 /* 1 if params and grads are this rank's step buffers. */
 int adampi__direct_step(const adampi *opt, const float *params, const float *grads);
 /* A full memory fence if there are step buffers (on both sides of a synchronising collective). */
 void adampi__step_buffers_sync(adampi *opt);
-void adampi__direct_reduce(adampi *opt);
-/* The shard elements [e, e + n) of w, just updated, into every peer's parameters (streaming stores). */
-void adampi__mirror_update(const adampi *opt, const float *w, int64_t e, int64_t n);
-/* Collective: returns once every rank's mirrored updates are in everyone's parameters. */
-adampi_status adampi__direct_finish(adampi *opt);
 
 /* layout.c */
 adampi_status adampi__commit_layout(adampi *opt);
@@ -199,26 +189,33 @@ double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
 #define ADAMPI_LANES 16
 void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out);
 
-/* adamp.c / sgdp.c: the update kernels, per SPEC.md. proj != 0 applies u <- u - w*k. */
-adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor);
-double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
-                        const adampi__coef *c);
-/* A channel-projected row in two passes (same bits as adampi__adamp_apply with proj): the moments
- * stored and the directions written to u, returning <w, u>; then w from u and the radial
- * coefficient k. */
-double adampi__adamp_moments_wu(const float *g, float *m, float *v, const float *w, float *u, int64_t n,
-                                const adampi__coef *c);
-void adampi__adamp_finish_w(float *w, const float *u, int64_t n, const adampi__coef *c, float k);
-void adampi__adamp_apply(const float *g, float *m, float *v, float *w, int64_t n,
-                         const adampi__coef *c, int proj, float k);
-adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor);
-double adampi__sgdp_wu(const float *g, const float *b, const float *w, int64_t n,
-                       const adampi__coef *c);
-void adampi__sgdp_apply(const float *g, float *b, float *w, int64_t n, const adampi__coef *c,
-                        int proj, float k);
-/* The SGDP twin of adampi__adamp_moments_wu / adampi__adamp_finish_w (u: used with nesterov only). */
-double adampi__sgdp_buffer_wu(const float *g, float *b, const float *w, float *u, int64_t n, const adampi__coef *c);
-void adampi__sgdp_finish(float *b, float *w, const float *u, int64_t n, const adampi__coef *c, float k);
+/* The optimizer state arrays of the shard, by kind; the checkpoint stores them in this order. */
+enum { ADAMPI__EXP_AVG = 0, ADAMPI__EXP_AVG_SQ = 1, ADAMPI__MOMENTUM = 0, ADAMPI__MAX_STATE = 2 };
+
+/* The arrays one kernel call works on: n elements of the shard from one position. */
+typedef struct adampi__span {
+  const float *g;                  /* averaged gradients */
+  float *w;                        /* parameters */
+  float *state[ADAMPI__MAX_STATE]; /* the optimizer's state arrays (NULL past its count) */
+  int64_t n;
+} adampi__span;
+
+/* An optimizer's update kernels, per SPEC.md (adamp.c, sgdp.c): the one table the update pass
+ * (step.c, update_task) dispatches on. A new optimizer or element type is one more table. */
+typedef struct adampi__kernels {
+  int num_state; /* state arrays it keeps */
+  /* Coefficients of update number t (from 1), weight decay scaled by wd_factor. */
+  adampi__coef (*coef)(const adampi_hparams *hp, int64_t t, double wd_factor);
+  /* <w, u> with the state as this step will make it; writes nothing. */
+  double (*wu)(const adampi__span *s, const adampi__coef *c);
+  /* The whole update; proj != 0 applies u <- u - w*k. */
+  void (*apply)(const adampi__span *s, const adampi__coef *c, int proj, float k);
+  /* A channel-projected row in two passes (same bits as apply with proj): the state stored and
+   * the directions written to u, returning <w, u>; then w (and what depends on k) from u. */
+  double (*state_wu)(const adampi__span *s, float *u, const adampi__coef *c);
+  void (*finish)(const adampi__span *s, const float *u, const adampi__coef *c, float k);
+} adampi__kernels;
+extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
 
 /* 16 lanes as two vectors of 8 doubles (GCC vector extensions): every target clone performs the
  * same additions per lane, whatever its register width. */
