@@ -20,7 +20,7 @@
 static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_factor)
 {
   adampi__coef c = {0};
-  double bc1 = 1.0 - pow(hp->beta1, (double)t); /* bias corrections of step t */
+  double bc1 = 1.0 - pow(hp->beta1, (double)t); /* bias corrections of update t */
   double bc2 = 1.0 - pow(hp->beta2, (double)t);
   c.b1 = (float)hp->beta1;
   c.omb1 = (float)(1.0 - hp->beta1);
@@ -28,7 +28,7 @@ static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_
   c.omb2 = (float)(1.0 - hp->beta2);
   c.sqbc2 = (float)sqrt(bc2);
   c.eps = (float)hp->eps;
-  c.step = (float)(hp->lr / bc1);
+  c.lr_bc1 = (float)(hp->lr / bc1);
   c.decay = hp->weight_decay > 0.0 ? (float)(1.0 - hp->lr * hp->weight_decay * wd_factor) : 1.0f;
   c.nesterov = hp->nesterov;
   return c;
@@ -90,19 +90,19 @@ static double moments_wu(const float *restrict g, float *restrict m, float *rest
   return adampi__lanes_total(acc);
 }
 
-/* Second half: w <- w decay - step (u - w k), the same operations as apply. */
+/* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply. */
 ADAMPI_CLONES
 static void finish_w(float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c, float k)
 {
-  const float decay = c->decay, step = c->step;
+  const float decay = c->decay, lr_bc1 = c->lr_bc1;
   for (int64_t i = 0; i < n; i++) {
     float p = u[i] - w[i] * k; /* remove the radial component */
-    w[i] = w[i] * decay - step * p;
+    w[i] = w[i] * decay - lr_bc1 * p;
   }
 }
 
 /* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
- * weight decay, then the step (SPEC.md, in that order). */
+ * weight decay, then w moves by lr_bc1 u (SPEC.md, in that order). */
 ADAMPI_CLONES
 static void apply(const float *restrict g, float *restrict m, float *restrict v, float *restrict w, int64_t n,
                   const adampi__coef *c, int proj, float k)
@@ -116,7 +116,7 @@ static void apply(const float *restrict g, float *restrict m, float *restrict v,
       u = u - w[i] * k; /* remove the radial component: u - p <p,u> */
       m[i] = mi;
       v[i] = vi;
-      w[i] = w[i] * cl.decay - cl.step * u;
+      w[i] = w[i] * cl.decay - cl.lr_bc1 * u;
     }
   } else {
     for (int64_t i = 0; i < n; i++) {
@@ -125,7 +125,7 @@ static void apply(const float *restrict g, float *restrict m, float *restrict v,
       float u = direction(g[i], mi, vi, &cl);
       m[i] = mi;
       v[i] = vi;
-      w[i] = w[i] * cl.decay - cl.step * u;
+      w[i] = w[i] * cl.decay - cl.lr_bc1 * u;
     }
   }
 }

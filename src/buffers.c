@@ -4,9 +4,9 @@
  *
  * With messages, a rank's gradients travel to the shard owner through Open MPI's shared-memory
  * transport (a copy into a bounce buffer, or a single copy across address spaces), are added there
- * chunk by chunk, and the updated shards travel back the same way. With the buffers in shared
+ * packet by packet, and the updated shards travel back the same way. With the buffers in shared
  * memory, the owner of a shard reads every rank's gradients for it where they lie and adds them in
- * one pass, and its update pass, as it finishes each chunk (in cache), also writes the chunk into
+ * one pass, and its update pass, as it finishes each task (in cache), also writes the task into
  * every other rank's parameters: the all-gather costs no pass of its own and no reads from memory.
  * (A separate copy of the shards out of their owners' parameters after the update was measured
  * first: 5-10% slower per step on 2 ranks, bench_step --mode dp-shm.) The additions are those of
@@ -75,7 +75,7 @@ static void unmap_all(adampi *opt)
   free(opt->peer_grads);
   opt->peer_params = opt->peer_grads = NULL;
   opt->step_params = opt->step_grads = NULL;
-  opt->shm_direct = 0;
+  opt->all_on_node = 0;
 }
 
 adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **grads)
@@ -114,8 +114,8 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
 
   /* Each rank maps the step buffers of the ranks on its node: their parameters writable (the
    * owner of a shard stores its update into them) and their gradients read-only. With every rank
-   * on one node the step needs no messages at all (shm_direct); across nodes, pairs of ranks on the
-   * same node use the mappings and the other pairs exchange messages (step.c). */
+   * on one node the step needs no messages at all (all_on_node); across nodes, pairs of ranks on
+   * the same node use the mappings and the other pairs exchange messages (exchange.c). */
   MPI_Comm node = MPI_COMM_NULL;
   int node_size = 0, direct = 0;
   entry me = {opt->rank, {0}};
@@ -162,7 +162,7 @@ done:
     unmap_all(opt);
     return st;
   }
-  opt->shm_direct = direct;
+  opt->all_on_node = direct;
   opt->step_grads = opt->step_params + opt->step_bytes / 2 / sizeof(float);
   opt->profile.buffer_bytes = (int64_t)opt->step_bytes;
   *params = opt->step_params;
@@ -231,7 +231,7 @@ static void store_to_peers(const adampi *opt, const float *w, int64_t e, int64_t
  * here), by message from the others. */
 static adampi_status shm_reduce_mean(adampi *opt, const float *grads, float *mean)
 {
-  if (!opt->shm_direct) return adampi__pairwise_reduce_mean(opt, grads, mean, (const float *const *)opt->peer_grads);
+  if (!opt->all_on_node) return adampi__pairwise_reduce_mean(opt, grads, mean, (const float *const *)opt->peer_grads);
   reduce_whole_node(opt, mean);
   return ADAMPI_OK;
 }
@@ -241,7 +241,7 @@ static adampi_status shm_reduce_mean(adampi *opt, const float *grads, float *mea
 static adampi_status shm_share_params(adampi *opt, float *params)
 {
   adampi_status st = ADAMPI_OK;
-  if (!opt->shm_direct) st = adampi__pairwise_share(opt, params, opt->peer_params);
+  if (!opt->all_on_node) st = adampi__pairwise_share(opt, params, opt->peer_params);
   if (st != ADAMPI_OK) return st;
   adampi__step_buffers_sync(opt);
   ADAMPI_MPI(opt, MPI_Barrier(opt->comm));

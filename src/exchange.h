@@ -37,7 +37,7 @@ extern const adampi__transport adampi__messages; /* exchange.c */
 extern const adampi__transport adampi__node_shm; /* buffers.c */
 
 /* The pairwise rounds both transports use (exchange.c). P - 1 rounds; in round s rank r sends to
- * r + s and receives from r - s (mod P), in pieces of at most opt->rs_scratch_len floats through a
+ * r + s and receives from r - s (mod P), in packets of at most opt->packet_len floats through a
  * fixed scratch buffer, so any buffer size works. mapped: NULL, or per rank of comm the step
  * buffers this rank maps (NULL for ranks on other nodes); a mapped peer is read or written in
  * place instead of by message, with the same additions in the same order. */

@@ -8,7 +8,11 @@
  *          (row_len = numel / d0 elements, always whole on one rank), a single element otherwise;
  *   piece  the part of a tensor inside one rank's shard (a range of whole leaves);
  *   node   a node of the fixed pairwise tree over a tensor's leaves. Every sum across leaves is the
- *          value of that tree, so it depends on leaf positions only, never on where shards cut.
+ *          value of that tree, so it depends on leaf positions only, never on where shards cut;
+ *   task   a unit of work of a pass over the shard: about ADAMPI_TASK_LEN elements of whole rows;
+ *   packet one message of the pairwise exchanges: at most packet_len floats (exchange.c);
+ *   step   the call (adampi_step, adampi_step_sharded); a tensor's count of the steps that
+ *          updated it is its update count t (tensor->updates), and lr / (1 - beta1^t) is lr_bc1.
  */
 #ifndef ADAMPI_INTERNAL_H
 #define ADAMPI_INTERNAL_H
@@ -18,6 +22,9 @@
 
 #include <stdarg.h>
 #include <stdint.h>
+
+/* The optimizer state arrays of the shard, by kind; the checkpoint stores them in this order. */
+enum { ADAMPI__EXP_AVG = 0, ADAMPI__EXP_AVG_SQ = 1, ADAMPI__MOMENTUM = 0, ADAMPI__MAX_STATE = 2 };
 
 /* Sums over leaves that the projection test needs (SPEC.md: <g,w>, <g,g>, <w,w>). */
 typedef struct adampi__sums {
@@ -32,7 +39,7 @@ typedef struct adampi__tensor {
   int64_t offset, numel;
   int64_t leaves, leaf_len; /* ndim > 1: d0 rows of numel/d0; else numel leaves of 1 */
   int projectable;          /* ndim > 1 (SPEC.md "Which tensors are projected") */
-  int64_t step;             /* per-tensor step counter t */
+  int64_t updates;          /* t: the steps that updated this tensor (adampi_tensor_step) */
   adampi__sums sums;        /* whole-tensor sums of the last step (layer view) */
   adampi_diag diag;         /* the last step that updated the tensor (adampi_diag_get) */
   adampi_diag staged;       /* this step's statistics (decide_projection), published into diag only
@@ -49,21 +56,21 @@ typedef struct adampi__tensor {
   int64_t my_row_base;            /* first slot of this piece in the per-row arrays */
 } adampi__tensor;
 
-/* Coefficients of one step of one tensor, scalars rounded to float once (adamp.c, sgdp.c). */
+/* Coefficients of one update of one tensor, scalars rounded to float once (adamp.c, sgdp.c). */
 typedef struct adampi__coef {
-  float b1, omb1, b2, omb2, sqbc2, eps, step; /* AdamP */
-  float mom, omd, lr;                         /* SGDP */
-  float decay;                                /* weight decay factor (1 when none) */
+  float b1, omb1, b2, omb2, sqbc2, eps, lr_bc1; /* AdamP; lr_bc1 = lr / (1 - beta1^t) */
+  float mom, omd, lr;                           /* SGDP */
+  float decay;                                  /* weight decay factor (1 when none) */
   int nesterov;
 } adampi__coef;
 
 /* A unit of work of a pass over the shard: rows [r0, r1) (leaves) of one tensor. The passes run
- * their chunks in any order, on any thread: each row is computed whole by one thread, so the
+ * their tasks in any order, on any thread: each row is computed whole by one thread, so the
  * results do not depend on the thread count. */
-typedef struct adampi__chunk {
+typedef struct adampi__task {
   int tensor;
   int64_t r0, r1;
-} adampi__chunk;
+} adampi__task;
 
 struct adampi {
   MPI_Comm comm; /* our duplicate, MPI_ERRORS_RETURN */
@@ -81,12 +88,12 @@ struct adampi {
   int64_t *shard_lo; /* size + 1 cut positions: rank r owns [shard_lo[r], shard_lo[r+1]) */
   int64_t lo, hi;
 
-  /* Optimizer state for [lo, hi) only. */
-  float *state0; /* AdamP m, SGDP momentum */
-  float *state1; /* AdamP v, unused for SGDP */
+  /* Optimizer state for [lo, hi) only: AdamP state[ADAMPI__EXP_AVG] (m) and
+   * state[ADAMPI__EXP_AVG_SQ] (v); SGDP state[ADAMPI__MOMENTUM] (its second is a 0-float block). */
+  float *state[ADAMPI__MAX_STATE];
   float *grad_shard; /* data-parallel step: averaged gradients of the shard */
-  float *rs_scratch;  /* data-parallel step: one chunk of another rank's gradients */
-  int64_t rs_scratch_len;
+  float *packet_buf;  /* data-parallel step: one packet of another rank's gradients */
+  int64_t packet_len; /* floats per message of the pairwise exchanges (exchange.c) */
 
   /* adampi_alloc_step_buffers (buffers.c): this rank's segment of a shared-memory object, its
    * params then its grads (numel floats each, each on whole pages). */
@@ -94,7 +101,7 @@ struct adampi {
   size_t step_bytes;     /* of every rank's segment */
   float **peer_params;   /* per rank of comm on this node: its params (writable) and grads */
   float **peer_grads;    /* (read-only) mapped here; ours at our rank; NULL for other nodes */
-  int shm_direct;        /* every rank on this node: the node-shared transport sends no messages */
+  int all_on_node;        /* every rank on this node: the node-shared transport sends no messages */
 
   /* Statistics, proportional to rows and tensors, never to elements. */
   int64_t my_rows;  /* leaves of projectable tensors in this shard */
@@ -110,8 +117,8 @@ struct adampi {
   float *k_layer;      /* layer-view projection coefficient, per tensor */
   float *u_row;        /* AdamP: directions of one channel row per thread, computed once */
   int64_t u_row_len;   /* per thread: the longest local projectable row, at most 65536 */
-  adampi__chunk *chunks; /* the local pieces cut into chunks of about ADAMPI_CHUNK elements */
-  int64_t num_chunks;
+  adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
+  int64_t num_tasks;
   adampi__coef *coefs;   /* per tensor, the coefficients of the current step */
 
   int64_t steps_taken, steps_skipped;
@@ -149,8 +156,8 @@ void adampi__hparams_bytes(const adampi_hparams *hp, unsigned char out[ADAMPI_HP
 /* hparams.c: validation shared by add_group, set_hparams and the file readers. */
 adampi_status adampi__hparams_check(adampi_kind kind, const adampi_hparams *hp, char *msg, size_t len);
 
-/* Elements per chunk of work (rows are never split for tensors with ndim > 1). */
-#define ADAMPI_CHUNK ((int64_t)1 << 16)
+/* Elements per task (rows are never split for tensors with ndim > 1). */
+#define ADAMPI_TASK_LEN ((int64_t)1 << 16)
 /* The thread count for a requested one (0: OpenMP's default; 1 without OpenMP). */
 int adampi__thread_count(int requested);
 
@@ -176,8 +183,10 @@ void adampi__visit_nodes(const adampi *opt, const adampi__tensor *t, int rank, a
 void adampi__piece_of(const adampi *opt, const adampi__tensor *t, int r, int64_t *a, int64_t *b);
 
 /* stats.c: statistics pass, decision and the pairwise trees (SPEC.md "The projection"). */
-void adampi__gather_row_stats(adampi *opt, const float *w, const float *g, const unsigned char *has_grad);
-/* After the exchange: per tensor with a gradient, sums, diagnostics and view. Returns the index of
+/* The statistics pass (reads only): per tensor with a gradient, the row sums, the largest row
+ * cosine and the tree nodes of this rank's piece, into stats for the exchange. */
+void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const unsigned char *has_grad);
+/* After the exchange: per tensor with a gradient, sums, staged diagnostics and view. Returns the index of
  * the first tensor whose gradient (*is_param = 0) or parameters (*is_param = 1) hold NaN/Inf, or -1. */
 int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *is_param);
 /* Tree nodes of <w,u> for this rank's piece of t, from row_wu, into wu_nodes. */
@@ -188,9 +197,6 @@ double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
 /* Row-lane sums: 16 lanes relative to the row start, combined in a fixed tree. */
 #define ADAMPI_LANES 16
 void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out);
-
-/* The optimizer state arrays of the shard, by kind; the checkpoint stores them in this order. */
-enum { ADAMPI__EXP_AVG = 0, ADAMPI__EXP_AVG_SQ = 1, ADAMPI__MOMENTUM = 0, ADAMPI__MAX_STATE = 2 };
 
 /* The arrays one kernel call works on: n elements of the shard from one position. */
 typedef struct adampi__span {

@@ -1,5 +1,5 @@
 /*
- * step.c - one optimizer step: gather_row_stats (read only), one exchange in which the ranks also
+ * step.c - one optimizer step: the statistics pass (read only), one exchange in which the ranks also
  * agree on errors, decide_projection, then apply_update (the only writes). SPEC.md throughout.
  *
  * Collectives per step: sharded step 1 (2 when a tensor cut across ranks is projected under the
@@ -8,7 +8,7 @@
  * adds an agreement on arguments, the gradient reduce-scatter and the parameter all-gather, both
  * through a transport of exchange.h (messages or node-shared memory) chosen once per step. The
  * update dispatches on the optimizer's kernel table (kernels_of) and, by view and row length, in
- * one function (update_chunk).
+ * one function (update_task).
  */
 #include "internal.h"
 
@@ -47,19 +47,19 @@ static const adampi__kernels *kernels_of(const adampi *opt)
   return table[opt->cfg.kind];
 }
 
-static adampi__coef coef_for(const adampi *opt, const adampi__tensor *t, int64_t step, int view)
+/* The coefficients of update number `update` of tensor t under a view. */
+static adampi__coef coef_for(const adampi *opt, const adampi__tensor *t, int64_t update, int view)
 {
   const adampi_hparams *hp = &opt->groups[t->group];
   double r = view != ADAMPI_VIEW_NONE ? hp->wd_ratio : 1.0; /* weight-decay factor */
-  return kernels_of(opt)->coef(hp, step, r);
+  return kernels_of(opt)->coef(hp, update, r);
 }
 
 /* The n elements at shard position e of w, g and the state. */
 static adampi__span span_at(const adampi *opt, float *w, const float *g, int64_t e, int64_t n)
 {
-  float *const state[ADAMPI__MAX_STATE] = {opt->state0, opt->state1};
   adampi__span s = {g + e, w + e, {NULL}, n};
-  for (int j = 0; j < kernels_of(opt)->num_state; j++) s.state[j] = state[j] + e;
+  for (int j = 0; j < kernels_of(opt)->num_state; j++) s.state[j] = opt->state[j] + e;
   return s;
 }
 
@@ -83,7 +83,7 @@ static adampi_status layer_coefficients(adampi *opt, float *w, const float *g)
     any = 1;
     exchange |= t->first_rank != t->last_rank;
     if (t->my_nodes == 0) continue;
-    adampi__coef c = coef_for(opt, t, t->step + 1, ADAMPI_VIEW_LAYER);
+    adampi__coef c = coef_for(opt, t, t->updates + 1, ADAMPI_VIEW_LAYER);
     for (int64_t r = t->my_leaf_lo; r < t->my_leaf_hi; r++) {
       adampi__span s = span_at(opt, w, g, t->offset + r * t->leaf_len - opt->lo, t->leaf_len);
       opt->row_wu[t->my_row_base + r - t->my_leaf_lo] = kn->wu(&s, &c);
@@ -102,24 +102,25 @@ done:
   return st;
 }
 
-/* The update of one chunk of a tensor that has a gradient: the one place that chooses how
+/* The update of one task of a tensor that has a gradient: the one place that chooses how
  * elements are updated, by view and row length. u_row: this thread's row scratch. */
-static void update_chunk(const adampi *opt, const adampi__kernels *kn, const adampi__chunk *ch, float *w, const float *g,
-                         float *u_row)
+static void update_task(const adampi *opt, const adampi__kernels *kn, const adampi__task *task, float *w,
+                        const float *g, float *u_row)
 {
-  const adampi__tensor *t = &opt->tensors[ch->tensor];
-  const adampi__coef *c = &opt->coefs[ch->tensor];
-  int view = opt->view[ch->tensor];
-  if (view != ADAMPI_VIEW_CHANNEL) { /* one call over the chunk; the layer view with its k */
-    adampi__span s = span_at(opt, w, g, t->offset + ch->r0 * t->leaf_len - opt->lo, (ch->r1 - ch->r0) * t->leaf_len);
-    kn->apply(&s, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[ch->tensor] : 0.0f);
+  const adampi__tensor *t = &opt->tensors[task->tensor];
+  const adampi__coef *c = &opt->coefs[task->tensor];
+  int view = opt->view[task->tensor];
+  if (view != ADAMPI_VIEW_CHANNEL) { /* one call over the task; the layer view with its k */
+    int64_t first = t->offset + task->r0 * t->leaf_len - opt->lo;
+    adampi__span s = span_at(opt, w, g, first, (task->r1 - task->r0) * t->leaf_len);
+    kn->apply(&s, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f);
     return;
   }
   /* Row by row: <w_r,u_r> while the row is read, then the update from cache (from u when the
    * row fits the scratch: state stored and u computed once, then w from u). */
   double eps = opt->groups[t->group].eps;
   int keep_u = t->leaf_len <= opt->u_row_len;
-  for (int64_t r = ch->r0; r < ch->r1; r++) {
+  for (int64_t r = task->r0; r < task->r1; r++) {
     adampi__span s = span_at(opt, w, g, t->offset + r * t->leaf_len - opt->lo, t->leaf_len);
     double ww = opt->row_sums[t->my_row_base + r - t->my_leaf_lo].ww;
     if (keep_u) {
@@ -131,8 +132,8 @@ static void update_chunk(const adampi *opt, const adampi__kernels *kn, const ada
   }
 }
 
-/* The writes of the step, once every rank knows every decision: in parallel over chunks. store:
- * the transport's hook, called for every chunk once its elements are final (NULL: none). */
+/* The writes of the step, once every rank knows every decision: in parallel over tasks. store:
+ * the transport's hook, called for every task once its elements are final (NULL: none). */
 static void apply_update(adampi *opt, float *w, const float *g, const unsigned char *has_grad, adampi__store_fn store)
 {
   const adampi__kernels *kn = kernels_of(opt);
@@ -142,33 +143,33 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
       t->diag.updated = 0; /* the rest stays that of its last update */
       continue;
     }
-    t->step++;
+    t->updates++;
     t->diag = t->staged; /* the step commits: its diagnostics become the published ones */
     t->diag.updated = 1;
-    t->diag.step = t->step;
+    t->diag.step = t->updates;
     t->diag.view = (adampi_view)opt->view[i];
-    opt->coefs[i] = coef_for(opt, t, t->step, opt->view[i]);
+    opt->coefs[i] = coef_for(opt, t, t->updates, opt->view[i]);
   }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1)
-  for (int64_t q = 0; q < opt->num_chunks; q++) {
-    const adampi__chunk *ch = &opt->chunks[q];
+  for (int64_t q = 0; q < opt->num_tasks; q++) {
+    const adampi__task *task = &opt->tasks[q];
 #ifdef _OPENMP
     float *u_row = opt->u_row + (size_t)omp_get_thread_num() * (size_t)opt->u_row_len;
 #else
     float *u_row = opt->u_row;
 #endif
-    /* Without a gradient the chunk is unchanged, but stored all the same, as an all-gather would. */
-    if (!(has_grad && !has_grad[ch->tensor])) update_chunk(opt, kn, ch, w, g, u_row);
+    /* Without a gradient the task is unchanged, but stored all the same, as an all-gather would. */
+    if (!(has_grad && !has_grad[task->tensor])) update_task(opt, kn, task, w, g, u_row);
     if (store) {
-      const adampi__tensor *t = &opt->tensors[ch->tensor];
-      store(opt, w, t->offset + ch->r0 * t->leaf_len - opt->lo, (ch->r1 - ch->r0) * t->leaf_len);
+      const adampi__tensor *t = &opt->tensors[task->tensor];
+      store(opt, w, t->offset + task->r0 * t->leaf_len - opt->lo, (task->r1 - task->r0) * t->leaf_len);
     }
   }
 }
 
 /* The sharded step on w = params[lo, hi), g = averaged grads[lo, hi). local_st: an error this
  * rank found before the step, which the exchange makes known to every rank. store: the
- * transport's per-chunk hook for the update pass, or NULL. */
+ * transport's per-task hook for the update pass, or NULL. */
 static adampi_status step_shard(adampi *opt, float *w, const float *g, const unsigned char *has_grad,
                                 adampi_status local_st, adampi__store_fn store)
 {
@@ -178,7 +179,7 @@ static adampi_status step_shard(adampi *opt, float *w, const float *g, const uns
   memset(opt->stats, 0, (size_t)opt->stats_len * sizeof(double));
   opt->stats[opt->rank] = (double)local_st;
   opt->stats[P + opt->rank] = step_hash(opt, has_grad);
-  if (local_st == ADAMPI_OK) adampi__gather_row_stats(opt, w, g, has_grad);
+  if (local_st == ADAMPI_OK) adampi__statistics_pass(opt, w, g, has_grad);
   double t1 = MPI_Wtime();
   opt->profile.seconds[ADAMPI_PHASE_STATS] = t1 - t0;
   opt->profile.exchange_bytes = opt->stats_len * (int64_t)sizeof(double);
