@@ -250,4 +250,4 @@ done:
   return st;
 }
 
-const adampi__transport adampi__node_shm = {"node-shared memory", shm_reduce_mean, store_to_peers, shm_share_params};
+const adampi__transport adampi__node_shm = {shm_reduce_mean, store_to_peers, shm_share_params};

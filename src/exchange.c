@@ -92,4 +92,4 @@ static adampi_status messages_reduce_mean(adampi *opt, const float *grads, float
 
 adampi_status adampi__allgather_params(adampi *opt, float *params) { return adampi__pairwise_share(opt, params, NULL); }
 
-const adampi__transport adampi__messages = {"messages", messages_reduce_mean, NULL, adampi__allgather_params};
+const adampi__transport adampi__messages = {messages_reduce_mean, NULL, adampi__allgather_params};

@@ -11,7 +11,9 @@
  * (buffers.c: the step buffers of adampi_alloc_step_buffers, read and written in place by the
  * ranks of a node, with messages between ranks of different nodes). A new transport is one more
  * adampi__transport and one line in adampi_step's choice; both exchanges of every transport make
- * the same additions in the same order, so the transport never changes the bits.
+ * the same additions in the same order, so the transport never changes the bits. Gradients and
+ * parameters are float32 throughout; another element type changes these signatures here, and the
+ * additions in add_packet (exchange.c) and reduce_whole_node (buffers.c).
  */
 #ifndef ADAMPI_EXCHANGE_H
 #define ADAMPI_EXCHANGE_H
@@ -20,18 +22,17 @@
 
 #include <stdint.h>
 
+/* The store hook as the update pass receives it (NULL: none). Local, called from the update
+ * pass's threads: the shard elements [e, e + n) of w are final. */
+typedef void (*adampi__store_fn)(const adampi *opt, const float *w, int64_t e, int64_t n);
+
 typedef struct adampi__transport {
-  const char *name;
   /* Collective: mean <- (sum over ranks of grads[lo, hi)) / P, every rank's full gradients in. */
   adampi_status (*reduce_mean)(adampi *opt, const float *grads, float *mean);
-  /* Local, from the update pass's threads: the shard elements [e, e + n) of w are final. */
-  void (*store)(const adampi *opt, const float *w, int64_t e, int64_t n);
+  adampi__store_fn store;
   /* Collective: every rank's shard [shard_lo[r], shard_lo[r+1]) of params into every rank's. */
   adampi_status (*share_params)(adampi *opt, float *params);
 } adampi__transport;
-
-/* The store hook as the update pass receives it (NULL: none). */
-typedef void (*adampi__store_fn)(const adampi *opt, const float *w, int64_t e, int64_t n);
 
 extern const adampi__transport adampi__messages; /* exchange.c */
 extern const adampi__transport adampi__node_shm; /* buffers.c */
