@@ -223,6 +223,15 @@ typedef struct adampi__kernels {
 } adampi__kernels;
 extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
 
+/* The element kernels are built for AVX-512, AVX2 and the baseline, chosen at load time (GCC on
+ * x86-64); every clone rounds alike (-ffp-contract=off). ADAMPI_NO_CLONES builds the baseline only,
+ * for the test that compares the two. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
+#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ADAMPI_CLONES
+#endif
+
 /* 16 lanes as two vectors of 8 doubles (GCC vector extensions): every target clone performs the
  * same additions per lane, whatever its register width. */
 typedef float adampi__v8f __attribute__((vector_size(32), aligned(4)));

@@ -7,12 +7,6 @@
  */
 #include "internal.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
-#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ADAMPI_CLONES
-#endif
-
 static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_factor)
 {
   (void)t; /* no bias correction */

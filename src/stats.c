@@ -16,12 +16,6 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
-#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ADAMPI_CLONES
-#endif
-
 typedef adampi__v8f v8f;
 typedef adampi__v8d v8d;
 
