@@ -11,16 +11,10 @@
 
 #include <math.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
-#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ADAMPI_CLONES
-#endif
-
-adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor)
+static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_factor)
 {
   adampi__coef c = {0};
-  double bc1 = 1.0 - pow(hp->beta1, (double)t); /* bias corrections of step t */
+  double bc1 = 1.0 - pow(hp->beta1, (double)t); /* bias corrections of update t */
   double bc2 = 1.0 - pow(hp->beta2, (double)t);
   c.b1 = (float)hp->beta1;
   c.omb1 = (float)(1.0 - hp->beta1);
@@ -28,7 +22,7 @@ adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_f
   c.omb2 = (float)(1.0 - hp->beta2);
   c.sqbc2 = (float)sqrt(bc2);
   c.eps = (float)hp->eps;
-  c.step = (float)(hp->lr / bc1);
+  c.lr_bc1 = (float)(hp->lr / bc1);
   c.decay = hp->weight_decay > 0.0 ? (float)(1.0 - hp->lr * hp->weight_decay * wd_factor) : 1.0f;
   c.nesterov = hp->nesterov;
   return c;
@@ -46,8 +40,8 @@ static inline float direction(float g, float m, float v, const adampi__coef *c)
  * of 256: the directions as floats in a plain loop (vectorized like the update), then added to
  * the 16 lanes; 256 is a multiple of 16, so lanes stay relative to the row start. */
 ADAMPI_CLONES
-double adampi__adamp_wu(const float *restrict g, const float *restrict m, const float *restrict v,
-                        const float *restrict w, int64_t n, const adampi__coef *c)
+static double dot_wu(const float *restrict g, const float *restrict m, const float *restrict v, const float *restrict w,
+                     int64_t n, const adampi__coef *c)
 {
   const adampi__coef cl = *c; /* locals: stores to u could alias *c otherwise */
   adampi__v8d acc[2] = {{0}, {0}};
@@ -67,11 +61,11 @@ double adampi__adamp_wu(const float *restrict g, const float *restrict m, const 
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
  * moments are stored (m, v are this step's from here on), the directions go to u, and <w, u> is
- * returned, summed like adampi__adamp_wu. adampi__adamp_finish_w completes the row from u and w
+ * returned, summed like dot_wu. finish_w completes the row from u and w
  * alone, so the second pass over the row reads 2 arrays instead of 5 and recomputes nothing. */
 ADAMPI_CLONES
-double adampi__adamp_moments_wu(const float *restrict g, float *restrict m, float *restrict v,
-                                const float *restrict w, float *restrict u, int64_t n, const adampi__coef *c)
+static double moments_wu(const float *restrict g, float *restrict m, float *restrict v, const float *restrict w,
+                         float *restrict u, int64_t n, const adampi__coef *c)
 {
   const adampi__coef cl = *c;
   adampi__v8d acc[2] = {{0}, {0}};
@@ -90,22 +84,22 @@ double adampi__adamp_moments_wu(const float *restrict g, float *restrict m, floa
   return adampi__lanes_total(acc);
 }
 
-/* Second half: w <- w decay - step (u - w k), the same operations as adampi__adamp_apply. */
+/* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply. */
 ADAMPI_CLONES
-void adampi__adamp_finish_w(float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c, float k)
+static void finish_w(float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c, float k)
 {
-  const float decay = c->decay, step = c->step;
+  const float decay = c->decay, lr_bc1 = c->lr_bc1;
   for (int64_t i = 0; i < n; i++) {
     float p = u[i] - w[i] * k; /* remove the radial component */
-    w[i] = w[i] * decay - step * p;
+    w[i] = w[i] * decay - lr_bc1 * p;
   }
 }
 
 /* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
- * weight decay, then the step (MATHS.md "AdamP step", in that order). */
+ * weight decay, then w moves by lr_bc1 u (MATHS.md "AdamP step", in that order). */
 ADAMPI_CLONES
-void adampi__adamp_apply(const float *restrict g, float *restrict m, float *restrict v, float *restrict w, int64_t n,
-                         const adampi__coef *c, int proj, float k)
+static void apply(const float *restrict g, float *restrict m, float *restrict v, float *restrict w, int64_t n,
+                  const adampi__coef *c, int proj, float k)
 {
   const adampi__coef cl = *c;
   if (proj) {
@@ -116,7 +110,7 @@ void adampi__adamp_apply(const float *restrict g, float *restrict m, float *rest
       u = u - w[i] * k; /* remove the radial component: u - p <p,u> */
       m[i] = mi;
       v[i] = vi;
-      w[i] = w[i] * cl.decay - cl.step * u;
+      w[i] = w[i] * cl.decay - cl.lr_bc1 * u;
     }
   } else {
     for (int64_t i = 0; i < n; i++) {
@@ -125,7 +119,30 @@ void adampi__adamp_apply(const float *restrict g, float *restrict m, float *rest
       float u = direction(g[i], mi, vi, &cl);
       m[i] = mi;
       v[i] = vi;
-      w[i] = w[i] * cl.decay - cl.step * u;
+      w[i] = w[i] * cl.decay - cl.lr_bc1 * u;
     }
   }
 }
+
+/* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
+static double span_wu(const adampi__span *s, const adampi__coef *c)
+{
+  return dot_wu(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->n, c);
+}
+
+static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
+{
+  apply(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->n, c, proj, k);
+}
+
+static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
+{
+  return moments_wu(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, u, s->n, c);
+}
+
+static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)
+{
+  finish_w(s->w, u, s->n, c, k);
+}
+
+const adampi__kernels adampi__adamp_kernels = {2, coefficients, span_wu, span_apply, span_state_wu, span_finish};

@@ -4,15 +4,16 @@
  *
  * With messages, a rank's gradients travel to the shard owner through Open MPI's shared-memory
  * transport (a copy into a bounce buffer, or a single copy across address spaces), are added there
- * chunk by chunk, and the updated shards travel back the same way. With the buffers in shared
+ * packet by packet, and the updated shards travel back the same way. With the buffers in shared
  * memory, the owner of a shard reads every rank's gradients for it where they lie and adds them in
- * one pass, and its update pass, as it finishes each chunk (in cache), also writes the chunk into
+ * one pass, and its update pass, as it finishes each task (in cache), also writes the task into
  * every other rank's parameters: the all-gather costs no pass of its own and no reads from memory.
  * (A separate copy of the shards out of their owners' parameters after the update was measured
  * first: 5-10% slower per step on 2 ranks, bench_step --mode dp-shm.) The additions are those of
- * the message path, in the same order (step.c, reduce_scatter_mean), so the results are the same
- * bits. When the ranks span several nodes, the message path's pairwise rounds run as they are,
- * except that a pair of ranks on the same node uses the mappings instead of a message.
+ * the message path, in the same order (exchange.c), so the results are the same bits. When the
+ * ranks span several nodes, the message path's pairwise rounds run as they are, except that a pair
+ * of ranks on the same node uses the mappings instead of a message. All of it is the node-shared
+ * transport of exchange.h, adampi__node_shm, at the end of this file.
  *
  * The memory is a POSIX shared-memory object per rank, reserved with posix_fallocate, rather than
  * an MPI-3 shared window: on a full /dev/shm, Open MPI 4.1's MPI_Win_allocate_shared returns an
@@ -74,7 +75,7 @@ static void unmap_all(adampi *opt)
   free(opt->peer_grads);
   opt->peer_params = opt->peer_grads = NULL;
   opt->step_params = opt->step_grads = NULL;
-  opt->shm_direct = 0;
+  opt->all_on_node = 0;
 }
 
 adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **grads)
@@ -113,8 +114,8 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
 
   /* Each rank maps the step buffers of the ranks on its node: their parameters writable (the
    * owner of a shard stores its update into them) and their gradients read-only. With every rank
-   * on one node the step needs no messages at all (shm_direct); across nodes, pairs of ranks on the
-   * same node use the mappings and the other pairs exchange messages (step.c). */
+   * on one node the step needs no messages at all (all_on_node); across nodes, pairs of ranks on
+   * the same node use the mappings and the other pairs exchange messages (exchange.c). */
   MPI_Comm node = MPI_COMM_NULL;
   int node_size = 0, direct = 0;
   entry me = {opt->rank, {0}};
@@ -161,7 +162,7 @@ done:
     unmap_all(opt);
     return st;
   }
-  opt->shm_direct = direct;
+  opt->all_on_node = direct;
   opt->step_grads = opt->step_params + opt->step_bytes / 2 / sizeof(float);
   opt->profile.buffer_bytes = (int64_t)opt->step_bytes;
   *params = opt->step_params;
@@ -188,13 +189,12 @@ void adampi__step_buffers_sync(adampi *opt)
 /* The shard's gradient mean from every rank's gradients, read in place: for rank r the sum
  * g_r + g_(r-1) + ... + g_(r-P+1) (ranks mod P) divided by P, exactly the additions of the
  * message path, in its order. Call after a synchronising collective that every rank entered
- * after writing its gradients (adampi_step's agreement). */
-void adampi__direct_reduce(adampi *opt)
+ * after writing its gradients (adampi_step's agreement). Every rank on this node. */
+static void reduce_whole_node(adampi *opt, float *mine)
 {
   const int P = opt->size, r = opt->rank;
   const int64_t n = opt->hi - opt->lo, lo = opt->lo;
   const float ranks = (float)P;
-  float *mine = opt->grad_shard;
   float *const *seg = opt->peer_grads;
 #pragma omp parallel for schedule(static) num_threads(opt->threads) if (opt->threads > 1)
   for (int64_t k0 = 0; k0 < n; k0 += REDUCE_BLOCK) {
@@ -216,7 +216,9 @@ void adampi__direct_reduce(adampi *opt)
   }
 }
 
-void adampi__mirror_update(const adampi *opt, const float *w, int64_t e, int64_t n)
+/* The store hook: the shard elements [e, e + n) of w, just updated, into every mapped peer's
+ * parameters, from cache. */
+static void store_to_peers(const adampi *opt, const float *w, int64_t e, int64_t n)
 {
   for (int s = 1; s < opt->size; s++) {
     int q = (opt->rank + s) % opt->size; /* every rank starts with a different peer */
@@ -225,12 +227,27 @@ void adampi__mirror_update(const adampi *opt, const float *w, int64_t e, int64_t
   }
 }
 
-adampi_status adampi__direct_finish(adampi *opt)
+/* Collective: gradients from the peers on this node in place (all at once when every rank is
+ * here), by message from the others. */
+static adampi_status shm_reduce_mean(adampi *opt, const float *grads, float *mean)
+{
+  if (!opt->all_on_node) return adampi__pairwise_reduce_mean(opt, grads, mean, (const float *const *)opt->peer_grads);
+  reduce_whole_node(opt, mean);
+  return ADAMPI_OK;
+}
+
+/* Collective: the peers on other nodes by message; then, once every rank's stores are in
+ * everyone's parameters (a barrier between fences), the step is over. */
+static adampi_status shm_share_params(adampi *opt, float *params)
 {
   adampi_status st = ADAMPI_OK;
+  if (!opt->all_on_node) st = adampi__pairwise_share(opt, params, opt->peer_params);
+  if (st != ADAMPI_OK) return st;
   adampi__step_buffers_sync(opt);
   ADAMPI_MPI(opt, MPI_Barrier(opt->comm));
   adampi__step_buffers_sync(opt);
 done:
   return st;
 }
+
+const adampi__transport adampi__node_shm = {shm_reduce_mean, store_to_peers, shm_share_params};

@@ -414,10 +414,10 @@ static int write_tensors(adampi *opt, hid_t f, hid_t dxpl, const float *w, const
   for (int i = 0; i < opt->num_tensors; i++) {
     const adampi__tensor *t = &opt->tensors[i];
     hid_t g = make_group(ts, t->name);
-    int bad = g < 0 || put_i64(g, "index", i) || put_i64(g, "group", t->group) || put_i64(g, "step", t->step);
+    int bad = g < 0 || put_i64(g, "index", i) || put_i64(g, "group", t->group) || put_i64(g, "step", t->updates);
     int64_t first, n;
     local_part(opt, t, &first, &n);
-    const float *src[1 + MAX_STATE] = {w, opt->state0, opt->state1};
+    const float *src[1 + MAX_STATE] = {w, opt->state[0], opt->state[1]};
     for (int s = 0; s <= state_count(opt); s++) {
       hid_t d = create_dataset(g, s == 0 ? "param" : state_name(opt, s - 1), t);
       hid_t fspace = d >= 0 ? H5Dget_space(d) : H5I_INVALID_HID, mspace = H5I_INVALID_HID;
@@ -469,7 +469,7 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   if (st != ADAMPI_OK) goto done;
 
   const float *w = params ? (o.params == ADAMPI_PARAMS_FULL ? params + opt->lo : params) : NULL;
-  const float *src[1 + MAX_STATE] = {w, opt->state0, opt->state1};
+  const float *src[1 + MAX_STATE] = {w, opt->state[0], opt->state[1]};
   st = dataset_digests(opt, src, digests);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
 
@@ -817,11 +817,11 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
     if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
   }
   /* The staged state becomes the state (a swap, not a copy); the old buffers are freed below. */
-  float *old0 = opt->state0, *old1 = opt->state1;
-  opt->state0 = sg.s0, sg.s0 = old0;
-  if (opt->cfg.kind == ADAMPI_ADAMP) opt->state1 = sg.s1, sg.s1 = old1;
+  float *old0 = opt->state[0], *old1 = opt->state[1];
+  opt->state[0] = sg.s0, sg.s0 = old0;
+  if (opt->cfg.kind == ADAMPI_ADAMP) opt->state[1] = sg.s1, sg.s1 = old1;
   for (int i = 0; i < opt->num_tensors; i++) {
-    opt->tensors[i].step = sg.steps[i];
+    opt->tensors[i].updates = sg.steps[i];
     memset(&opt->tensors[i].diag, 0, sizeof opt->tensors[i].diag);
   }
   if (!o.keep_hparams) memcpy(opt->groups, sg.groups, (size_t)opt->num_groups * sizeof *sg.groups);

@@ -217,18 +217,18 @@ adampi_status adampi_diag_get(const adampi *opt, int index, adampi_diag *diag)
 int64_t adampi_tensor_step(const adampi *opt, int index)
 {
   if (opt == NULL || index < 0 || index >= opt->num_tensors) return -1;
-  return opt->tensors[index].step;
+  return opt->tensors[index].updates;
 }
 
 const float *adampi_state_shard(const adampi *opt, adampi_state_kind kind)
 {
   if (opt == NULL || !opt->committed || opt->hi == opt->lo) return NULL;
   if (opt->cfg.kind == ADAMPI_ADAMP) {
-    if (kind == ADAMPI_STATE_EXP_AVG) return opt->state0;
-    if (kind == ADAMPI_STATE_EXP_AVG_SQ) return opt->state1;
+    if (kind == ADAMPI_STATE_EXP_AVG) return opt->state[ADAMPI__EXP_AVG];
+    if (kind == ADAMPI_STATE_EXP_AVG_SQ) return opt->state[ADAMPI__EXP_AVG_SQ];
     return NULL;
   }
-  return kind == ADAMPI_STATE_MOMENTUM ? opt->state0 : NULL;
+  return kind == ADAMPI_STATE_MOMENTUM ? opt->state[ADAMPI__MOMENTUM] : NULL;
 }
 
 adampi_status adampi_get_profile(const adampi *opt, adampi_profile *profile)

@@ -8,15 +8,23 @@
  *          (row_len = numel / d0 elements, always whole on one rank), a single element otherwise;
  *   piece  the part of a tensor inside one rank's shard (a range of whole leaves);
  *   node   a node of the fixed pairwise tree over a tensor's leaves. Every sum across leaves is the
- *          value of that tree, so it depends on leaf positions only, never on where shards cut.
+ *          value of that tree, so it depends on leaf positions only, never on where shards cut;
+ *   task   a unit of work of a pass over the shard: about ADAMPI_TASK_LEN elements of whole rows;
+ *   packet one message of the pairwise exchanges: at most packet_len floats (exchange.c);
+ *   step   the call (adampi_step, adampi_step_sharded); a tensor's count of the steps that
+ *          updated it is its update count t (tensor->updates), and lr / (1 - beta1^t) is lr_bc1.
  */
 #ifndef ADAMPI_INTERNAL_H
 #define ADAMPI_INTERNAL_H
 
 #include "adampi.h"
+#include "exchange.h"
 
 #include <stdarg.h>
 #include <stdint.h>
+
+/* The optimizer state arrays of the shard, by kind; the checkpoint stores them in this order. */
+enum { ADAMPI__EXP_AVG = 0, ADAMPI__EXP_AVG_SQ = 1, ADAMPI__MOMENTUM = 0, ADAMPI__MAX_STATE = 2 };
 
 /* Sums over leaves that the projection test needs (MATHS.md "The projection": <g,w>, <g,g>, <w,w>). */
 typedef struct adampi__sums {
@@ -31,9 +39,11 @@ typedef struct adampi__tensor {
   int64_t offset, numel;
   int64_t leaves, leaf_len; /* ndim > 1: d0 rows of numel/d0; else numel leaves of 1 */
   int projectable;          /* ndim > 1 (MATHS.md "Which tensors are projected") */
-  int64_t step;             /* per-tensor step counter t */
+  int64_t updates;          /* t: the steps that updated this tensor (adampi_tensor_step) */
   adampi__sums sums;        /* whole-tensor sums of the last step (layer view) */
-  adampi_diag diag;
+  adampi_diag diag;         /* the last step that updated the tensor (adampi_diag_get) */
+  adampi_diag staged;       /* this step's statistics (decide_projection), published into diag only
+                               when the step commits (apply_update): refused or skipped, it is dropped */
 
   /* Plan, set by commit. Ranks [first_rank, last_rank] hold the tensor's pieces. */
   int first_rank, last_rank;
@@ -46,21 +56,21 @@ typedef struct adampi__tensor {
   int64_t my_row_base;            /* first slot of this piece in the per-row arrays */
 } adampi__tensor;
 
-/* Coefficients of one step of one tensor, scalars rounded to float once (adamp.c, sgdp.c). */
+/* Coefficients of one update of one tensor, scalars rounded to float once (adamp.c, sgdp.c). */
 typedef struct adampi__coef {
-  float b1, omb1, b2, omb2, sqbc2, eps, step; /* AdamP */
-  float mom, omd, lr;                         /* SGDP */
-  float decay;                                /* weight decay factor (1 when none) */
+  float b1, omb1, b2, omb2, sqbc2, eps, lr_bc1; /* AdamP; lr_bc1 = lr / (1 - beta1^t) */
+  float mom, omd, lr;                           /* SGDP */
+  float decay;                                  /* weight decay factor (1 when none) */
   int nesterov;
 } adampi__coef;
 
 /* A unit of work of a pass over the shard: rows [r0, r1) (leaves) of one tensor. The passes run
- * their chunks in any order, on any thread: each row is computed whole by one thread, so the
+ * their tasks in any order, on any thread: each row is computed whole by one thread, so the
  * results do not depend on the thread count. */
-typedef struct adampi__chunk {
+typedef struct adampi__task {
   int tensor;
   int64_t r0, r1;
-} adampi__chunk;
+} adampi__task;
 
 struct adampi {
   MPI_Comm comm; /* our duplicate, MPI_ERRORS_RETURN */
@@ -78,12 +88,12 @@ struct adampi {
   int64_t *shard_lo; /* size + 1 cut positions: rank r owns [shard_lo[r], shard_lo[r+1]) */
   int64_t lo, hi;
 
-  /* Optimizer state for [lo, hi) only. */
-  float *state0; /* AdamP m, SGDP momentum */
-  float *state1; /* AdamP v, unused for SGDP */
+  /* Optimizer state for [lo, hi) only: AdamP state[ADAMPI__EXP_AVG] (m) and
+   * state[ADAMPI__EXP_AVG_SQ] (v); SGDP state[ADAMPI__MOMENTUM] (its second is a 0-float block). */
+  float *state[ADAMPI__MAX_STATE];
   float *grad_shard; /* data-parallel step: averaged gradients of the shard */
-  float *rs_scratch;  /* data-parallel step: one chunk of another rank's gradients */
-  int64_t rs_scratch_len;
+  float *packet_buf;  /* data-parallel step: one packet of another rank's gradients */
+  int64_t packet_len; /* floats per message of the pairwise exchanges (exchange.c) */
 
   /* adampi_alloc_step_buffers (buffers.c): this rank's segment of a shared-memory object, its
    * params then its grads (numel floats each, each on whole pages). */
@@ -91,9 +101,7 @@ struct adampi {
   size_t step_bytes;     /* of every rank's segment */
   float **peer_params;   /* per rank of comm on this node: its params (writable) and grads */
   float **peer_grads;    /* (read-only) mapped here; ours at our rank; NULL for other nodes */
-  int shm_direct;        /* every rank on this node: adampi_step loads instead of messages */
-  int mirror;            /* during a step through the step buffers: peers on this node are read
-                            and written directly (the update pass stores into their params) */
+  int all_on_node;        /* every rank on this node: the node-shared transport sends no messages */
 
   /* Statistics, proportional to rows and tensors, never to elements. */
   int64_t my_rows;  /* leaves of projectable tensors in this shard */
@@ -109,8 +117,8 @@ struct adampi {
   float *k_layer;      /* layer-view projection coefficient, per tensor */
   float *u_row;        /* AdamP: directions of one channel row per thread, computed once */
   int64_t u_row_len;   /* per thread: the longest local projectable row, at most 65536 */
-  adampi__chunk *chunks; /* the local pieces cut into chunks of about ADAMPI_CHUNK elements */
-  int64_t num_chunks;
+  adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
+  int64_t num_tasks;
   adampi__coef *coefs;   /* per tensor, the coefficients of the current step */
 
   int64_t steps_taken, steps_skipped;
@@ -148,8 +156,8 @@ void adampi__hparams_bytes(const adampi_hparams *hp, unsigned char out[ADAMPI_HP
 /* hparams.c: validation shared by add_group, set_hparams and the file readers. */
 adampi_status adampi__hparams_check(adampi_kind kind, const adampi_hparams *hp, char *msg, size_t len);
 
-/* Elements per chunk of work (rows are never split for tensors with ndim > 1). */
-#define ADAMPI_CHUNK ((int64_t)1 << 16)
+/* Elements per task (rows are never split for tensors with ndim > 1). */
+#define ADAMPI_TASK_LEN ((int64_t)1 << 16)
 /* The thread count for a requested one (0: OpenMP's default; 1 without OpenMP). */
 int adampi__thread_count(int requested);
 
@@ -157,21 +165,12 @@ int adampi__thread_count(int requested);
 void *adampi__alloc_zeroed(size_t bytes);
 void adampi__free_zeroed(void *p, size_t bytes);
 
-/* step.c: collective; every rank's shard [shard_lo[r], shard_lo[r+1]) of params into every rank's
- * params, in pairwise rounds of chunks (any size). */
-adampi_status adampi__allgather_params(adampi *opt, float *params);
-
 /* buffers.c: the step through the shared buffers (see there). */
 void adampi__free_step_buffers(adampi *opt);
 /* 1 if params and grads are this rank's step buffers. */
 int adampi__direct_step(const adampi *opt, const float *params, const float *grads);
 /* A full memory fence if there are step buffers (on both sides of a synchronising collective). */
 void adampi__step_buffers_sync(adampi *opt);
-void adampi__direct_reduce(adampi *opt);
-/* The shard elements [e, e + n) of w, just updated, into every peer's parameters (streaming stores). */
-void adampi__mirror_update(const adampi *opt, const float *w, int64_t e, int64_t n);
-/* Collective: returns once every rank's mirrored updates are in everyone's parameters. */
-adampi_status adampi__direct_finish(adampi *opt);
 
 /* layout.c */
 adampi_status adampi__commit_layout(adampi *opt);
@@ -184,8 +183,10 @@ void adampi__visit_nodes(const adampi *opt, const adampi__tensor *t, int rank, a
 void adampi__piece_of(const adampi *opt, const adampi__tensor *t, int r, int64_t *a, int64_t *b);
 
 /* stats.c: statistics pass, decision and the pairwise trees (MATHS.md "The projection"). */
-void adampi__gather_row_stats(adampi *opt, const float *w, const float *g, const unsigned char *has_grad);
-/* After the exchange: per tensor with a gradient, sums, diagnostics and view. Returns the index of
+/* The statistics pass (reads only): per tensor with a gradient, the row sums, the largest row
+ * cosine and the tree nodes of this rank's piece, into stats for the exchange. */
+void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const unsigned char *has_grad);
+/* After the exchange: per tensor with a gradient, sums, staged diagnostics and view. Returns the index of
  * the first tensor whose gradient (*is_param = 0) or parameters (*is_param = 1) hold NaN/Inf, or -1. */
 int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *is_param);
 /* Tree nodes of <w,u> for this rank's piece of t, from row_wu, into wu_nodes. */
@@ -197,26 +198,39 @@ double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
 #define ADAMPI_LANES 16
 void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out);
 
-/* adamp.c / sgdp.c: the update kernels, per MATHS.md. proj != 0 applies u <- u - w*k. */
-adampi__coef adampi__adamp_coef(const adampi_hparams *hp, int64_t t, double wd_factor);
-double adampi__adamp_wu(const float *g, const float *m, const float *v, const float *w, int64_t n,
-                        const adampi__coef *c);
-/* A channel-projected row in two passes (same bits as adampi__adamp_apply with proj): the moments
- * stored and the directions written to u, returning <w, u>; then w from u and the radial
- * coefficient k. */
-double adampi__adamp_moments_wu(const float *g, float *m, float *v, const float *w, float *u, int64_t n,
-                                const adampi__coef *c);
-void adampi__adamp_finish_w(float *w, const float *u, int64_t n, const adampi__coef *c, float k);
-void adampi__adamp_apply(const float *g, float *m, float *v, float *w, int64_t n,
-                         const adampi__coef *c, int proj, float k);
-adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor);
-double adampi__sgdp_wu(const float *g, const float *b, const float *w, int64_t n,
-                       const adampi__coef *c);
-void adampi__sgdp_apply(const float *g, float *b, float *w, int64_t n, const adampi__coef *c,
-                        int proj, float k);
-/* The SGDP twin of adampi__adamp_moments_wu / adampi__adamp_finish_w (u: used with nesterov only). */
-double adampi__sgdp_buffer_wu(const float *g, float *b, const float *w, float *u, int64_t n, const adampi__coef *c);
-void adampi__sgdp_finish(float *b, float *w, const float *u, int64_t n, const adampi__coef *c, float k);
+/* The arrays one kernel call works on: n elements of the shard from one position. */
+typedef struct adampi__span {
+  const float *g;                  /* averaged gradients */
+  float *w;                        /* parameters */
+  float *state[ADAMPI__MAX_STATE]; /* the optimizer's state arrays (NULL past its count) */
+  int64_t n;
+} adampi__span;
+
+/* An optimizer's update kernels, per MATHS.md (adamp.c, sgdp.c): the one table the update pass
+ * (step.c, update_task) dispatches on. A new optimizer or element type is one more table. */
+typedef struct adampi__kernels {
+  int num_state; /* state arrays it keeps */
+  /* Coefficients of update number t (from 1), weight decay scaled by wd_factor. */
+  adampi__coef (*coef)(const adampi_hparams *hp, int64_t t, double wd_factor);
+  /* <w, u> with the state as this step will make it; writes nothing. */
+  double (*wu)(const adampi__span *s, const adampi__coef *c);
+  /* The whole update; proj != 0 applies u <- u - w*k. */
+  void (*apply)(const adampi__span *s, const adampi__coef *c, int proj, float k);
+  /* A channel-projected row in two passes (same bits as apply with proj): the state stored and
+   * the directions written to u, returning <w, u>; then w (and what depends on k) from u. */
+  double (*state_wu)(const adampi__span *s, float *u, const adampi__coef *c);
+  void (*finish)(const adampi__span *s, const float *u, const adampi__coef *c, float k);
+} adampi__kernels;
+extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
+
+/* The element kernels are built for AVX-512, AVX2 and the baseline, chosen at load time (GCC on
+ * x86-64); every clone rounds alike (-ffp-contract=off). ADAMPI_NO_CLONES builds the baseline only,
+ * for the test that compares the two. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
+#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ADAMPI_CLONES
+#endif
 
 /* 16 lanes as two vectors of 8 doubles (GCC vector extensions): every target clone performs the
  * same additions per lane, whatever its register width. */

@@ -318,7 +318,7 @@ static void plan_tensors(adampi *opt)
     t->my_row_base = rows;
     if (t->projectable) rows += t->my_leaf_hi - t->my_leaf_lo;
     memset(&t->diag, 0, sizeof t->diag);
-    t->step = 0;
+    t->updates = 0;
   }
   opt->num_nodes = nodes;
   opt->my_rows = rows;
@@ -326,17 +326,17 @@ static void plan_tensors(adampi *opt)
   opt->stats_len = opt->node_area + 3 * nodes;
 }
 
-/* The local pieces cut into chunks of about ADAMPI_CHUNK elements, whole rows for ndim > 1. */
-static adampi__chunk *make_chunks(const adampi *opt, int64_t *count)
+/* The local pieces cut into tasks of about ADAMPI_TASK_LEN elements, whole rows for ndim > 1. */
+static adampi__task *make_tasks(const adampi *opt, int64_t *count)
 {
   int64_t n = 0, cap = 16;
-  adampi__chunk *c = malloc((size_t)cap * sizeof *c);
+  adampi__task *c = malloc((size_t)cap * sizeof *c);
   for (int i = 0; c && i < opt->num_tensors; i++) {
     const adampi__tensor *t = &opt->tensors[i];
-    int64_t per = t->leaf_len >= ADAMPI_CHUNK ? 1 : ADAMPI_CHUNK / t->leaf_len;
+    int64_t per = t->leaf_len >= ADAMPI_TASK_LEN ? 1 : ADAMPI_TASK_LEN / t->leaf_len;
     for (int64_t r = t->my_leaf_lo; r < t->my_leaf_hi; r += per) {
       if (n == cap) {
-        adampi__chunk *bigger = realloc(c, (size_t)(cap *= 2) * sizeof *c);
+        adampi__task *bigger = realloc(c, (size_t)(cap *= 2) * sizeof *c);
         if (bigger == NULL) {
           free(c);
           return NULL;
@@ -362,8 +362,8 @@ static void *alloc_zero(size_t count, size_t elem)
 void adampi__free_layout(adampi *opt)
 {
   size_t n = opt->shard_lo ? (size_t)(opt->hi - opt->lo) * sizeof(float) : 0;
-  adampi__free_zeroed(opt->state0, n);
-  adampi__free_zeroed(opt->state1, opt->cfg.kind == ADAMPI_ADAMP ? n : 0);
+  adampi__free_zeroed(opt->state[0], n);
+  adampi__free_zeroed(opt->state[1], opt->cfg.kind == ADAMPI_ADAMP ? n : 0);
   adampi__free_zeroed(opt->grad_shard, n);
   adampi__free_zeroed(opt->row_sums, (size_t)opt->my_rows * sizeof *opt->row_sums);
   adampi__free_zeroed(opt->row_wu, (size_t)opt->my_rows * sizeof(double));
@@ -374,16 +374,16 @@ void adampi__free_layout(adampi *opt)
   adampi__free_zeroed(opt->bounds, ((size_t)opt->size + 1) * sizeof(int64_t));
   adampi__free_zeroed(opt->u_row, (size_t)opt->u_row_len * (size_t)opt->threads * sizeof(float));
   opt->u_row = NULL;
-  free(opt->chunks);
-  opt->chunks = NULL;
+  free(opt->tasks);
+  opt->tasks = NULL;
   adampi__free_zeroed(opt->coefs, (size_t)opt->num_tensors * sizeof(adampi__coef));
-  adampi__free_zeroed(opt->rs_scratch, opt->size > 1 ? (size_t)opt->rs_scratch_len * sizeof(float) : 0);
-  opt->rs_scratch = NULL;
+  adampi__free_zeroed(opt->packet_buf, opt->size > 1 ? (size_t)opt->packet_len * sizeof(float) : 0);
+  opt->packet_buf = NULL;
   opt->coefs = NULL;
   free(opt->shard_lo);
   opt->bounds = NULL;
   opt->shard_lo = NULL;
-  opt->state0 = opt->state1 = opt->grad_shard = NULL;
+  opt->state[0] = opt->state[1] = opt->grad_shard = NULL;
   opt->row_sums = NULL;
   opt->row_wu = opt->stats = opt->wu_nodes = NULL;
   opt->view = NULL;
@@ -409,8 +409,8 @@ adampi_status adampi__commit_layout(adampi *opt)
     compute_shards(opt);
     plan_tensors(opt);
     size_t n = (size_t)(opt->hi - opt->lo);
-    opt->state0 = alloc_zero(n, sizeof(float));
-    opt->state1 = opt->cfg.kind == ADAMPI_ADAMP ? alloc_zero(n, sizeof(float)) : alloc_zero(0, sizeof(float));
+    opt->state[0] = alloc_zero(n, sizeof(float));
+    opt->state[1] = opt->cfg.kind == ADAMPI_ADAMP ? alloc_zero(n, sizeof(float)) : alloc_zero(0, sizeof(float));
     opt->grad_shard = alloc_zero(n, sizeof(float));
     opt->row_sums = alloc_zero((size_t)opt->my_rows, sizeof *opt->row_sums);
     opt->row_wu = alloc_zero((size_t)opt->my_rows, sizeof(double));
@@ -426,11 +426,11 @@ adampi_status adampi__commit_layout(adampi *opt)
     }
     if (opt->u_row_len > 65536) opt->u_row_len = 65536;
     opt->u_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float));
-    opt->chunks = make_chunks(opt, &opt->num_chunks);
+    opt->tasks = make_tasks(opt, &opt->num_tasks);
     opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef));
-    opt->rs_scratch_len = (int64_t)1 << 20; /* 4 MiB chunks of the gradient exchange */
-    opt->rs_scratch = alloc_zero(opt->size > 1 ? (size_t)opt->rs_scratch_len : 0, sizeof(float));
-    local_fail = !opt->rs_scratch || !opt->bounds || !opt->u_row || !opt->chunks || !opt->coefs || !opt->state0 || !opt->state1 || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
+    opt->packet_len = (int64_t)1 << 20; /* 4 MiB packets of the pairwise exchanges */
+    opt->packet_buf = alloc_zero(opt->size > 1 ? (size_t)opt->packet_len : 0, sizeof(float));
+    local_fail = !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->tasks || !opt->coefs || !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {
     local_fail = 1;

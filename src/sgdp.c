@@ -7,14 +7,9 @@
  */
 #include "internal.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
-#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ADAMPI_CLONES
-#endif
-
-adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor)
+static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_factor)
 {
+  (void)t; /* no bias correction */
   adampi__coef c = {0};
   c.mom = (float)hp->momentum;
   c.omd = (float)(1.0 - hp->dampening);
@@ -27,10 +22,10 @@ adampi__coef adampi__sgdp_coef(const adampi_hparams *hp, double wd_factor)
 }
 
 /* <w, u> over n elements with the buffer as this step will make it; writes nothing. Blocks of
- * 256 as in adampi__adamp_wu. */
+ * 256 as in adamp.c. */
 ADAMPI_CLONES
-double adampi__sgdp_wu(const float *restrict g, const float *restrict b, const float *restrict w, int64_t n,
-                       const adampi__coef *c)
+static double dot_wu(const float *restrict g, const float *restrict b, const float *restrict w, int64_t n,
+                     const adampi__coef *c)
 {
   const adampi__coef cl = *c;
   adampi__v8d acc[2] = {{0}, {0}};
@@ -48,8 +43,8 @@ double adampi__sgdp_wu(const float *restrict g, const float *restrict b, const f
 }
 
 ADAMPI_CLONES
-void adampi__sgdp_apply(const float *restrict g, float *restrict b, float *restrict w, int64_t n, const adampi__coef *c,
-                        int proj, float k)
+static void apply(const float *restrict g, float *restrict b, float *restrict w, int64_t n, const adampi__coef *c,
+                  int proj, float k)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   for (int64_t i = 0; i < n; i++) {
@@ -62,11 +57,11 @@ void adampi__sgdp_apply(const float *restrict g, float *restrict b, float *restr
 }
 
 /* A channel-projected row in two passes, once its decision is known (same bits as
- * adampi__sgdp_apply with proj): first the new buffer is stored and <w, u> returned, with u the
- * buffer itself, or (nesterov) g + momentum * buffer written to u; then adampi__sgdp_finish. */
+ * apply with proj): first the new buffer is stored and <w, u> returned, with u the
+ * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish. */
 ADAMPI_CLONES
-double adampi__sgdp_buffer_wu(const float *restrict g, float *restrict b, const float *restrict w, float *restrict u,
-                              int64_t n, const adampi__coef *c)
+static double buffer_wu(const float *restrict g, float *restrict b, const float *restrict w, float *restrict u,
+                        int64_t n, const adampi__coef *c)
 {
   const adampi__coef cl = *c;
   adampi__v8d acc[2] = {{0}, {0}};
@@ -85,8 +80,8 @@ double adampi__sgdp_buffer_wu(const float *restrict g, float *restrict b, const 
 
 /* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u. */
 ADAMPI_CLONES
-void adampi__sgdp_finish(float *restrict b, float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c,
-                         float k)
+static void finish(float *restrict b, float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c,
+                   float k)
 {
   const float decay = c->decay, lr = c->lr;
   if (c->nesterov) {
@@ -102,3 +97,26 @@ void adampi__sgdp_finish(float *restrict b, float *restrict w, const float *rest
     }
   }
 }
+
+/* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
+static double span_wu(const adampi__span *s, const adampi__coef *c)
+{
+  return dot_wu(s->g, s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
+}
+
+static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
+{
+  apply(s->g, s->state[ADAMPI__MOMENTUM], s->w, s->n, c, proj, k);
+}
+
+static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
+{
+  return buffer_wu(s->g, s->state[ADAMPI__MOMENTUM], s->w, u, s->n, c);
+}
+
+static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)
+{
+  finish(s->state[ADAMPI__MOMENTUM], s->w, u, s->n, c, k);
+}
+
+const adampi__kernels adampi__sgdp_kernels = {1, coefficients, span_wu, span_apply, span_state_wu, span_finish};

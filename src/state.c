@@ -109,11 +109,11 @@ adampi_status adampi_set_state(adampi *opt, const adampi_state_in *in)
     memcpy(s0, adamp ? in->exp_avg : in->momentum, bytes);
     if (adamp) memcpy(s1, in->exp_avg_sq, bytes);
   }
-  float *old0 = opt->state0, *old1 = opt->state1;
-  opt->state0 = s0, s0 = old0;
-  if (adamp) opt->state1 = s1, s1 = old1;
+  float *old0 = opt->state[ADAMPI__EXP_AVG], *old1 = opt->state[ADAMPI__EXP_AVG_SQ];
+  opt->state[ADAMPI__EXP_AVG] = s0, s0 = old0;
+  if (adamp) opt->state[ADAMPI__EXP_AVG_SQ] = s1, s1 = old1;
   for (int i = 0; i < opt->num_tensors; i++) {
-    opt->tensors[i].step = in->tensor_steps[i];
+    opt->tensors[i].updates = in->tensor_steps[i];
     memset(&opt->tensors[i].diag, 0, sizeof opt->tensors[i].diag);
   }
   opt->steps_taken = in->steps_taken;

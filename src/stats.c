@@ -16,12 +16,6 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
-#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ADAMPI_CLONES
-#endif
-
 typedef adampi__v8f v8f;
 typedef adampi__v8d v8d;
 
@@ -123,15 +117,15 @@ static void write_node(void *ctx, int64_t lo, int64_t size)
   o[2] = v.ww + 0.0;
 }
 
-void adampi__gather_row_stats(adampi *opt, const float *w, const float *g, const unsigned char *has_grad)
+void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const unsigned char *has_grad)
 {
-  /* The row sums: the bulk of the pass, in parallel over chunks of whole rows. */
+  /* The row sums: the bulk of the pass, in parallel over tasks (whole rows). */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1)
-  for (int64_t k = 0; k < opt->num_chunks; k++) {
-    const adampi__chunk *ch = &opt->chunks[k];
-    const adampi__tensor *t = &opt->tensors[ch->tensor];
-    if (!t->projectable || (has_grad && !has_grad[ch->tensor])) continue;
-    for (int64_t r = ch->r0; r < ch->r1; r++) {
+  for (int64_t k = 0; k < opt->num_tasks; k++) {
+    const adampi__task *task = &opt->tasks[k];
+    const adampi__tensor *t = &opt->tensors[task->tensor];
+    if (!t->projectable || (has_grad && !has_grad[task->tensor])) continue;
+    for (int64_t r = task->r0; r < task->r1; r++) {
       int64_t e = t->offset + r * t->leaf_len - opt->lo; /* in the shard */
       adampi__row_sums(g + e, w + e, t->leaf_len, &opt->row_sums[t->my_row_base + r - t->my_leaf_lo]);
     }
@@ -228,7 +222,7 @@ int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *i
     double maxcos = 0.0;
     for (int r = t->first_rank; r <= t->last_rank; r++)
       maxcos = max_nan(maxcos, opt->stats[t->cos_slot + r - t->first_rank]);
-    adampi_diag *d = &t->diag;
+    adampi_diag *d = &t->staged;
     d->cos_channel = t->projectable ? maxcos : 0.0;
     d->cos_layer = cosine(s, hp->eps);
     d->weight_norm = sqrt(s.ww);

@@ -471,6 +471,52 @@ START_TEST(step_buffers_refusals)
 }
 END_TEST
 
+/* The diagnostics belong to the last step that updated the tensor: a refused step (_i = 0, error
+ * policy) or a skipped one (_i = 1, skip policy) leaves every field of every tensor as it was,
+ * although its statistics (other gradients, one NaN) differ from those of the step before. */
+START_TEST(refused_or_skipped_step_leaves_diagnostics)
+{
+  adampi_nonfinite_policy policy = _i == 0 ? ADAMPI_NONFINITE_ERROR : ADAMPI_NONFINITE_SKIP;
+  fixture fx = make(ADAMPI_ADAMP, policy);
+  float *g = malloc((size_t)fx.N * sizeof(float));
+  local_grad(fx.N, 0, g);
+  ck_assert_ok(fx.opt, adampi_step(fx.opt, fx.params, g, NULL));
+  adampi_diag before[NT], after[NT];
+  for (int i = 0; i < NT; i++) ck_assert_ok(fx.opt, adampi_diag_get(fx.opt, i, &before[i]));
+  local_grad(fx.N, 1, g);
+  for (int64_t k = 0; k < fx.N; k++) g[k] *= 3.0f; /* other norms than step 0's */
+  adampi_tensor_info t;
+  adampi_tensor(fx.opt, 3, &t); /* "conv" */
+  if (test_rank() == test_size() - 1) g[t.offset + 5] = NAN;
+  adampi_status st = adampi_step(fx.opt, fx.params, g, NULL);
+  ck_assert_msg(st == (_i == 0 ? ADAMPI_ERR_NONFINITE : ADAMPI_OK), "[rank %d] status %s", test_rank(), adampi_strerror(st));
+  for (int i = 0; i < NT; i++) {
+    ck_assert_ok(fx.opt, adampi_diag_get(fx.opt, i, &after[i]));
+    const adampi_diag *a = &before[i], *b = &after[i];
+    ck_assert_msg(a->updated == b->updated && a->view == b->view && a->step == b->step,
+                  "[rank %d] policy %d tensor %d: updated/view/step %d/%d/%lld became %d/%d/%lld", test_rank(), _i, i,
+                  a->updated, (int)a->view, (long long)a->step, b->updated, (int)b->view, (long long)b->step);
+    ck_assert_msg(!memcmp(&a->cos_channel, &b->cos_channel, sizeof(double)) &&
+                      !memcmp(&a->cos_layer, &b->cos_layer, sizeof(double)) &&
+                      !memcmp(&a->weight_norm, &b->weight_norm, sizeof(double)) &&
+                      !memcmp(&a->grad_norm, &b->grad_norm, sizeof(double)),
+                  "[rank %d] policy %d tensor %d: cosines/norms %g %g %g %g became %g %g %g %g after a step that "
+                  "changed nothing",
+                  test_rank(), _i, i, a->cos_channel, a->cos_layer, a->weight_norm, a->grad_norm, b->cos_channel,
+                  b->cos_layer, b->weight_norm, b->grad_norm);
+  }
+  /* The next step that updates publishes its own: the gradient norm of "w" is 3x step 0's or so. */
+  if (test_rank() == test_size() - 1) g[t.offset + 5] = 0.0f;
+  ck_assert_ok(fx.opt, adampi_step(fx.opt, fx.params, g, NULL));
+  ck_assert_ok(fx.opt, adampi_diag_get(fx.opt, 0, &after[0]));
+  ck_assert_msg(after[0].updated && after[0].step == 2 && after[0].grad_norm > 2.0 * before[0].grad_norm,
+                "[rank %d] policy %d: the committed step published updated %d step %lld grad_norm %g (step 0: %g)",
+                test_rank(), _i, after[0].updated, (long long)after[0].step, after[0].grad_norm, before[0].grad_norm);
+  free(g);
+  drop(&fx);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
   Suite *s = suite_create("step");
@@ -481,6 +527,7 @@ static Suite *make_suite(void)
   tcase_add_test(tc, ranks_that_disagree_fail_together);
   tcase_add_test(tc, tensors_without_gradient_are_untouched);
   tcase_add_test(tc, zero_and_tiny_weights_stay_finite);
+  tcase_add_loop_test(tc, refused_or_skipped_step_leaves_diagnostics, 0, 2);
   suite_add_tcase(s, tc);
   TCase *buffers = tcase_create("step buffers");
   tcase_add_loop_test(buffers, step_buffers_give_the_same_bits_as_messages, 0, 2);

@@ -1,0 +1,52 @@
+/*
+ * exchange.h - the two exchanges of the data-parallel step behind one interface, and its
+ * transports. Not installed; included by internal.h.
+ *
+ * adampi_step (step.c) is written against adampi__transport only:
+ *   reduce_mean   the mean over ranks of every rank's gradients, into this rank's shard;
+ *   store         a hook the update pass calls for each finished task of the shard, while its
+ *                 elements are in cache (NULL: the transport has nothing to do there);
+ *   share_params  once every rank has updated its shard: every shard into every rank's params.
+ * Two transports: messages (exchange.c: pairwise rounds of MPI_Sendrecv) and node-shared memory
+ * (buffers.c: the step buffers of adampi_alloc_step_buffers, read and written in place by the
+ * ranks of a node, with messages between ranks of different nodes). A new transport is one more
+ * adampi__transport and one line in adampi_step's choice; both exchanges of every transport make
+ * the same additions in the same order, so the transport never changes the bits. Gradients and
+ * parameters are float32 throughout; another element type changes these signatures here, and the
+ * additions in add_packet (exchange.c) and reduce_whole_node (buffers.c).
+ */
+#ifndef ADAMPI_EXCHANGE_H
+#define ADAMPI_EXCHANGE_H
+
+#include "adampi.h"
+
+#include <stdint.h>
+
+/* The store hook as the update pass receives it (NULL: none). Local, called from the update
+ * pass's threads: the shard elements [e, e + n) of w are final. */
+typedef void (*adampi__store_fn)(const adampi *opt, const float *w, int64_t e, int64_t n);
+
+typedef struct adampi__transport {
+  /* Collective: mean <- (sum over ranks of grads[lo, hi)) / P, every rank's full gradients in. */
+  adampi_status (*reduce_mean)(adampi *opt, const float *grads, float *mean);
+  adampi__store_fn store;
+  /* Collective: every rank's shard [shard_lo[r], shard_lo[r+1]) of params into every rank's. */
+  adampi_status (*share_params)(adampi *opt, float *params);
+} adampi__transport;
+
+extern const adampi__transport adampi__messages; /* exchange.c */
+extern const adampi__transport adampi__node_shm; /* buffers.c */
+
+/* The pairwise rounds both transports use (exchange.c). P - 1 rounds; in round s rank r sends to
+ * r + s and receives from r - s (mod P), in packets of at most opt->packet_len floats through a
+ * fixed scratch buffer, so any buffer size works. mapped: NULL, or per rank of comm the step
+ * buffers this rank maps (NULL for ranks on other nodes); a mapped peer is read or written in
+ * place instead of by message, with the same additions in the same order. */
+adampi_status adampi__pairwise_reduce_mean(adampi *opt, const float *grads, float *mean, const float *const *mapped);
+adampi_status adampi__pairwise_share(adampi *opt, float *params, float *const *mapped);
+
+/* Collective: every rank's shard of params into every rank's params, by messages (the messages
+ * transport's share_params; also adampi_load's full-parameter form). */
+adampi_status adampi__allgather_params(adampi *opt, float *params);
+
+#endif /* ADAMPI_EXCHANGE_H */
