@@ -1,7 +1,8 @@
 /*
  * checkpoint.c - save and load the optimizer as one self-describing HDF5 file, with parallel HDF5
  * and collective I/O: each rank writes and reads only its shard's part of every dataset, so a
- * file saved on N ranks loads on any M. The only file of the library that includes hdf5.h.
+ * file saved on N ranks loads on any M. Attributes are read and written by h5attr.c (h5io.h), by
+ * the same rules as replay files, so a checkpoint edited with h5py still loads.
  *
  * Layout (format "adampi-checkpoint", version 1; documented in the README):
  *   /                       attributes: format, format_version, library_version, optimizer,
@@ -22,6 +23,7 @@
  */
 #define _GNU_SOURCE /* fsync, link, O_DIRECTORY, fallocate */
 #include "internal.h"
+#include "h5io.h"
 #include "h5superblock.h"
 
 #include <errno.h>
@@ -120,77 +122,6 @@ static uint64_t digest(const float *x, int64_t n, int64_t first)
     sum += z;
   }
   return sum;
-}
-
-static int put_attr(hid_t obj, const char *name, hid_t ftype, hid_t mtype, hsize_t n, const void *v)
-{
-  hid_t space = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
-  hid_t a = H5Acreate2(obj, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
-  int bad = a < 0 || H5Awrite(a, mtype, v) < 0;
-  if (a >= 0) H5Aclose(a);
-  H5Sclose(space);
-  return bad;
-}
-
-static int put_i64(hid_t obj, const char *name, int64_t v) { return put_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &v); }
-static int put_f64(hid_t obj, const char *name, double v) { return put_attr(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &v); }
-
-static int put_str(hid_t obj, const char *name, const char *text)
-{
-  hid_t t = H5Tcopy(H5T_C_S1);
-  H5Tset_size(t, strlen(text) ? strlen(text) : 1);
-  int bad = put_attr(obj, name, t, t, 0, text);
-  H5Tclose(t);
-  return bad;
-}
-
-/* The attribute name of obj if it exists and holds exactly one element (a file may hold anything
- * under a known name: an array read into a scalar would overrun it); else H5I_INVALID_HID. */
-static hid_t open_single(hid_t obj, const char *name)
-{
-  if (H5Aexists(obj, name) <= 0) return H5I_INVALID_HID;
-  hid_t a = H5Aopen(obj, name, H5P_DEFAULT), space = a >= 0 ? H5Aget_space(a) : H5I_INVALID_HID;
-  int single = space >= 0 && H5Sget_simple_extent_npoints(space) == 1;
-  if (space >= 0) H5Sclose(space);
-  if (a >= 0 && !single) H5Aclose(a), a = H5I_INVALID_HID;
-  return a;
-}
-
-/* A scalar attribute of class cls read as mtype into v; -1 if absent, not one element, or of
- * another class. */
-static int get_scalar(hid_t obj, const char *name, H5T_class_t cls, hid_t mtype, void *v)
-{
-  hid_t a = open_single(obj, name), t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
-  int bad = t < 0 || H5Tget_class(t) != cls || H5Aread(a, mtype, v) < 0;
-  if (t >= 0) H5Tclose(t);
-  if (a >= 0) H5Aclose(a);
-  return bad ? -1 : 0;
-}
-
-static int get_i64(hid_t obj, const char *name, int64_t *v) { return get_scalar(obj, name, H5T_INTEGER, H5T_NATIVE_INT64, v); }
-static int get_f64(hid_t obj, const char *name, double *v) { return get_scalar(obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, v); }
-
-/* A fixed- or variable-length string attribute into out; "" when absent or not a string. */
-static void get_str(hid_t obj, const char *name, char *out, size_t len)
-{
-  out[0] = '\0';
-  hid_t a = open_single(obj, name), t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
-  if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
-    hid_t m = H5Tcopy(H5T_C_S1);
-    if (H5Tis_variable_str(t) > 0) {
-      char *s = NULL;
-      H5Tset_size(m, H5T_VARIABLE);
-      if (H5Aread(a, m, &s) >= 0 && s) snprintf(out, len, "%s", s);
-      if (s) H5free_memory(s);
-    } else if (H5Tget_size(t) + 1 <= len) {
-      H5Tset_size(m, H5Tget_size(t) + 1);
-      H5Tset_strpad(m, H5T_STR_NULLTERM);
-      if (H5Aread(a, m, out) < 0) out[0] = '\0';
-    }
-    H5Tclose(m);
-  }
-  if (t >= 0) H5Tclose(t);
-  if (a >= 0) H5Aclose(a);
 }
 
 static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape)
@@ -357,18 +288,18 @@ static hid_t make_group(hid_t loc, const char *name)
 
 static int write_root(adampi *opt, hid_t f)
 {
-  int bad = put_str(f, "format", FORMAT_NAME);
-  bad |= put_i64(f, "format_version", FORMAT_VERSION);
-  bad |= put_str(f, "library_version", ADAMPI_VERSION_STRING);
-  bad |= put_str(f, "optimizer", opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp");
-  bad |= put_i64(f, "num_tensors", opt->num_tensors);
-  bad |= put_i64(f, "num_groups", opt->num_groups);
-  bad |= put_i64(f, "steps_taken", opt->steps_taken);
-  bad |= put_i64(f, "steps_skipped", opt->steps_skipped);
-  bad |= put_i64(f, "saved_world_size", opt->size);
-  bad |= put_attr(f, "saved_shard_starts", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)opt->size + 1, opt->shard_lo);
-  bad |= put_str(f, "checksum_algorithm", DIGEST_TEXT);
-  bad |= put_str(f, "description",
+  int bad = adampi__h5_put_string(f, "format", FORMAT_NAME);
+  bad |= adampi__h5_put_int(f, "format_version", FORMAT_VERSION);
+  bad |= adampi__h5_put_string(f, "library_version", ADAMPI_VERSION_STRING);
+  bad |= adampi__h5_put_string(f, "optimizer", opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp");
+  bad |= adampi__h5_put_int(f, "num_tensors", opt->num_tensors);
+  bad |= adampi__h5_put_int(f, "num_groups", opt->num_groups);
+  bad |= adampi__h5_put_int(f, "steps_taken", opt->steps_taken);
+  bad |= adampi__h5_put_int(f, "steps_skipped", opt->steps_skipped);
+  bad |= adampi__h5_put_int(f, "saved_world_size", opt->size);
+  bad |= adampi__h5_put(f, "saved_shard_starts", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)opt->size + 1, opt->shard_lo);
+  bad |= adampi__h5_put_string(f, "checksum_algorithm", DIGEST_TEXT);
+  bad |= adampi__h5_put_string(f, "description",
                  "Optimizer checkpoint written by adampi (AdamP/SGDP over MPI). /tensors/<name>/param holds the "
                  "parameters and the other datasets the optimizer state, in each tensor's own shape; attribute "
                  "step is the tensor's step counter. /groups/<g> holds the hyper-parameters of group g, /user "
@@ -388,8 +319,8 @@ static int write_groups(adampi *opt, hid_t f)
     const adampi_hparams *hp = &opt->groups[g];
     double v[9] = {hp->lr, hp->beta1, hp->beta2, hp->eps, hp->weight_decay, hp->delta, hp->wd_ratio, hp->momentum, hp->dampening};
     bad |= h < 0;
-    for (int k = 0; k < 9 && !bad; k++) bad |= put_f64(h, hparam_names[k], v[k]);
-    if (!bad) bad |= put_i64(h, "nesterov", hp->nesterov);
+    for (int k = 0; k < 9 && !bad; k++) bad |= adampi__h5_put_float(h, hparam_names[k], v[k]);
+    if (!bad) bad |= adampi__h5_put_int(h, "nesterov", hp->nesterov);
     if (h >= 0) H5Gclose(h);
   }
   if (gs >= 0) H5Gclose(gs);
@@ -400,7 +331,7 @@ static int write_user(hid_t f, const adampi_user *user)
 {
   hid_t u = make_group(f, "user");
   int bad = u < 0;
-  for (int i = 0; user && i < user->count && !bad; i++) bad |= put_i64(u, user->name[i], user->value[i]);
+  for (int i = 0; user && i < user->count && !bad; i++) bad |= adampi__h5_put_int(u, user->name[i], user->value[i]);
   if (u >= 0) H5Gclose(u);
   return bad;
 }
@@ -414,7 +345,7 @@ static int write_tensors(adampi *opt, hid_t f, hid_t dxpl, const float *w, const
   for (int i = 0; i < opt->num_tensors; i++) {
     const adampi__tensor *t = &opt->tensors[i];
     hid_t g = make_group(ts, t->name);
-    int bad = g < 0 || put_i64(g, "index", i) || put_i64(g, "group", t->group) || put_i64(g, "step", t->step);
+    int bad = g < 0 || adampi__h5_put_int(g, "index", i) || adampi__h5_put_int(g, "group", t->group) || adampi__h5_put_int(g, "step", t->step);
     int64_t first, n;
     local_part(opt, t, &first, &n);
     const float *src[1 + MAX_STATE] = {w, opt->state0, opt->state1};
@@ -427,7 +358,7 @@ static int write_tensors(adampi *opt, hid_t f, hid_t dxpl, const float *w, const
         float dummy = 0.0f;
         const float *buf = n > 0 ? src[s] + first : &dummy;
         bad |= H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0;
-        bad |= put_attr(d, "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &digests[i * (1 + MAX_STATE) + s]);
+        bad |= adampi__h5_put(d, "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &digests[i * (1 + MAX_STATE) + s]);
         H5Sclose(mspace);
         H5Sclose(fspace);
         H5Dclose(d);
@@ -549,51 +480,65 @@ typedef struct staged {
 
 static adampi_status check_root(adampi *opt, hid_t f, const char *path, staged *sg)
 {
-  char format[64], kind[32];
+  char format[64], kind[32], msg[512];
   int64_t version = 0, n = 0;
-  get_str(f, "format", format, sizeof format);
+  if (adampi__h5_get_string(f, "root", "format", format, sizeof format, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an adampi checkpoint (%s)", path, msg);
   if (strcmp(format, FORMAT_NAME) != 0)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an adampi checkpoint (root attribute format is '%s')", path, format);
-  if (get_i64(f, "format_version", &version) != 0 || version < 1)
-    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s has no valid format_version", path);
+  if (adampi__h5_get_int(f, "root", "format_version", &version, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s has no valid format_version (%s)", path, msg);
+  if (version < 1) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s has no valid format_version (%lld)", path, (long long)version);
   if (version > FORMAT_VERSION)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT,
                        "%s was written by a newer adampi (format version %lld; this build reads up to %d): "
                        "load it with a newer adampi",
                        path, (long long)version, FORMAT_VERSION);
-  get_str(f, "optimizer", kind, sizeof kind);
+  if (adampi__h5_get_string(f, "root", "optimizer", kind, sizeof kind, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
   const char *mine = opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp";
   if (strcmp(kind, mine) != 0)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds '%s' state but this optimizer is '%s'", path, kind, mine);
-  if (get_i64(f, "num_tensors", &n) != 0 || n != opt->num_tensors)
+  if (adampi__h5_get_int(f, "root", "num_tensors", &n, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
+  if (n != opt->num_tensors)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds %lld tensors but %d are registered", path, (long long)n,
                        opt->num_tensors);
-  if (get_i64(f, "num_groups", &n) != 0 || n != opt->num_groups)
+  if (adampi__h5_get_int(f, "root", "num_groups", &n, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
+  if (n != opt->num_groups)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds %lld parameter groups but %d were added", path, (long long)n,
                        opt->num_groups);
-  if (get_i64(f, "steps_taken", &sg->taken) != 0 || get_i64(f, "steps_skipped", &sg->skipped) != 0 || sg->taken < 0 ||
+  msg[0] = '\0';
+  if (adampi__h5_get_int(f, "root", "steps_taken", &sg->taken, msg, sizeof msg) != ADAMPI_OK ||
+      adampi__h5_get_int(f, "root", "steps_skipped", &sg->skipped, msg, sizeof msg) != ADAMPI_OK || sg->taken < 0 ||
       sg->skipped < 0 || sg->taken > MAX_STEPS || sg->skipped > MAX_STEPS)
-    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: root attributes steps_taken/steps_skipped are missing or invalid", path);
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: root attributes steps_taken/steps_skipped are missing or invalid%s%s%s", path,
+                       msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
   return ADAMPI_OK;
 }
 
 static adampi_status read_groups(adampi *opt, hid_t f, const char *path, staged *sg)
 {
   for (int g = 0; g < opt->num_groups; g++) {
-    char name[32];
+    char name[32], where[40], msg[512];
     snprintf(name, sizeof name, "groups/%d", g);
+    snprintf(where, sizeof where, "/%s", name);
     if (H5Lexists(f, "groups", H5P_DEFAULT) <= 0 || H5Lexists(f, name, H5P_DEFAULT) <= 0)
       return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s is missing", path, name);
     hid_t h = H5Gopen2(f, name, H5P_DEFAULT);
+    if (h < 0) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s cannot be opened as a group (H5Gopen2 failed)", path, name);
     double v[9];
     int64_t nesterov = 0;
-    int bad = h < 0;
-    for (int k = 0; k < 9 && !bad; k++) bad = get_f64(h, hparam_names[k], &v[k]) != 0;
-    if (!bad) bad = get_i64(h, "nesterov", &nesterov) != 0 || nesterov < 0 || nesterov > 1;
-    if (h >= 0) H5Gclose(h);
-    if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s lacks a valid hyper-parameter attribute", path, name);
+    adampi_status st = ADAMPI_OK;
+    for (int k = 0; k < 9 && st == ADAMPI_OK; k++) st = adampi__h5_get_float(h, where, hparam_names[k], &v[k], msg, sizeof msg);
+    if (st == ADAMPI_OK) st = adampi__h5_get_bool(h, where, "nesterov", &nesterov, msg, sizeof msg);
+    H5Gclose(h);
+    if (st != ADAMPI_OK) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
+    if (nesterov < 0 || nesterov > 1)
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s: nesterov = %lld is invalid (must be 0 or 1)", path, name,
+                         (long long)nesterov);
     adampi_hparams hp = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], (int)nesterov};
-    char msg[512];
     if (adampi__hparams_check(opt->cfg.kind, &hp, msg, sizeof msg) != ADAMPI_OK)
       return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s: %s", path, name, msg);
     sg->groups[g] = hp;
@@ -620,7 +565,10 @@ static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, stage
       return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: tensor '%s' is not in the checkpoint", path, t->name);
     hid_t g = H5Gopen2(f, gpath, H5P_DEFAULT);
     int64_t group = -1, step = -1;
-    int bad = g < 0 || get_i64(g, "group", &group) != 0 || get_i64(g, "step", &step) != 0 || step < 0 || step > MAX_STEPS;
+    char where[440], msg[600] = "";
+    snprintf(where, sizeof where, "/%s", gpath);
+    int bad = g < 0 || adampi__h5_get_int(g, where, "group", &group, msg, sizeof msg) != ADAMPI_OK ||
+              adampi__h5_get_int(g, where, "step", &step, msg, sizeof msg) != ADAMPI_OK || step < 0 || step > MAX_STEPS;
     if (!bad && group != t->group) {
       H5Gclose(g);
       return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: tensor '%s' is in group %lld in the checkpoint but in group %d here",
@@ -645,9 +593,9 @@ static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, stage
         for (int k = 0; k < nd; k++) shape[k] = (int64_t)dims[k], same &= shape[k] == t->shape[k];
       }
       uint64_t *sum = &sg->digests[i * (1 + MAX_STATE) + s];
-      hid_t attr = d >= 0 ? open_single(d, "checksum") : H5I_INVALID_HID;
-      int summed = attr >= 0 && H5Aread(attr, H5T_NATIVE_UINT64, sum) >= 0;
-      if (attr >= 0) H5Aclose(attr);
+      char sum_msg[600] = "", dwhere[460];
+      snprintf(dwhere, sizeof dwhere, "/%s/%s", gpath, dname);
+      int summed = d >= 0 && adampi__h5_get_uint(d, dwhere, "checksum", sum, sum_msg, sizeof sum_msg) == ADAMPI_OK;
       if (type >= 0) H5Tclose(type);
       if (space >= 0) H5Sclose(space);
       if (d >= 0) H5Dclose(d);
@@ -665,12 +613,14 @@ static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, stage
       }
       if (d >= 0 && !summed) {
         H5Gclose(g);
-        return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s': dataset '%s' has no checksum attribute", path, t->name,
-                           dname);
+        return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s': dataset '%s' has no valid checksum attribute (%s)", path,
+                           t->name, dname, sum_msg);
       }
     }
     if (g >= 0) H5Gclose(g);
-    if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s' lacks valid group/step attributes (step must be 0..2^53)", path, t->name);
+    if (bad)
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s' lacks valid group/step attributes (step must be 0..2^53)%s%s%s",
+                         path, t->name, msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
   }
   return ADAMPI_OK;
 }
@@ -723,16 +673,21 @@ static adampi_status read_user(adampi *opt, hid_t f, const char *path, adampi_us
   if (H5Lexists(f, "user", H5P_DEFAULT) <= 0) return ADAMPI_OK;
   hid_t u = H5Gopen2(f, "user", H5P_DEFAULT);
   H5O_info_t oi;
+  char msg[600] = "";
   int bad = u < 0 || H5Oget_info2(u, &oi, H5O_INFO_NUM_ATTRS) < 0 || oi.num_attrs > ADAMPI_USER_MAX;
   for (hsize_t k = 0; !bad && k < oi.num_attrs; k++) {
     char name[ADAMPI_USER_NAME + 8];
     ssize_t len = H5Aget_name_by_idx(u, ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT);
     if (len < 0) len = H5Aget_name_by_idx(u, ".", H5_INDEX_NAME, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT);
     int64_t v = 0;
-    bad = len <= 0 || len >= ADAMPI_USER_NAME || get_i64(u, name, &v) != 0 || adampi_user_set(user, name, v) != ADAMPI_OK;
+    bad = len <= 0 || len >= ADAMPI_USER_NAME;
+    if (!bad) bad = adampi__h5_get_int(u, "/user", name, &v, msg, sizeof msg) != ADAMPI_OK;
+    if (!bad) bad = adampi_user_set(user, name, v) != ADAMPI_OK;
   }
   if (u >= 0) H5Gclose(u);
-  if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /user holds values that are not named integers", path);
+  if (bad)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /user holds values that are not named integers%s%s%s", path,
+                       msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
   return ADAMPI_OK;
 }
 
