@@ -45,14 +45,17 @@
 #else
 #define ADAMPI_DIGEST_CLONES
 #endif
+#define DESCRIPTION                                                                                   \
+  "Optimizer checkpoint written by adampi (AdamP/SGDP over MPI). /tensors/<name>/param holds the "    \
+  "parameters and the other datasets the optimizer state, in each tensor's own shape; attribute "    \
+  "step is the tensor's step counter. /groups/<g> holds the hyper-parameters of group g, /user "    \
+  "the caller's values. saved_shard_starts (the layout at save) is for information only. Each "     \
+  "dataset's attribute checksum is computed as root attribute checksum_algorithm says."
 #define DIGEST_TEXT                                                                              \
   "checksum = sum mod 2^64 over the elements x_i of the dataset, i in row-major order from 0, "   \
   "of splitmix64(bits(x_i) XOR i * 0x9E3779B97F4A7C15), bits = the float32 bit pattern as uint64, " \
   "splitmix64(z): z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; "  \
   "z ^= z >> 31"
-
-static const char *const hparam_names[10] = {"lr",       "beta1",    "beta2",    "eps",       "weight_decay",
-                                             "delta",    "wd_ratio", "momentum", "dampening", "nesterov"};
 
 adampi_save_options adampi_save_defaults(void)
 {
@@ -286,87 +289,105 @@ static hid_t make_group(hid_t loc, const char *name)
   return g;
 }
 
-static int write_root(adampi *opt, hid_t f)
+/* A save's HDF5 calls go on after a failure, since every rank must take part in the collective
+ * calls that follow: ADAMPI_H5 records the first failed call by name (with the tensor being
+ * written, if any) as the save's failure, and the save fails once the ranks agree. */
+typedef struct writer {
+  adampi *opt;
+  const char *path;   /* the temporary file */
+  const char *tensor; /* being written, or NULL */
+} writer;
+
+static int h5_check(writer *w, int failed, const char *call, int line)
 {
-  int bad = adampi__h5_put_string(f, "format", FORMAT_NAME);
-  bad |= adampi__h5_put_int(f, "format_version", FORMAT_VERSION);
-  bad |= adampi__h5_put_string(f, "library_version", ADAMPI_VERSION_STRING);
-  bad |= adampi__h5_put_string(f, "optimizer", opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp");
-  bad |= adampi__h5_put_int(f, "num_tensors", opt->num_tensors);
-  bad |= adampi__h5_put_int(f, "num_groups", opt->num_groups);
-  bad |= adampi__h5_put_int(f, "steps_taken", opt->steps_taken);
-  bad |= adampi__h5_put_int(f, "steps_skipped", opt->steps_skipped);
-  bad |= adampi__h5_put_int(f, "saved_world_size", opt->size);
-  bad |= adampi__h5_put(f, "saved_shard_starts", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)opt->size + 1, opt->shard_lo);
-  bad |= adampi__h5_put_string(f, "checksum_algorithm", DIGEST_TEXT);
-  bad |= adampi__h5_put_string(f, "description",
-                 "Optimizer checkpoint written by adampi (AdamP/SGDP over MPI). /tensors/<name>/param holds the "
-                 "parameters and the other datasets the optimizer state, in each tensor's own shape; attribute "
-                 "step is the tensor's step counter. /groups/<g> holds the hyper-parameters of group g, /user "
-                 "the caller's values. saved_shard_starts (the layout at save) is for information only. Each "
-                 "dataset's attribute checksum is computed as root attribute checksum_algorithm says.");
+  if (failed)
+    adampi__fail(w->opt, ADAMPI_ERR_IO, __FILE__, line, "cannot write %s%s%s%s: %s failed (disk full or I/O error?)", w->path,
+                 w->tensor ? " (tensor '" : "", w->tensor ? w->tensor : "", w->tensor ? "')" : "", call);
+  return failed;
+}
+
+/* Check an HDF5 call or helper (negative on failure) of a save; evaluates to 1 if it failed. */
+#define ADAMPI_H5(w, call) h5_check((w), (call) < 0, #call, __LINE__)
+
+static int write_root(writer *w, hid_t f)
+{
+  const adampi *opt = w->opt;
+  int bad = ADAMPI_H5(w, adampi__h5_put_string(f, "format", FORMAT_NAME));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "format_version", FORMAT_VERSION));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "library_version", ADAMPI_VERSION_STRING));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "optimizer", opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp"));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "num_tensors", opt->num_tensors));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "num_groups", opt->num_groups));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "steps_taken", opt->steps_taken));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "steps_skipped", opt->steps_skipped));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "saved_world_size", opt->size));
+  bad |= ADAMPI_H5(w, adampi__h5_put(f, "saved_shard_starts", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)opt->size + 1,
+                                     opt->shard_lo));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "checksum_algorithm", DIGEST_TEXT));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "description", DESCRIPTION));
   return bad;
 }
 
-static int write_groups(adampi *opt, hid_t f)
+static int write_groups(writer *w, hid_t f)
 {
   hid_t gs = make_group(f, "groups");
-  int bad = gs < 0;
-  for (int g = 0; g < opt->num_groups && !bad; g++) {
+  int bad = ADAMPI_H5(w, gs);
+  for (int g = 0; g < w->opt->num_groups && !bad; g++) {
     char name[32];
     snprintf(name, sizeof name, "%d", g);
     hid_t h = make_group(gs, name);
-    const adampi_hparams *hp = &opt->groups[g];
-    double v[9] = {hp->lr, hp->beta1, hp->beta2, hp->eps, hp->weight_decay, hp->delta, hp->wd_ratio, hp->momentum, hp->dampening};
-    bad |= h < 0;
-    for (int k = 0; k < 9 && !bad; k++) bad |= adampi__h5_put_float(h, hparam_names[k], v[k]);
-    if (!bad) bad |= adampi__h5_put_int(h, "nesterov", hp->nesterov);
+    bad |= ADAMPI_H5(w, h) || ADAMPI_H5(w, adampi__h5_put_hparams(h, &w->opt->groups[g]));
     if (h >= 0) H5Gclose(h);
   }
   if (gs >= 0) H5Gclose(gs);
   return bad;
 }
 
-static int write_user(hid_t f, const adampi_user *user)
+static int write_user(writer *w, hid_t f, const adampi_user *user)
 {
   hid_t u = make_group(f, "user");
-  int bad = u < 0;
-  for (int i = 0; user && i < user->count && !bad; i++) bad |= adampi__h5_put_int(u, user->name[i], user->value[i]);
+  int bad = ADAMPI_H5(w, u);
+  for (int i = 0; user && i < user->count && !bad; i++) bad |= ADAMPI_H5(w, adampi__h5_put_int(u, user->name[i], user->value[i]));
   if (u >= 0) H5Gclose(u);
   return bad;
 }
 
 /* Every tensor's group, attributes and datasets. Keeps taking part in every collective call
  * after a failure; returns the index of the first tensor that failed, or -1. */
-static int write_tensors(adampi *opt, hid_t f, hid_t dxpl, const float *w, const uint64_t *digests)
+static int write_tensors(writer *w, hid_t f, hid_t dxpl, const float *params, const uint64_t *digests)
 {
+  const adampi *opt = w->opt;
   int first_bad = -1;
   hid_t ts = make_group(f, "tensors");
+  if (ADAMPI_H5(w, ts)) first_bad = 0;
   for (int i = 0; i < opt->num_tensors; i++) {
     const adampi__tensor *t = &opt->tensors[i];
+    w->tensor = t->name;
     hid_t g = make_group(ts, t->name);
-    int bad = g < 0 || adampi__h5_put_int(g, "index", i) || adampi__h5_put_int(g, "group", t->group) || adampi__h5_put_int(g, "step", t->step);
+    int bad = ADAMPI_H5(w, g) || ADAMPI_H5(w, adampi__h5_put_int(g, "index", i)) ||
+              ADAMPI_H5(w, adampi__h5_put_int(g, "group", t->group)) || ADAMPI_H5(w, adampi__h5_put_int(g, "step", t->step));
     int64_t first, n;
     local_part(opt, t, &first, &n);
-    const float *src[1 + MAX_STATE] = {w, opt->state0, opt->state1};
+    const float *src[1 + MAX_STATE] = {params, opt->state0, opt->state1};
     for (int s = 0; s <= state_count(opt); s++) {
       hid_t d = create_dataset(g, s == 0 ? "param" : state_name(opt, s - 1), t);
       hid_t fspace = d >= 0 ? H5Dget_space(d) : H5I_INVALID_HID, mspace = H5I_INVALID_HID;
-      bad |= d < 0;
+      bad |= ADAMPI_H5(w, d);
       if (d >= 0) {
         select_part(t, fspace, &mspace);
         float dummy = 0.0f;
         const float *buf = n > 0 ? src[s] + first : &dummy;
-        bad |= H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0;
-        bad |= adampi__h5_put(d, "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &digests[i * (1 + MAX_STATE) + s]);
+        bad |= ADAMPI_H5(w, H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf));
+        bad |= ADAMPI_H5(w, adampi__h5_put(d, "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &digests[i * (1 + MAX_STATE) + s]));
         H5Sclose(mspace);
         H5Sclose(fspace);
-        H5Dclose(d);
+        bad |= ADAMPI_H5(w, H5Dclose(d));
       }
     }
     if (g >= 0) H5Gclose(g);
     if (bad && first_bad < 0) first_bad = i;
   }
+  w->tensor = NULL;
   if (ts >= 0) H5Gclose(ts);
   return first_bad;
 }
@@ -380,6 +401,7 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   char tmp[4200];
   hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, f = H5I_INVALID_HID;
   uint64_t *digests = NULL;
+  adampi__h5_quiet quiet = {0};
 
   if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "save before adampi_commit");
   if (path == NULL || path[0] == '\0' || strlen(path) > 4000)
@@ -405,13 +427,17 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
 
   snprintf(tmp, sizeof tmp, "%s.adampi-tmp", path);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  fapl = H5Pcreate(H5P_FILE_ACCESS);
-  H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL);       /* required: parallel access */
-  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST); /* checksummed metadata */
-  H5Pset_coll_metadata_write(fapl, 1);                    /* optional: fewer small writes */
-  dxpl = H5Pcreate(H5P_DATASET_XFER);
-  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);           /* optional: fewer, larger writes */
+  adampi__h5_quiet_begin(&quiet); /* the application's HDF5 error handler is restored at done */
+  writer wr = {opt, tmp, NULL};
+  int setup_bad = ADAMPI_H5(&wr, fapl = H5Pcreate(H5P_FILE_ACCESS)) ||
+                  ADAMPI_H5(&wr, H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL)) ||       /* required: parallel access */
+                  ADAMPI_H5(&wr, H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST)) || /* checksummed metadata */
+                  ADAMPI_H5(&wr, dxpl = H5Pcreate(H5P_DATASET_XFER));
+  if (!setup_bad) {
+    H5Pset_coll_metadata_write(fapl, 1);          /* optional: fewer small writes */
+    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE); /* optional: fewer, larger writes */
+  }
+  if ((st = adampi__agree(opt, setup_bad ? ADAMPI_ERR_IO : ADAMPI_OK)) != ADAMPI_OK) goto done;
   hid_t fcpl = compact_plist(H5P_FILE_CREATE); /* the root group's links and attributes */
   f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
   H5Pclose(fcpl);
@@ -422,13 +448,14 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   }
   if (opt->rank == 0) st = reserve_space(opt, tmp);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
-  int bad = write_root(opt, f) | write_groups(opt, f) | write_user(f, o.user);
-  int bad_tensor = write_tensors(opt, f, dxpl, w, digests);
+  int bad = write_root(&wr, f) | write_groups(&wr, f) | write_user(&wr, f, o.user);
+  int bad_tensor = write_tensors(&wr, f, dxpl, w, digests);
   /* No H5Fflush: after a local write error HDF5 may leave it early on one rank and wait in it on
    * the others. Close, then every rank fsyncs what it wrote (no collective involved). */
-  if (H5Fclose(f) < 0) bad = 1;
+  if (ADAMPI_H5(&wr, H5Fclose(f))) bad = 1;
   f = H5I_INVALID_HID;
-  if (!bad && bad_tensor < 0 && fsync_path(tmp, 0) != 0) bad = 1;
+  if (!bad && bad_tensor < 0 && fsync_path(tmp, 0) != 0)
+    bad = 1, ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot fsync %s: %s", tmp, strerror(errno));
   if (bad_tensor >= 0)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write tensor '%s' to %s (disk full or I/O error?)",
                      opt->tensors[bad_tensor].name, tmp);
@@ -457,6 +484,7 @@ done:
   if (f >= 0) H5Fclose(f);
   if (dxpl >= 0) H5Pclose(dxpl);
   if (fapl >= 0) H5Pclose(fapl);
+  adampi__h5_quiet_end(&quiet);
   if (st != ADAMPI_OK && opt->rank == 0 && path) {
     snprintf(tmp, sizeof tmp, "%s.adampi-tmp", path);
     unlink(tmp);
@@ -528,17 +556,10 @@ static adampi_status read_groups(adampi *opt, hid_t f, const char *path, staged 
       return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s is missing", path, name);
     hid_t h = H5Gopen2(f, name, H5P_DEFAULT);
     if (h < 0) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s cannot be opened as a group (H5Gopen2 failed)", path, name);
-    double v[9];
-    int64_t nesterov = 0;
-    adampi_status st = ADAMPI_OK;
-    for (int k = 0; k < 9 && st == ADAMPI_OK; k++) st = adampi__h5_get_float(h, where, hparam_names[k], &v[k], msg, sizeof msg);
-    if (st == ADAMPI_OK) st = adampi__h5_get_bool(h, where, "nesterov", &nesterov, msg, sizeof msg);
+    adampi_hparams hp = {0};
+    adampi_status st = adampi__h5_get_hparams(h, where, &hp, msg, sizeof msg);
     H5Gclose(h);
     if (st != ADAMPI_OK) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
-    if (nesterov < 0 || nesterov > 1)
-      return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s: nesterov = %lld is invalid (must be 0 or 1)", path, name,
-                         (long long)nesterov);
-    adampi_hparams hp = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], (int)nesterov};
     if (adampi__hparams_check(opt->cfg.kind, &hp, msg, sizeof msg) != ADAMPI_OK)
       return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s: %s", path, name, msg);
     sg->groups[g] = hp;
@@ -712,6 +733,7 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, f = H5I_INVALID_HID;
   size_t n = (size_t)(opt->hi - opt->lo);
   staged sg = {0};
+  adampi__h5_quiet quiet = {0};
 
   if (path == NULL || path[0] == '\0') st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "the checkpoint path is NULL or empty");
   else if (params == NULL && n > 0) st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: params is NULL", opt->rank);
@@ -730,7 +752,7 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
     if (!sg.s0 || !sg.s1 || !sg.steps || !sg.digests || !sg.sums || !sg.groups)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory to stage its shard", opt->rank);
   }
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  adampi__h5_quiet_begin(&quiet); /* the application's HDF5 error handler is restored at done */
   int superblock = st == ADAMPI_OK ? adampi_h5_superblock_version(path) : 0;
   if (st == ADAMPI_OK && (superblock == -1 || H5Fis_hdf5(path) <= 0))
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an HDF5 file (empty, truncated or another kind of file)", path);
@@ -741,12 +763,15 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
                      path, superblock);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
 
-  fapl = H5Pcreate(H5P_FILE_ACCESS);
-  H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL); /* required: parallel access */
-  H5Pset_all_coll_metadata_ops(fapl, 1);            /* optional: one rank reads metadata */
-  dxpl = H5Pcreate(H5P_DATASET_XFER);
   /* Reads are independent: each rank reads only its own rows, straight into its buffers. */
-  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
+  const char *failed = (fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0                         ? "H5Pcreate(H5P_FILE_ACCESS)"
+                       : H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL) < 0           ? "H5Pset_fapl_mpio" /* required */
+                       : (dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0                       ? "H5Pcreate(H5P_DATASET_XFER)"
+                       : H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT) < 0              ? "H5Pset_dxpl_mpio" /* required */
+                                                                                        : NULL;
+  if (failed) st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot read %s: %s failed", path, failed);
+  if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+  H5Pset_all_coll_metadata_ops(fapl, 1); /* optional: one rank reads metadata */
   f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   if (f < 0) st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s cannot be opened: truncated or corrupt HDF5 file", path);
   if (st == ADAMPI_OK) st = check_root(opt, f, path, &sg);
@@ -787,6 +812,7 @@ done:
   if (f >= 0) H5Fclose(f);
   if (dxpl >= 0) H5Pclose(dxpl);
   if (fapl >= 0) H5Pclose(fapl);
+  adampi__h5_quiet_end(&quiet);
   free_staged(opt, &sg);
   return st;
 }

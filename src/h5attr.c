@@ -8,6 +8,7 @@
  * 2^64 - 1 would read as INT64_MAX).
  */
 #include "h5io.h"
+#include "hparams_table.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -29,6 +30,18 @@ static adampi_status refuse(char *msg, size_t msg_len, const char *fmt, ...)
   if (msg && msg_len) vsnprintf(msg, msg_len, fmt, ap);
   va_end(ap);
   return ADAMPI_ERR_FORMAT;
+}
+
+void adampi__h5_quiet_begin(adampi__h5_quiet *q)
+{
+  q->saved = H5Eget_auto2(H5E_DEFAULT, &q->fn, &q->data) >= 0;
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+void adampi__h5_quiet_end(adampi__h5_quiet *q)
+{
+  if (q->saved) H5Eset_auto2(H5E_DEFAULT, q->fn, q->data);
+  q->saved = 0;
 }
 
 int adampi__h5_has(hid_t obj, const char *name) { return H5Aexists(obj, name) > 0; }
@@ -332,6 +345,46 @@ done:
   if (m >= 0) H5Tclose(m);
   close_scalar(a, type);
   return st;
+}
+
+static adampi_status get_REAL(hid_t obj, const char *where, const char *name, double *v, char *msg, size_t msg_len)
+{
+  return adampi__h5_get_float(obj, where, name, v, msg, msg_len);
+}
+
+static adampi_status get_FLAG(hid_t obj, const char *where, const char *name, int *v, char *msg, size_t msg_len)
+{
+  int64_t x = 0;
+  adampi_status st = adampi__h5_get_bool(obj, where, name, &x, msg, msg_len);
+  if (st == ADAMPI_OK && x != 0 && x != 1)
+    return refuse(msg, msg_len, "%s: %s = %" PRId64 " is invalid (must be 0 or 1)", where, name, x);
+  if (st == ADAMPI_OK) *v = (int)x;
+  return st;
+}
+
+adampi_status adampi__h5_get_hparams(hid_t obj, const char *where, adampi_hparams *hp, char *msg, size_t msg_len)
+{
+  adampi_hparams got = *hp;
+  adampi_status st = ADAMPI_OK;
+#define GET(field, kind) \
+  if (st == ADAMPI_OK) st = get_##kind(obj, where, #field, &got.field, msg, msg_len);
+  ADAMPI_HPARAMS_TABLE(GET)
+#undef GET
+  if (st == ADAMPI_OK) *hp = got;
+  return st;
+}
+
+static int put_REAL(hid_t obj, const char *name, double v) { return adampi__h5_put_float(obj, name, v); }
+static int put_FLAG(hid_t obj, const char *name, int v) { return adampi__h5_put_int(obj, name, v); }
+
+int adampi__h5_put_hparams(hid_t obj, const adampi_hparams *hp)
+{
+  int bad = 0;
+#define PUT(field, kind) \
+  if (!bad) bad = put_##kind(obj, #field, hp->field) != 0;
+  ADAMPI_HPARAMS_TABLE(PUT)
+#undef PUT
+  return bad ? -1 : 0;
 }
 
 int adampi__h5_put(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, hsize_t n, const void *v)

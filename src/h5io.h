@@ -29,6 +29,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* HDF5 reports every failed call through the process's automatic error handler (printing by
+ * default). adampi's failures are expected and reported by status, so its calls run with the
+ * handler off; quiet_end puts back whatever the application had (h5py in the same process keeps
+ * its error reports). Pair them in every public call that uses HDF5; end is a no-op without
+ * begin. */
+typedef struct adampi__h5_quiet {
+  H5E_auto2_t fn;
+  void *data;
+  int saved;
+} adampi__h5_quiet;
+void adampi__h5_quiet_begin(adampi__h5_quiet *q);
+void adampi__h5_quiet_end(adampi__h5_quiet *q);
+
 /* 1 if obj has an attribute called name, 0 if not (or if HDF5 cannot tell). */
 int adampi__h5_has(hid_t obj, const char *name);
 
@@ -47,6 +60,13 @@ adampi_status adampi__h5_get_float(hid_t obj, const char *where, const char *nam
  * caller checks the range, so that its message can say what is allowed). */
 adampi_status adampi__h5_get_bool(hid_t obj, const char *where, const char *name, int64_t *v, char *msg,
                                   size_t msg_len);
+
+/* A group's hyper-parameters (ADAMPI_HPARAMS_TABLE): REAL fields by adampi__h5_get_float, FLAG
+ * fields by adampi__h5_get_bool and 0 or 1. The values are not validated otherwise
+ * (adampi_hparams_check does that). On failure *hp is unchanged. */
+adampi_status adampi__h5_get_hparams(hid_t obj, const char *where, adampi_hparams *hp, char *msg, size_t msg_len);
+/* Write them as attributes of obj, in the table's order: REAL as float64, FLAG as int64. */
+int adampi__h5_put_hparams(hid_t obj, const adampi_hparams *hp);
 
 /* Writers, as adampi writes its files: little-endian int64, float64, uint64, fixed-length
  * null-terminated ASCII strings. n = 0: a scalar; else a 1-d array of n values. 0 on success, -1

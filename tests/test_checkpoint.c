@@ -13,6 +13,7 @@
 
 #include <hdf5.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define T_TOTAL 10
@@ -614,6 +615,61 @@ START_TEST(h5py_edits_load_as_written)
 }
 END_TEST
 
+static herr_t count_errors(hid_t stack, void *calls)
+{
+  (void)stack;
+  (*(int *)calls)++;
+  return 0;
+}
+
+/* adampi silences HDF5's error reports for its own calls only: the application's handler is the
+ * one it had after a save, a load, a load of a missing file and a load of a truncated file (whose
+ * failed H5Fopen adampi reports itself), none of adampi's failed HDF5 calls reaches it, and the
+ * application's own failed call still does. */
+START_TEST(the_application_hdf5_error_handler_is_kept)
+{
+  H5E_auto2_t suite_fn, fn;
+  void *suite_data, *data;
+  H5Eget_auto2(H5E_DEFAULT, &suite_fn, &suite_data);
+  int calls = 0;
+  H5Eset_auto2(H5E_DEFAULT, count_errors, &calls);
+  char path[512], missing[600], cut[600];
+  shared_path(path, sizeof path, "handler");
+  snprintf(missing, sizeof missing, "%s.missing", path);
+  snprintf(cut, sizeof cut, "%s.cut", path);
+  const problem_variant *v = &problem_variants[0];
+  live a = start(MPI_COMM_WORLD, v, 2, ADAMPI_NONFINITE_ERROR);
+  ck_assert_ok(a.opt, adampi_save(a.opt, path, a.w, NULL));
+  H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+  ck_assert_msg(fn == count_errors && data == &calls, "adampi_save replaced the application's HDF5 error handler");
+  ck_assert_ok(a.opt, adampi_load(a.opt, path, a.w, NULL));
+  ck_assert_int_eq(adampi_load(a.opt, missing, a.w, NULL), ADAMPI_ERR_IO);
+  H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+  ck_assert_msg(fn == count_errors && data == &calls, "adampi_load of a missing file replaced the application's HDF5 error handler");
+  ck_assert_ok(a.opt, adampi_save(a.opt, cut, a.w, NULL));
+  MPI_Barrier(MPI_COMM_WORLD);
+  int ok = 1;
+  if (test_rank() == 0) {
+    struct stat sb;
+    ok = stat(cut, &sb) == 0 && truncate(cut, sb.st_size / 2) == 0;
+  }
+  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  ck_assert_msg(ok, "the truncated copy could not be made");
+  adampi_status st = adampi_load(a.opt, cut, a.w, NULL);
+  ck_assert_msg(st == ADAMPI_ERR_FORMAT, "truncated file: %s (%s)", adampi_strerror(st), adampi_last_error(a.opt));
+  H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+  ck_assert_msg(fn == count_errors && data == &calls, "adampi_load of a truncated file replaced the application's HDF5 error handler");
+  ck_assert_msg(calls == 0, "adampi's own failed HDF5 calls reached the application's handler %d times", calls);
+  hid_t f = H5Fopen(missing, H5F_ACC_RDONLY, H5P_DEFAULT); /* the application's own failure */
+  ck_assert_msg(f < 0 && calls > 0, "the application's handler no longer sees its own failed calls");
+  H5Eset_auto2(H5E_DEFAULT, suite_fn, suite_data);
+  stop(&a);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (test_rank() == 0) unlink(cut);
+  remove_all(path);
+}
+END_TEST
+
 static int64_t generation_of(const char *path)
 {
   live l = start(MPI_COMM_WORLD, &problem_variants[0], 0, ADAMPI_NONFINITE_ERROR);
@@ -671,6 +727,7 @@ static Suite *make_suite(void)
   tcase_add_loop_test(tc, resume_on_another_rank_count_is_bitwise_identical, 0, 4);
   tcase_add_loop_test(tc, bad_files_are_refused_and_change_nothing, 0, NUM_BAD);
   tcase_add_loop_test(tc, h5py_edits_load_as_written, 0, 2);
+  tcase_add_test(tc, the_application_hdf5_error_handler_is_kept);
   tcase_add_test(tc, metadata_is_all_checksummed);
   tcase_add_test(tc, rotation_keeps_the_last_k);
   tcase_add_test(tc, save_into_a_missing_directory_fails_everywhere);

@@ -139,7 +139,6 @@ static int read_groups(replay_file *rf, char *err, size_t err_len)
   rf->G = (int)count;
   rf->groups = calloc(count, sizeof *rf->groups);
   if (rf->groups == NULL) FAIL("out of memory");
-  static const char *fields[] = {"lr", "beta1", "beta2", "eps", "weight_decay", "delta", "wd_ratio", "momentum", "dampening"};
   for (int k = 0; k < rf->G; k++) {
     char path[64], where[64];
     snprintf(path, sizeof path, "groups/%d", k);
@@ -147,13 +146,8 @@ static int read_groups(replay_file *rf, char *err, size_t err_len)
     if (H5Lexists(rf->file, path, H5P_DEFAULT) <= 0) FAIL("%s is missing (groups must be numbered 0..%d)", where, rf->G - 1);
     g = H5Gopen2(rf->file, path, H5P_DEFAULT);
     if (g < 0) FAIL("%s is not a group", where);
-    double v[9];
-    int64_t nesterov = 0;
-    for (int f = 0; f < 9; f++)
-      if ((rc = adampi__h5_get_float(g, where, fields[f], &v[f], err, err_len)) != 0) goto done;
-    if ((rc = adampi__h5_get_bool(g, where, "nesterov", &nesterov, err, err_len)) != 0) goto done;
-    adampi_hparams hp = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], (int)nesterov};
-    if (nesterov != 0 && nesterov != 1) FAIL("%s: nesterov = %lld is invalid (must be 0 or 1)", where, (long long)nesterov);
+    adampi_hparams hp = {0};
+    if ((rc = adampi__h5_get_hparams(g, where, &hp, err, err_len)) != 0) goto done;
     char msg[512];
     if (adampi_hparams_check(rf->kind, &hp, msg, sizeof msg) != ADAMPI_OK) FAIL("%s: %s", where, msg);
     rf->groups[k] = hp;
