@@ -1,8 +1,10 @@
 /*
  * checkpoint.c - save and load the optimizer as one self-describing HDF5 file, with parallel HDF5
  * and collective I/O: each rank writes and reads only its shard's part of every dataset, so a
- * file saved on N ranks loads on any M. Attributes are read and written by h5attr.c (h5io.h), by
- * the same rules as replay files, so a checkpoint edited with h5py still loads.
+ * file saved on N ranks loads on any M. This file holds the format and the save and load; the
+ * atomic-file mechanics are in ckpt_file.c, the dataset checksum in ckpt_digest.c, the caller area
+ * in ckpt_user.c (checkpoint.h), and attributes are read and written by h5attr.c (h5io.h), by the
+ * same rules as replay files, so a checkpoint edited with h5py still loads.
  *
  * Layout (format "adampi-checkpoint", version 1; documented in the README):
  *   /                       attributes: format, format_version, library_version, optimizer,
@@ -12,7 +14,7 @@
  *   /tensors/<name>         attributes: index, group, step; datasets param and the state
  *                           (exp_avg, exp_avg_sq for AdamP; momentum for SGDP), float32 in the
  *                           tensor's shape, contiguous, with a 64-bit checksum attribute
- *                           (DIGEST_TEXT below: a sum over elements, so every rank adds its
+ *                           (ckpt_digest.c: a sum over elements, so every rank adds its
  *                           own part and the total does not depend on the sharding)
  *   /user                   attributes: the caller's named integers
  *
@@ -22,41 +24,26 @@
  * that no rank waits for another.
  */
 #define _GNU_SOURCE /* fsync, link, O_DIRECTORY, fallocate */
-#include "internal.h"
-#include "h5io.h"
+#include "checkpoint.h"
 #include "h5superblock.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define FORMAT_NAME "adampi-checkpoint"
 #define FORMAT_VERSION 1
-#define MAX_STATE 2
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
-#define ADAMPI_DIGEST_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define ADAMPI_DIGEST_CLONES
-#endif
 #define DESCRIPTION                                                                                   \
   "Optimizer checkpoint written by adampi (AdamP/SGDP over MPI). /tensors/<name>/param holds the "    \
   "parameters and the other datasets the optimizer state, in each tensor's own shape; attribute "    \
   "step is the tensor's step counter. /groups/<g> holds the hyper-parameters of group g, /user "    \
   "the caller's values. saved_shard_starts (the layout at save) is for information only. Each "     \
   "dataset's attribute checksum is computed as root attribute checksum_algorithm says."
-#define DIGEST_TEXT                                                                              \
-  "checksum = sum mod 2^64 over the elements x_i of the dataset, i in row-major order from 0, "   \
-  "of splitmix64(bits(x_i) XOR i * 0x9E3779B97F4A7C15), bits = the float32 bit pattern as uint64, " \
-  "splitmix64(z): z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; "  \
-  "z ^= z >> 31"
-
 adampi_save_options adampi_save_defaults(void)
 {
   adampi_save_options o = {ADAMPI_PARAMS_SHARD, 0, NULL};
@@ -73,60 +60,6 @@ adampi_load_options adampi_load_defaults(void)
  * far from overflowing int64 at the next step (found by the fuzzer: INT64_MAX was accepted). */
 #define MAX_STEPS ((int64_t)1 << 53)
 
-static int valid_user_name(const char *name)
-{
-  size_t n = name ? strlen(name) : 0;
-  return n > 0 && n < ADAMPI_USER_NAME && strchr(name, '/') == NULL && strcmp(name, ".") != 0;
-}
-
-adampi_status adampi_user_set(adampi_user *user, const char *name, int64_t value)
-{
-  if (user == NULL || !valid_user_name(name)) return ADAMPI_ERR_ARG;
-  for (int i = 0; i < user->count; i++)
-    if (strcmp(user->name[i], name) == 0) {
-      user->value[i] = value;
-      return ADAMPI_OK;
-    }
-  if (user->count < 0 || user->count >= ADAMPI_USER_MAX) return ADAMPI_ERR_ARG;
-  snprintf(user->name[user->count], ADAMPI_USER_NAME, "%s", name);
-  user->value[user->count++] = value;
-  return ADAMPI_OK;
-}
-
-adampi_status adampi_user_get(const adampi_user *user, const char *name, int64_t *value)
-{
-  if (user == NULL || name == NULL || value == NULL) return ADAMPI_ERR_ARG;
-  for (int i = 0; i < user->count && i < ADAMPI_USER_MAX; i++)
-    if (strcmp(user->name[i], name) == 0) {
-      *value = user->value[i];
-      return ADAMPI_OK;
-    }
-  return ADAMPI_ERR_ARG;
-}
-
-/* ---- small HDF5 helpers --------------------------------------------------------------------- */
-
-/* The dataset checksum (DIGEST_TEXT) of n elements whose first has index first. HDF5's Fletcher32
- * filter would need chunked datasets, whose parallel writes measured 8x slower than contiguous
- * ones here; a sum over elements needs no chunks and combines across any sharding exactly. */
-ADAMPI_DIGEST_CLONES
-static uint64_t digest(const float *x, int64_t n, int64_t first)
-{
-  uint64_t sum = 0;
-  for (int64_t k = 0; k < n; k++) {
-    uint32_t bits;
-    memcpy(&bits, &x[k], 4);
-    uint64_t z = (uint64_t)bits ^ ((uint64_t)(first + k) * 0x9E3779B97F4A7C15ull);
-    z ^= z >> 30;
-    z *= 0xBF58476D1CE4E5B9ull;
-    z ^= z >> 27;
-    z *= 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    sum += z;
-  }
-  return sum;
-}
-
 static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape)
 {
   int n = snprintf(buf, len, "[");
@@ -136,8 +69,6 @@ static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape)
 }
 
 /* ---- what is stored per tensor -------------------------------------------------------------- */
-
-static int state_count(const adampi *opt) { return opt->cfg.kind == ADAMPI_ADAMP ? 2 : 1; }
 
 static const char *state_name(const adampi *opt, int s)
 {
@@ -195,8 +126,8 @@ static adampi_status dataset_digests(adampi *opt, const float *const src[1 + MAX
     const adampi__tensor *t = &opt->tensors[i];
     int64_t first, n;
     local_part(opt, t, &first, &n);
-    for (int s = 0; s <= state_count(opt) && n > 0; s++)
-      out[i * (1 + MAX_STATE) + s] = digest(src[s] + first, n, t->my_leaf_lo * t->leaf_len);
+    for (int s = 0; s <= adampi__ckpt_state_count(opt) && n > 0; s++)
+      out[i * (1 + MAX_STATE) + s] = adampi__ckpt_digest(src[s] + first, n, t->my_leaf_lo * t->leaf_len);
   }
   ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, out, opt->num_tensors * (1 + MAX_STATE), MPI_UINT64_T, MPI_SUM, opt->comm));
 done:
@@ -205,111 +136,7 @@ done:
 
 /* ---- save ----------------------------------------------------------------------------------- */
 
-static int fsync_path(const char *path, int directory)
-{
-  int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
-/* An upper bound of the file size: the data and the metadata
- * (measured at 10-20 KiB per tensor; 16 KiB plus 256 KiB are counted). */
-static double bytes_needed(const adampi *opt)
-{
-  return 4.0 * (double)opt->numel * (1 + state_count(opt)) * 1.05 + 16384.0 * opt->num_tensors + 262144.0;
-}
-
-/* Reserve the file's blocks before any data is written (rank 0, on the new file): some MPI-IO
- * layers report a full disk only on stderr and let the write "succeed" with a hole. */
-static adampi_status reserve_space(adampi *opt, const char *tmp)
-{
-  int fd = open(tmp, O_RDWR);
-  if (fd < 0) return ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot open %s: %s", tmp, strerror(errno));
-  int rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes_needed(opt));
-  int err = errno;
-  close(fd);
-  if (rc != 0 && err != EOPNOTSUPP && err != ENOSYS)
-    return ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write %s: %s (the checkpoint needs %.0f bytes)", tmp,
-                       err == ENOSPC ? "the disk is full" : strerror(err), bytes_needed(opt));
-  return ADAMPI_OK;
-}
-
-/* Refuse early when the file system cannot hold the new file next to the old one: HDF5 does not
- * always recover collectively from a write that fails on one rank. Rank 0 only. */
-static adampi_status check_space(adampi *opt, const char *path)
-{
-  char dir[4200];
-  struct statvfs fs;
-  snprintf(dir, sizeof dir, "%s", path);
-  if (statvfs(dirname(dir), &fs) != 0) return ADAMPI_OK; /* the create will report it */
-  double need = bytes_needed(opt);
-  double have = (double)fs.f_bavail * (double)fs.f_frsize;
-  if (need > have)
-    return ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write %s: the disk is full (the checkpoint needs %.0f bytes, %.0f are free)",
-                       path, need, have);
-  return ADAMPI_OK;
-}
-
-/* PATH.k -> PATH.k+1 for k = K-1..1, then PATH.1 becomes a hard link of PATH, so that PATH is
- * never missing. Rank 0 only. */
-static int rotate(const char *path, int keep)
-{
-  char from[4200], to[4200];
-  for (int k = keep - 1; k >= 1; k--) {
-    snprintf(from, sizeof from, "%s.%d", path, k);
-    snprintf(to, sizeof to, "%s.%d", path, k + 1);
-    if (access(from, F_OK) == 0 && rename(from, to) != 0) return -1;
-  }
-  if (access(path, F_OK) != 0) return 0;
-  snprintf(from, sizeof from, "%s.1.adampi-tmp", path);
-  snprintf(to, sizeof to, "%s.1", path);
-  unlink(from);
-  if (link(path, from) != 0) return -1;
-  return rename(from, to);
-}
-
-/* Property list of a group or file whose links and attributes all stay in its object header
- * ("compact" storage), which HDF5 checksums, instead of moving to a fractal heap past 8 entries,
- * whose blocks HDF5 does not checksum (a fuzzer crashes HDF5 1.10 there). */
-static hid_t compact_plist(hid_t cls)
-{
-  hid_t pl = H5Pcreate(cls);
-  H5Pset_link_phase_change(pl, 65535, 65534);
-  H5Pset_attr_phase_change(pl, 65535, 65534);
-  return pl;
-}
-
-static hid_t make_group(hid_t loc, const char *name)
-{
-  hid_t gcpl = compact_plist(H5P_GROUP_CREATE);
-  hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
-  H5Pclose(gcpl);
-  return g;
-}
-
-/* A save's HDF5 calls go on after a failure, since every rank must take part in the collective
- * calls that follow: ADAMPI_H5 records the first failed call by name (with the tensor being
- * written, if any) as the save's failure, and the save fails once the ranks agree. */
-typedef struct writer {
-  adampi *opt;
-  const char *path;   /* the temporary file */
-  const char *tensor; /* being written, or NULL */
-} writer;
-
-static int h5_check(writer *w, int failed, const char *call, int line)
-{
-  if (failed)
-    adampi__fail(w->opt, ADAMPI_ERR_IO, __FILE__, line, "cannot write %s%s%s%s: %s failed (disk full or I/O error?)", w->path,
-                 w->tensor ? " (tensor '" : "", w->tensor ? w->tensor : "", w->tensor ? "')" : "", call);
-  return failed;
-}
-
-/* Check an HDF5 call or helper (negative on failure) of a save; evaluates to 1 if it failed. */
-#define ADAMPI_H5(w, call) h5_check((w), (call) < 0, #call, __LINE__)
-
-static int write_root(writer *w, hid_t f)
+static int write_root(adampi__writer *w, hid_t f)
 {
   const adampi *opt = w->opt;
   int bad = ADAMPI_H5(w, adampi__h5_put_string(f, "format", FORMAT_NAME));
@@ -323,19 +150,19 @@ static int write_root(writer *w, hid_t f)
   bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "saved_world_size", opt->size));
   bad |= ADAMPI_H5(w, adampi__h5_put(f, "saved_shard_starts", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)opt->size + 1,
                                      opt->shard_lo));
-  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "checksum_algorithm", DIGEST_TEXT));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "checksum_algorithm", adampi__ckpt_digest_text));
   bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "description", DESCRIPTION));
   return bad;
 }
 
-static int write_groups(writer *w, hid_t f)
+static int write_groups(adampi__writer *w, hid_t f)
 {
-  hid_t gs = make_group(f, "groups");
+  hid_t gs = adampi__ckpt_make_group(f, "groups");
   int bad = ADAMPI_H5(w, gs);
   for (int g = 0; g < w->opt->num_groups && !bad; g++) {
     char name[32];
     snprintf(name, sizeof name, "%d", g);
-    hid_t h = make_group(gs, name);
+    hid_t h = adampi__ckpt_make_group(gs, name);
     bad |= ADAMPI_H5(w, h) || ADAMPI_H5(w, adampi__h5_put_hparams(h, &w->opt->groups[g]));
     if (h >= 0) H5Gclose(h);
   }
@@ -343,33 +170,24 @@ static int write_groups(writer *w, hid_t f)
   return bad;
 }
 
-static int write_user(writer *w, hid_t f, const adampi_user *user)
-{
-  hid_t u = make_group(f, "user");
-  int bad = ADAMPI_H5(w, u);
-  for (int i = 0; user && i < user->count && !bad; i++) bad |= ADAMPI_H5(w, adampi__h5_put_int(u, user->name[i], user->value[i]));
-  if (u >= 0) H5Gclose(u);
-  return bad;
-}
-
 /* Every tensor's group, attributes and datasets. Keeps taking part in every collective call
  * after a failure; returns the index of the first tensor that failed, or -1. */
-static int write_tensors(writer *w, hid_t f, hid_t dxpl, const float *params, const uint64_t *digests)
+static int write_tensors(adampi__writer *w, hid_t f, hid_t dxpl, const float *params, const uint64_t *digests)
 {
   const adampi *opt = w->opt;
   int first_bad = -1;
-  hid_t ts = make_group(f, "tensors");
+  hid_t ts = adampi__ckpt_make_group(f, "tensors");
   if (ADAMPI_H5(w, ts)) first_bad = 0;
   for (int i = 0; i < opt->num_tensors; i++) {
     const adampi__tensor *t = &opt->tensors[i];
     w->tensor = t->name;
-    hid_t g = make_group(ts, t->name);
+    hid_t g = adampi__ckpt_make_group(ts, t->name);
     int bad = ADAMPI_H5(w, g) || ADAMPI_H5(w, adampi__h5_put_int(g, "index", i)) ||
               ADAMPI_H5(w, adampi__h5_put_int(g, "group", t->group)) || ADAMPI_H5(w, adampi__h5_put_int(g, "step", t->step));
     int64_t first, n;
     local_part(opt, t, &first, &n);
     const float *src[1 + MAX_STATE] = {params, opt->state0, opt->state1};
-    for (int s = 0; s <= state_count(opt); s++) {
+    for (int s = 0; s <= adampi__ckpt_state_count(opt); s++) {
       hid_t d = create_dataset(g, s == 0 ? "param" : state_name(opt, s - 1), t);
       hid_t fspace = d >= 0 ? H5Dget_space(d) : H5I_INVALID_HID, mspace = H5I_INVALID_HID;
       bad |= ADAMPI_H5(w, d);
@@ -413,11 +231,11 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   else if (o.keep_last < 0 || o.keep_last > 1000)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "options->keep_last = %d is outside 0..1000", o.keep_last);
   for (int i = 0; st == ADAMPI_OK && o.user && i < o.user->count; i++)
-    if (o.user->count > ADAMPI_USER_MAX || !valid_user_name(o.user->name[i]))
+    if (o.user->count > ADAMPI_USER_MAX || !adampi__ckpt_valid_user_name(o.user->name[i]))
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "caller value %d has an invalid name or count", i);
   digests = calloc((size_t)opt->num_tensors * (1 + MAX_STATE), sizeof *digests);
   if (digests == NULL && st == ADAMPI_OK) st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "no memory");
-  if (st == ADAMPI_OK && opt->rank == 0) st = check_space(opt, path);
+  if (st == ADAMPI_OK && opt->rank == 0) st = adampi__ckpt_check_space(opt, path);
   st = adampi__agree(opt, st);
   if (st != ADAMPI_OK) goto done;
 
@@ -428,7 +246,7 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
 
   snprintf(tmp, sizeof tmp, "%s.adampi-tmp", path);
   adampi__h5_quiet_begin(&quiet); /* the application's HDF5 error handler is restored at done */
-  writer wr = {opt, tmp, NULL};
+  adampi__writer wr = {opt, tmp, NULL};
   int setup_bad = ADAMPI_H5(&wr, fapl = H5Pcreate(H5P_FILE_ACCESS)) ||
                   ADAMPI_H5(&wr, H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL)) ||       /* required: parallel access */
                   ADAMPI_H5(&wr, H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST)) || /* checksummed metadata */
@@ -438,7 +256,7 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE); /* optional: fewer, larger writes */
   }
   if ((st = adampi__agree(opt, setup_bad ? ADAMPI_ERR_IO : ADAMPI_OK)) != ADAMPI_OK) goto done;
-  hid_t fcpl = compact_plist(H5P_FILE_CREATE); /* the root group's links and attributes */
+  hid_t fcpl = adampi__ckpt_compact_plist(H5P_FILE_CREATE); /* the root group's links and attributes */
   f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
   H5Pclose(fcpl);
   if (f < 0) {
@@ -446,15 +264,15 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
     st = adampi__agree(opt, st);
     goto done;
   }
-  if (opt->rank == 0) st = reserve_space(opt, tmp);
+  if (opt->rank == 0) st = adampi__ckpt_reserve_space(opt, tmp);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
-  int bad = write_root(&wr, f) | write_groups(&wr, f) | write_user(&wr, f, o.user);
+  int bad = write_root(&wr, f) | write_groups(&wr, f) | adampi__ckpt_write_user(&wr, f, o.user);
   int bad_tensor = write_tensors(&wr, f, dxpl, w, digests);
   /* No H5Fflush: after a local write error HDF5 may leave it early on one rank and wait in it on
    * the others. Close, then every rank fsyncs what it wrote (no collective involved). */
   if (ADAMPI_H5(&wr, H5Fclose(f))) bad = 1;
   f = H5I_INVALID_HID;
-  if (!bad && bad_tensor < 0 && fsync_path(tmp, 0) != 0)
+  if (!bad && bad_tensor < 0 && adampi__ckpt_fsync_path(tmp, 0) != 0)
     bad = 1, ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot fsync %s: %s", tmp, strerror(errno));
   if (bad_tensor >= 0)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write tensor '%s' to %s (disk full or I/O error?)",
@@ -468,15 +286,15 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
     snprintf(dir, sizeof dir, "%s", path);
     /* Last line of defence before the old file is replaced: the new one must at least be HDF5
      * and hold the data. */
-    if (H5Fis_hdf5(tmp) <= 0 || stat(tmp, &sb) != 0 || (double)sb.st_size < 4.0 * (double)opt->numel * (1 + state_count(opt)))
+    if (H5Fis_hdf5(tmp) <= 0 || stat(tmp, &sb) != 0 || (double)sb.st_size < 4.0 * (double)opt->numel * (1 + adampi__ckpt_state_count(opt)))
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "the new checkpoint %s is incomplete (disk full or I/O error?)", tmp);
     else if (truncate(tmp, sb.st_size) != 0) /* releases the reserved blocks past the end */
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot trim %s: %s", tmp, strerror(errno));
-    else if (o.keep_last > 0 && rotate(path, o.keep_last) != 0)
+    else if (o.keep_last > 0 && adampi__ckpt_rotate(path, o.keep_last) != 0)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot rotate the previous checkpoints of %s: %s", path, strerror(errno));
     else if (rename(tmp, path) != 0)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    else if (fsync_path(dirname(dir), 1) != 0)
+    else if (adampi__ckpt_fsync_path(dirname(dir), 1) != 0)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot fsync the directory of %s: %s", path, strerror(errno));
   }
   st = adampi__agree(opt, st);
@@ -596,7 +414,7 @@ static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, stage
                          path, t->name, (long long)group, t->group);
     }
     sg->steps[i] = step;
-    for (int s = 0; s <= state_count(opt) && !bad; s++) {
+    for (int s = 0; s <= adampi__ckpt_state_count(opt) && !bad; s++) {
       const char *dname = s == 0 ? "param" : state_name(opt, s - 1);
       if (H5Lexists(g, dname, H5P_DEFAULT) <= 0) {
         H5Gclose(g);
@@ -657,7 +475,7 @@ static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *
     const adampi__tensor *t = &opt->tensors[i];
     int64_t first, n;
     local_part(opt, t, &first, &n);
-    for (int s = 0; s <= state_count(opt); s++) {
+    for (int s = 0; s <= adampi__ckpt_state_count(opt); s++) {
       const char *dname = s == 0 ? "param" : state_name(opt, s - 1);
       char dpath[400];
       snprintf(dpath, sizeof dpath, "tensors/%s/%s", t->name, dname);
@@ -669,7 +487,7 @@ static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *
         select_part(t, fspace, &mspace);
         bad = H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, n > 0 ? dst[s] + first : &dummy) < 0;
         /* the checksum of the piece while it is still in cache */
-        if (!bad && n > 0) sums[i * (1 + MAX_STATE) + s] = digest(dst[s] + first, n, t->my_leaf_lo * t->leaf_len);
+        if (!bad && n > 0) sums[i * (1 + MAX_STATE) + s] = adampi__ckpt_digest(dst[s] + first, n, t->my_leaf_lo * t->leaf_len);
         H5Sclose(mspace);
         H5Sclose(fspace);
         H5Dclose(d);
@@ -680,36 +498,12 @@ static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *
   }
   ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, sums, opt->num_tensors * (1 + MAX_STATE), MPI_UINT64_T, MPI_SUM, opt->comm));
   for (int i = 0; i < opt->num_tensors && st == ADAMPI_OK; i++)
-    for (int s = 0; s <= state_count(opt) && st == ADAMPI_OK; s++)
+    for (int s = 0; s <= adampi__ckpt_state_count(opt) && st == ADAMPI_OK; s++)
       if (sums[i * (1 + MAX_STATE) + s] != sg->digests[i * (1 + MAX_STATE) + s])
         st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s', dataset '%s': checksum mismatch (the file is corrupt)",
                          path, opt->tensors[i].name, s == 0 ? "param" : state_name(opt, s - 1));
 done:
   return st;
-}
-
-static adampi_status read_user(adampi *opt, hid_t f, const char *path, adampi_user *user)
-{
-  memset(user, 0, sizeof *user);
-  if (H5Lexists(f, "user", H5P_DEFAULT) <= 0) return ADAMPI_OK;
-  hid_t u = H5Gopen2(f, "user", H5P_DEFAULT);
-  H5O_info_t oi;
-  char msg[600] = "";
-  int bad = u < 0 || H5Oget_info2(u, &oi, H5O_INFO_NUM_ATTRS) < 0 || oi.num_attrs > ADAMPI_USER_MAX;
-  for (hsize_t k = 0; !bad && k < oi.num_attrs; k++) {
-    char name[ADAMPI_USER_NAME + 8];
-    ssize_t len = H5Aget_name_by_idx(u, ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT);
-    if (len < 0) len = H5Aget_name_by_idx(u, ".", H5_INDEX_NAME, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT);
-    int64_t v = 0;
-    bad = len <= 0 || len >= ADAMPI_USER_NAME;
-    if (!bad) bad = adampi__h5_get_int(u, "/user", name, &v, msg, sizeof msg) != ADAMPI_OK;
-    if (!bad) bad = adampi_user_set(user, name, v) != ADAMPI_OK;
-  }
-  if (u >= 0) H5Gclose(u);
-  if (bad)
-    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /user holds values that are not named integers%s%s%s", path,
-                       msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
-  return ADAMPI_OK;
 }
 
 static void free_staged(const adampi *opt, staged *sg)
@@ -777,7 +571,7 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   if (st == ADAMPI_OK) st = check_root(opt, f, path, &sg);
   if (st == ADAMPI_OK) st = read_groups(opt, f, path, &sg);
   if (st == ADAMPI_OK) st = check_tensors(opt, f, path, &sg);
-  if (st == ADAMPI_OK) st = read_user(opt, f, path, &sg.user);
+  if (st == ADAMPI_OK) st = adampi__ckpt_read_user(opt, f, path, &sg.user);
   /* All ranks read the same metadata, but agree before the collective reads all the same. */
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
   st = read_tensors(opt, f, dxpl, path, &sg);
