@@ -1,7 +1,10 @@
 /*
  * checkpoint.c - save and load the optimizer as one self-describing HDF5 file, with parallel HDF5
  * and collective I/O: each rank writes and reads only its shard's part of every dataset, so a
- * file saved on N ranks loads on any M. The only file of the library that includes hdf5.h.
+ * file saved on N ranks loads on any M. This file holds the format and the save and load; the
+ * atomic-file mechanics are in ckpt_file.c, the dataset checksum in ckpt_digest.c, the caller area
+ * in ckpt_user.c (checkpoint.h), and attributes are read and written by h5attr.c (h5io.h), by the
+ * same rules as replay files, so a checkpoint edited with h5py still loads.
  *
  * Layout (format "adampi-checkpoint", version 1; documented in the README):
  *   /                       attributes: format, format_version, library_version, optimizer,
@@ -11,7 +14,7 @@
  *   /tensors/<name>         attributes: index, group, step; datasets param and the state
  *                           (exp_avg, exp_avg_sq for AdamP; momentum for SGDP), float32 in the
  *                           tensor's shape, contiguous, with a 64-bit checksum attribute
- *                           (DIGEST_TEXT below: a sum over elements, so every rank adds its
+ *                           (ckpt_digest.c: a sum over elements, so every rank adds its
  *                           own part and the total does not depend on the sharding)
  *   /user                   attributes: the caller's named integers
  *
@@ -21,37 +24,26 @@
  * that no rank waits for another.
  */
 #define _GNU_SOURCE /* fsync, link, O_DIRECTORY, fallocate */
-#include "internal.h"
+#include "checkpoint.h"
 #include "h5superblock.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define FORMAT_NAME "adampi-checkpoint"
 #define FORMAT_VERSION 1
-#define MAX_STATE 2
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
-#define ADAMPI_DIGEST_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define ADAMPI_DIGEST_CLONES
-#endif
-#define DIGEST_TEXT                                                                              \
-  "checksum = sum mod 2^64 over the elements x_i of the dataset, i in row-major order from 0, "   \
-  "of splitmix64(bits(x_i) XOR i * 0x9E3779B97F4A7C15), bits = the float32 bit pattern as uint64, " \
-  "splitmix64(z): z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; "  \
-  "z ^= z >> 31"
-
-static const char *const hparam_names[10] = {"lr",       "beta1",    "beta2",    "eps",       "weight_decay",
-                                             "delta",    "wd_ratio", "momentum", "dampening", "nesterov"};
-
+#define DESCRIPTION                                                                                   \
+  "Optimizer checkpoint written by adampi (AdamP/SGDP over MPI). /tensors/<name>/param holds the "    \
+  "parameters and the other datasets the optimizer state, in each tensor's own shape; attribute "    \
+  "step is the tensor's step counter. /groups/<g> holds the hyper-parameters of group g, /user "    \
+  "the caller's values. saved_shard_starts (the layout at save) is for information only. Each "     \
+  "dataset's attribute checksum is computed as root attribute checksum_algorithm says."
 adampi_save_options adampi_save_defaults(void)
 {
   adampi_save_options o = {ADAMPI_PARAMS_SHARD, 0, NULL};
@@ -68,131 +60,6 @@ adampi_load_options adampi_load_defaults(void)
  * far from overflowing int64 at the next step (found by the fuzzer: INT64_MAX was accepted). */
 #define MAX_STEPS ((int64_t)1 << 53)
 
-static int valid_user_name(const char *name)
-{
-  size_t n = name ? strlen(name) : 0;
-  return n > 0 && n < ADAMPI_USER_NAME && strchr(name, '/') == NULL && strcmp(name, ".") != 0;
-}
-
-adampi_status adampi_user_set(adampi_user *user, const char *name, int64_t value)
-{
-  if (user == NULL || !valid_user_name(name)) return ADAMPI_ERR_ARG;
-  for (int i = 0; i < user->count; i++)
-    if (strcmp(user->name[i], name) == 0) {
-      user->value[i] = value;
-      return ADAMPI_OK;
-    }
-  if (user->count < 0 || user->count >= ADAMPI_USER_MAX) return ADAMPI_ERR_ARG;
-  snprintf(user->name[user->count], ADAMPI_USER_NAME, "%s", name);
-  user->value[user->count++] = value;
-  return ADAMPI_OK;
-}
-
-adampi_status adampi_user_get(const adampi_user *user, const char *name, int64_t *value)
-{
-  if (user == NULL || name == NULL || value == NULL) return ADAMPI_ERR_ARG;
-  for (int i = 0; i < user->count && i < ADAMPI_USER_MAX; i++)
-    if (strcmp(user->name[i], name) == 0) {
-      *value = user->value[i];
-      return ADAMPI_OK;
-    }
-  return ADAMPI_ERR_ARG;
-}
-
-/* ---- small HDF5 helpers --------------------------------------------------------------------- */
-
-/* The dataset checksum (DIGEST_TEXT) of n elements whose first has index first. HDF5's Fletcher32
- * filter would need chunked datasets, whose parallel writes measured 8x slower than contiguous
- * ones here; a sum over elements needs no chunks and combines across any sharding exactly. */
-ADAMPI_DIGEST_CLONES
-static uint64_t digest(const float *x, int64_t n, int64_t first)
-{
-  uint64_t sum = 0;
-  for (int64_t k = 0; k < n; k++) {
-    uint32_t bits;
-    memcpy(&bits, &x[k], 4);
-    uint64_t z = (uint64_t)bits ^ ((uint64_t)(first + k) * 0x9E3779B97F4A7C15ull);
-    z ^= z >> 30;
-    z *= 0xBF58476D1CE4E5B9ull;
-    z ^= z >> 27;
-    z *= 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    sum += z;
-  }
-  return sum;
-}
-
-static int put_attr(hid_t obj, const char *name, hid_t ftype, hid_t mtype, hsize_t n, const void *v)
-{
-  hid_t space = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
-  hid_t a = H5Acreate2(obj, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
-  int bad = a < 0 || H5Awrite(a, mtype, v) < 0;
-  if (a >= 0) H5Aclose(a);
-  H5Sclose(space);
-  return bad;
-}
-
-static int put_i64(hid_t obj, const char *name, int64_t v) { return put_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &v); }
-static int put_f64(hid_t obj, const char *name, double v) { return put_attr(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &v); }
-
-static int put_str(hid_t obj, const char *name, const char *text)
-{
-  hid_t t = H5Tcopy(H5T_C_S1);
-  H5Tset_size(t, strlen(text) ? strlen(text) : 1);
-  int bad = put_attr(obj, name, t, t, 0, text);
-  H5Tclose(t);
-  return bad;
-}
-
-/* The attribute name of obj if it exists and holds exactly one element (a file may hold anything
- * under a known name: an array read into a scalar would overrun it); else H5I_INVALID_HID. */
-static hid_t open_single(hid_t obj, const char *name)
-{
-  if (H5Aexists(obj, name) <= 0) return H5I_INVALID_HID;
-  hid_t a = H5Aopen(obj, name, H5P_DEFAULT), space = a >= 0 ? H5Aget_space(a) : H5I_INVALID_HID;
-  int single = space >= 0 && H5Sget_simple_extent_npoints(space) == 1;
-  if (space >= 0) H5Sclose(space);
-  if (a >= 0 && !single) H5Aclose(a), a = H5I_INVALID_HID;
-  return a;
-}
-
-/* A scalar attribute of class cls read as mtype into v; -1 if absent, not one element, or of
- * another class. */
-static int get_scalar(hid_t obj, const char *name, H5T_class_t cls, hid_t mtype, void *v)
-{
-  hid_t a = open_single(obj, name), t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
-  int bad = t < 0 || H5Tget_class(t) != cls || H5Aread(a, mtype, v) < 0;
-  if (t >= 0) H5Tclose(t);
-  if (a >= 0) H5Aclose(a);
-  return bad ? -1 : 0;
-}
-
-static int get_i64(hid_t obj, const char *name, int64_t *v) { return get_scalar(obj, name, H5T_INTEGER, H5T_NATIVE_INT64, v); }
-static int get_f64(hid_t obj, const char *name, double *v) { return get_scalar(obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, v); }
-
-/* A fixed- or variable-length string attribute into out; "" when absent or not a string. */
-static void get_str(hid_t obj, const char *name, char *out, size_t len)
-{
-  out[0] = '\0';
-  hid_t a = open_single(obj, name), t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
-  if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
-    hid_t m = H5Tcopy(H5T_C_S1);
-    if (H5Tis_variable_str(t) > 0) {
-      char *s = NULL;
-      H5Tset_size(m, H5T_VARIABLE);
-      if (H5Aread(a, m, &s) >= 0 && s) snprintf(out, len, "%s", s);
-      if (s) H5free_memory(s);
-    } else if (H5Tget_size(t) + 1 <= len) {
-      H5Tset_size(m, H5Tget_size(t) + 1);
-      H5Tset_strpad(m, H5T_STR_NULLTERM);
-      if (H5Aread(a, m, out) < 0) out[0] = '\0';
-    }
-    H5Tclose(m);
-  }
-  if (t >= 0) H5Tclose(t);
-  if (a >= 0) H5Aclose(a);
-}
-
 static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape)
 {
   int n = snprintf(buf, len, "[");
@@ -202,8 +69,6 @@ static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape)
 }
 
 /* ---- what is stored per tensor -------------------------------------------------------------- */
-
-static int state_count(const adampi *opt) { return opt->cfg.kind == ADAMPI_ADAMP ? 2 : 1; }
 
 static const char *state_name(const adampi *opt, int s)
 {
@@ -261,8 +126,8 @@ static adampi_status dataset_digests(adampi *opt, const float *const src[1 + MAX
     const adampi__tensor *t = &opt->tensors[i];
     int64_t first, n;
     local_part(opt, t, &first, &n);
-    for (int s = 0; s <= state_count(opt) && n > 0; s++)
-      out[i * (1 + MAX_STATE) + s] = digest(src[s] + first, n, t->my_leaf_lo * t->leaf_len);
+    for (int s = 0; s <= adampi__ckpt_state_count(opt) && n > 0; s++)
+      out[i * (1 + MAX_STATE) + s] = adampi__ckpt_digest(src[s] + first, n, t->my_leaf_lo * t->leaf_len);
   }
   ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, out, opt->num_tensors * (1 + MAX_STATE), MPI_UINT64_T, MPI_SUM, opt->comm));
 done:
@@ -271,171 +136,76 @@ done:
 
 /* ---- save ----------------------------------------------------------------------------------- */
 
-static int fsync_path(const char *path, int directory)
+static int write_root(adampi__writer *w, hid_t f)
 {
-  int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
-/* An upper bound of the file size: the data and the metadata
- * (measured at 10-20 KiB per tensor; 16 KiB plus 256 KiB are counted). */
-static double bytes_needed(const adampi *opt)
-{
-  return 4.0 * (double)opt->numel * (1 + state_count(opt)) * 1.05 + 16384.0 * opt->num_tensors + 262144.0;
-}
-
-/* Reserve the file's blocks before any data is written (rank 0, on the new file): some MPI-IO
- * layers report a full disk only on stderr and let the write "succeed" with a hole. */
-static adampi_status reserve_space(adampi *opt, const char *tmp)
-{
-  int fd = open(tmp, O_RDWR);
-  if (fd < 0) return ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot open %s: %s", tmp, strerror(errno));
-  int rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes_needed(opt));
-  int err = errno;
-  close(fd);
-  if (rc != 0 && err != EOPNOTSUPP && err != ENOSYS)
-    return ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write %s: %s (the checkpoint needs %.0f bytes)", tmp,
-                       err == ENOSPC ? "the disk is full" : strerror(err), bytes_needed(opt));
-  return ADAMPI_OK;
-}
-
-/* Refuse early when the file system cannot hold the new file next to the old one: HDF5 does not
- * always recover collectively from a write that fails on one rank. Rank 0 only. */
-static adampi_status check_space(adampi *opt, const char *path)
-{
-  char dir[4200];
-  struct statvfs fs;
-  snprintf(dir, sizeof dir, "%s", path);
-  if (statvfs(dirname(dir), &fs) != 0) return ADAMPI_OK; /* the create will report it */
-  double need = bytes_needed(opt);
-  double have = (double)fs.f_bavail * (double)fs.f_frsize;
-  if (need > have)
-    return ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write %s: the disk is full (the checkpoint needs %.0f bytes, %.0f are free)",
-                       path, need, have);
-  return ADAMPI_OK;
-}
-
-/* PATH.k -> PATH.k+1 for k = K-1..1, then PATH.1 becomes a hard link of PATH, so that PATH is
- * never missing. Rank 0 only. */
-static int rotate(const char *path, int keep)
-{
-  char from[4200], to[4200];
-  for (int k = keep - 1; k >= 1; k--) {
-    snprintf(from, sizeof from, "%s.%d", path, k);
-    snprintf(to, sizeof to, "%s.%d", path, k + 1);
-    if (access(from, F_OK) == 0 && rename(from, to) != 0) return -1;
-  }
-  if (access(path, F_OK) != 0) return 0;
-  snprintf(from, sizeof from, "%s.1.adampi-tmp", path);
-  snprintf(to, sizeof to, "%s.1", path);
-  unlink(from);
-  if (link(path, from) != 0) return -1;
-  return rename(from, to);
-}
-
-/* Property list of a group or file whose links and attributes all stay in its object header
- * ("compact" storage), which HDF5 checksums, instead of moving to a fractal heap past 8 entries,
- * whose blocks HDF5 does not checksum (a fuzzer crashes HDF5 1.10 there). */
-static hid_t compact_plist(hid_t cls)
-{
-  hid_t pl = H5Pcreate(cls);
-  H5Pset_link_phase_change(pl, 65535, 65534);
-  H5Pset_attr_phase_change(pl, 65535, 65534);
-  return pl;
-}
-
-static hid_t make_group(hid_t loc, const char *name)
-{
-  hid_t gcpl = compact_plist(H5P_GROUP_CREATE);
-  hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
-  H5Pclose(gcpl);
-  return g;
-}
-
-static int write_root(adampi *opt, hid_t f)
-{
-  int bad = put_str(f, "format", FORMAT_NAME);
-  bad |= put_i64(f, "format_version", FORMAT_VERSION);
-  bad |= put_str(f, "library_version", ADAMPI_VERSION_STRING);
-  bad |= put_str(f, "optimizer", opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp");
-  bad |= put_i64(f, "num_tensors", opt->num_tensors);
-  bad |= put_i64(f, "num_groups", opt->num_groups);
-  bad |= put_i64(f, "steps_taken", opt->steps_taken);
-  bad |= put_i64(f, "steps_skipped", opt->steps_skipped);
-  bad |= put_i64(f, "saved_world_size", opt->size);
-  bad |= put_attr(f, "saved_shard_starts", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)opt->size + 1, opt->shard_lo);
-  bad |= put_str(f, "checksum_algorithm", DIGEST_TEXT);
-  bad |= put_str(f, "description",
-                 "Optimizer checkpoint written by adampi (AdamP/SGDP over MPI). /tensors/<name>/param holds the "
-                 "parameters and the other datasets the optimizer state, in each tensor's own shape; attribute "
-                 "step is the tensor's step counter. /groups/<g> holds the hyper-parameters of group g, /user "
-                 "the caller's values. saved_shard_starts (the layout at save) is for information only. Each "
-                 "dataset's attribute checksum is computed as root attribute checksum_algorithm says.");
+  const adampi *opt = w->opt;
+  int bad = ADAMPI_H5(w, adampi__h5_put_string(f, "format", FORMAT_NAME));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "format_version", FORMAT_VERSION));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "library_version", ADAMPI_VERSION_STRING));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "optimizer", opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp"));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "num_tensors", opt->num_tensors));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "num_groups", opt->num_groups));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "steps_taken", opt->steps_taken));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "steps_skipped", opt->steps_skipped));
+  bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "saved_world_size", opt->size));
+  bad |= ADAMPI_H5(w, adampi__h5_put(f, "saved_shard_starts", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)opt->size + 1,
+                                     opt->shard_lo));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "checksum_algorithm", adampi__ckpt_digest_text));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "description", DESCRIPTION));
   return bad;
 }
 
-static int write_groups(adampi *opt, hid_t f)
+static int write_groups(adampi__writer *w, hid_t f)
 {
-  hid_t gs = make_group(f, "groups");
-  int bad = gs < 0;
-  for (int g = 0; g < opt->num_groups && !bad; g++) {
+  hid_t gs = adampi__ckpt_make_group(f, "groups");
+  int bad = ADAMPI_H5(w, gs);
+  for (int g = 0; g < w->opt->num_groups && !bad; g++) {
     char name[32];
     snprintf(name, sizeof name, "%d", g);
-    hid_t h = make_group(gs, name);
-    const adampi_hparams *hp = &opt->groups[g];
-    double v[9] = {hp->lr, hp->beta1, hp->beta2, hp->eps, hp->weight_decay, hp->delta, hp->wd_ratio, hp->momentum, hp->dampening};
-    bad |= h < 0;
-    for (int k = 0; k < 9 && !bad; k++) bad |= put_f64(h, hparam_names[k], v[k]);
-    if (!bad) bad |= put_i64(h, "nesterov", hp->nesterov);
+    hid_t h = adampi__ckpt_make_group(gs, name);
+    bad |= ADAMPI_H5(w, h) || ADAMPI_H5(w, adampi__h5_put_hparams(h, &w->opt->groups[g]));
     if (h >= 0) H5Gclose(h);
   }
   if (gs >= 0) H5Gclose(gs);
   return bad;
 }
 
-static int write_user(hid_t f, const adampi_user *user)
-{
-  hid_t u = make_group(f, "user");
-  int bad = u < 0;
-  for (int i = 0; user && i < user->count && !bad; i++) bad |= put_i64(u, user->name[i], user->value[i]);
-  if (u >= 0) H5Gclose(u);
-  return bad;
-}
-
 /* Every tensor's group, attributes and datasets. Keeps taking part in every collective call
  * after a failure; returns the index of the first tensor that failed, or -1. */
-static int write_tensors(adampi *opt, hid_t f, hid_t dxpl, const float *w, const uint64_t *digests)
+static int write_tensors(adampi__writer *w, hid_t f, hid_t dxpl, const float *params, const uint64_t *digests)
 {
+  const adampi *opt = w->opt;
   int first_bad = -1;
-  hid_t ts = make_group(f, "tensors");
+  hid_t ts = adampi__ckpt_make_group(f, "tensors");
+  if (ADAMPI_H5(w, ts)) first_bad = 0;
   for (int i = 0; i < opt->num_tensors; i++) {
     const adampi__tensor *t = &opt->tensors[i];
-    hid_t g = make_group(ts, t->name);
-    int bad = g < 0 || put_i64(g, "index", i) || put_i64(g, "group", t->group) || put_i64(g, "step", t->updates);
+    w->tensor = t->name;
+    hid_t g = adampi__ckpt_make_group(ts, t->name);
+    int bad = ADAMPI_H5(w, g) || ADAMPI_H5(w, adampi__h5_put_int(g, "index", i)) ||
+              ADAMPI_H5(w, adampi__h5_put_int(g, "group", t->group)) || ADAMPI_H5(w, adampi__h5_put_int(g, "step", t->updates));
     int64_t first, n;
     local_part(opt, t, &first, &n);
-    const float *src[1 + MAX_STATE] = {w, opt->state[0], opt->state[1]};
-    for (int s = 0; s <= state_count(opt); s++) {
+    const float *src[1 + MAX_STATE] = {params, opt->state[0], opt->state[1]};
+    for (int s = 0; s <= adampi__ckpt_state_count(opt); s++) {
       hid_t d = create_dataset(g, s == 0 ? "param" : state_name(opt, s - 1), t);
       hid_t fspace = d >= 0 ? H5Dget_space(d) : H5I_INVALID_HID, mspace = H5I_INVALID_HID;
-      bad |= d < 0;
+      bad |= ADAMPI_H5(w, d);
       if (d >= 0) {
         select_part(t, fspace, &mspace);
         float dummy = 0.0f;
         const float *buf = n > 0 ? src[s] + first : &dummy;
-        bad |= H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0;
-        bad |= put_attr(d, "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &digests[i * (1 + MAX_STATE) + s]);
+        bad |= ADAMPI_H5(w, H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf));
+        bad |= ADAMPI_H5(w, adampi__h5_put(d, "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &digests[i * (1 + MAX_STATE) + s]));
         H5Sclose(mspace);
         H5Sclose(fspace);
-        H5Dclose(d);
+        bad |= ADAMPI_H5(w, H5Dclose(d));
       }
     }
     if (g >= 0) H5Gclose(g);
     if (bad && first_bad < 0) first_bad = i;
   }
+  w->tensor = NULL;
   if (ts >= 0) H5Gclose(ts);
   return first_bad;
 }
@@ -449,6 +219,7 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   char tmp[4200];
   hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, f = H5I_INVALID_HID;
   uint64_t *digests = NULL;
+  adampi__h5_quiet quiet = {0};
 
   if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "save before adampi_commit");
   if (path == NULL || path[0] == '\0' || strlen(path) > 4000)
@@ -460,11 +231,11 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   else if (o.keep_last < 0 || o.keep_last > 1000)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "options->keep_last = %d is outside 0..1000", o.keep_last);
   for (int i = 0; st == ADAMPI_OK && o.user && i < o.user->count; i++)
-    if (o.user->count > ADAMPI_USER_MAX || !valid_user_name(o.user->name[i]))
+    if (o.user->count > ADAMPI_USER_MAX || !adampi__ckpt_valid_user_name(o.user->name[i]))
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "caller value %d has an invalid name or count", i);
   digests = calloc((size_t)opt->num_tensors * (1 + MAX_STATE), sizeof *digests);
   if (digests == NULL && st == ADAMPI_OK) st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "no memory");
-  if (st == ADAMPI_OK && opt->rank == 0) st = check_space(opt, path);
+  if (st == ADAMPI_OK && opt->rank == 0) st = adampi__ckpt_check_space(opt, path);
   st = adampi__agree(opt, st);
   if (st != ADAMPI_OK) goto done;
 
@@ -474,14 +245,18 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
 
   snprintf(tmp, sizeof tmp, "%s.adampi-tmp", path);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  fapl = H5Pcreate(H5P_FILE_ACCESS);
-  H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL);       /* required: parallel access */
-  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST); /* checksummed metadata */
-  H5Pset_coll_metadata_write(fapl, 1);                    /* optional: fewer small writes */
-  dxpl = H5Pcreate(H5P_DATASET_XFER);
-  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);           /* optional: fewer, larger writes */
-  hid_t fcpl = compact_plist(H5P_FILE_CREATE); /* the root group's links and attributes */
+  adampi__h5_quiet_begin(&quiet); /* the application's HDF5 error handler is restored at done */
+  adampi__writer wr = {opt, tmp, NULL};
+  int setup_bad = ADAMPI_H5(&wr, fapl = H5Pcreate(H5P_FILE_ACCESS)) ||
+                  ADAMPI_H5(&wr, H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL)) ||       /* required: parallel access */
+                  ADAMPI_H5(&wr, H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST)) || /* checksummed metadata */
+                  ADAMPI_H5(&wr, dxpl = H5Pcreate(H5P_DATASET_XFER));
+  if (!setup_bad) {
+    H5Pset_coll_metadata_write(fapl, 1);          /* optional: fewer small writes */
+    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE); /* optional: fewer, larger writes */
+  }
+  if ((st = adampi__agree(opt, setup_bad ? ADAMPI_ERR_IO : ADAMPI_OK)) != ADAMPI_OK) goto done;
+  hid_t fcpl = adampi__ckpt_compact_plist(H5P_FILE_CREATE); /* the root group's links and attributes */
   f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
   H5Pclose(fcpl);
   if (f < 0) {
@@ -489,15 +264,16 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
     st = adampi__agree(opt, st);
     goto done;
   }
-  if (opt->rank == 0) st = reserve_space(opt, tmp);
+  if (opt->rank == 0) st = adampi__ckpt_reserve_space(opt, tmp);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
-  int bad = write_root(opt, f) | write_groups(opt, f) | write_user(f, o.user);
-  int bad_tensor = write_tensors(opt, f, dxpl, w, digests);
+  int bad = write_root(&wr, f) | write_groups(&wr, f) | adampi__ckpt_write_user(&wr, f, o.user);
+  int bad_tensor = write_tensors(&wr, f, dxpl, w, digests);
   /* No H5Fflush: after a local write error HDF5 may leave it early on one rank and wait in it on
    * the others. Close, then every rank fsyncs what it wrote (no collective involved). */
-  if (H5Fclose(f) < 0) bad = 1;
+  if (ADAMPI_H5(&wr, H5Fclose(f))) bad = 1;
   f = H5I_INVALID_HID;
-  if (!bad && bad_tensor < 0 && fsync_path(tmp, 0) != 0) bad = 1;
+  if (!bad && bad_tensor < 0 && adampi__ckpt_fsync_path(tmp, 0) != 0)
+    bad = 1, ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot fsync %s: %s", tmp, strerror(errno));
   if (bad_tensor >= 0)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot write tensor '%s' to %s (disk full or I/O error?)",
                      opt->tensors[bad_tensor].name, tmp);
@@ -510,15 +286,15 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
     snprintf(dir, sizeof dir, "%s", path);
     /* Last line of defence before the old file is replaced: the new one must at least be HDF5
      * and hold the data. */
-    if (H5Fis_hdf5(tmp) <= 0 || stat(tmp, &sb) != 0 || (double)sb.st_size < 4.0 * (double)opt->numel * (1 + state_count(opt)))
+    if (H5Fis_hdf5(tmp) <= 0 || stat(tmp, &sb) != 0 || (double)sb.st_size < 4.0 * (double)opt->numel * (1 + adampi__ckpt_state_count(opt)))
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "the new checkpoint %s is incomplete (disk full or I/O error?)", tmp);
     else if (truncate(tmp, sb.st_size) != 0) /* releases the reserved blocks past the end */
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot trim %s: %s", tmp, strerror(errno));
-    else if (o.keep_last > 0 && rotate(path, o.keep_last) != 0)
+    else if (o.keep_last > 0 && adampi__ckpt_rotate(path, o.keep_last) != 0)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot rotate the previous checkpoints of %s: %s", path, strerror(errno));
     else if (rename(tmp, path) != 0)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    else if (fsync_path(dirname(dir), 1) != 0)
+    else if (adampi__ckpt_fsync_path(dirname(dir), 1) != 0)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot fsync the directory of %s: %s", path, strerror(errno));
   }
   st = adampi__agree(opt, st);
@@ -526,6 +302,7 @@ done:
   if (f >= 0) H5Fclose(f);
   if (dxpl >= 0) H5Pclose(dxpl);
   if (fapl >= 0) H5Pclose(fapl);
+  adampi__h5_quiet_end(&quiet);
   if (st != ADAMPI_OK && opt->rank == 0 && path) {
     snprintf(tmp, sizeof tmp, "%s.adampi-tmp", path);
     unlink(tmp);
@@ -549,51 +326,58 @@ typedef struct staged {
 
 static adampi_status check_root(adampi *opt, hid_t f, const char *path, staged *sg)
 {
-  char format[64], kind[32];
+  char format[64], kind[32], msg[512];
   int64_t version = 0, n = 0;
-  get_str(f, "format", format, sizeof format);
+  if (adampi__h5_get_string(f, "root", "format", format, sizeof format, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an adampi checkpoint (%s)", path, msg);
   if (strcmp(format, FORMAT_NAME) != 0)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an adampi checkpoint (root attribute format is '%s')", path, format);
-  if (get_i64(f, "format_version", &version) != 0 || version < 1)
-    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s has no valid format_version", path);
+  if (adampi__h5_get_int(f, "root", "format_version", &version, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s has no valid format_version (%s)", path, msg);
+  if (version < 1) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s has no valid format_version (%lld)", path, (long long)version);
   if (version > FORMAT_VERSION)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT,
                        "%s was written by a newer adampi (format version %lld; this build reads up to %d): "
                        "load it with a newer adampi",
                        path, (long long)version, FORMAT_VERSION);
-  get_str(f, "optimizer", kind, sizeof kind);
+  if (adampi__h5_get_string(f, "root", "optimizer", kind, sizeof kind, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
   const char *mine = opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp";
   if (strcmp(kind, mine) != 0)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds '%s' state but this optimizer is '%s'", path, kind, mine);
-  if (get_i64(f, "num_tensors", &n) != 0 || n != opt->num_tensors)
+  if (adampi__h5_get_int(f, "root", "num_tensors", &n, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
+  if (n != opt->num_tensors)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds %lld tensors but %d are registered", path, (long long)n,
                        opt->num_tensors);
-  if (get_i64(f, "num_groups", &n) != 0 || n != opt->num_groups)
+  if (adampi__h5_get_int(f, "root", "num_groups", &n, msg, sizeof msg) != ADAMPI_OK)
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
+  if (n != opt->num_groups)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds %lld parameter groups but %d were added", path, (long long)n,
                        opt->num_groups);
-  if (get_i64(f, "steps_taken", &sg->taken) != 0 || get_i64(f, "steps_skipped", &sg->skipped) != 0 || sg->taken < 0 ||
+  msg[0] = '\0';
+  if (adampi__h5_get_int(f, "root", "steps_taken", &sg->taken, msg, sizeof msg) != ADAMPI_OK ||
+      adampi__h5_get_int(f, "root", "steps_skipped", &sg->skipped, msg, sizeof msg) != ADAMPI_OK || sg->taken < 0 ||
       sg->skipped < 0 || sg->taken > MAX_STEPS || sg->skipped > MAX_STEPS)
-    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: root attributes steps_taken/steps_skipped are missing or invalid", path);
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: root attributes steps_taken/steps_skipped are missing or invalid%s%s%s", path,
+                       msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
   return ADAMPI_OK;
 }
 
 static adampi_status read_groups(adampi *opt, hid_t f, const char *path, staged *sg)
 {
   for (int g = 0; g < opt->num_groups; g++) {
-    char name[32];
+    char name[32], where[40], msg[512];
     snprintf(name, sizeof name, "groups/%d", g);
+    snprintf(where, sizeof where, "/%s", name);
     if (H5Lexists(f, "groups", H5P_DEFAULT) <= 0 || H5Lexists(f, name, H5P_DEFAULT) <= 0)
       return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s is missing", path, name);
     hid_t h = H5Gopen2(f, name, H5P_DEFAULT);
-    double v[9];
-    int64_t nesterov = 0;
-    int bad = h < 0;
-    for (int k = 0; k < 9 && !bad; k++) bad = get_f64(h, hparam_names[k], &v[k]) != 0;
-    if (!bad) bad = get_i64(h, "nesterov", &nesterov) != 0 || nesterov < 0 || nesterov > 1;
-    if (h >= 0) H5Gclose(h);
-    if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s lacks a valid hyper-parameter attribute", path, name);
-    adampi_hparams hp = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], (int)nesterov};
-    char msg[512];
+    if (h < 0) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s cannot be opened as a group (H5Gopen2 failed)", path, name);
+    adampi_hparams hp = {0};
+    adampi_status st = adampi__h5_get_hparams(h, where, &hp, msg, sizeof msg);
+    H5Gclose(h);
+    if (st != ADAMPI_OK) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
     if (adampi__hparams_check(opt->cfg.kind, &hp, msg, sizeof msg) != ADAMPI_OK)
       return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /%s: %s", path, name, msg);
     sg->groups[g] = hp;
@@ -620,14 +404,17 @@ static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, stage
       return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: tensor '%s' is not in the checkpoint", path, t->name);
     hid_t g = H5Gopen2(f, gpath, H5P_DEFAULT);
     int64_t group = -1, step = -1;
-    int bad = g < 0 || get_i64(g, "group", &group) != 0 || get_i64(g, "step", &step) != 0 || step < 0 || step > MAX_STEPS;
+    char where[440], msg[600] = "";
+    snprintf(where, sizeof where, "/%s", gpath);
+    int bad = g < 0 || adampi__h5_get_int(g, where, "group", &group, msg, sizeof msg) != ADAMPI_OK ||
+              adampi__h5_get_int(g, where, "step", &step, msg, sizeof msg) != ADAMPI_OK || step < 0 || step > MAX_STEPS;
     if (!bad && group != t->group) {
       H5Gclose(g);
       return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s: tensor '%s' is in group %lld in the checkpoint but in group %d here",
                          path, t->name, (long long)group, t->group);
     }
     sg->steps[i] = step;
-    for (int s = 0; s <= state_count(opt) && !bad; s++) {
+    for (int s = 0; s <= adampi__ckpt_state_count(opt) && !bad; s++) {
       const char *dname = s == 0 ? "param" : state_name(opt, s - 1);
       if (H5Lexists(g, dname, H5P_DEFAULT) <= 0) {
         H5Gclose(g);
@@ -645,9 +432,9 @@ static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, stage
         for (int k = 0; k < nd; k++) shape[k] = (int64_t)dims[k], same &= shape[k] == t->shape[k];
       }
       uint64_t *sum = &sg->digests[i * (1 + MAX_STATE) + s];
-      hid_t attr = d >= 0 ? open_single(d, "checksum") : H5I_INVALID_HID;
-      int summed = attr >= 0 && H5Aread(attr, H5T_NATIVE_UINT64, sum) >= 0;
-      if (attr >= 0) H5Aclose(attr);
+      char sum_msg[600] = "", dwhere[460];
+      snprintf(dwhere, sizeof dwhere, "/%s/%s", gpath, dname);
+      int summed = d >= 0 && adampi__h5_get_uint(d, dwhere, "checksum", sum, sum_msg, sizeof sum_msg) == ADAMPI_OK;
       if (type >= 0) H5Tclose(type);
       if (space >= 0) H5Sclose(space);
       if (d >= 0) H5Dclose(d);
@@ -665,12 +452,14 @@ static adampi_status check_tensors(adampi *opt, hid_t f, const char *path, stage
       }
       if (d >= 0 && !summed) {
         H5Gclose(g);
-        return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s': dataset '%s' has no checksum attribute", path, t->name,
-                           dname);
+        return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s': dataset '%s' has no valid checksum attribute (%s)", path,
+                           t->name, dname, sum_msg);
       }
     }
     if (g >= 0) H5Gclose(g);
-    if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s' lacks valid group/step attributes (step must be 0..2^53)", path, t->name);
+    if (bad)
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s' lacks valid group/step attributes (step must be 0..2^53)%s%s%s",
+                         path, t->name, msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
   }
   return ADAMPI_OK;
 }
@@ -686,7 +475,7 @@ static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *
     const adampi__tensor *t = &opt->tensors[i];
     int64_t first, n;
     local_part(opt, t, &first, &n);
-    for (int s = 0; s <= state_count(opt); s++) {
+    for (int s = 0; s <= adampi__ckpt_state_count(opt); s++) {
       const char *dname = s == 0 ? "param" : state_name(opt, s - 1);
       char dpath[400];
       snprintf(dpath, sizeof dpath, "tensors/%s/%s", t->name, dname);
@@ -698,7 +487,7 @@ static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *
         select_part(t, fspace, &mspace);
         bad = H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, n > 0 ? dst[s] + first : &dummy) < 0;
         /* the checksum of the piece while it is still in cache */
-        if (!bad && n > 0) sums[i * (1 + MAX_STATE) + s] = digest(dst[s] + first, n, t->my_leaf_lo * t->leaf_len);
+        if (!bad && n > 0) sums[i * (1 + MAX_STATE) + s] = adampi__ckpt_digest(dst[s] + first, n, t->my_leaf_lo * t->leaf_len);
         H5Sclose(mspace);
         H5Sclose(fspace);
         H5Dclose(d);
@@ -709,31 +498,12 @@ static adampi_status read_tensors(adampi *opt, hid_t f, hid_t dxpl, const char *
   }
   ADAMPI_MPI(opt, MPI_Allreduce(MPI_IN_PLACE, sums, opt->num_tensors * (1 + MAX_STATE), MPI_UINT64_T, MPI_SUM, opt->comm));
   for (int i = 0; i < opt->num_tensors && st == ADAMPI_OK; i++)
-    for (int s = 0; s <= state_count(opt) && st == ADAMPI_OK; s++)
+    for (int s = 0; s <= adampi__ckpt_state_count(opt) && st == ADAMPI_OK; s++)
       if (sums[i * (1 + MAX_STATE) + s] != sg->digests[i * (1 + MAX_STATE) + s])
         st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: tensor '%s', dataset '%s': checksum mismatch (the file is corrupt)",
                          path, opt->tensors[i].name, s == 0 ? "param" : state_name(opt, s - 1));
 done:
   return st;
-}
-
-static adampi_status read_user(adampi *opt, hid_t f, const char *path, adampi_user *user)
-{
-  memset(user, 0, sizeof *user);
-  if (H5Lexists(f, "user", H5P_DEFAULT) <= 0) return ADAMPI_OK;
-  hid_t u = H5Gopen2(f, "user", H5P_DEFAULT);
-  H5O_info_t oi;
-  int bad = u < 0 || H5Oget_info2(u, &oi, H5O_INFO_NUM_ATTRS) < 0 || oi.num_attrs > ADAMPI_USER_MAX;
-  for (hsize_t k = 0; !bad && k < oi.num_attrs; k++) {
-    char name[ADAMPI_USER_NAME + 8];
-    ssize_t len = H5Aget_name_by_idx(u, ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT);
-    if (len < 0) len = H5Aget_name_by_idx(u, ".", H5_INDEX_NAME, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT);
-    int64_t v = 0;
-    bad = len <= 0 || len >= ADAMPI_USER_NAME || get_i64(u, name, &v) != 0 || adampi_user_set(user, name, v) != ADAMPI_OK;
-  }
-  if (u >= 0) H5Gclose(u);
-  if (bad) return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: /user holds values that are not named integers", path);
-  return ADAMPI_OK;
 }
 
 static void free_staged(const adampi *opt, staged *sg)
@@ -757,6 +527,7 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, f = H5I_INVALID_HID;
   size_t n = (size_t)(opt->hi - opt->lo);
   staged sg = {0};
+  adampi__h5_quiet quiet = {0};
 
   if (path == NULL || path[0] == '\0') st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "the checkpoint path is NULL or empty");
   else if (params == NULL && n > 0) st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: params is NULL", opt->rank);
@@ -775,7 +546,7 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
     if (!sg.s0 || !sg.s1 || !sg.steps || !sg.digests || !sg.sums || !sg.groups)
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory to stage its shard", opt->rank);
   }
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  adampi__h5_quiet_begin(&quiet); /* the application's HDF5 error handler is restored at done */
   int superblock = st == ADAMPI_OK ? adampi_h5_superblock_version(path) : 0;
   if (st == ADAMPI_OK && (superblock == -1 || H5Fis_hdf5(path) <= 0))
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an HDF5 file (empty, truncated or another kind of file)", path);
@@ -786,18 +557,21 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
                      path, superblock);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
 
-  fapl = H5Pcreate(H5P_FILE_ACCESS);
-  H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL); /* required: parallel access */
-  H5Pset_all_coll_metadata_ops(fapl, 1);            /* optional: one rank reads metadata */
-  dxpl = H5Pcreate(H5P_DATASET_XFER);
   /* Reads are independent: each rank reads only its own rows, straight into its buffers. */
-  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
+  const char *failed = (fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0                         ? "H5Pcreate(H5P_FILE_ACCESS)"
+                       : H5Pset_fapl_mpio(fapl, opt->comm, MPI_INFO_NULL) < 0           ? "H5Pset_fapl_mpio" /* required */
+                       : (dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0                       ? "H5Pcreate(H5P_DATASET_XFER)"
+                       : H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT) < 0              ? "H5Pset_dxpl_mpio" /* required */
+                                                                                        : NULL;
+  if (failed) st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot read %s: %s failed", path, failed);
+  if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+  H5Pset_all_coll_metadata_ops(fapl, 1); /* optional: one rank reads metadata */
   f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   if (f < 0) st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s cannot be opened: truncated or corrupt HDF5 file", path);
   if (st == ADAMPI_OK) st = check_root(opt, f, path, &sg);
   if (st == ADAMPI_OK) st = read_groups(opt, f, path, &sg);
   if (st == ADAMPI_OK) st = check_tensors(opt, f, path, &sg);
-  if (st == ADAMPI_OK) st = read_user(opt, f, path, &sg.user);
+  if (st == ADAMPI_OK) st = adampi__ckpt_read_user(opt, f, path, &sg.user);
   /* All ranks read the same metadata, but agree before the collective reads all the same. */
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
   st = read_tensors(opt, f, dxpl, path, &sg);
@@ -832,6 +606,7 @@ done:
   if (f >= 0) H5Fclose(f);
   if (dxpl >= 0) H5Pclose(dxpl);
   if (fapl >= 0) H5Pclose(fapl);
+  adampi__h5_quiet_end(&quiet);
   free_staged(opt, &sg);
   return st;
 }

@@ -96,9 +96,19 @@ adampi_status adampi_hparams_check(adampi_kind kind, const adampi_hparams *hp, c
   return adampi__hparams_check(kind, hp, msg, msg_len);
 }
 
+/* Every field of the table is a member of adampi_hparams of its kind's type. */
+#define REAL_TYPE double
+#define FLAG_TYPE int
+#define CHECK_FIELD(field, kind)                                                                    \
+  _Static_assert(_Generic(((adampi_hparams *)0)->field, kind##_TYPE: 1, default: 0),                \
+                 "adampi_hparams." #field " is not of the type its ADAMPI_HPARAMS_TABLE kind says");
+ADAMPI_HPARAMS_TABLE(CHECK_FIELD)
+#undef CHECK_FIELD
+
 void adampi__hparams_bytes(const adampi_hparams *hp, unsigned char out[ADAMPI_HPARAMS_BYTES])
 {
-  double v[10] = {hp->lr,       hp->beta1,    hp->beta2,    hp->eps,       hp->weight_decay,
-                  hp->delta,    hp->wd_ratio, hp->momentum, hp->dampening, (double)hp->nesterov};
+#define AS_DOUBLE(field, kind) (double)hp->field,
+  double v[ADAMPI_HPARAMS_COUNT] = {ADAMPI_HPARAMS_TABLE(AS_DOUBLE)};
+#undef AS_DOUBLE
   memcpy(out, v, sizeof v);
 }

@@ -19,6 +19,7 @@
 
 #include "adampi.h"
 #include "exchange.h"
+#include "hparams_table.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -150,8 +151,9 @@ void adampi__clear_error(adampi *opt);
     }                                                                          \
   } while (0)
 
-/* hparams.c: the fields of a group as bytes without struct padding, for comparisons and hashes. */
-#define ADAMPI_HPARAMS_BYTES 80
+/* hparams.c: the fields of a group (ADAMPI_HPARAMS_TABLE, each as a double) as bytes without struct
+ * padding, for comparisons and hashes. */
+#define ADAMPI_HPARAMS_BYTES (8 * ADAMPI_HPARAMS_COUNT)
 void adampi__hparams_bytes(const adampi_hparams *hp, unsigned char out[ADAMPI_HPARAMS_BYTES]);
 /* hparams.c: validation shared by add_group, set_hparams and the file readers. */
 adampi_status adampi__hparams_check(adampi_kind kind, const adampi_hparams *hp, char *msg, size_t len);

@@ -117,13 +117,14 @@ static int first_difference(const adampi *opt, const unsigned char *root, size_t
     if (get(&r, theirs, sizeof theirs)) return -1;
     adampi__hparams_bytes(&opt->groups[g], mine);
     if (memcmp(theirs, mine, sizeof mine) != 0) {
-      static const char *names[10] = {"lr", "beta1", "beta2", "eps", "weight_decay", "delta", "wd_ratio",
-                                      "momentum", "dampening", "nesterov"};
-      double a[10], b[10];
+#define NAME(field, kind) #field,
+      static const char *const names[ADAMPI_HPARAMS_COUNT] = {ADAMPI_HPARAMS_TABLE(NAME)};
+#undef NAME
+      double a[ADAMPI_HPARAMS_COUNT], b[ADAMPI_HPARAMS_COUNT];
       memcpy(a, theirs, sizeof a);
       memcpy(b, mine, sizeof b);
-      int f = 0;
-      while (f < 9 && memcmp(&a[f], &b[f], sizeof a[f]) == 0) f++;
+      int f = 0; /* the first field that differs (the bytes differ, so one does) */
+      while (f < ADAMPI_HPARAMS_COUNT - 1 && memcmp(&a[f], &b[f], sizeof a[f]) == 0) f++;
       snprintf(msg, len, "hyper-parameters of group %d differ: %s = %.17g on rank 0 but %.17g on rank %d", g,
                names[f], a[f], b[f], opt->rank);
       return -1;

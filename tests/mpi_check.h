@@ -7,6 +7,7 @@
 #define ADAMPI_MPI_CHECK_H
 
 #include "adampi.h"
+#include "../src/hparams_table.h"
 
 #include <check.h>
 #include <stdarg.h>
@@ -32,9 +33,13 @@ static inline int test_size(void)
  * would compare uninitialised). */
 static inline int test_hparams_same(const adampi_hparams *a, const adampi_hparams *b)
 {
-  const double x[9] = {a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, a->delta, a->wd_ratio, a->momentum, a->dampening};
-  const double y[9] = {b->lr, b->beta1, b->beta2, b->eps, b->weight_decay, b->delta, b->wd_ratio, b->momentum, b->dampening};
-  return memcmp(x, y, sizeof x) == 0 && a->nesterov == b->nesterov;
+#define TEST_AS_DOUBLE_A(field, kind) (double)a->field,
+#define TEST_AS_DOUBLE_B(field, kind) (double)b->field,
+  const double x[] = {ADAMPI_HPARAMS_TABLE(TEST_AS_DOUBLE_A)};
+  const double y[] = {ADAMPI_HPARAMS_TABLE(TEST_AS_DOUBLE_B)};
+#undef TEST_AS_DOUBLE_A
+#undef TEST_AS_DOUBLE_B
+  return memcmp(x, y, sizeof x) == 0;
 }
 
 /* Run one suite on every rank; exit status 0 only if no rank saw a failure. */

@@ -13,6 +13,7 @@
 
 #include <hdf5.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define T_TOTAL 10
@@ -269,7 +270,7 @@ END_TEST
 enum {
   FLIP_DATA, FLIP_SCALAR, TRUNCATED, EMPTY, WRONG_KIND, NEWER, NOT_HDF5, MISSING, SHAPE, NO_TENSOR,
   OLD_FORMAT, NEGATIVE_STEPS, HUGE_COUNT, ABSURD_DIMS, ARRAY_ATTR, NEGATIVE_TENSOR_STEP, BAD_HPARAM, FLOAT64_DATA,
-  HUGE_TENSOR_STEP,
+  HUGE_TENSOR_STEP, USER_UINT64_MAX, USER_STRING, HPARAM_STRING, NESTEROV_FLOAT,
   NUM_BAD
 };
 
@@ -296,7 +297,38 @@ static const struct {
   [BAD_HPARAM] = {ADAMPI_ERR_FORMAT, "/groups/0: beta1 = 1.5"},
   [FLOAT64_DATA] = {ADAMPI_ERR_FORMAT, "tensor 'bias': dataset 'param' is not float32"},
   [HUGE_TENSOR_STEP] = {ADAMPI_ERR_FORMAT, "tensor 'bias' lacks valid group/step attributes (step must be 0..2^53)"},
+  [USER_UINT64_MAX] = {ADAMPI_ERR_FORMAT, "/user holds values that are not named integers (/user: attribute 'edited' (a "
+                                          "64-bit unsigned integer) holds 18446744073709551615, which does not fit"},
+  [USER_STRING] = {ADAMPI_ERR_FORMAT, "(/user: attribute 'edited' must be an integer; it is a variable-length UTF-8 string)"},
+  [HPARAM_STRING] = {ADAMPI_ERR_FORMAT, "/groups/1: attribute 'lr' must be a float32 or float64 number; it is a variable-length"},
+  [NESTEROV_FLOAT] = {ADAMPI_ERR_FORMAT, "/groups/0: attribute 'nesterov' must be a boolean (a numpy bool or an integer); it is a 64-bit float"},
 };
+
+/* A variable-length UTF-8 string, as h5py writes a Python str. */
+static hid_t vlen_utf8(void)
+{
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, H5T_VARIABLE);
+  H5Tset_cset(t, H5T_CSET_UTF8);
+  return t;
+}
+
+/* Add attribute name (a scalar of ftype, written from v in mtype) to object obj of file path,
+ * replacing one of that name if there is one. */
+static int add_value(const char *path, const char *obj, const char *name, hid_t ftype, hid_t mtype, const void *v)
+{
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  hid_t o = f >= 0 ? H5Oopen(f, obj, H5P_DEFAULT) : H5I_INVALID_HID;
+  hid_t s = H5Screate(H5S_SCALAR);
+  if (o >= 0 && H5Aexists(o, name) > 0) H5Adelete(o, name);
+  hid_t a = o >= 0 ? H5Acreate2(o, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT) : H5I_INVALID_HID;
+  int ok = a >= 0 && H5Awrite(a, mtype, v) >= 0;
+  if (a >= 0) H5Aclose(a);
+  H5Sclose(s);
+  if (o >= 0) H5Oclose(o);
+  if (f >= 0) H5Fclose(f);
+  return ok;
+}
 
 /* Replace attribute name of object obj in file path by an array of n values of type (n = 0:
  * a scalar). Delete and create: HDF5 1.10 cannot overwrite an attribute kept in dense storage. */
@@ -446,6 +478,24 @@ static int damage(const char *path, int how)
     ok = put_values(path, "groups/0", "beta1", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &v);
     break;
   }
+  case USER_UINT64_MAX: {
+    uint64_t v = UINT64_MAX;
+    ok = add_value(path, "user", "edited", H5T_STD_U64LE, H5T_NATIVE_UINT64, &v);
+    break;
+  }
+  case USER_STRING:
+  case HPARAM_STRING: {
+    const char *v = "3";
+    hid_t t = vlen_utf8();
+    ok = add_value(path, how == USER_STRING ? "user" : "groups/1", how == USER_STRING ? "edited" : "lr", t, t, &v);
+    H5Tclose(t);
+    break;
+  }
+  case NESTEROV_FLOAT: {
+    double v = 0.0;
+    ok = add_value(path, "groups/0", "nesterov", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
+    break;
+  }
   case FLOAT64_DATA: {
     hsize_t dims[1] = {37};
     ok = replace_dataset(path, "tensors/bias/param", H5T_IEEE_F64LE, 1, dims);
@@ -498,6 +548,124 @@ START_TEST(bad_files_are_refused_and_change_nothing)
   problem_release(&before);
   problem_release(&after);
   stop(&l);
+  remove_all(path);
+}
+END_TEST
+
+/* A checkpoint edited with h5py the natural way is read as written: the optimizer kind as a
+ * variable-length UTF-8 string, steps_taken as int32, nesterov as a numpy bool, a caller value as
+ * int16, a hyper-parameter as float32 (one that float32 holds exactly). */
+START_TEST(h5py_edits_load_as_written)
+{
+  const problem_variant *v = &problem_variants[_i ? 3 : 1]; /* with nesterov: the bool is TRUE */
+  char path[512];
+  shared_path(path, sizeof path, "h5py_edit");
+  live a = start(MPI_COMM_WORLD, v, 3, ADAMPI_NONFINITE_ERROR);
+  ck_assert_ok(a.opt, adampi_set_lr(a.opt, 0, 0.125)); /* exact in float32 */
+  adampi_user user = {0};
+  adampi_user_set(&user, "epoch", 3);
+  adampi_save_options so = adampi_save_defaults();
+  so.user = &user;
+  ck_assert_ok(a.opt, adampi_save(a.opt, path, a.w, &so));
+  MPI_Barrier(MPI_COMM_WORLD);
+  adampi_hparams hp0;
+  ck_assert_ok(a.opt, adampi_get_hparams(a.opt, 0, &hp0));
+  int ok = 1;
+  if (test_rank() == 0) {
+    const char *kind = v->kind == ADAMPI_ADAMP ? "adamp" : "sgdp";
+    hid_t str = vlen_utf8(), boolean = H5Tenum_create(H5T_STD_I8LE);
+    int8_t no = 0, yes = 1, nesterov = (int8_t)hp0.nesterov;
+    H5Tenum_insert(boolean, "FALSE", &no), H5Tenum_insert(boolean, "TRUE", &yes);
+    int32_t taken = (int32_t)adampi_steps_taken(a.opt);
+    int16_t epoch = 3;
+    float lr = 0.125f;
+    ok = add_value(path, ".", "optimizer", str, str, &kind) && add_value(path, ".", "steps_taken", H5T_STD_I32LE, H5T_NATIVE_INT32, &taken) &&
+         add_value(path, "groups/0", "nesterov", boolean, boolean, &nesterov) &&
+         add_value(path, "groups/0", "lr", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &lr) &&
+         add_value(path, "user", "epoch", H5T_STD_I16BE, H5T_NATIVE_INT16, &epoch);
+    H5Tclose(str), H5Tclose(boolean);
+  }
+  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  ck_assert_msg(ok, "the checkpoint could not be edited");
+
+  live b = start(MPI_COMM_WORLD, v, 0, ADAMPI_NONFINITE_ERROR);
+  adampi_user back = {0};
+  adampi_load_options lo = adampi_load_defaults();
+  lo.user = &back;
+  ck_assert_ok(b.opt, adampi_load(b.opt, path, b.w, &lo));
+  problem_result ra, rb;
+  char diff[400];
+  problem_collect(a.opt, MPI_COMM_WORLD, v->kind, a.w, &ra);
+  problem_collect(b.opt, MPI_COMM_WORLD, v->kind, b.w, &rb);
+  problem_compare(&ra, &rb, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "after loading the edited file: %s", diff);
+  for (int g = 0; g < 2; g++) {
+    adampi_hparams x, y;
+    adampi_get_hparams(a.opt, g, &x);
+    adampi_get_hparams(b.opt, g, &y);
+    ck_assert_msg(test_hparams_same(&x, &y), "hyper-parameters of group %d differ after loading the edited file", g);
+  }
+  int64_t epoch = 0;
+  ck_assert_msg(adampi_user_get(&back, "epoch", &epoch) == ADAMPI_OK && epoch == 3, "epoch read as %lld", (long long)epoch);
+  problem_release(&ra);
+  problem_release(&rb);
+  stop(&a);
+  stop(&b);
+  remove_all(path);
+}
+END_TEST
+
+static herr_t count_errors(hid_t stack, void *calls)
+{
+  (void)stack;
+  (*(int *)calls)++;
+  return 0;
+}
+
+/* adampi silences HDF5's error reports for its own calls only: the application's handler is the
+ * one it had after a save, a load, a load of a missing file and a load of a truncated file (whose
+ * failed H5Fopen adampi reports itself), none of adampi's failed HDF5 calls reaches it, and the
+ * application's own failed call still does. */
+START_TEST(the_application_hdf5_error_handler_is_kept)
+{
+  H5E_auto2_t suite_fn, fn;
+  void *suite_data, *data;
+  H5Eget_auto2(H5E_DEFAULT, &suite_fn, &suite_data);
+  int calls = 0;
+  H5Eset_auto2(H5E_DEFAULT, count_errors, &calls);
+  char path[512], missing[600], cut[600];
+  shared_path(path, sizeof path, "handler");
+  snprintf(missing, sizeof missing, "%s.missing", path);
+  snprintf(cut, sizeof cut, "%s.cut", path);
+  const problem_variant *v = &problem_variants[0];
+  live a = start(MPI_COMM_WORLD, v, 2, ADAMPI_NONFINITE_ERROR);
+  ck_assert_ok(a.opt, adampi_save(a.opt, path, a.w, NULL));
+  H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+  ck_assert_msg(fn == count_errors && data == &calls, "adampi_save replaced the application's HDF5 error handler");
+  ck_assert_ok(a.opt, adampi_load(a.opt, path, a.w, NULL));
+  ck_assert_int_eq(adampi_load(a.opt, missing, a.w, NULL), ADAMPI_ERR_IO);
+  H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+  ck_assert_msg(fn == count_errors && data == &calls, "adampi_load of a missing file replaced the application's HDF5 error handler");
+  ck_assert_ok(a.opt, adampi_save(a.opt, cut, a.w, NULL));
+  MPI_Barrier(MPI_COMM_WORLD);
+  int ok = 1;
+  if (test_rank() == 0) {
+    struct stat sb;
+    ok = stat(cut, &sb) == 0 && truncate(cut, sb.st_size / 2) == 0;
+  }
+  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  ck_assert_msg(ok, "the truncated copy could not be made");
+  adampi_status st = adampi_load(a.opt, cut, a.w, NULL);
+  ck_assert_msg(st == ADAMPI_ERR_FORMAT, "truncated file: %s (%s)", adampi_strerror(st), adampi_last_error(a.opt));
+  H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+  ck_assert_msg(fn == count_errors && data == &calls, "adampi_load of a truncated file replaced the application's HDF5 error handler");
+  ck_assert_msg(calls == 0, "adampi's own failed HDF5 calls reached the application's handler %d times", calls);
+  hid_t f = H5Fopen(missing, H5F_ACC_RDONLY, H5P_DEFAULT); /* the application's own failure */
+  ck_assert_msg(f < 0 && calls > 0, "the application's handler no longer sees its own failed calls");
+  H5Eset_auto2(H5E_DEFAULT, suite_fn, suite_data);
+  stop(&a);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (test_rank() == 0) unlink(cut);
   remove_all(path);
 }
 END_TEST
@@ -558,6 +726,8 @@ static Suite *make_suite(void)
   tcase_add_loop_test(tc, full_parameters_round_trip, 0, 2);
   tcase_add_loop_test(tc, resume_on_another_rank_count_is_bitwise_identical, 0, 4);
   tcase_add_loop_test(tc, bad_files_are_refused_and_change_nothing, 0, NUM_BAD);
+  tcase_add_loop_test(tc, h5py_edits_load_as_written, 0, 2);
+  tcase_add_test(tc, the_application_hdf5_error_handler_is_kept);
   tcase_add_test(tc, metadata_is_all_checksummed);
   tcase_add_test(tc, rotation_keeps_the_last_k);
   tcase_add_test(tc, save_into_a_missing_directory_fails_everywhere);

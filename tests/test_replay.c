@@ -34,6 +34,18 @@ enum defect {
   ABSURD_STEPS,
   ZERO_DIM,
   ARRAY_ATTR,
+  /* attribute types refused (h5io.h): each message names the attribute and the type found */
+  COMPOUND_HPARAM,
+  STRING_HPARAM,
+  LONG_DOUBLE_HPARAM,
+  ARRAY_HPARAM,
+  STRING_STEPS,
+  FLOAT_STEPS,
+  HUGE_UINT_STEPS,
+  WIDE_INT_GROUP,
+  ENUM_NESTEROV,
+  BAD_BOOL_NESTEROV,
+  NULL_OPTIMIZER,
   NUM_DEFECTS
 };
 
@@ -57,7 +69,18 @@ static const char *expected[NUM_DEFECTS] = {
   [NEGATIVE_STEPS] = "root attribute steps = -1 is invalid",
   [ABSURD_STEPS] = "root attribute steps = 4611686018427387904 is invalid",
   [ZERO_DIM] = "/params/0 has an empty or absurd dimension 1",
-  [ARRAY_ATTR] = "root attribute 'optimizer' must be one string",
+  [ARRAY_ATTR] = "root: attribute 'optimizer' must be a string, not an array; it is an array of shape [2]",
+  [COMPOUND_HPARAM] = "/groups/0: attribute 'lr' must be a float32 or float64 number; it is a compound of 2 members",
+  [STRING_HPARAM] = "/groups/0: attribute 'momentum' must be a float32 or float64 number; it is a variable-length UTF-8 string",
+  [LONG_DOUBLE_HPARAM] = "/groups/0: attribute 'beta2' must be a float32 or float64 number; it is a 128-bit float",
+  [ARRAY_HPARAM] = "/groups/0: attribute 'eps' must be a float32 or float64 number, not an array; it is an array of shape [1]",
+  [STRING_STEPS] = "root: attribute 'steps' must be an integer; it is a fixed-length ASCII string of 1 bytes",
+  [FLOAT_STEPS] = "root: attribute 'steps' must be an integer; it is a 64-bit float",
+  [HUGE_UINT_STEPS] = "root: attribute 'steps' (a 64-bit unsigned integer) holds 18446744073709551615, which does not fit",
+  [WIDE_INT_GROUP] = "/params/1: attribute 'group' (a 128-bit signed integer) holds a value of 2^64 or more, which does not fit",
+  [ENUM_NESTEROV] = "/groups/0: attribute 'nesterov' must be a boolean (a numpy bool or an integer); it is an enum of 3 members",
+  [BAD_BOOL_NESTEROV] = "/groups/0: attribute 'nesterov' is a boolean enum holding a value that is neither FALSE nor TRUE",
+  [NULL_OPTIMIZER] = "root: attribute 'optimizer' must be a string; it holds no value (an empty dataspace",
 };
 
 /* The status each defect must be refused with (a file's content: ADAMPI_ERR_FORMAT). */
@@ -91,6 +114,105 @@ static void dataset(hid_t loc, const char *name, int ndim, const hsize_t *dims, 
   H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
   H5Dclose(d), H5Sclose(s);
   free(v);
+}
+
+/* Replace attribute name of obj by one of file type ftype and dataspace space, written from v in
+ * mem_type (all closed by the caller). */
+static void replace_attr(hid_t obj, const char *name, hid_t ftype, hid_t space, hid_t mem_type, const void *v)
+{
+  H5Adelete(obj, name);
+  hid_t a = H5Acreate2(obj, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
+  ck_assert_msg(a >= 0 && H5Awrite(a, mem_type, v) >= 0, "cannot write the attribute %s of a defect", name);
+  H5Aclose(a);
+}
+
+/* The attribute of a type-defect, in place of a good one. */
+static void retype_attr(hid_t f, int defect)
+{
+  hid_t scalar = H5Screate(H5S_SCALAR), t = H5I_INVALID_HID, obj = H5I_INVALID_HID;
+  switch (defect) {
+  case COMPOUND_HPARAM: {
+    struct { double a, b; } v = {0.01, 0.02};
+    t = H5Tcreate(H5T_COMPOUND, sizeof v);
+    H5Tinsert(t, "a", 0, H5T_NATIVE_DOUBLE), H5Tinsert(t, "b", sizeof(double), H5T_NATIVE_DOUBLE);
+    obj = H5Gopen2(f, "groups/0", H5P_DEFAULT);
+    replace_attr(obj, "lr", t, scalar, t, &v);
+    break;
+  }
+  case STRING_HPARAM: { /* h5py: g.attrs['momentum'] = '0.9' */
+    const char *v = "0.9";
+    t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE), H5Tset_cset(t, H5T_CSET_UTF8);
+    obj = H5Gopen2(f, "groups/0", H5P_DEFAULT);
+    replace_attr(obj, "momentum", t, scalar, t, &v);
+    break;
+  }
+  case LONG_DOUBLE_HPARAM: {
+    long double v = 0.999L;
+    t = H5Tcopy(H5T_NATIVE_LDOUBLE);
+    obj = H5Gopen2(f, "groups/0", H5P_DEFAULT);
+    replace_attr(obj, "beta2", t, scalar, t, &v);
+    break;
+  }
+  case ARRAY_HPARAM: { /* h5py: g.attrs['eps'] = [1e-8] */
+    double v = 1e-8;
+    hsize_t one = 1;
+    hid_t s = H5Screate_simple(1, &one, NULL);
+    obj = H5Gopen2(f, "groups/0", H5P_DEFAULT);
+    replace_attr(obj, "eps", H5T_IEEE_F64LE, s, H5T_NATIVE_DOUBLE, &v);
+    H5Sclose(s);
+    break;
+  }
+  case STRING_STEPS:
+    t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 1);
+    obj = H5Oopen(f, ".", H5P_DEFAULT);
+    replace_attr(obj, "steps", t, scalar, t, "2");
+    break;
+  case FLOAT_STEPS: {
+    double v = 2.0;
+    obj = H5Oopen(f, ".", H5P_DEFAULT);
+    replace_attr(obj, "steps", H5T_IEEE_F64LE, scalar, H5T_NATIVE_DOUBLE, &v);
+    break;
+  }
+  case HUGE_UINT_STEPS: {
+    uint64_t v = UINT64_MAX;
+    obj = H5Oopen(f, ".", H5P_DEFAULT);
+    replace_attr(obj, "steps", H5T_STD_U64LE, scalar, H5T_NATIVE_UINT64, &v);
+    break;
+  }
+  case WIDE_INT_GROUP: { /* 2^70 in a 128-bit little-endian integer */
+    unsigned char v[16] = {0};
+    v[8] = 0x40;
+    t = H5Tcopy(H5T_STD_I64LE);
+    H5Tset_size(t, 16), H5Tset_precision(t, 128);
+    obj = H5Dopen2(f, "params/1", H5P_DEFAULT);
+    replace_attr(obj, "group", t, scalar, t, v);
+    break;
+  }
+  case ENUM_NESTEROV:
+  case BAD_BOOL_NESTEROV: { /* an enum that is not a bool; a bool holding 7 */
+    int8_t v = defect == ENUM_NESTEROV ? 1 : 7, k;
+    t = H5Tenum_create(H5T_STD_I8LE);
+    const char *names[3] = {defect == ENUM_NESTEROV ? "OFF" : "FALSE", defect == ENUM_NESTEROV ? "ON" : "TRUE", "AUTO"};
+    for (k = 0; k < (defect == ENUM_NESTEROV ? 3 : 2); k++) H5Tenum_insert(t, names[k], &k);
+    obj = H5Gopen2(f, "groups/0", H5P_DEFAULT);
+    replace_attr(obj, "nesterov", t, scalar, t, &v);
+    break;
+  }
+  case NULL_OPTIMIZER: { /* h5py: f.attrs['optimizer'] = h5py.Empty('S5') */
+    hid_t s = H5Screate(H5S_NULL);
+    t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 5);
+    obj = H5Oopen(f, ".", H5P_DEFAULT);
+    replace_attr(obj, "optimizer", t, s, t, "adamp");
+    H5Sclose(s);
+    break;
+  }
+  }
+  if (obj >= 0) H5Oclose(obj);
+  if (t >= 0) H5Tclose(t);
+  H5Sclose(scalar);
 }
 
 /* A replay file of 3 tensors ([4,3], [5], [2,6]) and 2 steps, with one defect. */
@@ -175,6 +297,7 @@ static void write_file(const char *path, int defect)
     hsize_t sd[2] = {3, 1};
     dataset(f, "lr_schedule", 2, sd, 1, 0.01f, -1);
   }
+  if (defect >= COMPOUND_HPARAM) retype_attr(f, defect);
   H5Fclose(f);
 }
 

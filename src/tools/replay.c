@@ -7,6 +7,7 @@
  * message is broadcast so that all ranks report the same text.
  */
 #include "replay.h"
+#include "h5io.h"
 
 #include <errno.h>
 #include <hdf5.h>
@@ -94,62 +95,6 @@ static int link_name(hid_t group, hsize_t k, char *buf, size_t len)
   return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-/* A numeric scalar attribute: want_int selects integer class (else floating point). */
-static int read_scalar_attr(hid_t obj, const char *name, int want_int, double *dv, int64_t *iv,
-                            const char *where, char *err, size_t err_len)
-{
-  int rc = 0;
-  hid_t a = H5I_INVALID_HID, type = H5I_INVALID_HID, space = H5I_INVALID_HID;
-  if (H5Aexists(obj, name) <= 0) FAIL("%s: attribute '%s' is missing", where, name);
-  a = H5Aopen(obj, name, H5P_DEFAULT);
-  type = H5Aget_type(a);
-  space = H5Aget_space(a);
-  if (a < 0 || type < 0 || space < 0) FAIL("%s: attribute '%s' cannot be read", where, name);
-  H5T_class_t cls = H5Tget_class(type);
-  if (want_int && cls != H5T_INTEGER) FAIL("%s: attribute '%s' must be an integer", where, name);
-  if (!want_int && cls != H5T_FLOAT) FAIL("%s: attribute '%s' must be a floating-point number", where, name);
-  if (H5Sget_simple_extent_npoints(space) != 1) FAIL("%s: attribute '%s' must be a scalar", where, name);
-  if (want_int ? H5Aread(a, H5T_NATIVE_INT64, iv) < 0 : H5Aread(a, H5T_NATIVE_DOUBLE, dv) < 0)
-    FAIL("%s: attribute '%s' cannot be read", where, name);
-done:
-  if (space >= 0) H5Sclose(space);
-  if (type >= 0) H5Tclose(type);
-  if (a >= 0) H5Aclose(a);
-  return rc;
-}
-
-static int read_string_attr(hid_t obj, const char *name, char *out, size_t out_len, char *err, size_t err_len)
-{
-  int rc = 0;
-  hid_t a = H5I_INVALID_HID, type = H5I_INVALID_HID, mem = H5I_INVALID_HID, space = H5I_INVALID_HID;
-  if (H5Aexists(obj, name) <= 0) FAIL("root attribute '%s' is missing", name);
-  a = H5Aopen(obj, name, H5P_DEFAULT);
-  type = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
-  if (type < 0 || H5Tget_class(type) != H5T_STRING) FAIL("root attribute '%s' must be a string", name);
-  space = H5Aget_space(a);
-  if (space < 0 || H5Sget_simple_extent_npoints(space) != 1) FAIL("root attribute '%s' must be one string", name);
-  mem = H5Tcopy(H5T_C_S1);
-  if (H5Tis_variable_str(type) > 0) {
-    char *s = NULL;
-    H5Tset_size(mem, H5T_VARIABLE);
-    if (H5Aread(a, mem, &s) < 0 || s == NULL) FAIL("root attribute '%s' cannot be read", name);
-    snprintf(out, out_len, "%s", s);
-    H5free_memory(s);
-  } else {
-    size_t size = H5Tget_size(type);
-    if (size + 1 > out_len) FAIL("root attribute '%s' is too long (%zu bytes)", name, size);
-    H5Tset_size(mem, size + 1);
-    H5Tset_strpad(mem, H5T_STR_NULLTERM);
-    if (H5Aread(a, mem, out) < 0) FAIL("root attribute '%s' cannot be read", name);
-  }
-done:
-  if (space >= 0) H5Sclose(space);
-  if (mem >= 0) H5Tclose(mem);
-  if (type >= 0) H5Tclose(type);
-  if (a >= 0) H5Aclose(a);
-  return rc;
-}
-
 /* Shape and element type of a dataset: float32 required (want_f64: float64). */
 static int dataset_shape(hid_t d, int want_f64, int *ndim, int64_t *shape, const char *where, char *err,
                          size_t err_len)
@@ -194,7 +139,6 @@ static int read_groups(replay_file *rf, char *err, size_t err_len)
   rf->G = (int)count;
   rf->groups = calloc(count, sizeof *rf->groups);
   if (rf->groups == NULL) FAIL("out of memory");
-  static const char *fields[] = {"lr", "beta1", "beta2", "eps", "weight_decay", "delta", "wd_ratio", "momentum", "dampening"};
   for (int k = 0; k < rf->G; k++) {
     char path[64], where[64];
     snprintf(path, sizeof path, "groups/%d", k);
@@ -202,13 +146,8 @@ static int read_groups(replay_file *rf, char *err, size_t err_len)
     if (H5Lexists(rf->file, path, H5P_DEFAULT) <= 0) FAIL("%s is missing (groups must be numbered 0..%d)", where, rf->G - 1);
     g = H5Gopen2(rf->file, path, H5P_DEFAULT);
     if (g < 0) FAIL("%s is not a group", where);
-    double v[9];
-    int64_t nesterov = 0;
-    for (int f = 0; f < 9; f++)
-      if ((rc = read_scalar_attr(g, fields[f], 0, &v[f], NULL, where, err, err_len)) != 0) goto done;
-    if ((rc = read_scalar_attr(g, "nesterov", 1, NULL, &nesterov, where, err, err_len)) != 0) goto done;
-    adampi_hparams hp = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], (int)nesterov};
-    if (nesterov != 0 && nesterov != 1) FAIL("%s: nesterov = %lld is invalid (must be 0 or 1)", where, (long long)nesterov);
+    adampi_hparams hp = {0};
+    if ((rc = adampi__h5_get_hparams(g, where, &hp, err, err_len)) != 0) goto done;
     char msg[512];
     if (adampi_hparams_check(rf->kind, &hp, msg, sizeof msg) != ADAMPI_OK) FAIL("%s: %s", where, msg);
     rf->groups[k] = hp;
@@ -243,8 +182,7 @@ static int read_params_meta(replay_file *rf, char *err, size_t err_len)
     snprintf(where, sizeof where, "/%s", path);
     if ((rc = dataset_shape(d, 0, &t->ndim, t->shape, where, err, err_len)) != 0) goto done;
     int64_t group = 0;
-    if (H5Aexists(d, "group") > 0 && (rc = read_scalar_attr(d, "group", 1, NULL, &group, where, err, err_len)) != 0)
-      goto done;
+    if (adampi__h5_has(d, "group") && (rc = adampi__h5_get_int(d, where, "group", &group, err, err_len)) != 0) goto done;
     if (group < 0 || group >= rf->G) FAIL("%s: group = %lld does not exist (%d groups)", where, (long long)group, rf->G);
     t->group = (int)group;
     H5Dclose(d);
@@ -355,11 +293,11 @@ static int open_local(replay_file *rf, const char *path, char *err, size_t err_l
   H5Pset_all_coll_metadata_ops(fapl, 1);
   rf->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   if (rf->file < 0) FAIL("%s cannot be opened as an HDF5 file", path);
-  if ((rc = read_string_attr(rf->file, "optimizer", kind, sizeof kind, err, err_len)) != 0) goto done;
+  if ((rc = adampi__h5_get_string(rf->file, "root", "optimizer", kind, sizeof kind, err, err_len)) != 0) goto done;
   if (strcmp(kind, "adamp") == 0) rf->kind = ADAMPI_ADAMP;
   else if (strcmp(kind, "sgdp") == 0) rf->kind = ADAMPI_SGDP;
   else FAIL("root attribute optimizer = '%s' is unknown (\"adamp\" or \"sgdp\")", kind);
-  if ((rc = read_scalar_attr(rf->file, "steps", 1, NULL, &steps, "root", err, err_len)) != 0) goto done;
+  if ((rc = adampi__h5_get_int(rf->file, "root", "steps", &steps, err, err_len)) != 0) goto done;
   if (steps < 0 || steps > 100000000) FAIL("root attribute steps = %lld is invalid", (long long)steps);
   rf->T = (int)steps;
   if ((rc = check_root_names(rf, err, err_len)) || (rc = read_groups(rf, err, err_len)) ||
@@ -550,24 +488,6 @@ int replay_run(replay_file *rf, adampi *opt, float *param_shard, int t0, int t1,
   return rc;
 }
 
-static int write_attrs(hid_t file, adampi_kind kind, int steps)
-{
-  int bad = 0;
-  const char *text = kind == ADAMPI_ADAMP ? "adamp" : "sgdp";
-  hid_t str = H5Tcopy(H5T_C_S1), scalar = H5Screate(H5S_SCALAR);
-  H5Tset_size(str, strlen(text));
-  hid_t a = H5Acreate2(file, "optimizer", str, scalar, H5P_DEFAULT, H5P_DEFAULT);
-  bad |= a < 0 || H5Awrite(a, str, text) < 0;
-  if (a >= 0) H5Aclose(a);
-  int64_t s = steps;
-  a = H5Acreate2(file, "steps", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
-  bad |= a < 0 || H5Awrite(a, H5T_NATIVE_INT64, &s) < 0;
-  if (a >= 0) H5Aclose(a);
-  H5Sclose(scalar);
-  H5Tclose(str);
-  return bad ? -1 : 0;
-}
-
 int replay_write_params(replay_file *rf, adampi *opt, const float *param_shard, const char *out_path, char *err,
                         size_t err_len)
 {
@@ -580,7 +500,9 @@ int replay_write_params(replay_file *rf, adampi *opt, const float *param_shard, 
   H5Pset_coll_metadata_write(fapl, 1);
   file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   if (file < 0) FAIL("cannot create %s", tmp);
-  if (write_attrs(file, rf->kind, rf->T) < 0) FAIL("cannot write the attributes of %s", tmp);
+  if (adampi__h5_put_string(file, "optimizer", rf->kind == ADAMPI_ADAMP ? "adamp" : "sgdp") != 0 ||
+      adampi__h5_put_int(file, "steps", rf->T) != 0)
+    FAIL("cannot write the attributes of %s", tmp);
   grp = H5Gcreate2(file, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   if (grp < 0) FAIL("cannot create /params in %s", tmp);
   for (int i = 0; i < rf->n; i++) {
@@ -594,12 +516,7 @@ int replay_write_params(replay_file *rf, adampi *opt, const float *param_shard, 
     H5Sclose(space);
     int bad = d < 0 || shard_io(rf, opt, d, i, (float *)param_shard, 1) < 0;
     if (d >= 0) {
-      hid_t scalar = H5Screate(H5S_SCALAR);
-      int64_t group = t->group;
-      hid_t a = H5Acreate2(d, "group", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
-      bad |= a < 0 || H5Awrite(a, H5T_NATIVE_INT64, &group) < 0;
-      if (a >= 0) H5Aclose(a);
-      H5Sclose(scalar);
+      bad |= adampi__h5_put_int(d, "group", t->group) != 0;
       H5Dclose(d);
     }
     if (bad) FAIL("cannot write /params/%d of %s", i, tmp);

@@ -7,6 +7,7 @@
  * hyper-parameters as attributes; /params/<i> float32 initial values (attribute group, default 0);
  * /grads/<t>/<i> float32 gradients (absent: no gradient); optional /lr_schedule float64 (T, G).
  * OUT: /params/<i> after the steps, with the same root attributes.
+ * Attributes may have any of the types h5py writes (src/h5io.h lists what is accepted).
  *
  * All functions are collective over the communicator given to replay_open and return 0 or an
  * adampi_status, with the same status and message on every rank.

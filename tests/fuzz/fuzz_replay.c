@@ -3,7 +3,9 @@
  *
  * Built twice: fuzz_replay_raw (the input is the file; seeds in tests/fuzz/seeds/replay) and
  * fuzz_replay_edit (the input is an edit program applied to one of the test fixtures, see
- * fuzz_common.h). ADAMPI_FUZZ_WRITE_SEEDS=DIR ./fuzz_replay_raw writes the seeds into DIR. An input that opens is run the
+ * fuzz_common.h). ADAMPI_FUZZ_WRITE_SEEDS=DIR ./fuzz_replay_raw writes the seeds adamp.h5 and sgdp.h5
+ * into DIR; the seeds h5py_*.h5 (h5py's attribute types, in the checksummed format) are written by
+ * tests/fixtures/h5py/generate.py. An input that opens is run the
  * way adampi-replay runs it: optimizer, initial parameters, up to 4 steps, output written.
  * Invariants (a trap if broken): every call returns; a refusal has a known status and a message;
  * a refused output file does not exist afterwards.
@@ -149,9 +151,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   fz in = {data, size};
   char *edited = NULL;
 #ifdef FUZZ_EDIT
-  static const char *bases[] = {"adamp_basic", "adamp_layer", "edge_values_sgdp", "adamp_nesterov_wd_groups"};
+  /* the project's fixtures, and files written the way h5py users write them (every string form,
+   * int32/uint8, float32, numpy-bool nesterov: tests/fixtures/h5py) */
+  static const char *bases[] = {"adamp_basic.in",        "adamp_layer.in",       "edge_values_sgdp.in",
+                                "adamp_nesterov_wd_groups.in", "h5py/natural_adamp", "h5py/natural_sgdp",
+                                "h5py/spacepad_adamp",   "h5py/uint8_sgdp",      "h5py/float32_adamp",
+                                "h5py/fixed_utf8_adamp"};
   char base[512];
-  snprintf(base, sizeof base, "%s/%s.in.h5", FUZZ_FIXTURE_DIR, bases[fz_u8(&in) % 4]);
+  snprintf(base, sizeof base, "%s/%s.h5", FUZZ_FIXTURE_DIR, bases[fz_u8(&in) % (sizeof bases / sizeof bases[0])]);
   edited = base;
 #endif
   if (fuzz_make_file(&in, edited, scratch) != 0) return 0;
