@@ -46,10 +46,9 @@ def _float_array(address, n):
     return np.ctypeslib.as_array(ctypes.cast(address, _lib.c_float_p), shape=(n,))
 
 
-def _agree(comm, exc):
-    """Collective. Raise on every rank the exception of the lowest rank that has one (its class and
-    message, prefixed with that rank), or return if no rank has one."""
-    reports = comm.allgather(None if exc is None else (type(exc), str(exc)))
+def _raise_first(comm, reports, local):
+    """If some rank reported a Python-side failure (class, message), raise it here, as the lowest
+    such rank's exception with its message prefixed by that rank; else return."""
     for r, rep in enumerate(reports):
         if rep is None:
             continue
@@ -61,9 +60,15 @@ def _agree(comm, exc):
             err = cls(text)
         except Exception:  # an exception class that does not take one message
             err = AdampiError(text)
-        if exc is not None and r == comm.Get_rank():
-            raise err from exc
+        if local is not None and r == comm.Get_rank():
+            raise err from local
         raise err
+
+
+def _agree(comm, exc):
+    """Collective. Raise on every rank the exception of the lowest rank that has one (its class and
+    message, prefixed with that rank), or return if no rank has one."""
+    _raise_first(comm, comm.allgather(None if exc is None else (type(exc), str(exc))), exc)
 
 
 def _as_number(group, key, index):
@@ -251,14 +256,7 @@ class _ShardedOptimizer(Optimizer):
             message = _lib.last_error(self._h) if self._h else _lib.strerror(st)
         mine = None if local is None else (type(local), str(local))
         reports = self._comm.allgather((mine, message))
-        for r, (loc, _) in enumerate(reports):
-            if loc is not None:
-                cls, msg = loc
-                text = msg if self._comm.Get_size() == 1 or msg.startswith("rank ") else "rank %d: %s" % (r, msg)
-                err = cls(text) if isinstance(cls, type) and issubclass(cls, Exception) else AdampiError(text)
-                if local is not None and r == self._comm.Get_rank():
-                    raise err from local
-                raise err
+        _raise_first(self._comm, [loc for loc, _ in reports], local)
         msgs = [m for _, m in reports]
         text = next((m for m in msgs if not _RANK_FAILED.search(m)), msgs[0])
         raise _lib.error_class(st)(text, st)
