@@ -9,7 +9,12 @@
 #      2 x 1) continues from it to the bits of the uninterrupted run;
 #   4. scontrol requeuehold in the middle of training (mpirun, 2 x 2), with the newest checkpoint then
 #      damaged: the requeued job moves it aside, falls back to the previous one (keep_last) and still
-#      ends bitwise the uninterrupted run.
+#      ends bitwise the uninterrupted run;
+#   5. the PyTorch example: PROGRAM=launch/torch_fmnist.py, submitted from the checkout (srun, 2 x 1),
+#      one epoch of AdamP and SGDP on 2048 images: the job completes, every node's ranks found the
+#      checkout's adampi package and the build's libadampi, each final accuracy is above 50%, and
+#      the CSV and PNG are written. Without torch, mpi4py, matplotlib, the data or a shared
+#      libadampi, 1-4 still run and the test then exits 77 naming what was missing.
 # Accounting is not configured (no slurmdbd), so jobs are followed with scontrol show job (kept
 # MinJobAge seconds after they end) rather than sacct. Both "nodes" are one host: Open MPI runs over
 # TCP (OMPI_MCA_btl=tcp,self), as in multihost.sh, and each node has its own TmpFS for PMIx.
@@ -28,6 +33,12 @@ for c in munged slurmctld slurmd sbatch srun scontrol scancel sinfo h5diff; do
 done
 "$PY" -c 'import h5py' 2> /dev/null || skip "$PY has no h5py (Debian: python3-h5py)"
 for f in adampi-train adampi-ckpt; do [ -x "$BIN/$f" ] || skip "$BIN/$f is not built"; done
+ROOT=$(cd "$(dirname "$0")/.." && pwd) # the checkout, where the PyTorch job is submitted from
+FMNIST=/usr/share/datasets/fashion-mnist
+no_torch="" # why scenario 5 cannot run, if it cannot
+"$PY" -c 'import torch, mpi4py, matplotlib' 2> /dev/null || no_torch="$PY lacks torch, mpi4py or matplotlib (Debian: python3-torch python3-mpi4py python3-matplotlib)"
+[ -f "$FMNIST/train-images-idx3-ubyte.gz" ] || no_torch="no Fashion-MNIST at $FMNIST (Debian: dataset-fashion-mnist)"
+[ -e "$BIN/../lib/libadampi.so" ] || no_torch="no shared libadampi at $BIN/../lib (BUILD_SHARED_LIBS=ON)"
 
 work=$(mktemp -d /tmp/adampi-slurm.XXXXXX)
 chmod 755 "$work"
@@ -228,3 +239,26 @@ cmp -s "$work/damaged.h5" "$work/jobs/d.h5.damaged" || fail "the damaged checkpo
 grep -q "resumed from .* after epoch $e\$" "$out" || fail "the requeued job did not continue after epoch $e"
 same "$work/ref20.h5" "$work/jobs/d.h5" "requeued after a damaged newest checkpoint vs 1 rank"
 echo "[$SECONDS s] ok: scontrol requeuehold + release after epoch $newest of 20, newest checkpoint damaged: the job moved it aside, fell back to epoch $e (d.h5.1) by itself, bitwise the 1-rank run"
+
+# 5. the PyTorch example through the job script, submitted from the checkout as a user would
+if [ -z "$no_torch" ]; then
+  t=$work/jobs/torch
+  j=$(cd "$ROOT" && env -u PYTHONPATH -u ADAMPI_LIBRARY PROGRAM=launch/torch_fmnist.py LAUNCH=srun \
+    sbatch --parsable --time=5 --job-name=torch -o "$t.out" -N 2 --ntasks-per-node=1 "$SBATCH_SCRIPT" \
+    --opts adamp,sgdp --epochs 1 --train-limit 2048 --every 8 --data "$FMNIST" --csv "$t.csv" --png "$t.png")
+  wait_state "$j" COMPLETED
+  lib=$(cd "$BIN/../lib" && pwd)/libadampi.so
+  grep -q "running $PY $ROOT/launch/torch_fmnist.py on srun (PYTHONPATH=$ROOT/src/python ADAMPI_LIBRARY=$lib)" "$t.out" ||
+    fail "the PyTorch job did not run torch_fmnist.py with the checkout's package and the build's library"
+  grep -q "^torch_fmnist: 2 ranks, global batch 128, 2048 training" "$t.out" || fail "the PyTorch job did not run 2 ranks on 2048 images"
+  acc=$(grep "^final test accuracy: " "$t.out") || fail "the PyTorch job printed no final test accuracy"
+  echo "$acc" | awk '{ n = 0; for (i = 4; i <= NF; i += 2) { v = $(i + 1); sub(/[%,]+$/, "", v); n++; if (v + 0 <= 50) exit 1 }
+    exit n != 2 }' || fail "the PyTorch job's accuracies are not both above 50%: $acc"
+  awk -F, 'NR > 1 && $6 != "" { n++; if ($6 <= 0.5) bad++ } END { exit !(n == 2 && bad == 0) }' "$t.csv" ||
+    fail "the CSV $t.csv does not hold two final accuracies above 0.5"
+  [ -s "$t.png" ] && [ "$(head -c 4 "$t.png" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "the PNG $t.png was not written"
+  echo "[$SECONDS s] ok: PROGRAM=launch/torch_fmnist.py through the job script (srun, 2 nodes x 1 task), 1 epoch on 2048 images: ${acc#final test accuracy: }; CSV and PNG written"
+else
+  echo "skipped: slurm_cluster: scenarios 1-4 passed, but the PyTorch job (5) cannot run: $no_torch"
+  exit 77
+fi
