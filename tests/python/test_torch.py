@@ -346,6 +346,8 @@ def test_things_the_core_cannot_take():
     o.close()
     with pytest.raises(RuntimeError, match="closed"):
         o.step()
+    with pytest.raises(RuntimeError, match="closed"):
+        o.zero_grad()
     assert all(p.is_contiguous() for p in m.parameters())  # the model stays usable after close
 
 

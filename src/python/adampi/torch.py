@@ -360,6 +360,7 @@ class _ShardedOptimizer(Optimizer):
 
     def zero_grad(self, set_to_none=False):
         """Zero every gradient in place (one pass over the flat buffer), or set each .grad to None."""
+        self._check_open()
         for i, p in enumerate(self._params):
             g = p.grad
             if g is None:
