@@ -95,11 +95,11 @@ adampi_status adampi_set_state(adampi *opt, const adampi_state_in *in)
   /* The counters must be the same everywhere: compare their hash across ranks (only if every rank
    * could compute it, so agree on the local checks first). */
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
-  uint64_t h = counters_hash(opt, in), lo_h = 0, hi_h = 0;
-  if (MPI_Allreduce(&h, &lo_h, 1, MPI_UINT64_T, MPI_MIN, opt->comm) != MPI_SUCCESS ||
-      MPI_Allreduce(&h, &hi_h, 1, MPI_UINT64_T, MPI_MAX, opt->comm) != MPI_SUCCESS)
+  /* One maximum over {h, ~h}: the largest and (complemented) the smallest hash. */
+  uint64_t h = counters_hash(opt, in), mine[2] = {h, ~h}, most[2] = {0, 0};
+  if (MPI_Allreduce(mine, most, 2, MPI_UINT64_T, MPI_MAX, opt->comm) != MPI_SUCCESS)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_MPI, "MPI_Allreduce of the state counters failed");
-  else if (lo_h != hi_h)
+  else if (most[0] != ~most[1])
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH,
                      "ranks hold different step counters (tensor steps, steps_taken or steps_skipped); nothing was changed");
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;

@@ -163,9 +163,10 @@ class _ShardedOptimizer(Optimizer):
             for hp in hps:
                 gid = ctypes.c_int()
                 self._check(lib.adampi_add_group(h, ctypes.byref(hp), ctypes.byref(gid)))
-            for i, (p, name) in enumerate(zip(self._params, self._names)):
+            groups = [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
+            for p, name, gi in zip(self._params, self._names, groups):
                 shape = (_lib.c_int64 * max(1, p.dim()))(*p.shape)
-                self._check(lib.adampi_add_tensor(h, name.encode(), p.dim(), shape, self._group_of(i), None))
+                self._check(lib.adampi_add_tensor(h, name.encode(), p.dim(), shape, gi, None))
         except Exception as e:  # noqa: BLE001
             local = e
         try:
@@ -177,11 +178,6 @@ class _ShardedOptimizer(Optimizer):
             self._h = None
             raise
         self._ready = True
-
-    def _group_of(self, index):
-        if not hasattr(self, "_group_index"):
-            self._group_index = [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
-        return self._group_index[index]
 
     def _setup_buffers(self):
         h, comm = self._h, self._comm
