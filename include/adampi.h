@@ -34,9 +34,9 @@ extern "C" {
 #endif
 
 #define ADAMPI_VERSION_MAJOR 0
-#define ADAMPI_VERSION_MINOR 1
+#define ADAMPI_VERSION_MINOR 2
 #define ADAMPI_VERSION_PATCH 0
-#define ADAMPI_VERSION_STRING "0.1.0"
+#define ADAMPI_VERSION_STRING "0.2.0"
 
 /* Largest tensor rank accepted at registration. */
 #define ADAMPI_MAX_NDIM 8
@@ -90,12 +90,26 @@ typedef struct adampi_hparams {
   int nesterov;        /* 0 or 1; SGDP: only with momentum > 0 and dampening == 0 */
 } adampi_hparams;
 
+/* Element type of the model's parameters and gradients (the buffers of the step functions, of
+ * adampi_alloc_step_buffers and the params of adampi_save / adampi_load). With a 16-bit type the
+ * library keeps an fp32 master copy of its shard (the value it updates and checkpoints) and its
+ * state in fp32; gradients are converted exactly to fp32 and reduced in fp32, and the master is
+ * rounded to the type (round to nearest, ties to even, as torch's .bfloat16() / .half()). */
+typedef enum adampi_dtype {
+  ADAMPI_FLOAT32 = 0,  /* 4 bytes; the parameters are the master (no copy) */
+  ADAMPI_BFLOAT16 = 1, /* 2 bytes: 8-bit exponent, 7-bit mantissa */
+  ADAMPI_FLOAT16 = 2   /* 2 bytes: IEEE binary16 (max 65504; beyond rounds to Inf) */
+} adampi_dtype;
+
 /* Options of a handle, filled from adampi_config_defaults(). */
 typedef struct adampi_config {
   adampi_kind kind;
   adampi_nonfinite_policy nonfinite; /* default ADAMPI_NONFINITE_ERROR */
   int threads; /* OpenMP threads inside a rank for the passes over the shard; default 1; 0: the
                   OpenMP default. Results are bitwise the same for any count. */
+  adampi_dtype dtype;   /* default ADAMPI_FLOAT32; every rank the same (checked by adampi_commit) */
+  double max_grad_norm; /* global-norm clipping (torch.nn.utils.clip_grad_norm_); 0 (default): off.
+                           Finite and >= 0; changeable with adampi_set_max_grad_norm. */
 } adampi_config;
 
 /* Which view projected a tensor at the last step (MATHS.md, "The projection"). */
@@ -135,14 +149,35 @@ typedef enum adampi_state_kind {
 
 typedef struct adampi adampi; /* opaque handle */
 
+/* What a params pointer holds (adampi_save, adampi_load, adampi_set_master). */
+typedef enum adampi_params_form {
+  ADAMPI_PARAMS_SHARD = 0, /* this rank's shard [lo, hi) only (adampi_step_sharded users) */
+  ADAMPI_PARAMS_FULL = 1   /* the full flat buffer, identical on every rank (adampi_step users) */
+} adampi_params_form;
+
+
 /* Text of a status code; never NULL. Local. */
 ADAMPI_API const char *adampi_strerror(adampi_status status);
+
+/* Bytes per element of a type (4 or 2), or 0 for an unknown value. Local. */
+ADAMPI_API size_t adampi_dtype_size(adampi_dtype dtype);
+/* "float32", "bfloat16", "float16" (the names checkpoints record), or NULL for an unknown value.
+ * Local. */
+ADAMPI_API const char *adampi_dtype_name(adampi_dtype dtype);
+/* Round n floats to the type, round to nearest, ties to even, bit for bit torch's .bfloat16() /
+ * .half(): subnormals kept, float16 magnitudes past 65504 to Inf, NaN to a quiet NaN of the same
+ * sign. out holds n elements of the type (for float32: a copy). Local; the same bits on every
+ * machine. ADAMPI_ERR_ARG for an unknown type or a NULL pointer with n > 0. */
+ADAMPI_API adampi_status adampi_round_to(adampi_dtype dtype, const float *in, void *out, int64_t n);
+/* Convert n elements of the type to float32, exactly. Local. Errors as adampi_round_to. */
+ADAMPI_API adampi_status adampi_widen(adampi_dtype dtype, const void *in, float *out, int64_t n);
 
 /* AdamP defaults of MATHS.md (lr 1e-3, betas 0.9/0.999, eps 1e-8, delta 0.1, wd_ratio 0.1). Local. */
 ADAMPI_API adampi_hparams adampi_adamp_defaults(void);
 /* SGDP defaults of MATHS.md with the given learning rate (SGDP has no default lr). Local. */
 ADAMPI_API adampi_hparams adampi_sgdp_defaults(double lr);
-/* Config defaults for an optimizer kind: error policy ADAMPI_NONFINITE_ERROR. Local. */
+/* Config defaults for an optimizer kind: error policy ADAMPI_NONFINITE_ERROR, 1 thread, float32,
+ * no clipping. Local. */
 ADAMPI_API adampi_config adampi_config_defaults(adampi_kind kind);
 
 /* Check hyper-parameters for an optimizer kind. Local. Returns ADAMPI_ERR_HPARAM and writes a
@@ -205,6 +240,11 @@ ADAMPI_API adampi_status adampi_set_hparams(adampi *opt, int group, const adampi
 /* Shorthand for changing the learning rate of a group (a schedule). Same rules as set_hparams. */
 ADAMPI_API adampi_status adampi_set_lr(adampi *opt, int group, double lr);
 
+/* Change the global-norm clipping threshold (0: off) from the next step. Local, but every rank
+ * must make the same change (the step checks: ADAMPI_ERR_MISMATCH otherwise). ADAMPI_ERR_HPARAM
+ * for a negative or non-finite value, and nothing changes. */
+ADAMPI_API adampi_status adampi_set_max_grad_norm(adampi *opt, double max_norm);
+
 /* Data-parallel step. Collective. params: the full flat buffer (adampi_numel floats), identical on
  * every rank; grads: this rank's full local gradients. The library averages the gradients across
  * ranks (reduce-scatter into the shard), updates its shard and all-gathers, so every rank ends with
@@ -231,12 +271,89 @@ ADAMPI_API adampi_status adampi_step(adampi *opt, float *params, const float *gr
  * ADAMPI_ERR_NOMEM when /dev/shm or memory is short (the message names the rank and the bytes),
  * ADAMPI_ERR_IO when the shared memory cannot be created or mapped, ADAMPI_ERR_MPI. */
 ADAMPI_API adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **grads);
+/* The same, for any element type: numel elements of the handle's type each. */
+ADAMPI_API adampi_status adampi_alloc_step_buffers_ex(adampi *opt, void **params, void **grads);
 
 /* Sharded step. Collective. param_shard and grad_shard hold this rank's shard [lo, hi) only
  * (hi - lo floats each; may be NULL when the shard is empty); grad_shard holds gradients already
  * averaged across ranks. Updates param_shard in place. Same has_grad and error rules as adampi_step. */
 ADAMPI_API adampi_status adampi_step_sharded(adampi *opt, float *param_shard, const float *grad_shard,
                                              const unsigned char *has_grad);
+
+/* Per-step options of adampi_step_ex and adampi_step_sharded_ex, from adampi_step_defaults(). */
+typedef struct adampi_step_options {
+  const unsigned char *has_grad; /* one byte per tensor (0: no gradient at this step), or NULL */
+  double grad_scale; /* the gradients are divided by it before anything else (loss scale times
+                        micro-batches of gradient accumulation); finite and > 0; default 1, and
+                        every rank the same (the step checks) */
+} adampi_step_options;
+
+ADAMPI_API adampi_step_options adampi_step_defaults(void);
+
+/* adampi_step with the buffers in the handle's element type and per-step options (o may be NULL:
+ * the defaults). Collective; the same contract as adampi_step. With a 16-bit type each rank's
+ * gradients are converted exactly to fp32 and averaged in fp32 in adampi_step's order, the fp32
+ * master of the shard is updated (it starts from the parameters at the first step, unless
+ * adampi_set_master or adampi_load set it), and every rank's params receive the master rounded to
+ * the type. Refused before anything changes, on every rank: a grad_scale <= 0 or non-finite
+ * (ADAMPI_ERR_ARG), one that differs across ranks (ADAMPI_ERR_MISMATCH). A NaN or Inf after the
+ * division by grad_scale is a non-finite step (the handle's policy decides; adampi_last_step
+ * tells). */
+ADAMPI_API adampi_status adampi_step_ex(adampi *opt, void *params, const void *grads,
+                                        const adampi_step_options *o);
+
+/* adampi_step_sharded with the shards in the handle's element type and per-step options. Collective;
+ * the same contract as adampi_step_sharded and the same option rules as adampi_step_ex. With a
+ * 16-bit type param_shard receives the updated master rounded to the type. */
+ADAMPI_API adampi_status adampi_step_sharded_ex(adampi *opt, void *param_shard, const void *grad_shard,
+                                                const adampi_step_options *o);
+
+/* What the last step call did, the same on every rank. */
+typedef struct adampi_step_info {
+  int applied;          /* 1: the step updated parameters and state */
+  int skipped;          /* 1: a NaN or Inf was found and ADAMPI_NONFINITE_SKIP skipped the step
+                           (lower the loss scale: see adampi_loss_scaler) */
+  int nonfinite_tensor; /* index of the first tensor with a NaN or Inf (-1: none found) */
+  double grad_norm;     /* global norm of the averaged, unscaled gradients of every tensor with a
+                           gradient at this step, before clipping (torch's clip_grad_norm_ return);
+                           NaN until a step's statistics were exchanged; Inf or NaN with bad values */
+  double clip_coef;     /* the factor the gradients were multiplied by: 1 when not clipped */
+} adampi_step_info;
+
+/* The last step call's outcome. Local. ADAMPI_ERR_ARG for NULL. After a failed call, applied and
+ * skipped are 0 and the rest is what was known before the failure. */
+ADAMPI_API adampi_status adampi_last_step(const adampi *opt, adampi_step_info *info);
+
+/* ---- Mixed precision: the fp32 master of a 16-bit handle ------------------------------------ */
+
+/* Set the fp32 master (for a model initialised in fp32): values hold the full flat buffer
+ * (ADAMPI_PARAMS_FULL, identical on every rank) or this rank's shard (ADAMPI_PARAMS_SHARD);
+ * params, if not NULL, receives them rounded to the handle's type, in the same form. With float32
+ * the parameters are the master, and this copies values into params. Collective; after commit.
+ * Refused on every rank with nothing changed: NULL values where the shard is not empty
+ * (ADAMPI_ERR_ARG), NaN or Inf (ADAMPI_ERR_NONFINITE, naming the tensor). Ownership stays with
+ * the caller. */
+ADAMPI_API adampi_status adampi_set_master(adampi *opt, const float *values, adampi_params_form form,
+                                           void *params);
+
+/* This rank's shard of the fp32 master (hi - lo floats, owned by the handle): NULL for float32
+ * handles (the parameters are the master), before the master exists (no step, adampi_set_master
+ * or adampi_load yet), or when the shard is empty. Local. Gather it with adampi_allgather. */
+ADAMPI_API const float *adampi_master_shard(const adampi *opt);
+
+/* Dynamic loss scaling with torch.cuda.amp.GradScaler's rules: start at 2^16, multiply by
+ * backoff_factor (0.5) after a skipped step, by growth_factor (2) after growth_interval (2000)
+ * applied steps in a row. Pass scale as the step's grad_scale (times accumulation micro-batches). */
+typedef struct adampi_loss_scaler {
+  double scale;
+  double growth_factor, backoff_factor;
+  int64_t growth_interval;
+  int64_t good_steps; /* applied steps since the last change of scale */
+} adampi_loss_scaler;
+
+ADAMPI_API adampi_loss_scaler adampi_loss_scaler_defaults(void);
+/* After a step: skipped = adampi_step_info.skipped. Local; NULL-safe. The scale never grows to Inf. */
+ADAMPI_API void adampi_loss_scaler_update(adampi_loss_scaler *s, int skipped);
 
 /* Diagnostics of tensor index after the last step (the same on every rank). Local. */
 ADAMPI_API adampi_status adampi_diag_get(const adampi *opt, int index, adampi_diag *diag);
@@ -264,6 +381,7 @@ typedef struct adampi_profile {
   int64_t gradient_bytes;            /* bytes of gradients this rank reduced (data-parallel step) */
   int64_t allocated_bytes;           /* memory the library allocated on this rank for the layout */
   int64_t buffer_bytes;              /* adampi_alloc_step_buffers' params and grads on this rank, whole pages (0 if none) */
+  int64_t master_bytes;              /* the fp32 master of a 16-bit handle (in allocated_bytes too) */
 } adampi_profile;
 
 /* Profile of the last step. Local. ADAMPI_ERR_ARG for NULL, ADAMPI_ERR_STATE before commit. */
@@ -323,12 +441,6 @@ typedef struct adampi_user {
 ADAMPI_API adampi_status adampi_user_set(adampi_user *user, const char *name, int64_t value);
 ADAMPI_API adampi_status adampi_user_get(const adampi_user *user, const char *name, int64_t *value);
 
-/* What the params pointer of adampi_save / adampi_load holds. */
-typedef enum adampi_params_form {
-  ADAMPI_PARAMS_SHARD = 0, /* this rank's shard [lo, hi) only (adampi_step_sharded users) */
-  ADAMPI_PARAMS_FULL = 1   /* the full flat buffer, identical on every rank (adampi_step users) */
-} adampi_params_form;
-
 typedef struct adampi_save_options {
   adampi_params_form params; /* default ADAMPI_PARAMS_SHARD */
   int keep_last;             /* also keep the K previous checkpoints as PATH.1 .. PATH.K; 0: none */
@@ -345,6 +457,9 @@ ADAMPI_API adampi_save_options adampi_save_defaults(void);
 ADAMPI_API adampi_load_options adampi_load_defaults(void);
 
 /* Save parameters, optimizer state, step counters, hyper-parameters and the caller area to path.
+ * params holds elements of the handle's type; with a 16-bit type the fp32 master is saved as the
+ * parameters (params is read only if no step, adampi_set_master or adampi_load made the master
+ * yet) and the file records the type.
  * Collective; parallel HDF5 with collective I/O, each rank writing only its shard's part.
  * Atomic: the file is written as PATH.adampi-tmp in the same directory, flushed and fsynced, then
  * renamed over PATH (and the directory fsynced), so a crash at any moment leaves the previous file
@@ -354,7 +469,9 @@ ADAMPI_API adampi_status adampi_save(adampi *opt, const char *path, const float 
                                      const adampi_save_options *options);
 
 /* Load a checkpoint saved on any number of ranks into this committed optimizer (its registration
- * must match: names, shapes, optimizer kind). Collective; each rank reads only its shard's part.
+ * must match: names, shapes, optimizer kind). A checkpoint of any element type loads into a handle
+ * of any type: the file's fp32 parameters become the master, and params (elements of the handle's
+ * type) receives them rounded to the type. Collective; each rank reads only its shard's part.
  * Every dataset's checksum is verified. On any error (missing or corrupt file, mismatch, newer
  * format) the optimizer, params and options->user are unchanged and every rank returns the same
  * status with a message naming the problem (and the tensor, for a tensor's problem). */
