@@ -4,7 +4,9 @@
  * Element maths is float32 with the operations in the order the official package performs them;
  * scalars are computed in double and rounded to float once, as PyTorch does for Python scalars.
  * The build disables contraction (-ffp-contract=off), so every clone of these loops rounds alike.
- * The only sum, <w,u> over a row, goes in blocks of 256 through 16 float lanes into 16 double lanes
+ * The gradient enters every kernel multiplied by the step's clipping factor gmul (a float, as
+ * torch's clip_grad_norm_ multiplies the gradients in place; 1.0f when not clipping, which leaves
+ * every bit as it was). The only sum, <w,u> over a row, goes in blocks of 256 through 16 float lanes into 16 double lanes
  * (adampi__lanes_dot_block), in an order fixed by the position in the row.
  */
 #include "internal.h"
@@ -49,9 +51,10 @@ static double dot_wu(const float *restrict g, const float *restrict m, const flo
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
     for (int64_t k = 0; k < len; k++) {
-      float mi = cl.b1 * m[i + k] + cl.omb1 * g[i + k];
-      float vi = cl.b2 * v[i + k] + cl.omb2 * g[i + k] * g[i + k];
-      u[k] = direction(g[i + k], mi, vi, &cl);
+      float gi = g[i + k] * cl.gmul;
+      float mi = cl.b1 * m[i + k] + cl.omb1 * gi;
+      float vi = cl.b2 * v[i + k] + cl.omb2 * gi * gi;
+      u[k] = direction(gi, mi, vi, &cl);
     }
     double sum;
     if (adampi__lanes_dot_block(acc, w + i, u, len, &sum)) return sum;
@@ -72,11 +75,12 @@ static double moments_wu(const float *restrict g, float *restrict m, float *rest
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
     for (int64_t k = 0; k < len; k++) {
-      float mi = cl.b1 * m[i + k] + cl.omb1 * g[i + k];
-      float vi = cl.b2 * v[i + k] + cl.omb2 * g[i + k] * g[i + k];
+      float gi = g[i + k] * cl.gmul;
+      float mi = cl.b1 * m[i + k] + cl.omb1 * gi;
+      float vi = cl.b2 * v[i + k] + cl.omb2 * gi * gi;
       m[i + k] = mi;
       v[i + k] = vi;
-      u[i + k] = direction(g[i + k], mi, vi, &cl);
+      u[i + k] = direction(gi, mi, vi, &cl);
     }
     double sum;
     if (adampi__lanes_dot_block(acc, w + i, u + i, len, &sum)) return sum;
@@ -104,9 +108,10 @@ static void apply(const float *restrict g, float *restrict m, float *restrict v,
   const adampi__coef cl = *c;
   if (proj) {
     for (int64_t i = 0; i < n; i++) {
-      float mi = cl.b1 * m[i] + cl.omb1 * g[i];         /* m <- beta1 m + (1-beta1) g */
-      float vi = cl.b2 * v[i] + cl.omb2 * g[i] * g[i];  /* v <- beta2 v + (1-beta2) g^2 */
-      float u = direction(g[i], mi, vi, &cl);
+      float gi = g[i] * cl.gmul;                        /* the clipped gradient (gmul 1: g) */
+      float mi = cl.b1 * m[i] + cl.omb1 * gi;           /* m <- beta1 m + (1-beta1) g */
+      float vi = cl.b2 * v[i] + cl.omb2 * gi * gi;      /* v <- beta2 v + (1-beta2) g^2 */
+      float u = direction(gi, mi, vi, &cl);
       u = u - w[i] * k; /* remove the radial component: u - p <p,u> */
       m[i] = mi;
       v[i] = vi;
@@ -114,9 +119,10 @@ static void apply(const float *restrict g, float *restrict m, float *restrict v,
     }
   } else {
     for (int64_t i = 0; i < n; i++) {
-      float mi = cl.b1 * m[i] + cl.omb1 * g[i];
-      float vi = cl.b2 * v[i] + cl.omb2 * g[i] * g[i];
-      float u = direction(g[i], mi, vi, &cl);
+      float gi = g[i] * cl.gmul;
+      float mi = cl.b1 * m[i] + cl.omb1 * gi;
+      float vi = cl.b2 * v[i] + cl.omb2 * gi * gi;
+      float u = direction(gi, mi, vi, &cl);
       m[i] = mi;
       v[i] = vi;
       w[i] = w[i] * cl.decay - cl.lr_bc1 * u;

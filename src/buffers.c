@@ -51,7 +51,7 @@ typedef struct entry {
 
 /* Map part [offset, offset + bytes) of a shared-memory object, writable or read-only; pages
  * mapped now, so that no step pays their faults. NULL on failure (errno set). */
-static float *map_object(const char *name, size_t offset, size_t bytes, int writable)
+static void *map_object(const char *name, size_t offset, size_t bytes, int writable)
 {
   int fd = shm_open(name, writable ? O_RDWR : O_RDONLY, 0600);
   if (fd < 0) return NULL;
@@ -80,6 +80,14 @@ static void unmap_all(adampi *opt)
 
 adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **grads)
 {
+  void *p = NULL, *g = NULL;
+  adampi_status st = adampi_alloc_step_buffers_ex(opt, params ? &p : NULL, grads ? &g : NULL);
+  if (st == ADAMPI_OK) *params = p, *grads = g;
+  return st;
+}
+
+adampi_status adampi_alloc_step_buffers_ex(adampi *opt, void **params, void **grads)
+{
   if (opt == NULL) return ADAMPI_ERR_ARG;
   adampi__clear_error(opt);
   /* Commit and earlier allocations are agreed collectively: these tests answer alike everywhere. */
@@ -97,7 +105,7 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
   entry *names = NULL;
   snprintf(name, sizeof name, "/adampi-%ld-%u-%d", (long)getpid(), serial++, opt->rank);
   long page = sysconf(_SC_PAGESIZE);
-  size_t want = (size_t)opt->numel * sizeof(float), psz = page > 0 ? (size_t)page : 4096;
+  size_t want = (size_t)opt->numel * opt->elem, psz = page > 0 ? (size_t)page : 4096;
   opt->step_bytes = 2 * ((want + psz - 1) / psz * psz); /* params, then grads, each on whole pages */
   int created = 0, fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600), err = fd < 0 ? errno : 0;
   if (fd >= 0) {
@@ -121,8 +129,8 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
   entry me = {opt->rank, {0}};
   memcpy(me.name, name, NAME_LEN);
   if (st == ADAMPI_OK) {
-    opt->peer_params = calloc((size_t)opt->size, sizeof(float *));
-    opt->peer_grads = calloc((size_t)opt->size, sizeof(float *));
+    opt->peer_params = calloc((size_t)opt->size, sizeof(void *));
+    opt->peer_grads = calloc((size_t)opt->size, sizeof(void *));
     ADAMPI_MPI(opt, MPI_Comm_split_type(opt->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
     ADAMPI_MPI(opt, MPI_Comm_size(node, &node_size));
     names = calloc((size_t)node_size, sizeof(entry));
@@ -140,7 +148,7 @@ adampi_status adampi_alloc_step_buffers(adampi *opt, float **params, float **gra
         st = ADAMPI_FAIL(opt, ADAMPI_ERR_MPI, "rank %d: the node's ranks came back garbled (%d)", opt->rank, q);
       } else if (q == opt->rank) {
         opt->peer_params[q] = opt->step_params;
-        opt->peer_grads[q] = opt->step_params + half / sizeof(float);
+        opt->peer_grads[q] = (char *)opt->step_params + half;
       } else {
         opt->peer_params[q] = map_object(e->name, 0, half, 1);
         if (opt->peer_params[q] != NULL) opt->peer_grads[q] = map_object(e->name, half, half, 0);
@@ -163,7 +171,7 @@ done:
     return st;
   }
   opt->all_on_node = direct;
-  opt->step_grads = opt->step_params + opt->step_bytes / 2 / sizeof(float);
+  opt->step_grads = (char *)opt->step_params + opt->step_bytes / 2;
   opt->profile.buffer_bytes = (int64_t)opt->step_bytes;
   *params = opt->step_params;
   *grads = opt->step_grads;
@@ -172,7 +180,7 @@ done:
 
 void adampi__free_step_buffers(adampi *opt) { unmap_all(opt); }
 
-int adampi__direct_step(const adampi *opt, const float *params, const float *grads)
+int adampi__direct_step(const adampi *opt, const void *params, const void *grads)
 {
   return opt->step_params != NULL && params == opt->step_params && grads == opt->step_grads;
 }
@@ -187,61 +195,55 @@ void adampi__step_buffers_sync(adampi *opt)
 #define REDUCE_BLOCK 4096
 
 /* The shard's gradient mean from every rank's gradients, read in place: for rank r the sum
- * g_r + g_(r-1) + ... + g_(r-P+1) (ranks mod P) divided by P, exactly the additions of the
- * message path, in its order. Call after a synchronising collective that every rank entered
- * after writing its gradients (adampi_step's agreement). Every rank on this node. */
-static void reduce_whole_node(adampi *opt, float *mine)
+ * g_r + g_(r-1) + ... + g_(r-P+1) (ranks mod P) divided by P (and by scale), exactly the additions
+ * of the message path, in its order (adampi__add_round). Call after a synchronising collective
+ * that every rank entered after writing its gradients (adampi_step's agreement). Every rank on
+ * this node. */
+static void reduce_whole_node(adampi *opt, float *mine, float scale)
 {
   const int P = opt->size, r = opt->rank;
-  const int64_t n = opt->hi - opt->lo, lo = opt->lo;
-  const float ranks = (float)P;
-  float *const *seg = opt->peer_grads;
+  const int64_t n = opt->hi - opt->lo;
+  const size_t base = (size_t)opt->lo * opt->elem;
+  void *const *seg = opt->peer_grads;
 #pragma omp parallel for schedule(static) num_threads(opt->threads) if (opt->threads > 1)
   for (int64_t k0 = 0; k0 < n; k0 += REDUCE_BLOCK) {
     int64_t len = n - k0 < REDUCE_BLOCK ? n - k0 : REDUCE_BLOCK;
-    float *restrict out = mine + k0;
-    const float *restrict own = seg[r] + lo + k0;
-    const float *restrict prev = seg[(r - 1 + P) % P] + lo + k0;
-    if (P == 2) {
-      for (int64_t k = 0; k < len; k++) out[k] = (own[k] + prev[k]) / ranks;
-      continue;
-    }
-    for (int64_t k = 0; k < len; k++) out[k] = own[k] + prev[k];
-    for (int s = 2; s < P - 1; s++) {
-      const float *restrict in = seg[(r - s + P) % P] + lo + k0;
-      for (int64_t k = 0; k < len; k++) out[k] += in[k];
-    }
-    const float *restrict last = seg[(r + 1) % P] + lo + k0;
-    for (int64_t k = 0; k < len; k++) out[k] = (out[k] + last[k]) / ranks;
+    size_t off = base + (size_t)k0 * opt->elem;
+    for (int s = 1; s < P; s++)
+      adampi__add_round(opt, mine + k0, (const char *)seg[r] + off, (const char *)seg[(r - s + P) % P] + off, len,
+                        s == 1, s == P - 1, scale);
   }
 }
 
-/* The store hook: the shard elements [e, e + n) of w, just updated, into every mapped peer's
+/* The store hook: the shard elements [e, e + n) of src, just updated, into every mapped peer's
  * parameters, from cache. */
-static void store_to_peers(const adampi *opt, const float *w, int64_t e, int64_t n)
+static void store_to_peers(const adampi *opt, const void *src, int64_t e, int64_t n)
 {
+  const size_t elem = opt->elem;
   for (int s = 1; s < opt->size; s++) {
     int q = (opt->rank + s) % opt->size; /* every rank starts with a different peer */
     if (opt->peer_params[q] != NULL) /* on this node; the others get it by message */
-      memcpy(opt->peer_params[q] + opt->lo + e, w + e, (size_t)n * sizeof(float));
+      memcpy((char *)opt->peer_params[q] + (size_t)(opt->lo + e) * elem, (const char *)src + (size_t)e * elem,
+             (size_t)n * elem);
   }
 }
 
 /* Collective: gradients from the peers on this node in place (all at once when every rank is
  * here), by message from the others. */
-static adampi_status shm_reduce_mean(adampi *opt, const float *grads, float *mean)
+static adampi_status shm_reduce_mean(adampi *opt, const void *grads, float *mean, float scale)
 {
-  if (!opt->all_on_node) return adampi__pairwise_reduce_mean(opt, grads, mean, (const float *const *)opt->peer_grads);
-  reduce_whole_node(opt, mean);
+  if (!opt->all_on_node)
+    return adampi__pairwise_reduce_mean(opt, grads, mean, scale, (const void *const *)opt->peer_grads);
+  reduce_whole_node(opt, mean, scale);
   return ADAMPI_OK;
 }
 
 /* Collective: the peers on other nodes by message; then, once every rank's stores are in
  * everyone's parameters (a barrier between fences), the step is over. */
-static adampi_status shm_share_params(adampi *opt, float *params)
+static adampi_status shm_share_params(adampi *opt, void *params)
 {
   adampi_status st = ADAMPI_OK;
-  if (!opt->all_on_node) st = adampi__pairwise_share(opt, params, opt->peer_params);
+  if (!opt->all_on_node) st = adampi__pairwise_share(opt, params, opt->elem, opt->peer_params);
   if (st != ADAMPI_OK) return st;
   adampi__step_buffers_sync(opt);
   ADAMPI_MPI(opt, MPI_Barrier(opt->comm));

@@ -17,44 +17,77 @@ static int packet(int64_t total, int64_t k, int64_t len)
   return (int)(total - k < len ? (total > k ? total - k : 0) : len);
 }
 
-/* One packet of a reduce-scatter round into the shard: the first round adds the received packet to
- * this rank's own gradients, later ones to the running sum, and the last also divides by the rank
- * count. The same additions, in the same order, as copy, add round by round, divide; in one pass
- * over the packet instead of three. */
-static void add_packet(float *restrict mine, const float *restrict own, const float *restrict tmp, int64_t len,
-                      int first, int last, float ranks)
+/* The MPI type of elem-byte elements (the 16-bit types travel as their bits). */
+static MPI_Datatype mpi_elem(size_t elem) { return elem == sizeof(float) ? MPI_FLOAT : MPI_UINT16_T; }
+
+static const void *at(const void *p, int64_t k, size_t elem) { return (const char *)p + (size_t)k * elem; }
+
+/* The additions of one round over a block: the first round adds in to this rank's own gradients,
+ * later ones to the running sum, and the last also divides by the rank count. The same additions,
+ * in the same order, as copy, add round by round, divide; in one pass instead of three. */
+static void add_block(float *restrict mine, const float *restrict own, const float *restrict in, int64_t len, int first,
+                      int last, float ranks)
 {
   if (first && last)
-    for (int64_t i = 0; i < len; i++) mine[i] = (own[i] + tmp[i]) / ranks;
+    for (int64_t i = 0; i < len; i++) mine[i] = (own[i] + in[i]) / ranks;
   else if (first)
-    for (int64_t i = 0; i < len; i++) mine[i] = own[i] + tmp[i];
+    for (int64_t i = 0; i < len; i++) mine[i] = own[i] + in[i];
   else if (last)
-    for (int64_t i = 0; i < len; i++) mine[i] = (mine[i] + tmp[i]) / ranks;
+    for (int64_t i = 0; i < len; i++) mine[i] = (mine[i] + in[i]) / ranks;
   else
-    for (int64_t i = 0; i < len; i++) mine[i] += tmp[i];
+    for (int64_t i = 0; i < len; i++) mine[i] += in[i];
+}
+
+/* Elements per block: 16-bit terms are widened into two blocks of scratch that stay in L1, and a
+ * gradient scale divides the block while it is there. */
+#define BLOCK 2048
+
+void adampi__add_round(const adampi *opt, float *mine, const void *own, const void *in, int64_t len, int first,
+                       int last, float scale)
+{
+  const adampi_dtype dt = opt->cfg.dtype;
+  const size_t elem = opt->elem;
+  const float ranks = (float)opt->size;
+  float a[BLOCK], b[BLOCK];
+  for (int64_t k = 0; k < len; k += BLOCK) {
+    int64_t m = len - k < BLOCK ? len - k : BLOCK;
+    const float *o = at(own, k, elem), *x = at(in, k, elem);
+    if (dt != ADAMPI_FLOAT32) {
+      if (first) adampi__widen(dt, o, a, m);
+      adampi__widen(dt, x, b, m);
+      o = a, x = b;
+    }
+    add_block(mine + k, o, x, m, first, last, ranks);
+    if (last && scale != 1.0f)
+      for (int64_t i = 0; i < m; i++) mine[k + i] = mine[k + i] / scale;
+  }
 }
 
 /* Round s: send my copy of rank r+s's shard, receive rank r-s's copy of mine and add it. A mapped
  * sender is read where its gradients lie; a mapped receiver reads mine itself. */
-adampi_status adampi__pairwise_reduce_mean(adampi *opt, const float *grads, float *mean, const float *const *mapped)
+adampi_status adampi__pairwise_reduce_mean(adampi *opt, const void *grads, float *mean, float scale,
+                                           const void *const *mapped)
 {
   adampi_status st = ADAMPI_OK;
   int P = opt->size, r = opt->rank;
   int64_t n = opt->hi - opt->lo, len = opt->packet_len;
-  float *tmp = opt->packet_buf;
+  const size_t elem = opt->elem;
+  MPI_Datatype type = mpi_elem(elem);
+  void *tmp = opt->packet_buf;
   for (int s = 1; s < P; s++) {
     int to = (r + s) % P, from = (r - s + P) % P;
-    const float *in = mapped ? mapped[from] : NULL;
+    const void *in = mapped ? mapped[from] : NULL;
     int dest = mapped && mapped[to] ? MPI_PROC_NULL : to, src = in ? MPI_PROC_NULL : from;
     int64_t to_lo = opt->shard_lo[to], to_n = opt->shard_lo[to + 1] - to_lo;
     for (int64_t k = 0; k < to_n || k < n; k += len) {
       int send = dest == MPI_PROC_NULL ? 0 : packet(to_n, k, len);
       int recv = packet(n, k, len);
       if (dest != MPI_PROC_NULL || src != MPI_PROC_NULL)
-        ADAMPI_MPI(opt, MPI_Sendrecv(grads + to_lo + (send ? k : 0), send, MPI_FLOAT, dest, 17, tmp, in ? 0 : recv, MPI_FLOAT,
-                                     src, 17, opt->comm, MPI_STATUS_IGNORE));
+        ADAMPI_MPI(opt, MPI_Sendrecv(at(grads, to_lo + (send ? k : 0), elem), send, type, dest, 17, tmp,
+                                     in ? 0 : recv, type, src, 17, opt->comm, MPI_STATUS_IGNORE));
       if (recv > 0)
-        add_packet(mean + k, grads + opt->lo + k, in ? in + opt->lo + k : tmp, recv, s == 1, s == P - 1, (float)P);
+        adampi__add_round(opt, mean + k, at(grads, opt->lo + k, elem), in ? at(in, opt->lo + k, elem) : tmp, recv,
+                          s == 1, s == P - 1, scale);
     }
   }
 done:
@@ -63,11 +96,13 @@ done:
 
 /* The same rounds, received in place; pairs that map each other have stored already (the store
  * hook) and skip the round. */
-adampi_status adampi__pairwise_share(adampi *opt, float *params, float *const *mapped)
+adampi_status adampi__pairwise_share(adampi *opt, void *buf, size_t elem, void *const *mapped)
 {
   adampi_status st = ADAMPI_OK;
   int P = opt->size, r = opt->rank;
   int64_t n = opt->hi - opt->lo, len = opt->packet_len;
+  MPI_Datatype type = mpi_elem(elem);
+  char *b = buf;
   for (int s = 1; s < P; s++) {
     int to = (r + s) % P, from = (r - s + P) % P;
     int dest = mapped && mapped[to] ? MPI_PROC_NULL : to, src = mapped && mapped[from] ? MPI_PROC_NULL : from;
@@ -76,8 +111,8 @@ adampi_status adampi__pairwise_share(adampi *opt, float *params, float *const *m
     for (int64_t k = 0; k < from_n || k < n; k += len) {
       int send = dest == MPI_PROC_NULL ? 0 : packet(n, k, len);
       int recv = src == MPI_PROC_NULL ? 0 : packet(from_n, k, len);
-      ADAMPI_MPI(opt, MPI_Sendrecv(params + opt->lo + (send ? k : 0), send, MPI_FLOAT, dest, 18,
-                                   params + from_lo + (recv ? k : 0), recv, MPI_FLOAT, src, 18, opt->comm,
+      ADAMPI_MPI(opt, MPI_Sendrecv(b + (size_t)(opt->lo + (send ? k : 0)) * elem, send, type, dest, 18,
+                                   b + (size_t)(from_lo + (recv ? k : 0)) * elem, recv, type, src, 18, opt->comm,
                                    MPI_STATUS_IGNORE));
     }
   }
@@ -85,11 +120,14 @@ done:
   return st;
 }
 
-static adampi_status messages_reduce_mean(adampi *opt, const float *grads, float *mean)
+static adampi_status messages_reduce_mean(adampi *opt, const void *grads, float *mean, float scale)
 {
-  return adampi__pairwise_reduce_mean(opt, grads, mean, NULL);
+  return adampi__pairwise_reduce_mean(opt, grads, mean, scale, NULL);
 }
 
-adampi_status adampi__allgather_params(adampi *opt, float *params) { return adampi__pairwise_share(opt, params, NULL); }
+adampi_status adampi__allgather_params(adampi *opt, void *params)
+{
+  return adampi__pairwise_share(opt, params, opt->elem, NULL);
+}
 
 const adampi__transport adampi__messages = {messages_reduce_mean, NULL, adampi__allgather_params};

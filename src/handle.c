@@ -4,6 +4,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,10 @@ adampi_status adampi_create(MPI_Comm comm, const adampi_config *cfg, adampi **ou
     st = ADAMPI_ERR_ARG, why = "cfg->nonfinite is not a known policy";
   else if (cfg->threads < 0 || cfg->threads > 1024)
     st = ADAMPI_ERR_ARG, why = "cfg->threads is outside 0..1024";
+  else if (adampi_dtype_size(cfg->dtype) == 0)
+    st = ADAMPI_ERR_ARG, why = "cfg->dtype is not ADAMPI_FLOAT32, ADAMPI_BFLOAT16 or ADAMPI_FLOAT16";
+  else if (!(isfinite(cfg->max_grad_norm) && cfg->max_grad_norm >= 0.0))
+    st = ADAMPI_ERR_ARG, why = "cfg->max_grad_norm must be finite and >= 0 (0: no clipping)";
   else if ((opt = calloc(1, sizeof *opt)) == NULL)
     st = ADAMPI_ERR_NOMEM, why = "out of memory";
 
@@ -46,6 +51,11 @@ adampi_status adampi_create(MPI_Comm comm, const adampi_config *cfg, adampi **ou
   }
   opt->cfg = *cfg;
   opt->threads = adampi__thread_count(cfg->threads);
+  opt->elem = adampi_dtype_size(cfg->dtype);
+  opt->gmul = 1.0f;
+  opt->last.nonfinite_tensor = -1;
+  opt->last.grad_norm = NAN;
+  opt->last.clip_coef = 1.0;
   MPI_Comm_set_errhandler(opt->comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(opt->comm, &opt->rank);
   MPI_Comm_size(opt->comm, &opt->size);
@@ -205,6 +215,16 @@ adampi_status adampi_set_lr(adampi *opt, int group, double lr)
   adampi_hparams hp = opt->groups[group];
   hp.lr = lr;
   return adampi_set_hparams(opt, group, &hp);
+}
+
+adampi_status adampi_set_max_grad_norm(adampi *opt, double max_norm)
+{
+  if (opt == NULL) return ADAMPI_ERR_ARG;
+  adampi__clear_error(opt);
+  if (!(isfinite(max_norm) && max_norm >= 0.0))
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_HPARAM, "max_grad_norm = %g must be finite and >= 0 (0: no clipping)", max_norm);
+  opt->cfg.max_grad_norm = max_norm;
+  return ADAMPI_OK;
 }
 
 adampi_status adampi_diag_get(const adampi *opt, int index, adampi_diag *diag)

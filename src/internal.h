@@ -18,6 +18,7 @@
 #define ADAMPI_INTERNAL_H
 
 #include "adampi.h"
+#include "dtype.h"
 #include "exchange.h"
 #include "hparams_table.h"
 
@@ -62,6 +63,7 @@ typedef struct adampi__coef {
   float b1, omb1, b2, omb2, sqbc2, eps, lr_bc1; /* AdamP; lr_bc1 = lr / (1 - beta1^t) */
   float mom, omd, lr;                           /* SGDP */
   float decay;                                  /* weight decay factor (1 when none) */
+  float gmul;                                   /* clip_grad_norm_'s factor on g (1 when not clipping) */
   int nesterov;
 } adampi__coef;
 
@@ -97,11 +99,11 @@ struct adampi {
   int64_t packet_len; /* floats per message of the pairwise exchanges (exchange.c) */
 
   /* adampi_alloc_step_buffers (buffers.c): this rank's segment of a shared-memory object, its
-   * params then its grads (numel floats each, each on whole pages). */
-  float *step_params, *step_grads; /* NULL until allocated */
+   * params then its grads (numel elements of the caller's type each, each on whole pages). */
+  void *step_params, *step_grads; /* NULL until allocated */
   size_t step_bytes;     /* of every rank's segment */
-  float **peer_params;   /* per rank of comm on this node: its params (writable) and grads */
-  float **peer_grads;    /* (read-only) mapped here; ours at our rank; NULL for other nodes */
+  void **peer_params;    /* per rank of comm on this node: its params (writable) and grads */
+  void **peer_grads;     /* (read-only) mapped here; ours at our rank; NULL for other nodes */
   int all_on_node;        /* every rank on this node: the node-shared transport sends no messages */
 
   /* Statistics, proportional to rows and tensors, never to elements. */
@@ -121,6 +123,18 @@ struct adampi {
   adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
   int64_t num_tasks;
   adampi__coef *coefs;   /* per tensor, the coefficients of the current step */
+
+  /* Mixed precision (precision.c). elem: bytes per element of the caller's parameters and
+   * gradients. master: 16-bit types only, the fp32 parameters of [lo, hi), valid once a step,
+   * adampi_set_master or adampi_load has set them. */
+  size_t elem;
+  float *master;
+  int master_valid;
+  /* The step being taken: where the update pass rounds the master to (this rank's shard of the
+   * caller's parameters, 16-bit types; NULL otherwise), and the clipping factor on g. */
+  void *round_out;
+  float gmul;
+  adampi_step_info last;
 
   int64_t steps_taken, steps_skipped;
   adampi_profile profile;
@@ -158,6 +172,18 @@ void adampi__hparams_bytes(const adampi_hparams *hp, unsigned char out[ADAMPI_HP
 /* hparams.c: validation shared by add_group, set_hparams and the file readers. */
 adampi_status adampi__hparams_check(adampi_kind kind, const adampi_hparams *hp, char *msg, size_t len);
 
+/* precision.c: n elements of the type into float32 / float32 into the type (dtype.h's bits). */
+void adampi__widen(adampi_dtype dtype, const void *in, float *out, int64_t n);
+void adampi__round(adampi_dtype dtype, const float *in, void *out, int64_t n);
+/* The gradients of a step as the passes read them: out <- widen(g) / scale (g may be out for float32). */
+void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale);
+/* The master from this rank's shard of the caller's parameters (16-bit types; else nothing). The
+ * caller decides when it becomes valid (a step: only when it commits). */
+void adampi__master_from(adampi *opt, const void *param_shard);
+/* state.c: a shard array (hi - lo floats) is finite, and >= 0 when nonneg; else the failure is
+ * recorded, naming the rank, what, the tensor and the element. Local. */
+adampi_status adampi__check_shard(adampi *opt, const char *what, const float *x, int nonneg);
+
 /* Elements per task (rows are never split for tensors with ndim > 1). */
 #define ADAMPI_TASK_LEN ((int64_t)1 << 16)
 /* The thread count for a requested one (0: OpenMP's default; 1 without OpenMP). */
@@ -170,7 +196,7 @@ void adampi__free_zeroed(void *p, size_t bytes);
 /* buffers.c: the step through the shared buffers (see there). */
 void adampi__free_step_buffers(adampi *opt);
 /* 1 if params and grads are this rank's step buffers. */
-int adampi__direct_step(const adampi *opt, const float *params, const float *grads);
+int adampi__direct_step(const adampi *opt, const void *params, const void *grads);
 /* A full memory fence if there are step buffers (on both sides of a synchronising collective). */
 void adampi__step_buffers_sync(adampi *opt);
 

@@ -41,7 +41,8 @@ static int put_i64(bytes *b, int64_t v) { return put(b, &v, sizeof v); }
 /* Everything that must be equal on all ranks, in a form that compares with memcmp per item. */
 static int serialize(const adampi *opt, bytes *b)
 {
-  int rc = put_i64(b, opt->num_groups);
+  int rc = put_i64(b, opt->cfg.dtype);
+  rc |= put_i64(b, opt->num_groups);
   for (int g = 0; g < opt->num_groups && rc == 0; g++) {
     unsigned char hp[ADAMPI_HPARAMS_BYTES];
     adampi__hparams_bytes(&opt->groups[g], hp);
@@ -105,7 +106,13 @@ static int first_difference(const adampi *opt, const unsigned char *root, size_t
                             size_t len)
 {
   reader r = {root, root_len, 0};
-  int64_t ng = 0, nt = 0;
+  int64_t ng = 0, nt = 0, dtype = 0;
+  if (get(&r, &dtype, 8)) return -1;
+  if (dtype != (int64_t)opt->cfg.dtype) {
+    snprintf(msg, len, "rank 0 uses element type %s, rank %d uses %s", adampi_dtype_name((adampi_dtype)dtype),
+             opt->rank, adampi_dtype_name(opt->cfg.dtype));
+    return -1;
+  }
   if (get(&r, &ng, 8)) return -1;
   if (ng != opt->num_groups) {
     snprintf(msg, len, "rank 0 added %lld parameter groups, rank %d added %d", (long long)ng, opt->rank,
@@ -366,6 +373,7 @@ void adampi__free_layout(adampi *opt)
   adampi__free_zeroed(opt->state[0], n);
   adampi__free_zeroed(opt->state[1], opt->cfg.kind == ADAMPI_ADAMP ? n : 0);
   adampi__free_zeroed(opt->grad_shard, n);
+  adampi__free_zeroed(opt->master, opt->master ? n : 0);
   adampi__free_zeroed(opt->row_sums, (size_t)opt->my_rows * sizeof *opt->row_sums);
   adampi__free_zeroed(opt->row_wu, (size_t)opt->my_rows * sizeof(double));
   adampi__free_zeroed(opt->stats, (size_t)opt->stats_len * sizeof(double));
@@ -384,7 +392,8 @@ void adampi__free_layout(adampi *opt)
   free(opt->shard_lo);
   opt->bounds = NULL;
   opt->shard_lo = NULL;
-  opt->state[0] = opt->state[1] = opt->grad_shard = NULL;
+  opt->state[0] = opt->state[1] = opt->grad_shard = opt->master = NULL;
+  opt->master_valid = 0;
   opt->row_sums = NULL;
   opt->row_wu = opt->stats = opt->wu_nodes = NULL;
   opt->view = NULL;
@@ -413,6 +422,7 @@ adampi_status adampi__commit_layout(adampi *opt)
     opt->state[0] = alloc_zero(n, sizeof(float));
     opt->state[1] = opt->cfg.kind == ADAMPI_ADAMP ? alloc_zero(n, sizeof(float)) : alloc_zero(0, sizeof(float));
     opt->grad_shard = alloc_zero(n, sizeof(float));
+    if (opt->cfg.dtype != ADAMPI_FLOAT32) local_fail |= (opt->master = alloc_zero(n, sizeof(float))) == NULL;
     opt->row_sums = alloc_zero((size_t)opt->my_rows, sizeof *opt->row_sums);
     opt->row_wu = alloc_zero((size_t)opt->my_rows, sizeof(double));
     opt->stats = alloc_zero((size_t)opt->stats_len, sizeof(double));
@@ -431,14 +441,16 @@ adampi_status adampi__commit_layout(adampi *opt)
     opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef));
     opt->packet_len = (int64_t)1 << 20; /* 4 MiB packets of the pairwise exchanges */
     opt->packet_buf = alloc_zero(opt->size > 1 ? (size_t)opt->packet_len : 0, sizeof(float));
-    local_fail = !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->tasks || !opt->coefs || !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
+    local_fail |= !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->tasks || !opt->coefs || !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {
     local_fail = 1;
   }
   memset(&opt->profile, 0, sizeof opt->profile);
+  opt->profile.master_bytes = opt->cfg.dtype != ADAMPI_FLOAT32 ? (opt->hi - opt->lo) * (int64_t)sizeof(float) : 0;
+  /* Per shard element: the state, the gradient shard and (16-bit types) the master. */
   opt->profile.allocated_bytes =
-      (int64_t)((opt->hi - opt->lo) * (opt->cfg.kind == ADAMPI_ADAMP ? 12 : 8) + opt->my_rows * (int64_t)(sizeof(adampi__sums) + sizeof(double)) +
+      (int64_t)((opt->hi - opt->lo) * (opt->cfg.kind == ADAMPI_ADAMP ? 12 : 8) + opt->profile.master_bytes + opt->my_rows * (int64_t)(sizeof(adampi__sums) + sizeof(double)) +
                 (opt->stats_len + opt->num_nodes) * 8 + opt->num_tensors * 5 + (opt->size + 1) * 16);
   if (local_fail)
     ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for the state of its shard (%lld elements)", opt->rank,

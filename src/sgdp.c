@@ -3,7 +3,8 @@
  *
  * Without nesterov the direction u IS the momentum buffer: the projection acts on the buffer and
  * the projected buffer is what is stored (as in the official package). With nesterov, u is a new
- * value and the buffer is stored unprojected.
+ * value and the buffer is stored unprojected. The gradient enters multiplied by the clipping
+ * factor gmul, as in adamp.c.
  */
 #include "internal.h"
 
@@ -33,8 +34,9 @@ static double dot_wu(const float *restrict g, const float *restrict b, const flo
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
     for (int64_t k = 0; k < len; k++) {
-      float bi = cl.mom * b[i + k] + cl.omd * g[i + k];
-      u[k] = cl.nesterov ? g[i + k] + cl.mom * bi : bi;
+      float gi = g[i + k] * cl.gmul;
+      float bi = cl.mom * b[i + k] + cl.omd * gi;
+      u[k] = cl.nesterov ? gi + cl.mom * bi : bi;
     }
     double sum;
     if (adampi__lanes_dot_block(acc, w + i, u, len, &sum)) return sum;
@@ -48,8 +50,9 @@ static void apply(const float *restrict g, float *restrict b, float *restrict w,
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   for (int64_t i = 0; i < n; i++) {
-    float bi = cl.mom * b[i] + cl.omd * g[i]; /* b <- momentum b + (1-dampening) g */
-    float u = cl.nesterov ? g[i] + cl.mom * bi : bi;
+    float gi = g[i] * cl.gmul;               /* the clipped gradient (gmul 1: g) */
+    float bi = cl.mom * b[i] + cl.omd * gi;  /* b <- momentum b + (1-dampening) g */
+    float u = cl.nesterov ? gi + cl.mom * bi : bi;
     if (proj) u = u - w[i] * k;  /* remove the radial component */
     b[i] = cl.nesterov ? bi : u; /* without nesterov the projected u is the buffer */
     w[i] = w[i] * cl.decay - cl.lr * u;
@@ -68,9 +71,10 @@ static double buffer_wu(const float *restrict g, float *restrict b, const float 
   for (int64_t i = 0; i < n; i += 256) {
     int64_t len = n - i < 256 ? n - i : 256;
     for (int64_t k = 0; k < len; k++) {
-      float bi = cl.mom * b[i + k] + cl.omd * g[i + k];
+      float gi = g[i + k] * cl.gmul;
+      float bi = cl.mom * b[i + k] + cl.omd * gi;
       b[i + k] = bi;
-      if (cl.nesterov) u[i + k] = g[i + k] + cl.mom * bi;
+      if (cl.nesterov) u[i + k] = gi + cl.mom * bi;
     }
     double sum;
     if (adampi__lanes_dot_block(acc, w + i, cl.nesterov ? u + i : b + i, len, &sum)) return sum;

@@ -35,8 +35,7 @@ static int tensor_at(const adampi *opt, int64_t e)
   return a;
 }
 
-/* Local checks of one state array: finite, and >= 0 when nonneg. */
-static adampi_status check_array(adampi *opt, const char *what, const float *x, int nonneg)
+adampi_status adampi__check_shard(adampi *opt, const char *what, const float *x, int nonneg)
 {
   int64_t n = opt->hi - opt->lo;
   for (int64_t k = 0; k < n; k++) {
@@ -72,8 +71,8 @@ static adampi_status check_state_in(adampi *opt, const adampi_state_in *in)
       return ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "the step of tensor %d '%s' is %lld, outside 0..2^53", i,
                          opt->tensors[i].name, (long long)in->tensor_steps[i]);
   if (empty) return ADAMPI_OK;
-  adampi_status st = adamp ? check_array(opt, "exp_avg", in->exp_avg, 0) : check_array(opt, "momentum", in->momentum, 0);
-  if (st == ADAMPI_OK && adamp) st = check_array(opt, "exp_avg_sq", in->exp_avg_sq, 1);
+  adampi_status st = adamp ? adampi__check_shard(opt, "exp_avg", in->exp_avg, 0) : adampi__check_shard(opt, "momentum", in->momentum, 0);
+  if (st == ADAMPI_OK && adamp) st = adampi__check_shard(opt, "exp_avg_sq", in->exp_avg_sq, 1);
   return st;
 }
 
@@ -132,6 +131,6 @@ adampi_status adampi_allgather(adampi *opt, float *full)
   adampi_status st = full == NULL ? ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: full is NULL", opt->rank) : ADAMPI_OK;
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) return st;
   if (opt->size == 1) return ADAMPI_OK;
-  st = adampi__allgather_params(opt, full);
+  st = adampi__pairwise_share(opt, full, sizeof(float), NULL);
   return adampi__agree(opt, st);
 }

@@ -201,14 +201,33 @@ static int64_t root_size(int64_t leaves)
   return s;
 }
 
+/* The global gradient norm over every tensor with a gradient, from the tensors' exact sums in
+ * tensor order (the same on every rank count), and torch.nn.utils.clip_grad_norm_'s factor:
+ * max_norm / (total + 1e-6) where that is below 1 (MATHS.md "Clipping"). */
+static void clip_factor(adampi *opt, const unsigned char *has_grad)
+{
+  double total = 0.0;
+  for (int i = 0; i < opt->num_tensors; i++)
+    if (!(has_grad && !has_grad[i])) total += opt->tensors[i].sums.gg;
+  total = sqrt(total);
+  opt->last.grad_norm = total;
+  opt->gmul = 1.0f;
+  double max_norm = opt->cfg.max_grad_norm;
+  if (max_norm > 0.0 && isfinite(total)) {
+    float coef = (float)(max_norm / (total + 1e-6));
+    if (coef < 1.0f) opt->gmul = coef;
+  }
+  opt->last.clip_coef = opt->gmul;
+}
+
 int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *is_param)
 {
   int bad = -1;
+  /* Every tensor's sums first: the clipping factor needs all of them. */
   for (int i = 0; i < opt->num_tensors; i++) {
     adampi__tensor *t = &opt->tensors[i];
     opt->view[i] = ADAMPI_VIEW_NONE;
     if (has_grad && !has_grad[i]) continue;
-    const adampi_hparams *hp = &opt->groups[t->group];
     combiner c = {opt->bounds, piece_bounds(opt, t), t->leaves,
                   opt->stats + opt->node_area + 3 * t->node_base, 3, 3, 0};
     double root[3];
@@ -219,6 +238,19 @@ int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *i
       bad = i;
       *is_param = isfinite(s.gg);
     }
+  }
+  clip_factor(opt, has_grad);
+  if (bad >= 0) return bad;
+  /* The decisions see the clipped gradient, as in PyTorch: its sums are the gradient's scaled by
+   * the factor (exactly so when it is 1). The largest row cosine was taken before the factor was
+   * known, from the unclipped rows; it differs only for rows whose clipped norm falls below eps. */
+  const double k = opt->gmul;
+  for (int i = 0; i < opt->num_tensors; i++) {
+    adampi__tensor *t = &opt->tensors[i];
+    if (has_grad && !has_grad[i]) continue;
+    const adampi_hparams *hp = &opt->groups[t->group];
+    adampi__sums s = t->sums;
+    if (k != 1.0) s.gw *= k, s.gg *= k * k, t->sums = s;
     double maxcos = 0.0;
     for (int r = t->first_rank; r <= t->last_rank; r++)
       maxcos = max_nan(maxcos, opt->stats[t->cos_slot + r - t->first_rank]);
@@ -232,7 +264,7 @@ int adampi__decide_projection(adampi *opt, const unsigned char *has_grad, int *i
     if (maxcos < hp->delta / sqrt((double)t->leaf_len)) opt->view[i] = ADAMPI_VIEW_CHANNEL;
     else if (d->cos_layer < hp->delta / sqrt((double)t->numel)) opt->view[i] = ADAMPI_VIEW_LAYER;
   }
-  return bad;
+  return -1;
 }
 
 /* Tree over the local rows' <w,u>: a single-value twin of node_value. */

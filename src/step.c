@@ -18,19 +18,25 @@
 #include <omp.h>
 #endif
 
-/* FNV-1a over what every rank must pass identically: the gradient mask and all hyper-parameters.
- * 48 bits, so that it travels exactly as a double. */
-static double step_hash(const adampi *opt, const unsigned char *has_grad)
+/* FNV-1a over what every rank must pass identically: the gradient mask, all hyper-parameters, the
+ * clipping threshold and the gradient scale. 48 bits, so that it travels exactly as a double. */
+static double step_hash(const adampi *opt, const unsigned char *has_grad, double grad_scale)
 {
   uint64_t h = 1469598103934665603ull;
   for (int i = 0; i < opt->num_tensors; i++) {
     h ^= has_grad ? (has_grad[i] != 0) : 1;
     h *= 1099511628211ull;
   }
-  for (int g = 0; g < opt->num_groups; g++) {
+  for (int g = 0; g <= opt->num_groups; g++) {
     unsigned char p[ADAMPI_HPARAMS_BYTES];
-    adampi__hparams_bytes(&opt->groups[g], p);
-    for (size_t i = 0; i < sizeof p; i++) {
+    size_t len = sizeof p;
+    if (g < opt->num_groups) {
+      adampi__hparams_bytes(&opt->groups[g], p);
+    } else { /* the step's own settings */
+      const double step[2] = {opt->cfg.max_grad_norm, grad_scale};
+      memcpy(p, step, len = sizeof step);
+    }
+    for (size_t i = 0; i < len; i++) {
       h ^= p[i];
       h *= 1099511628211ull;
     }
@@ -52,7 +58,9 @@ static adampi__coef coef_for(const adampi *opt, const adampi__tensor *t, int64_t
 {
   const adampi_hparams *hp = &opt->groups[t->group];
   double r = view != ADAMPI_VIEW_NONE ? hp->wd_ratio : 1.0; /* weight-decay factor */
-  return kernels_of(opt)->coef(hp, update, r);
+  adampi__coef c = kernels_of(opt)->coef(hp, update, r);
+  c.gmul = opt->gmul; /* this step's clipping factor (decide_projection) */
+  return c;
 }
 
 /* The n elements at shard position e of w, g and the state. */
@@ -158,19 +166,21 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
 #else
     float *u_row = opt->u_row;
 #endif
-    /* Without a gradient the task is unchanged, but stored all the same, as an all-gather would. */
+    /* Without a gradient the task is unchanged, but rounded and stored all the same, as an
+     * all-gather would. */
     if (!(has_grad && !has_grad[task->tensor])) update_task(opt, kn, task, w, g, u_row);
-    if (store) {
-      const adampi__tensor *t = &opt->tensors[task->tensor];
-      store(opt, w, t->offset + task->r0 * t->leaf_len - opt->lo, (task->r1 - task->r0) * t->leaf_len);
-    }
+    const adampi__tensor *t = &opt->tensors[task->tensor];
+    int64_t e = t->offset + task->r0 * t->leaf_len - opt->lo, n = (task->r1 - task->r0) * t->leaf_len;
+    if (opt->round_out) adampi__round(opt->cfg.dtype, w + e, (char *)opt->round_out + (size_t)e * opt->elem, n);
+    if (store) store(opt, opt->round_out ? opt->round_out : (const void *)w, e, n);
   }
 }
 
-/* The sharded step on w = params[lo, hi), g = averaged grads[lo, hi). local_st: an error this
- * rank found before the step, which the exchange makes known to every rank. store: the
- * transport's per-task hook for the update pass, or NULL. */
-static adampi_status step_shard(adampi *opt, float *w, const float *g, const unsigned char *has_grad,
+/* The sharded step on w (the fp32 parameters of [lo, hi): the caller's, or the master) and g (the
+ * averaged fp32 gradients of [lo, hi)). local_st: an error this rank found before the step, which
+ * the exchange makes known to every rank. store: the transport's per-task hook for the update
+ * pass, or NULL; opt->round_out: where the update pass rounds w to, or NULL. */
+static adampi_status step_shard(adampi *opt, float *w, const float *g, const unsigned char *has_grad, double grad_scale,
                                 adampi_status local_st, adampi__store_fn store)
 {
   adampi_status st = ADAMPI_OK;
@@ -178,7 +188,7 @@ static adampi_status step_shard(adampi *opt, float *w, const float *g, const uns
   double t0 = MPI_Wtime();
   memset(opt->stats, 0, (size_t)opt->stats_len * sizeof(double));
   opt->stats[opt->rank] = (double)local_st;
-  opt->stats[P + opt->rank] = step_hash(opt, has_grad);
+  opt->stats[P + opt->rank] = step_hash(opt, has_grad, grad_scale);
   if (local_st == ADAMPI_OK) adampi__statistics_pass(opt, w, g, has_grad);
   double t1 = MPI_Wtime();
   opt->profile.seconds[ADAMPI_PHASE_STATS] = t1 - t0;
@@ -194,21 +204,24 @@ static adampi_status step_shard(adampi *opt, float *w, const float *g, const uns
   for (int r = 1; r < P; r++)
     if (opt->stats[P + r] != opt->stats[P])
       return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH,
-                         "ranks 0 and %d passed different has_grad masks or hold different "
-                         "hyper-parameters (every rank must make the same set_lr/set_hparams calls)",
+                         "ranks 0 and %d passed different has_grad masks or grad_scale values, or hold different "
+                         "hyper-parameters or max_grad_norm (every rank must make the same set_lr/set_hparams/"
+                         "set_max_grad_norm calls)",
                          r);
 
   int is_param = 0;
   int bad = adampi__decide_projection(opt, has_grad, &is_param);
   if (bad >= 0) {
+    opt->last.nonfinite_tensor = bad;
     if (opt->cfg.nonfinite == ADAMPI_NONFINITE_SKIP) {
       opt->steps_skipped++;
+      opt->last.skipped = 1;
       return ADAMPI_OK;
     }
     return ADAMPI_FAIL(opt, ADAMPI_ERR_NONFINITE,
                        "NaN or Inf in the %s of tensor %d '%s' at step %lld; nothing was changed",
-                       is_param ? "parameters" : "gradient", bad, opt->tensors[bad].name,
-                       (long long)(opt->steps_taken + opt->steps_skipped));
+                       is_param ? "parameters" : grad_scale != 1.0 ? "gradient (after the division by grad_scale)" : "gradient",
+                       bad, opt->tensors[bad].name, (long long)(opt->steps_taken + opt->steps_skipped));
   }
   st = layer_coefficients(opt, w, g);
   if (st != ADAMPI_OK) return st;
@@ -217,35 +230,95 @@ static adampi_status step_shard(adampi *opt, float *w, const float *g, const uns
   apply_update(opt, w, g, has_grad, store);
   opt->profile.seconds[ADAMPI_PHASE_UPDATE] = MPI_Wtime() - t2;
   opt->steps_taken++;
+  opt->last.applied = 1;
+  if (opt->master) opt->master_valid = 1;
 done:
   return st;
+}
+
+adampi_step_options adampi_step_defaults(void)
+{
+  adampi_step_options o = {NULL, 1.0};
+  return o;
+}
+
+/* Start a step call: forget the last one's outcome and failure. */
+static void begin_step(adampi *opt)
+{
+  adampi__clear_error(opt);
+  adampi_step_info none = {0, 0, -1, NAN, 1.0};
+  opt->last = none;
+  opt->gmul = 1.0f;
+  opt->round_out = NULL;
+}
+
+/* Local checks of the per-step options. */
+static adampi_status check_options(adampi *opt, const adampi_step_options *o)
+{
+  if (!(isfinite(o->grad_scale) && o->grad_scale > 0.0))
+    return ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: grad_scale = %g must be finite and > 0; nothing was changed",
+                       opt->rank, o->grad_scale);
+  return ADAMPI_OK;
+}
+
+/* The fp32 parameters the step updates: the master of a 16-bit handle, made from the caller's
+ * shard at its first step (it becomes valid only when a step commits), else the caller's own. */
+static float *fp32_params(adampi *opt, void *param_shard)
+{
+  if (opt->master == NULL) return param_shard;
+  if (!opt->master_valid) adampi__master_from(opt, param_shard);
+  opt->round_out = param_shard;
+  return opt->master;
+}
+
+adampi_status adampi_step_sharded_ex(adampi *opt, void *param_shard, const void *grad_shard,
+                                     const adampi_step_options *o)
+{
+  if (opt == NULL) return ADAMPI_ERR_ARG;
+  begin_step(opt);
+  opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = 0.0;
+  opt->profile.gradient_bytes = 0;
+  /* Commit is collective and agreed, so this test gives the same answer on every rank. */
+  if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "step before adampi_commit");
+  adampi_step_options defaults = adampi_step_defaults();
+  if (o == NULL) o = &defaults;
+  int64_t n = opt->hi - opt->lo;
+  adampi_status local = check_options(opt, o);
+  if (local == ADAMPI_OK && n > 0 && (param_shard == NULL || grad_shard == NULL))
+    local = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: %s is NULL but its shard holds %lld elements", opt->rank,
+                        param_shard == NULL ? "param_shard" : "grad_shard", (long long)n);
+  float *w = NULL;
+  const float *g = grad_shard;
+  if (local == ADAMPI_OK) {
+    w = fp32_params(opt, param_shard);
+    /* 16-bit or scaled gradients are made fp32 and unscaled once, into the handle's shard buffer. */
+    if (opt->master || o->grad_scale != 1.0) {
+      adampi__intake(opt->cfg.dtype, grad_shard, opt->grad_shard, n, (float)o->grad_scale);
+      g = opt->grad_shard;
+    }
+  }
+  return step_shard(opt, w, g, o->has_grad, o->grad_scale, local, NULL);
 }
 
 adampi_status adampi_step_sharded(adampi *opt, float *param_shard, const float *grad_shard,
                                   const unsigned char *has_grad)
 {
-  if (opt == NULL) return ADAMPI_ERR_ARG;
-  adampi__clear_error(opt);
-  opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = 0.0;
-  opt->profile.gradient_bytes = 0;
-  /* Commit is collective and agreed, so this test gives the same answer on every rank. */
-  if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "step before adampi_commit");
-  adampi_status local = ADAMPI_OK;
-  if (opt->hi > opt->lo && (param_shard == NULL || grad_shard == NULL))
-    local = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: %s is NULL but its shard holds %lld elements", opt->rank,
-                        param_shard == NULL ? "param_shard" : "grad_shard", (long long)(opt->hi - opt->lo));
-  return step_shard(opt, param_shard, grad_shard, has_grad, local, NULL);
+  adampi_step_options o = adampi_step_defaults();
+  o.has_grad = has_grad;
+  return adampi_step_sharded_ex(opt, param_shard, grad_shard, &o);
 }
 
-adampi_status adampi_step(adampi *opt, float *params, const float *grads, const unsigned char *has_grad)
+adampi_status adampi_step_ex(adampi *opt, void *params, const void *grads, const adampi_step_options *o)
 {
   if (opt == NULL) return ADAMPI_ERR_ARG;
-  adampi__clear_error(opt);
+  begin_step(opt);
   if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "step before adampi_commit");
   adampi_status st = ADAMPI_OK;
+  adampi_step_options defaults = adampi_step_defaults();
+  if (o == NULL) o = &defaults;
   const int P = opt->size;
-  int status = ADAMPI_OK, direct = adampi__direct_step(opt, params, grads);
-  if (params == NULL || grads == NULL)
+  int status = check_options(opt, o), direct = adampi__direct_step(opt, params, grads);
+  if (status == ADAMPI_OK && (params == NULL || grads == NULL))
     status = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: %s is NULL", opt->rank, params == NULL ? "params" : "grads");
   /* The reduce-scatter needs every rank's buffers: agree on the arguments first. One maximum over
    * {the worst status with the lowest rank that has it, direct, !direct}; the collective also
@@ -267,20 +340,40 @@ adampi_status adampi_step(adampi *opt, float *params, const float *grads, const 
                        opt->rank, direct ? "" : " not");
   /* Through the step buffers, the ranks of a node read each other's gradients and the update pass
    * stores its shard into their parameters (node-shared memory); otherwise messages. One rank:
-   * its gradients are the mean (g / 1 == g exactly); nothing to reduce or share. */
+   * its gradients are the mean (g / 1 == g exactly); nothing to reduce or share, and fp32
+   * gradients without a scale are read where they are. */
   const adampi__transport *x = P == 1 ? NULL : direct ? &adampi__node_shm : &adampi__messages;
+  const float scale = (float)o->grad_scale;
+  const float *g = opt->grad_shard;
   double t0 = MPI_Wtime();
-  if (x) st = x->reduce_mean(opt, grads, opt->grad_shard);
+  if (x) st = x->reduce_mean(opt, grads, opt->grad_shard, scale);
+  else if (opt->master || scale != 1.0f) adampi__intake(opt->cfg.dtype, grads, opt->grad_shard, opt->numel, scale);
+  else g = grads;
   if (st != ADAMPI_OK) return st;
   double t1 = MPI_Wtime();
   int64_t before = opt->steps_taken;
-  st = step_shard(opt, params + opt->lo, x ? opt->grad_shard : grads, has_grad, ADAMPI_OK, x ? x->store : NULL);
+  void *shard = (char *)params + (size_t)opt->lo * opt->elem;
+  st = step_shard(opt, fp32_params(opt, shard), g, o->has_grad, o->grad_scale, ADAMPI_OK, x ? x->store : NULL);
   opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = t1 - t0;
-  opt->profile.gradient_bytes = opt->numel * (int64_t)sizeof(float);
+  opt->profile.gradient_bytes = opt->numel * (int64_t)opt->elem;
   if (st != ADAMPI_OK || opt->steps_taken == before) return st; /* failed or skipped: nothing to share */
   t1 = MPI_Wtime();
   if (x) st = x->share_params(opt, params);
   opt->profile.seconds[ADAMPI_PHASE_ALLGATHER] = MPI_Wtime() - t1;
 done:
   return st;
+}
+
+adampi_status adampi_step(adampi *opt, float *params, const float *grads, const unsigned char *has_grad)
+{
+  adampi_step_options o = adampi_step_defaults();
+  o.has_grad = has_grad;
+  return adampi_step_ex(opt, params, grads, &o);
+}
+
+adampi_status adampi_last_step(const adampi *opt, adampi_step_info *info)
+{
+  if (opt == NULL || info == NULL) return ADAMPI_ERR_ARG;
+  *info = opt->last;
+  return ADAMPI_OK;
 }

@@ -1,0 +1,154 @@
+/*
+ * precision.c - mixed precision: the element types, their conversions over buffers, the fp32
+ * master of a 16-bit handle (adampi_set_master, adampi_master_shard) and the loss scaler.
+ *
+ * With a 16-bit type the library's truth is the master, fp32, one per shard element, beside the
+ * state: every step updates the master and rounds it into the caller's 16-bit parameters, and a
+ * checkpoint keeps the master (MATHS.md "Mixed precision"). The conversions are dtype.h's, the
+ * same bits on every machine; their loops are built for every vector width (ADAMPI_CLONES).
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t adampi_dtype_size(adampi_dtype dtype)
+{
+  switch (dtype) {
+  case ADAMPI_FLOAT32: return 4;
+  case ADAMPI_BFLOAT16:
+  case ADAMPI_FLOAT16: return 2;
+  }
+  return 0;
+}
+
+const char *adampi_dtype_name(adampi_dtype dtype)
+{
+  switch (dtype) {
+  case ADAMPI_FLOAT32: return "float32";
+  case ADAMPI_BFLOAT16: return "bfloat16";
+  case ADAMPI_FLOAT16: return "float16";
+  }
+  return NULL;
+}
+
+ADAMPI_CLONES
+static void round_bf16(const float *restrict in, uint16_t *restrict out, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++) out[i] = adampi__to_bf16(in[i]);
+}
+
+ADAMPI_CLONES
+static void round_f16(const float *restrict in, uint16_t *restrict out, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++) out[i] = adampi__to_f16(in[i]);
+}
+
+ADAMPI_CLONES
+static void widen_bf16(const uint16_t *restrict in, float *restrict out, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++) out[i] = adampi__from_bf16(in[i]);
+}
+
+ADAMPI_CLONES
+static void widen_f16(const uint16_t *restrict in, float *restrict out, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++) out[i] = adampi__from_f16(in[i]);
+}
+
+void adampi__round(adampi_dtype dtype, const float *in, void *out, int64_t n)
+{
+  if (n <= 0) return;
+  if (dtype == ADAMPI_BFLOAT16) round_bf16(in, out, n);
+  else if (dtype == ADAMPI_FLOAT16) round_f16(in, out, n);
+  else if (in != out) memmove(out, in, (size_t)n * sizeof(float));
+}
+
+void adampi__widen(adampi_dtype dtype, const void *in, float *out, int64_t n)
+{
+  if (n <= 0) return;
+  if (dtype == ADAMPI_BFLOAT16) widen_bf16(in, out, n);
+  else if (dtype == ADAMPI_FLOAT16) widen_f16(in, out, n);
+  else if (in != out) memmove(out, in, (size_t)n * sizeof(float));
+}
+
+adampi_status adampi_round_to(adampi_dtype dtype, const float *in, void *out, int64_t n)
+{
+  if (adampi_dtype_size(dtype) == 0 || n < 0 || (n > 0 && (in == NULL || out == NULL))) return ADAMPI_ERR_ARG;
+  adampi__round(dtype, in, out, n);
+  return ADAMPI_OK;
+}
+
+adampi_status adampi_widen(adampi_dtype dtype, const void *in, float *out, int64_t n)
+{
+  if (adampi_dtype_size(dtype) == 0 || n < 0 || (n > 0 && (in == NULL || out == NULL))) return ADAMPI_ERR_ARG;
+  adampi__widen(dtype, in, out, n);
+  return ADAMPI_OK;
+}
+
+void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale)
+{
+  if (dtype != ADAMPI_FLOAT32 || g != out) adampi__widen(dtype, g, out, n);
+  if (scale != 1.0f)
+    for (int64_t i = 0; i < n; i++) out[i] = out[i] / scale;
+}
+
+void adampi__master_from(adampi *opt, const void *param_shard)
+{
+  if (opt->master == NULL) return;
+  adampi__widen(opt->cfg.dtype, param_shard, opt->master, opt->hi - opt->lo);
+}
+
+const float *adampi_master_shard(const adampi *opt)
+{
+  if (opt == NULL || !opt->committed || opt->master == NULL || !opt->master_valid || opt->hi == opt->lo) return NULL;
+  return opt->master;
+}
+
+adampi_status adampi_set_master(adampi *opt, const float *values, adampi_params_form form, void *params)
+{
+  if (opt == NULL) return ADAMPI_ERR_ARG;
+  adampi__clear_error(opt);
+  if (!opt->committed) return ADAMPI_FAIL(opt, ADAMPI_ERR_STATE, "adampi_set_master before adampi_commit");
+  adampi_status st = ADAMPI_OK;
+  int64_t n = opt->hi - opt->lo;
+  const float *mine = values == NULL ? NULL : form == ADAMPI_PARAMS_FULL ? values + opt->lo : values;
+  if (form != ADAMPI_PARAMS_SHARD && form != ADAMPI_PARAMS_FULL)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "form = %d is not a known form", (int)form);
+  else if (values == NULL && (n > 0 || form == ADAMPI_PARAMS_FULL))
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "rank %d: values is NULL", opt->rank);
+  else
+    st = adampi__check_shard(opt, "the master values", mine, 0);
+  st = adampi__agree(opt, st);
+  if (st != ADAMPI_OK) return st;
+  if (opt->master) {
+    if (n > 0) memcpy(opt->master, mine, (size_t)n * sizeof(float));
+    opt->master_valid = 1;
+  }
+  if (params != NULL) {
+    /* Full values are on every rank, so every rank rounds the whole buffer itself. */
+    int64_t count = form == ADAMPI_PARAMS_FULL ? opt->numel : n;
+    adampi__round(opt->cfg.dtype, values, params, count);
+  }
+  return ADAMPI_OK;
+}
+
+adampi_loss_scaler adampi_loss_scaler_defaults(void)
+{
+  adampi_loss_scaler s = {65536.0, 2.0, 0.5, 2000, 0};
+  return s;
+}
+
+void adampi_loss_scaler_update(adampi_loss_scaler *s, int skipped)
+{
+  if (s == NULL) return;
+  if (skipped) {
+    s->scale *= s->backoff_factor;
+    s->good_steps = 0;
+    return;
+  }
+  if (++s->good_steps < s->growth_interval) return;
+  s->good_steps = 0;
+  if (isfinite(s->scale * s->growth_factor)) s->scale *= s->growth_factor;
+}
