@@ -8,7 +8,9 @@
  * Each rank takes its slice of every global batch and computes forward and backward with
  * BatchNorm statistics synchronized across ranks; the gradient of the global batch is summed in a
  * fixed order (mlp.c), so it has the same bits on 1, 2, 4 or 8 ranks; adampi keeps the sharded
- * optimizer state and updates each rank's shard. The data order is a function of (seed, epoch),
+ * optimizer state, updates each rank's shard and all-gathers the parameters. Parameter groups are
+ * chosen by tensor name (group_rules); the BatchNorm running statistics are not parameters and
+ * are checkpointed as caller arrays (adampi_array). The data order is a function of (seed, epoch),
  * so a run resumed from the checkpoint written at the end of every epoch continues exactly, on any
  * of those rank counts. --keep K keeps the K previous checkpoints as PATH.1 .. PATH.K (adampi_save's
  * keep_last), so a damaged newest one leaves an older one to resume from (launch/ and adampi-ckpt latest).
