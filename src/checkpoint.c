@@ -3,7 +3,7 @@
  * and collective I/O: each rank writes and reads only its shard's part of every dataset, so a
  * file saved on N ranks loads on any M. This file holds the format and the save and load; the
  * atomic-file mechanics are in ckpt_file.c, the dataset checksum in ckpt_digest.c, the caller area
- * in ckpt_user.c (checkpoint.h), and attributes are read and written by h5attr.c (h5io.h), by the
+ * in ckpt_user.c, the caller arrays in ckpt_arrays.c (checkpoint.h), and attributes are read and written by h5attr.c (h5io.h), by the
  * same rules as replay files, so a checkpoint edited with h5py still loads.
  *
  * Layout (format "adampi-checkpoint", version 1; documented in the README):
@@ -17,6 +17,7 @@
  *                           (ckpt_digest.c: a sum over elements, so every rank adds its
  *                           own part and the total does not depend on the sharding)
  *   /user                   attributes: the caller's named integers
+ *   /arrays/<name>          the caller's arrays (only if any): float32, 1-d, checksum attribute
  *
  * Atomicity: written as PATH.adampi-tmp with its blocks reserved first, fsynced by every rank,
  * checked, renamed over PATH, directory fsynced. Every failure is agreed across ranks before it is
@@ -46,13 +47,13 @@
   "dataset's attribute checksum is computed as root attribute checksum_algorithm says."
 adampi_save_options adampi_save_defaults(void)
 {
-  adampi_save_options o = {ADAMPI_PARAMS_SHARD, 0, NULL};
+  adampi_save_options o = {ADAMPI_PARAMS_SHARD, 0, NULL, NULL, 0};
   return o;
 }
 
 adampi_load_options adampi_load_defaults(void)
 {
-  adampi_load_options o = {ADAMPI_PARAMS_SHARD, 0, NULL};
+  adampi_load_options o = {ADAMPI_PARAMS_SHARD, 0, NULL, NULL, 0};
   return o;
 }
 
@@ -233,11 +234,14 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   for (int i = 0; st == ADAMPI_OK && o.user && i < o.user->count; i++)
     if (o.user->count > ADAMPI_USER_MAX || !adampi__ckpt_valid_user_name(o.user->name[i]))
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "caller value %d has an invalid name or count", i);
+  if (st == ADAMPI_OK) st = adampi__ckpt_arrays_check(opt, o.arrays, o.num_arrays);
   digests = calloc((size_t)opt->num_tensors * (1 + MAX_STATE), sizeof *digests);
   if (digests == NULL && st == ADAMPI_OK) st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "no memory");
   if (st == ADAMPI_OK && opt->rank == 0) st = adampi__ckpt_check_space(opt, path);
   st = adampi__agree(opt, st);
   if (st != ADAMPI_OK) goto done;
+  uint64_t array_digests[ADAMPI_ARRAYS_MAX];
+  if ((st = adampi__ckpt_arrays_agree(opt, o.arrays, o.num_arrays, array_digests)) != ADAMPI_OK) goto done;
 
   const float *w = params ? (o.params == ADAMPI_PARAMS_FULL ? params + opt->lo : params) : NULL;
   const float *src[1 + MAX_STATE] = {w, opt->state[0], opt->state[1]};
@@ -267,6 +271,7 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   if (opt->rank == 0) st = adampi__ckpt_reserve_space(opt, tmp);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
   int bad = write_root(&wr, f) | write_groups(&wr, f) | adampi__ckpt_write_user(&wr, f, o.user);
+  bad |= adampi__ckpt_write_arrays(&wr, f, dxpl, o.arrays, o.num_arrays, array_digests);
   int bad_tensor = write_tensors(&wr, f, dxpl, w, digests);
   /* No H5Fflush: after a local write error HDF5 may leave it early on one rank and wait in it on
    * the others. Close, then every rank fsyncs what it wrote (no collective involved). */
@@ -527,6 +532,7 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, f = H5I_INVALID_HID;
   size_t n = (size_t)(opt->hi - opt->lo);
   staged sg = {0};
+  float *arrays = NULL; /* the caller arrays, staged */
   adampi__h5_quiet quiet = {0};
 
   if (path == NULL || path[0] == '\0') st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "the checkpoint path is NULL or empty");
@@ -535,6 +541,9 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "options->params = %d is not a known form", (int)o.params);
   else if (access(path, R_OK) != 0)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+  else st = adampi__ckpt_arrays_check(opt, o.arrays, o.num_arrays);
+  if (st == ADAMPI_OK && (arrays = adampi__ckpt_arrays_stage(o.arrays, o.num_arrays)) == NULL)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory to stage the caller arrays", opt->rank);
   if (st == ADAMPI_OK) {
     sg.w = opt->grad_shard; /* scratch between steps, already touched: stages the parameters */
     sg.s0 = adampi__alloc_zeroed(n * sizeof(float));
@@ -556,6 +565,8 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an adampi checkpoint (HDF5 superblock version %d, without metadata checksums)",
                      path, superblock);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+  /* The same list everywhere, before the metadata reads that every rank makes together. */
+  if ((st = adampi__ckpt_arrays_agree(opt, o.arrays, o.num_arrays, NULL)) != ADAMPI_OK) goto done;
 
   /* Reads are independent: each rank reads only its own rows, straight into its buffers. */
   const char *failed = (fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0                         ? "H5Pcreate(H5P_FILE_ACCESS)"
@@ -572,6 +583,7 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   if (st == ADAMPI_OK) st = read_groups(opt, f, path, &sg);
   if (st == ADAMPI_OK) st = check_tensors(opt, f, path, &sg);
   if (st == ADAMPI_OK) st = adampi__ckpt_read_user(opt, f, path, &sg.user);
+  if (st == ADAMPI_OK) st = adampi__ckpt_read_arrays(opt, f, path, o.arrays, o.num_arrays, arrays);
   /* All ranks read the same metadata, but agree before the collective reads all the same. */
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
   st = read_tensors(opt, f, dxpl, path, &sg);
@@ -602,11 +614,13 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   opt->steps_taken = sg.taken;
   opt->steps_skipped = sg.skipped;
   if (o.user) *o.user = sg.user;
+  adampi__ckpt_arrays_commit(o.arrays, o.num_arrays, arrays);
 done:
   if (f >= 0) H5Fclose(f);
   if (dxpl >= 0) H5Pclose(dxpl);
   if (fapl >= 0) H5Pclose(fapl);
   adampi__h5_quiet_end(&quiet);
   free_staged(opt, &sg);
+  free(arrays);
   return st;
 }

@@ -4,7 +4,9 @@
  * with and without nesterov); corrupted, truncated, empty, wrong-kind, newer-format, non-HDF5,
  * missing and mismatched files are refused with a message naming the problem and change nothing;
  * rotation keeps the last K; a save into a missing directory fails everywhere; full parameters
- * (ADAMPI_PARAMS_FULL) round-trip into the caller's buffer and into the shared step buffers.
+ * (ADAMPI_PARAMS_FULL) round-trip into the caller's buffer and into the shared step buffers;
+ * caller arrays (adampi_array) round-trip bit for bit, and a corrupt, missing, mis-sized or
+ * unchecksummed one is refused by name with the caller's arrays untouched.
  */
 #define _POSIX_C_SOURCE 200809L /* pread, pwrite, truncate */
 #include "problem.h"
@@ -717,6 +719,211 @@ START_TEST(save_into_a_missing_directory_fails_everywhere)
 }
 END_TEST
 
+/* ---- caller arrays ------------------------------------------------------------------------ */
+
+#define A_MEAN 5
+#define A_VAR 300
+
+/* Values with every kind of float32 bit pattern worth keeping: signs, a negative zero, a
+ * subnormal, large and small magnitudes. The same on every rank (caller arrays are replicated). */
+static void fill_arrays(float *mean, float *var)
+{
+  for (int k = 0; k < A_MEAN; k++) mean[k] = (float)(k - 2) * 0.37f;
+  mean[2] = -0.0f;
+  for (int k = 0; k < A_VAR; k++) var[k] = 1.0f + (float)k * 1e-3f;
+  var[7] = 1e-42f;
+  var[8] = 3e38f;
+}
+
+/* A save with two caller arrays, loaded back on every rank bit for bit, with the optimizer; a
+ * load that asks for one of them (or none) ignores the other. */
+START_TEST(caller_arrays_round_trip)
+{
+  const problem_variant *v = &problem_variants[_i ? 2 : 0];
+  char path[512];
+  shared_path(path, sizeof path, "arrays");
+  float mean[A_MEAN], var[A_VAR], mean_back[A_MEAN], var_back[A_VAR];
+  fill_arrays(mean, var);
+  live a = start(MPI_COMM_WORLD, v, 3, ADAMPI_NONFINITE_ERROR);
+  adampi_array out[2] = {{"bn1.running_mean", mean, A_MEAN}, {"bn1.running_var", var, A_VAR}};
+  adampi_save_options so = adampi_save_defaults();
+  so.arrays = out;
+  so.num_arrays = 2;
+  ck_assert_ok(a.opt, adampi_save(a.opt, path, a.w, &so));
+
+  live b = start(MPI_COMM_WORLD, v, 0, ADAMPI_NONFINITE_ERROR);
+  memset(mean_back, 0xff, sizeof mean_back), memset(var_back, 0xff, sizeof var_back);
+  adampi_array in[2] = {{"bn1.running_var", var_back, A_VAR}, {"bn1.running_mean", mean_back, A_MEAN}}; /* any order */
+  adampi_load_options lo = adampi_load_defaults();
+  lo.arrays = in;
+  lo.num_arrays = 2;
+  ck_assert_ok(b.opt, adampi_load(b.opt, path, b.w, &lo));
+  ck_assert_msg(memcmp(mean, mean_back, sizeof mean) == 0, "[rank %d] bn1.running_mean differs after load", test_rank());
+  ck_assert_msg(memcmp(var, var_back, sizeof var) == 0, "[rank %d] bn1.running_var differs after load", test_rank());
+  problem_result ra, rb;
+  char diff[400];
+  problem_collect(a.opt, MPI_COMM_WORLD, v->kind, a.w, &ra);
+  problem_collect(b.opt, MPI_COMM_WORLD, v->kind, b.w, &rb);
+  problem_compare(&ra, &rb, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "after a load with caller arrays: %s", diff);
+
+  memset(mean_back, 0, sizeof mean_back);
+  lo.arrays = &in[1];
+  lo.num_arrays = 1;
+  ck_assert_ok(b.opt, adampi_load(b.opt, path, b.w, &lo));
+  ck_assert_msg(memcmp(mean, mean_back, sizeof mean) == 0, "[rank %d] bn1.running_mean alone differs", test_rank());
+  ck_assert_ok(b.opt, adampi_load(b.opt, path, b.w, NULL));
+  problem_release(&ra);
+  problem_release(&rb);
+  stop(&a), stop(&b);
+  remove_all(path);
+}
+END_TEST
+
+enum { ARR_CORRUPT, ARR_MISSING, ARR_LENGTH, ARR_NO_GROUP, ARR_NO_CHECKSUM, ARR_FLOAT64, NUM_ARR_BAD };
+
+static const char *const arr_expect[NUM_ARR_BAD] = {
+  [ARR_CORRUPT] = "caller array 'bn1.running_var': checksum mismatch (the file is corrupt)",
+  [ARR_MISSING] = "caller array 'ghost' (/arrays/ghost) is not in the checkpoint",
+  [ARR_LENGTH] = "caller array 'bn1.running_var': the checkpoint holds 300 elements, 301 were asked for",
+  [ARR_NO_GROUP] = "caller array 'bn1.running_mean' (/arrays/bn1.running_mean) is not in the checkpoint",
+  [ARR_NO_CHECKSUM] = "caller array 'bn1.running_mean': no valid checksum attribute",
+  [ARR_FLOAT64] = "caller array 'bn1.running_mean': /arrays/bn1.running_mean is not a 1-d float32 dataset",
+};
+
+/* Flip one byte of a dataset's contiguous data, a third of the way in (rank 0). */
+static int flip_byte(const char *path, const char *dataset, size_t bytes)
+{
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t d = f >= 0 ? H5Dopen2(f, dataset, H5P_DEFAULT) : H5I_INVALID_HID;
+  haddr_t addr = d >= 0 ? H5Dget_offset(d) : HADDR_UNDEF;
+  if (d >= 0) H5Dclose(d);
+  if (f >= 0) H5Fclose(f);
+  off_t at = (off_t)addr + (off_t)(bytes / 3);
+  int fd = open(path, O_RDWR);
+  unsigned char byte = 0;
+  int ok = addr != HADDR_UNDEF && fd >= 0 && pread(fd, &byte, 1, at) == 1;
+  byte ^= 0x04;
+  ok = ok && pwrite(fd, &byte, 1, at) == 1;
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
+static int damage_arrays(const char *path, int how)
+{
+  switch (how) {
+  case ARR_CORRUPT: return flip_byte(path, "arrays/bn1.running_var", A_VAR * sizeof(float));
+  case ARR_NO_CHECKSUM: {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = f >= 0 ? H5Dopen2(f, "arrays/bn1.running_mean", H5P_DEFAULT) : H5I_INVALID_HID;
+    int ok = d >= 0 && H5Adelete(d, "checksum") >= 0;
+    if (d >= 0) H5Dclose(d);
+    if (f >= 0) H5Fclose(f);
+    return ok;
+  }
+  case ARR_FLOAT64: {
+    hsize_t dims[1] = {A_MEAN};
+    return replace_dataset(path, "arrays/bn1.running_mean", H5T_IEEE_F64LE, 1, dims);
+  }
+  default: return 1; /* the file is intact: the request is what is wrong */
+  }
+}
+
+/* A refused load of caller arrays names the array, returns ADAMPI_ERR_FORMAT on every rank and
+ * changes nothing: not the caller's arrays, not the optimizer, not the caller area. */
+START_TEST(bad_caller_arrays_are_refused_and_change_nothing)
+{
+  const problem_variant *v = &problem_variants[0];
+  char path[512];
+  shared_path(path, sizeof path, "arrays_bad");
+  float mean[A_MEAN], var[A_VAR];
+  fill_arrays(mean, var);
+  live src = start(MPI_COMM_WORLD, v, 3, ADAMPI_NONFINITE_ERROR);
+  adampi_array out[2] = {{"bn1.running_mean", mean, A_MEAN}, {"bn1.running_var", var, A_VAR}};
+  adampi_save_options so = adampi_save_defaults();
+  so.arrays = out;
+  so.num_arrays = _i == ARR_NO_GROUP ? 0 : 2; /* a file as saved before caller arrays existed */
+  ck_assert_ok(src.opt, adampi_save(src.opt, path, src.w, &so));
+  stop(&src);
+  MPI_Barrier(MPI_COMM_WORLD);
+  int damaged = test_rank() == 0 ? !damage_arrays(path, _i) : 0;
+  MPI_Bcast(&damaged, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  ck_assert_msg(damaged == 0, "case %d: the file could not be damaged as planned", _i);
+
+  live l = start(MPI_COMM_WORLD, v, 5, ADAMPI_NONFINITE_ERROR);
+  problem_result before, after;
+  problem_collect(l.opt, MPI_COMM_WORLD, v->kind, l.w, &before);
+  float m[A_MEAN + 1], x[A_VAR + 1], m0[A_MEAN + 1], x0[A_VAR + 1];
+  for (int k = 0; k <= A_VAR; k++) x[k] = (float)-k;
+  for (int k = 0; k <= A_MEAN; k++) m[k] = 42.0f + (float)k;
+  memcpy(m0, m, sizeof m), memcpy(x0, x, sizeof x);
+  adampi_array in[3] = {{"bn1.running_mean", m, A_MEAN}, {"bn1.running_var", x, _i == ARR_LENGTH ? A_VAR + 1 : A_VAR},
+                        {"ghost", m, 1}};
+  adampi_user user = {0};
+  adampi_user_set(&user, "untouched", 7);
+  adampi_load_options lo = adampi_load_defaults();
+  lo.arrays = in;
+  lo.num_arrays = _i == ARR_MISSING ? 3 : 2;
+  lo.user = &user;
+  adampi_status st = adampi_load(l.opt, path, l.w, &lo);
+  const char *msg = adampi_last_error(l.opt);
+  ck_assert_msg(st == ADAMPI_ERR_FORMAT, "[rank %d] case %d: status %s (%s)", test_rank(), _i, adampi_strerror(st), msg);
+  ck_assert_msg(strstr(msg, arr_expect[_i]) != NULL, "[rank %d] case %d: message '%s' lacks '%s'", test_rank(), _i, msg,
+                arr_expect[_i]);
+  ck_assert_msg(memcmp(m, m0, sizeof m) == 0 && memcmp(x, x0, sizeof x) == 0, "[rank %d] case %d: a refused load changed the caller's arrays",
+                test_rank(), _i);
+  ck_assert_msg(user.count == 1 && user.value[0] == 7, "case %d: a refused load changed the caller area", _i);
+  problem_collect(l.opt, MPI_COMM_WORLD, v->kind, l.w, &after);
+  char diff[400];
+  problem_compare(&before, &after, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "case %d: a refused load changed the optimizer: %s", _i, diff);
+  /* The same file still loads without caller arrays. */
+  ck_assert_ok(l.opt, adampi_load(l.opt, path, l.w, NULL));
+  problem_release(&before);
+  problem_release(&after);
+  stop(&l);
+  remove_all(path);
+}
+END_TEST
+
+/* A save refuses bad lists before anything is written: a bad name, a name twice, len 0, and (on
+ * several ranks) arrays whose values differ across ranks, named. */
+START_TEST(bad_caller_arrays_are_not_saved)
+{
+  char path[512];
+  shared_path(path, sizeof path, "arrays_refused");
+  remove_all(path);
+  float mean[A_MEAN], var[A_VAR];
+  fill_arrays(mean, var);
+  if (test_rank() == test_size() - 1 && test_size() > 1) var[299] = 2.0f; /* not replicated */
+  live l = start(MPI_COMM_WORLD, &problem_variants[0], 1, ADAMPI_NONFINITE_ERROR);
+  const struct {
+    adampi_array a[2];
+    int n;
+    adampi_status status;
+    const char *text;
+  } cases[] = {
+    {{{"bn1/mean", mean, A_MEAN}}, 1, ADAMPI_ERR_ARG, "caller array 0: the name must be 1..47 characters without '/'"},
+    {{{"m", mean, A_MEAN}, {"m", var, A_VAR}}, 2, ADAMPI_ERR_ARG, "caller array 'm' is in the list twice"},
+    {{{"m", mean, 0}}, 1, ADAMPI_ERR_ARG, "caller array 'm': len = 0"},
+    {{{"m", mean, A_MEAN}, {"v", var, A_VAR}}, 2, ADAMPI_ERR_MISMATCH, "ranks hold different values of caller array 'v'"},
+  };
+  int ncases = test_size() > 1 ? 4 : 3;
+  for (int c = 0; c < ncases; c++) {
+    adampi_save_options so = adampi_save_defaults();
+    so.arrays = cases[c].a;
+    so.num_arrays = cases[c].n;
+    adampi_status st = adampi_save(l.opt, path, l.w, &so);
+    const char *msg = adampi_last_error(l.opt);
+    ck_assert_msg(st == cases[c].status, "[rank %d] case %d: status %s (%s)", test_rank(), c, adampi_strerror(st), msg);
+    ck_assert_msg(strstr(msg, cases[c].text) != NULL, "[rank %d] case %d: message '%s' lacks '%s'", test_rank(), c, msg, cases[c].text);
+    ck_assert_msg(access(path, F_OK) != 0, "case %d: a refused save wrote the file", c);
+  }
+  stop(&l);
+  remove_all(path);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
   Suite *s = suite_create("checkpoint");
@@ -731,6 +938,9 @@ static Suite *make_suite(void)
   tcase_add_test(tc, metadata_is_all_checksummed);
   tcase_add_test(tc, rotation_keeps_the_last_k);
   tcase_add_test(tc, save_into_a_missing_directory_fails_everywhere);
+  tcase_add_loop_test(tc, caller_arrays_round_trip, 0, 2);
+  tcase_add_loop_test(tc, bad_caller_arrays_are_refused_and_change_nothing, 0, NUM_ARR_BAD);
+  tcase_add_test(tc, bad_caller_arrays_are_not_saved);
   suite_add_tcase(s, tc);
   return s;
 }
