@@ -489,7 +489,7 @@ ADAMPI_API adampi_load_options adampi_load_defaults(void);
  * writes the arrays. Caller arrays are refused before anything is written: ADAMPI_ERR_ARG for
  * more than ADAMPI_ARRAYS_MAX, a bad or repeated name, len < 1 or NULL data; ADAMPI_ERR_MISMATCH
  * (naming the array) when ranks pass different lists or hold different values. */
-ADAMPI_API adampi_status adampi_save(adampi *opt, const char *path, const float *params,
+ADAMPI_API adampi_status adampi_save(adampi *opt, const char *path, const void *params,
                                      const adampi_save_options *options);
 
 /* Load a checkpoint saved on any number of ranks into this committed optimizer (its registration
@@ -502,7 +502,7 @@ ADAMPI_API adampi_status adampi_save(adampi *opt, const char *path, const float 
  * file, mismatch, newer format) the optimizer, params, options->user and the arrays' data are
  * unchanged and every rank returns the same status with a message naming the problem (and the
  * tensor or array, for theirs). */
-ADAMPI_API adampi_status adampi_load(adampi *opt, const char *path, float *params,
+ADAMPI_API adampi_status adampi_load(adampi *opt, const char *path, void *params,
                                      const adampi_load_options *options);
 
 #ifdef __cplusplus

@@ -44,6 +44,7 @@ typedef struct array_desc {
 
 typedef struct ckpt_desc {
   char format[64], library_version[32], optimizer[16];
+  char dtype[32]; /* the model's element type; "" when absent (files of adampi 0.1: float32) */
   int64_t format_version, num_tensors, num_groups, steps_taken, steps_skipped, saved_world_size;
   tensor_desc *tensors; /* num_tensors, in registration order */
   int num_arrays;
@@ -170,6 +171,8 @@ static int describe(const char *path, ckpt_desc *d, char *msg, size_t len)
   get_str(f, "format", d->format, sizeof d->format);
   get_str(f, "library_version", d->library_version, sizeof d->library_version);
   get_str(f, "optimizer", d->optimizer, sizeof d->optimizer);
+  get_str(f, "dtype", d->dtype, sizeof d->dtype);
+  if (d->dtype[0] == '\0' && H5Aexists(f, "dtype") > 0) snprintf(d->dtype, sizeof d->dtype, "(not a short string)");
   if (strcmp(d->format, "adampi-checkpoint") != 0) {
     snprintf(msg, len, "root attribute format is '%s', not 'adampi-checkpoint'", d->format);
     goto done;
@@ -392,6 +395,9 @@ static int cmd_info(const char *path)
     printf("%s: %s format %" PRId64 ", written by adampi %s\n", path, d.format, d.format_version, d.library_version);
     printf("optimizer: %s\nsteps: %" PRId64 " taken, %" PRId64 " skipped\nsaved on: %" PRId64 " ranks\n", d.optimizer,
            d.steps_taken, d.steps_skipped, d.saved_world_size);
+    if (d.dtype[0] == '\0') printf("element type: float32 (no dtype attribute: written before adampi 0.2)\n");
+    else if (strcmp(d.dtype, "float32") == 0) printf("element type: float32\n");
+    else printf("element type: %s (the parameters are its fp32 master)\n", d.dtype);
     printf("groups: %" PRId64 "\n", d.num_groups);
     print_groups(path, d.num_groups);
     printf("tensors: %" PRId64 "\n", d.num_tensors);
