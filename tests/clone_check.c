@@ -3,11 +3,79 @@
  * parameters, state and the double statistics of every step to a file. Built twice: against the
  * library with its AVX-512/AVX2/baseline kernels chosen at run time, and against a build with the
  * baseline kernels only (ADAMPI_NO_CLONES); the test compares the two files byte for byte, which is
- * the promise that results do not depend on the machine's vector width.
+ * the promise that results do not depend on the machine's vector width. Then the data-parallel
+ * step of the same problem through the step buffers (the reduction that takes the statistics on
+ * the way) in float32, bfloat16 and float16 with clipping and a gradient scale, so that the 16-bit
+ * conversions are compared too. threads_same_bits runs it with 1 and 3 threads per rank.
  */
 #include "problem.h"
 
 #define STEPS 8
+
+/* STEPS data-parallel steps through the step buffers in the given type, each rank with its own
+ * gradients (a loss scale of 4, clipping at 10); the master or fp32 parameters, the state and the
+ * 16-bit parameters go to out. */
+static void data_parallel(const problem_variant *v, adampi_dtype dt, FILE *out)
+{
+  adampi_config cfg = adampi_config_defaults(v->kind);
+  cfg.dtype = dt;
+  cfg.max_grad_norm = 10.0;
+  if (getenv("TEST_THREADS")) cfg.threads = atoi(getenv("TEST_THREADS"));
+  adampi *opt = NULL;
+  char err[512];
+  int rc = adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) != ADAMPI_OK;
+  for (int g = 0; g < 2 && !rc; g++) {
+    adampi_hparams hp = problem_hparams(v, g);
+    rc = adampi_add_group(opt, &hp, NULL);
+  }
+  for (int i = 0; i < PROBLEM_NT && !rc; i++)
+    rc = adampi_add_tensor(opt, problem_tensors[i].name, problem_tensors[i].ndim, problem_tensors[i].shape,
+                           problem_tensors[i].group, NULL);
+  void *params = NULL, *grads = NULL;
+  if (!rc) rc = adampi_commit(opt) || adampi_alloc_step_buffers_ex(opt, &params, &grads);
+  if (rc) {
+    fprintf(stderr, "%s\n", opt ? adampi_last_error(opt) : err);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  int64_t N = adampi_numel(opt), lo, hi;
+  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+  float *w = malloc((size_t)N * sizeof *w), *g = malloc((size_t)N * sizeof *g);
+  uint64_t seed = 42;
+  for (int64_t k = 0; k < N; k++) w[k] = 0.5f * test_uniform(&seed);
+  adampi_round_to(dt, w, params, N);
+  for (int step = 0; step < STEPS; step++) {
+    unsigned char has[PROBLEM_NT];
+    problem_mask(step, has);
+    adampi_widen(dt, params, w, N);
+    for (int i = 0; i < PROBLEM_NT; i++) {
+      adampi_tensor_info t;
+      adampi_tensor(opt, i, &t);
+      problem_grad(&t, i, step * 64 + test_rank(), w + t.offset, g + t.offset);
+    }
+    for (int64_t k = 0; k < N; k++) g[k] *= 4.0f;
+    adampi_round_to(dt, g, grads, N);
+    adampi_step_options o = adampi_step_defaults();
+    o.has_grad = has;
+    o.grad_scale = 4.0;
+    if (adampi_step_ex(opt, params, grads, &o) != ADAMPI_OK) {
+      fprintf(stderr, "%s\n", adampi_last_error(opt));
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+  }
+  problem_result r;
+  const float *master = adampi_master_shard(opt);
+  problem_collect(opt, MPI_COMM_WORLD, v->kind, master ? master : (const float *)params + lo, &r);
+  if (out) {
+    fwrite(r.params, sizeof(float), (size_t)r.numel, out);
+    fwrite(r.s0, sizeof(float), (size_t)r.numel, out);
+    fwrite(r.s1, sizeof(float), (size_t)r.numel, out);
+    fwrite(params, adampi_dtype_size(dt), (size_t)N, out);
+  }
+  problem_release(&r);
+  free(w);
+  free(g);
+  adampi_free(&opt);
+}
 
 int main(int argc, char **argv)
 {
@@ -46,6 +114,8 @@ int main(int argc, char **argv)
     free(w);
     adampi_free(&opt);
   }
+  const adampi_dtype types[3] = {ADAMPI_FLOAT32, ADAMPI_BFLOAT16, ADAMPI_FLOAT16};
+  for (int k = 0; k < 6; k++) data_parallel(&problem_variants[k % 2 ? 2 : 0], types[k / 2], out);
   if (out) fclose(out);
   MPI_Finalize();
   return 0;
