@@ -280,6 +280,23 @@ def test_loss_scaler_rules_and_steps():
     o_plain.close()
 
 
+def test_reduce_gradients_false_with_bfloat16():
+    """Averaged gradients given (as after DDP): the sharded step, then the master gathered and rounded."""
+    m, m1 = model(36).to(torch.bfloat16), model(36).to(torch.bfloat16)
+    o = SGDP(m.parameters(), lr=0.1, momentum=0.9, reduce_gradients=False, max_grad_norm=1.0)
+    o1 = SGDP(m1.parameters(), lr=0.1, momentum=0.9, comm=MPI.COMM_SELF, max_grad_norm=1.0)
+    for s in range(3):
+        for i, (a, b) in enumerate(zip(m.parameters(), m1.parameters())):
+            k, q = grid_gradient(a, 30 * s + i, KINDS[i % len(KINDS)])
+            a.grad, b.grad = (k * q).to(torch.bfloat16), (k * q).to(torch.bfloat16)
+        o.step(grad_scale=2.0)
+        o1.step(grad_scale=2.0)
+        assert bits(m.parameters()) == bits(m1.parameters()) and same_on_every_rank(list(m.parameters()))
+        assert bits(o.master_params()) == bits(o1.master_params())
+    o.close()
+    o1.close()
+
+
 # ---- state ----------------------------------------------------------------------------------------
 
 def test_bfloat16_state_dict_resumes_bitwise():
