@@ -441,22 +441,43 @@ typedef struct adampi_user {
 ADAMPI_API adampi_status adampi_user_set(adampi_user *user, const char *name, int64_t value);
 ADAMPI_API adampi_status adampi_user_get(const adampi_user *user, const char *name, int64_t *value);
 
+/* Caller arrays of a checkpoint: named float32 arrays that are not parameters but belong to the
+ * model's state and must be saved and restored with it (BatchNorm running mean and variance, an
+ * exponential average of the weights, ...). The optimizer never updates them. They are
+ * replicated: every rank holds the same values (adampi_save checks it). Each is stored whole as
+ * the 1-d float32 dataset /arrays/NAME with a checksum like every other dataset. Names follow the
+ * caller area's rules (1..47 characters, no '/') and are unique within a list; every rank passes
+ * the same list (names and lengths, in the same order). */
+#define ADAMPI_ARRAYS_MAX 64
+typedef struct adampi_array {
+  const char *name; /* owned by the caller */
+  float *data;      /* len floats, owned by the caller: adampi_save reads them, adampi_load writes
+                       them (only when the whole load succeeds) */
+  int64_t len;      /* >= 1 */
+} adampi_array;
+
 typedef struct adampi_save_options {
-  adampi_params_form params; /* default ADAMPI_PARAMS_SHARD */
-  int keep_last;             /* also keep the K previous checkpoints as PATH.1 .. PATH.K; 0: none */
-  const adampi_user *user;   /* caller area to store, or NULL */
+  adampi_params_form params;  /* default ADAMPI_PARAMS_SHARD */
+  int keep_last;              /* also keep the K previous checkpoints as PATH.1 .. PATH.K; 0: none */
+  const adampi_user *user;    /* caller area to store, or NULL */
+  const adampi_array *arrays; /* num_arrays caller arrays to store (0..ADAMPI_ARRAYS_MAX), or NULL */
+  int num_arrays;
 } adampi_save_options;
 
 typedef struct adampi_load_options {
-  adampi_params_form params; /* default ADAMPI_PARAMS_SHARD */
-  int keep_hparams;          /* 1: keep this handle's hyper-parameters; 0 (default): take the file's */
-  adampi_user *user;         /* receives the caller area, or NULL */
+  adampi_params_form params;  /* default ADAMPI_PARAMS_SHARD */
+  int keep_hparams;           /* 1: keep this handle's hyper-parameters; 0 (default): take the file's */
+  adampi_user *user;          /* receives the caller area, or NULL */
+  const adampi_array *arrays; /* num_arrays caller arrays to read into their data, or NULL; the
+                                 file's other arrays are ignored */
+  int num_arrays;
 } adampi_load_options;
 
 ADAMPI_API adampi_save_options adampi_save_defaults(void);
 ADAMPI_API adampi_load_options adampi_load_defaults(void);
 
-/* Save parameters, optimizer state, step counters, hyper-parameters and the caller area to path.
+/* Save parameters, optimizer state, step counters, hyper-parameters, the caller area and the
+ * caller arrays to path.
  * params holds elements of the handle's type; with a 16-bit type the fp32 master is saved as the
  * parameters (params is read only if no step, adampi_set_master or adampi_load made the master
  * yet) and the file records the type.
@@ -464,18 +485,24 @@ ADAMPI_API adampi_load_options adampi_load_defaults(void);
  * Atomic: the file is written as PATH.adampi-tmp in the same directory, flushed and fsynced, then
  * renamed over PATH (and the directory fsynced), so a crash at any moment leaves the previous file
  * at PATH intact. On error PATH and the optimizer are unchanged and every rank returns the same
- * status. params (ownership stays with the caller) is read only. */
-ADAMPI_API adampi_status adampi_save(adampi *opt, const char *path, const float *params,
+ * status. params and the caller arrays (ownership stays with the caller) are read only; rank 0
+ * writes the arrays. Caller arrays are refused before anything is written: ADAMPI_ERR_ARG for
+ * more than ADAMPI_ARRAYS_MAX, a bad or repeated name, len < 1 or NULL data; ADAMPI_ERR_MISMATCH
+ * (naming the array) when ranks pass different lists or hold different values. */
+ADAMPI_API adampi_status adampi_save(adampi *opt, const char *path, const void *params,
                                      const adampi_save_options *options);
 
 /* Load a checkpoint saved on any number of ranks into this committed optimizer (its registration
  * must match: names, shapes, optimizer kind). A checkpoint of any element type loads into a handle
  * of any type: the file's fp32 parameters become the master, and params (elements of the handle's
  * type) receives them rounded to the type. Collective; each rank reads only its shard's part.
- * Every dataset's checksum is verified. On any error (missing or corrupt file, mismatch, newer
- * format) the optimizer, params and options->user are unchanged and every rank returns the same
- * status with a message naming the problem (and the tensor, for a tensor's problem). */
-ADAMPI_API adampi_status adampi_load(adampi *opt, const char *path, float *params,
+ * Every dataset's checksum is verified. Each caller array of options->arrays must be in the file
+ * with exactly len float32 elements and an intact checksum, else ADAMPI_ERR_FORMAT naming it (a
+ * file saved without arrays loads when none are asked for). On any error (missing or corrupt
+ * file, mismatch, newer format) the optimizer, params, options->user and the arrays' data are
+ * unchanged and every rank returns the same status with a message naming the problem (and the
+ * tensor or array, for theirs). */
+ADAMPI_API adampi_status adampi_load(adampi *opt, const char *path, void *params,
                                      const adampi_load_options *options);
 
 #ifdef __cplusplus

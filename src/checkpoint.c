@@ -3,20 +3,23 @@
  * and collective I/O: each rank writes and reads only its shard's part of every dataset, so a
  * file saved on N ranks loads on any M. This file holds the format and the save and load; the
  * atomic-file mechanics are in ckpt_file.c, the dataset checksum in ckpt_digest.c, the caller area
- * in ckpt_user.c (checkpoint.h), and attributes are read and written by h5attr.c (h5io.h), by the
+ * in ckpt_user.c, the caller arrays in ckpt_arrays.c (checkpoint.h), and attributes are read and written by h5attr.c (h5io.h), by the
  * same rules as replay files, so a checkpoint edited with h5py still loads.
  *
  * Layout (format "adampi-checkpoint", version 1; documented in the README):
  *   /                       attributes: format, format_version, library_version, optimizer,
- *                           num_tensors, num_groups, steps_taken, steps_skipped, saved_world_size,
- *                           saved_shard_starts, description
+ *                           dtype, num_tensors, num_groups, steps_taken, steps_skipped,
+ *                           saved_world_size, saved_shard_starts, description
  *   /groups/<g>             attributes: the hyper-parameters of group g (lr is the current one)
  *   /tensors/<name>         attributes: index, group, step; datasets param and the state
  *                           (exp_avg, exp_avg_sq for AdamP; momentum for SGDP), float32 in the
- *                           tensor's shape, contiguous, with a 64-bit checksum attribute
+ *                           tensor's shape, contiguous, with a 64-bit checksum attribute;
+ *                           param is the fp32 master for a 16-bit model (dtype says which type
+ *                           the model had; files without dtype are float32 ones)
  *                           (ckpt_digest.c: a sum over elements, so every rank adds its
  *                           own part and the total does not depend on the sharding)
  *   /user                   attributes: the caller's named integers
+ *   /arrays/<name>          the caller's arrays (only if any): float32, 1-d, checksum attribute
  *
  * Atomicity: written as PATH.adampi-tmp with its blocks reserved first, fsynced by every rank,
  * checked, renamed over PATH, directory fsynced. Every failure is agreed across ranks before it is
@@ -43,16 +46,17 @@
   "parameters and the other datasets the optimizer state, in each tensor's own shape; attribute "    \
   "step is the tensor's step counter. /groups/<g> holds the hyper-parameters of group g, /user "    \
   "the caller's values. saved_shard_starts (the layout at save) is for information only. Each "     \
-  "dataset's attribute checksum is computed as root attribute checksum_algorithm says."
+  "dataset's attribute checksum is computed as root attribute checksum_algorithm says. dtype is "   \
+  "the model's element type; param is float32 whatever it is (for 16-bit models, the fp32 master)."
 adampi_save_options adampi_save_defaults(void)
 {
-  adampi_save_options o = {ADAMPI_PARAMS_SHARD, 0, NULL};
+  adampi_save_options o = {ADAMPI_PARAMS_SHARD, 0, NULL, NULL, 0};
   return o;
 }
 
 adampi_load_options adampi_load_defaults(void)
 {
-  adampi_load_options o = {ADAMPI_PARAMS_SHARD, 0, NULL};
+  adampi_load_options o = {ADAMPI_PARAMS_SHARD, 0, NULL, NULL, 0};
   return o;
 }
 
@@ -143,6 +147,7 @@ static int write_root(adampi__writer *w, hid_t f)
   bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "format_version", FORMAT_VERSION));
   bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "library_version", ADAMPI_VERSION_STRING));
   bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "optimizer", opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp"));
+  bad |= ADAMPI_H5(w, adampi__h5_put_string(f, "dtype", adampi_dtype_name(opt->cfg.dtype)));
   bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "num_tensors", opt->num_tensors));
   bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "num_groups", opt->num_groups));
   bad |= ADAMPI_H5(w, adampi__h5_put_int(f, "steps_taken", opt->steps_taken));
@@ -210,7 +215,7 @@ static int write_tensors(adampi__writer *w, hid_t f, hid_t dxpl, const float *pa
   return first_bad;
 }
 
-adampi_status adampi_save(adampi *opt, const char *path, const float *params, const adampi_save_options *options)
+adampi_status adampi_save(adampi *opt, const char *path, const void *params, const adampi_save_options *options)
 {
   if (opt == NULL) return ADAMPI_ERR_ARG;
   adampi__clear_error(opt);
@@ -233,13 +238,24 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   for (int i = 0; st == ADAMPI_OK && o.user && i < o.user->count; i++)
     if (o.user->count > ADAMPI_USER_MAX || !adampi__ckpt_valid_user_name(o.user->name[i]))
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "caller value %d has an invalid name or count", i);
+  if (st == ADAMPI_OK) st = adampi__ckpt_arrays_check(opt, o.arrays, o.num_arrays);
   digests = calloc((size_t)opt->num_tensors * (1 + MAX_STATE), sizeof *digests);
   if (digests == NULL && st == ADAMPI_OK) st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "no memory");
   if (st == ADAMPI_OK && opt->rank == 0) st = adampi__ckpt_check_space(opt, path);
   st = adampi__agree(opt, st);
   if (st != ADAMPI_OK) goto done;
+  uint64_t array_digests[ADAMPI_ARRAYS_MAX];
+  if ((st = adampi__ckpt_arrays_agree(opt, o.arrays, o.num_arrays, array_digests)) != ADAMPI_OK) goto done;
 
-  const float *w = params ? (o.params == ADAMPI_PARAMS_FULL ? params + opt->lo : params) : NULL;
+  /* The fp32 parameters of the shard: the caller's, or a 16-bit handle's master, made from the
+   * caller's shard if no step, adampi_set_master or adampi_load made it yet (the value the first
+   * step would take; it becomes valid only if the save succeeds). */
+  const void *mine = params && o.params == ADAMPI_PARAMS_FULL ? (const char *)params + (size_t)opt->lo * opt->elem : (const void *)params;
+  const float *w = mine;
+  if (opt->master) {
+    if (!opt->master_valid) adampi__master_from(opt, mine);
+    w = opt->master;
+  }
   const float *src[1 + MAX_STATE] = {w, opt->state[0], opt->state[1]};
   st = dataset_digests(opt, src, digests);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
@@ -267,6 +283,7 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
   if (opt->rank == 0) st = adampi__ckpt_reserve_space(opt, tmp);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
   int bad = write_root(&wr, f) | write_groups(&wr, f) | adampi__ckpt_write_user(&wr, f, o.user);
+  bad |= adampi__ckpt_write_arrays(&wr, f, dxpl, o.arrays, o.num_arrays, array_digests);
   int bad_tensor = write_tensors(&wr, f, dxpl, w, digests);
   /* No H5Fflush: after a local write error HDF5 may leave it early on one rank and wait in it on
    * the others. Close, then every rank fsyncs what it wrote (no collective involved). */
@@ -298,6 +315,7 @@ adampi_status adampi_save(adampi *opt, const char *path, const float *params, co
       st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot fsync the directory of %s: %s", path, strerror(errno));
   }
   st = adampi__agree(opt, st);
+  if (st == ADAMPI_OK && opt->master) opt->master_valid = 1;
 done:
   if (f >= 0) H5Fclose(f);
   if (dxpl >= 0) H5Pclose(dxpl);
@@ -322,6 +340,7 @@ typedef struct staged {
   adampi_hparams *groups;
   adampi_user user;
   int64_t taken, skipped;
+  adampi_dtype dtype; /* the model's type when saved (information: any type loads into any) */
 } staged;
 
 static adampi_status check_root(adampi *opt, hid_t f, const char *path, staged *sg)
@@ -345,6 +364,22 @@ static adampi_status check_root(adampi *opt, hid_t f, const char *path, staged *
   const char *mine = opt->cfg.kind == ADAMPI_ADAMP ? "adamp" : "sgdp";
   if (strcmp(kind, mine) != 0)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_MISMATCH, "%s holds '%s' state but this optimizer is '%s'", path, kind, mine);
+  /* Files of adampi 0.1 have no dtype: they are float32 models. */
+  sg->dtype = ADAMPI_FLOAT32;
+  if (adampi__h5_has(f, "dtype")) {
+    char dtype[32];
+    if (adampi__h5_get_string(f, "root", "dtype", dtype, sizeof dtype, msg, sizeof msg) != ADAMPI_OK)
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
+    adampi_dtype known[] = {ADAMPI_FLOAT32, ADAMPI_BFLOAT16, ADAMPI_FLOAT16};
+    int k = 0;
+    while (k < 3 && strcmp(dtype, adampi_dtype_name(known[k])) != 0) k++;
+    if (k == 3)
+      return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT,
+                         "%s: root attribute dtype = '%s' is not an element type this adampi knows (float32, "
+                         "bfloat16, float16)",
+                         path, dtype);
+    sg->dtype = known[k];
+  }
   if (adampi__h5_get_int(f, "root", "num_tensors", &n, msg, sizeof msg) != ADAMPI_OK)
     return ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s: %s", path, msg);
   if (n != opt->num_tensors)
@@ -517,7 +552,7 @@ static void free_staged(const adampi *opt, staged *sg)
   free(sg->groups);
 }
 
-adampi_status adampi_load(adampi *opt, const char *path, float *params, const adampi_load_options *options)
+adampi_status adampi_load(adampi *opt, const char *path, void *params, const adampi_load_options *options)
 {
   if (opt == NULL) return ADAMPI_ERR_ARG;
   adampi__clear_error(opt);
@@ -527,6 +562,7 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, f = H5I_INVALID_HID;
   size_t n = (size_t)(opt->hi - opt->lo);
   staged sg = {0};
+  float *arrays = NULL; /* the caller arrays, staged */
   adampi__h5_quiet quiet = {0};
 
   if (path == NULL || path[0] == '\0') st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "the checkpoint path is NULL or empty");
@@ -535,6 +571,9 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_ARG, "options->params = %d is not a known form", (int)o.params);
   else if (access(path, R_OK) != 0)
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+  else st = adampi__ckpt_arrays_check(opt, o.arrays, o.num_arrays);
+  if (st == ADAMPI_OK && (arrays = adampi__ckpt_arrays_stage(o.arrays, o.num_arrays)) == NULL)
+    st = ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory to stage the caller arrays", opt->rank);
   if (st == ADAMPI_OK) {
     sg.w = opt->grad_shard; /* scratch between steps, already touched: stages the parameters */
     sg.s0 = adampi__alloc_zeroed(n * sizeof(float));
@@ -556,6 +595,8 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
     st = ADAMPI_FAIL(opt, ADAMPI_ERR_FORMAT, "%s is not an adampi checkpoint (HDF5 superblock version %d, without metadata checksums)",
                      path, superblock);
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+  /* The same list everywhere, before the metadata reads that every rank makes together. */
+  if ((st = adampi__ckpt_arrays_agree(opt, o.arrays, o.num_arrays, NULL)) != ADAMPI_OK) goto done;
 
   /* Reads are independent: each rank reads only its own rows, straight into its buffers. */
   const char *failed = (fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0                         ? "H5Pcreate(H5P_FILE_ACCESS)"
@@ -572,6 +613,7 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   if (st == ADAMPI_OK) st = read_groups(opt, f, path, &sg);
   if (st == ADAMPI_OK) st = check_tensors(opt, f, path, &sg);
   if (st == ADAMPI_OK) st = adampi__ckpt_read_user(opt, f, path, &sg.user);
+  if (st == ADAMPI_OK) st = adampi__ckpt_read_arrays(opt, f, path, o.arrays, o.num_arrays, arrays);
   /* All ranks read the same metadata, but agree before the collective reads all the same. */
   if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
   st = read_tensors(opt, f, dxpl, path, &sg);
@@ -583,12 +625,18 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
    * int counts refused such models before). If it fails, every rank returns the error with the
    * optimizer as it was; the caller's parameters may then be part old, part new (an MPI failure,
    * which the default error handler would have made fatal anyway). */
+  /* The file's parameters are fp32 whatever the model's type was (sg.dtype): they become a 16-bit
+   * handle's master, and the caller's parameters receive them rounded to the handle's type. */
   if (o.params == ADAMPI_PARAMS_SHARD) {
-    memcpy(params, sg.w, n * sizeof(float));
+    adampi__round(opt->cfg.dtype, sg.w, params, (int64_t)n);
   } else {
-    memcpy(params + opt->lo, sg.w, n * sizeof(float));
+    adampi__round(opt->cfg.dtype, sg.w, (char *)params + (size_t)opt->lo * opt->elem, (int64_t)n);
     st = adampi__allgather_params(opt, params);
     if ((st = adampi__agree(opt, st)) != ADAMPI_OK) goto done;
+  }
+  if (opt->master) {
+    if (n > 0) memcpy(opt->master, sg.w, n * sizeof(float));
+    opt->master_valid = 1;
   }
   /* The staged state becomes the state (a swap, not a copy); the old buffers are freed below. */
   float *old0 = opt->state[0], *old1 = opt->state[1];
@@ -602,11 +650,13 @@ adampi_status adampi_load(adampi *opt, const char *path, float *params, const ad
   opt->steps_taken = sg.taken;
   opt->steps_skipped = sg.skipped;
   if (o.user) *o.user = sg.user;
+  adampi__ckpt_arrays_commit(o.arrays, o.num_arrays, arrays);
 done:
   if (f >= 0) H5Fclose(f);
   if (dxpl >= 0) H5Pclose(dxpl);
   if (fapl >= 0) H5Pclose(fapl);
   adampi__h5_quiet_end(&quiet);
   free_staged(opt, &sg);
+  free(arrays);
   return st;
 }

@@ -1,7 +1,7 @@
 /*
  * checkpoint.h - what the checkpoint's files share: checkpoint.c (the format, save and load),
- * ckpt_file.c (atomic-file mechanics), ckpt_digest.c (the dataset checksum) and ckpt_user.c (the
- * caller area). The HDF5 attribute helpers, shared with the tools, are in h5io.h. Not installed.
+ * ckpt_file.c (atomic-file mechanics), ckpt_digest.c (the dataset checksum), ckpt_user.c (the
+ * caller area) and ckpt_arrays.c (the caller arrays). The HDF5 attribute helpers, shared with the tools, are in h5io.h. Not installed.
  */
 #ifndef ADAMPI_CHECKPOINT_H
 #define ADAMPI_CHECKPOINT_H
@@ -53,5 +53,20 @@ int adampi__ckpt_valid_user_name(const char *name);
 int adampi__ckpt_write_user(adampi__writer *w, hid_t f, const adampi_user *user);
 /* Into *user (cleared first); ADAMPI_ERR_FORMAT naming the value that is not a named integer. */
 adampi_status adampi__ckpt_read_user(adampi *opt, hid_t f, const char *path, adampi_user *user);
+
+/* ckpt_arrays.c: the caller arrays /arrays/NAME (adampi_array). */
+/* Local checks of a list: ADAMPI_ERR_ARG naming the problem. */
+adampi_status adampi__ckpt_arrays_check(adampi *opt, const adampi_array *a, int n);
+/* Collective, after the local checks agreed: the same list on every rank and, with digests (n
+ * out), the same values, whose checksums it stores there; ADAMPI_ERR_MISMATCH otherwise. Every
+ * rank returns the same status. */
+adampi_status adampi__ckpt_arrays_agree(adampi *opt, const adampi_array *a, int n, uint64_t *digests);
+/* Save: /arrays and its datasets (collective calls; rank 0 writes the data). 1 if a call failed. */
+int adampi__ckpt_write_arrays(adampi__writer *w, hid_t f, hid_t dxpl, const adampi_array *a, int n, const uint64_t *digests);
+/* Load: staging for every array's values (malloc; NULL if out of memory), the checked reads into
+ * it (ADAMPI_ERR_FORMAT naming the array), and the copy into the caller's arrays. */
+float *adampi__ckpt_arrays_stage(const adampi_array *a, int n);
+adampi_status adampi__ckpt_read_arrays(adampi *opt, hid_t f, const char *path, const adampi_array *a, int n, float *staged);
+void adampi__ckpt_arrays_commit(const adampi_array *a, int n, const float *staged);
 
 #endif /* ADAMPI_CHECKPOINT_H */

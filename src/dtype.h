@@ -25,6 +25,13 @@ static inline float adampi__bits_f32(uint32_t u)
   return f;
 }
 
+/* a where c (0 or 1) is 1, else b: a mask, not a branch, so that loops vectorize. */
+static inline uint32_t adampi__select(uint32_t c, uint32_t a, uint32_t b)
+{
+  uint32_t m = 0u - c;
+  return (a & m) | (b & ~m);
+}
+
 /* bfloat16 is the top half of a float32: add just under half an ulp, plus the lowest kept bit
  * (ties to even), and cut. A carry out of the mantissa bumps the exponent, so the largest values
  * round to Inf as they should. NaN stays a quiet NaN of its sign. */
@@ -32,7 +39,7 @@ static inline uint16_t adampi__to_bf16(float f)
 {
   uint32_t u = adampi__f32_bits(f);
   uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x0040u : rounded);
+  return (uint16_t)adampi__select((u & 0x7FFFFFFFu) > 0x7F800000u, (u >> 16) | 0x0040u, rounded);
 }
 
 static inline float adampi__from_bf16(uint16_t h) { return adampi__bits_f32((uint32_t)h << 16); }
@@ -49,10 +56,13 @@ static inline uint16_t adampi__to_f16(float f)
   uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
   uint32_t normal = (a - 0x38000000u + 0x0FFFu + ((a >> 13) & 1u)) >> 13;
   uint32_t e = a >> 23, m = (a & 0x7FFFFFu) | 0x800000u;
-  uint32_t sh = e <= 101u ? 25u : e >= 112u ? 14u : 126u - e; /* used only below 2^-14 (e <= 112) */
+  /* the shift, used only below 2^-14 (e <= 112), kept within 14..25 so it is defined everywhere */
+  uint32_t sh = adampi__select(e <= 101u, 25u, adampi__select(e >= 112u, 14u, 126u - e));
   uint32_t q = m >> sh, rem = m & ((1u << sh) - 1u), half = 1u << (sh - 1u);
-  uint32_t sub = q + (rem > half || (rem == half && (q & 1u)));
-  uint32_t mag = a > 0x7F800000u ? 0x7E00u : a >= 0x477FF000u ? 0x7C00u : a >= 0x38800000u ? normal : sub;
+  uint32_t sub = q + ((uint32_t)(rem > half) | ((uint32_t)(rem == half) & q & 1u));
+  uint32_t mag = adampi__select(a >= 0x38800000u, normal, sub);
+  mag = adampi__select(a >= 0x477FF000u, 0x7C00u, mag);
+  mag = adampi__select(a > 0x7F800000u, 0x7E00u, mag);
   return (uint16_t)(sign | mag);
 }
 
@@ -62,8 +72,9 @@ static inline float adampi__from_f16(uint16_t h)
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7FFFu;
   uint32_t special = 0x7F800000u | ((em & 0x3FFu) << 13);
   uint32_t normal = (em << 13) + 0x38000000u;
-  uint32_t sub = adampi__f32_bits((float)em * 0x1p-24f);
-  return adampi__bits_f32(sign | (em >= 0x7C00u ? special : em >= 0x0400u ? normal : sub));
+  uint32_t sub = adampi__f32_bits((float)(int32_t)em * 0x1p-24f);
+  uint32_t mag = adampi__select(em >= 0x7C00u, special, adampi__select(em >= 0x0400u, normal, sub));
+  return adampi__bits_f32(sign | mag);
 }
 
 #endif /* ADAMPI_DTYPE_H */

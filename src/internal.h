@@ -251,11 +251,12 @@ typedef struct adampi__kernels {
 } adampi__kernels;
 extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
 
-/* The element kernels are built for AVX-512, AVX2 and the baseline, chosen at load time (GCC on
- * x86-64); every clone rounds alike (-ffp-contract=off). ADAMPI_NO_CLONES builds the baseline only,
- * for the test that compares the two. */
+/* The element kernels are built for x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA, F16C) and the
+ * baseline, chosen at load time (GCC on x86-64); every clone rounds alike (-ffp-contract=off; the
+ * one contraction, in adampi__row_sums, is of exact products and rounds alike too).
+ * ADAMPI_NO_CLONES builds the baseline only, for the test that compares the two. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
-#define ADAMPI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define ADAMPI_CLONES
 #endif

@@ -19,7 +19,11 @@
 typedef adampi__v8f v8f;
 typedef adampi__v8d v8d;
 
-ADAMPI_CLONES
+/* Contraction into fused multiply-adds is allowed here, and only here: every product is of two
+ * floats, exact in double, so fma(g, w, acc) rounds once, exactly as g * w + acc does, and the bits
+ * are those of every other clone. It saves the pass a third of its arithmetic (measured on AMD EPYC
+ * with AVX-512: 0.85 -> 0.96 of a read-only pass over g and w, rows of 2304). */
+ADAMPI_CLONES __attribute__((optimize("fp-contract=fast")))
 void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
   v8d gw0 = {0}, gw1 = {0}, gg0 = {0}, gg1 = {0}, ww0 = {0}, ww1 = {0};

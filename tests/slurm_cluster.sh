@@ -176,7 +176,7 @@ wait_file() {
   for _ in $(seq 1 $((WAIT * 10))); do [ -f "$1" ] && return 0; sleep 0.1; done
   fail "$1 did not appear within $WAIT s"
 }
-same() { h5diff -q "$1" "$2" /tensors /tensors || fail "$3: $1 and $2 differ"; }
+same() { h5diff -q "$1" "$2" /tensors /tensors && h5diff -q "$1" "$2" /arrays /arrays || fail "$3: $1 and $2 differ"; }
 epoch_of() { "$BIN/adampi-ckpt" info "$1" | awk '$1 == "epoch" {print $3}'; }
 
 # References: one rank, never stopped.

@@ -4,7 +4,13 @@
  * with and without nesterov); corrupted, truncated, empty, wrong-kind, newer-format, non-HDF5,
  * missing and mismatched files are refused with a message naming the problem and change nothing;
  * rotation keeps the last K; a save into a missing directory fails everywhere; full parameters
- * (ADAMPI_PARAMS_FULL) round-trip into the caller's buffer and into the shared step buffers.
+ * (ADAMPI_PARAMS_FULL) round-trip into the caller's buffer and into the shared step buffers;
+ * caller arrays (adampi_array) round-trip bit for bit, and a corrupt, missing, mis-sized or
+ * unchecksummed one is refused by name with the caller's arrays untouched.
+ * Mixed precision: a 16-bit model's checkpoint holds its fp32 master and records the type; it
+ * resumes bitwise on another rank count (shard and full forms); a checkpoint of any type loads
+ * into a handle of any type (master and rounded parameters as expected), files without the dtype
+ * attribute included; an unknown dtype is refused with nothing changed.
  */
 #define _POSIX_C_SOURCE 200809L /* pread, pwrite, truncate */
 #include "problem.h"
@@ -270,7 +276,7 @@ END_TEST
 enum {
   FLIP_DATA, FLIP_SCALAR, TRUNCATED, EMPTY, WRONG_KIND, NEWER, NOT_HDF5, MISSING, SHAPE, NO_TENSOR,
   OLD_FORMAT, NEGATIVE_STEPS, HUGE_COUNT, ABSURD_DIMS, ARRAY_ATTR, NEGATIVE_TENSOR_STEP, BAD_HPARAM, FLOAT64_DATA,
-  HUGE_TENSOR_STEP, USER_UINT64_MAX, USER_STRING, HPARAM_STRING, NESTEROV_FLOAT,
+  HUGE_TENSOR_STEP, USER_UINT64_MAX, USER_STRING, HPARAM_STRING, NESTEROV_FLOAT, DTYPE_UNKNOWN, DTYPE_INTEGER,
   NUM_BAD
 };
 
@@ -302,6 +308,8 @@ static const struct {
   [USER_STRING] = {ADAMPI_ERR_FORMAT, "(/user: attribute 'edited' must be an integer; it is a variable-length UTF-8 string)"},
   [HPARAM_STRING] = {ADAMPI_ERR_FORMAT, "/groups/1: attribute 'lr' must be a float32 or float64 number; it is a variable-length"},
   [NESTEROV_FLOAT] = {ADAMPI_ERR_FORMAT, "/groups/0: attribute 'nesterov' must be a boolean (a numpy bool or an integer); it is a 64-bit float"},
+  [DTYPE_UNKNOWN] = {ADAMPI_ERR_FORMAT, "root attribute dtype = 'float8' is not an element type this adampi knows"},
+  [DTYPE_INTEGER] = {ADAMPI_ERR_FORMAT, "root: attribute 'dtype' must be a string; it is a 32-bit signed integer"},
 };
 
 /* A variable-length UTF-8 string, as h5py writes a Python str. */
@@ -494,6 +502,18 @@ static int damage(const char *path, int how)
   case NESTEROV_FLOAT: {
     double v = 0.0;
     ok = add_value(path, "groups/0", "nesterov", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
+    break;
+  }
+  case DTYPE_UNKNOWN: {
+    const char *v = "float8";
+    hid_t t = vlen_utf8();
+    ok = add_value(path, ".", "dtype", t, t, &v);
+    H5Tclose(t);
+    break;
+  }
+  case DTYPE_INTEGER: {
+    int32_t v = 16;
+    ok = add_value(path, ".", "dtype", H5T_STD_I32LE, H5T_NATIVE_INT32, &v);
     break;
   }
   case FLOAT64_DATA: {
@@ -717,6 +737,563 @@ START_TEST(save_into_a_missing_directory_fails_everywhere)
 }
 END_TEST
 
+/* ---- mixed precision ------------------------------------------------------------------------ */
+
+/* The problem as a model of element type dtype: its handle (with clipping) and this rank's shard
+ * of the parameters in that type. The steps scale the gradients by MIXED_SCALE before rounding
+ * them to the type (a loss scale) and pass it as grad_scale; MIXED_CLIP clips some steps. */
+#define MIXED_SCALE 8.0
+#define MIXED_CLIP 10.0
+
+typedef struct mixed {
+  adampi *opt;
+  adampi_dtype dtype;
+  size_t elem;
+  int64_t lo, hi;
+  void *p; /* hi - lo elements of dtype (room for one more) */
+} mixed;
+
+static mixed mixed_create(MPI_Comm comm, const problem_variant *v, adampi_dtype dtype)
+{
+  mixed m = {NULL, dtype, adampi_dtype_size(dtype), 0, 0, NULL};
+  adampi_config cfg = adampi_config_defaults(v->kind);
+  cfg.dtype = dtype;
+  cfg.max_grad_norm = MIXED_CLIP;
+  char err[512] = "";
+  ck_assert_msg(adampi_create(comm, &cfg, &m.opt, err, sizeof err) == ADAMPI_OK, "%s", err);
+  int rc = 0;
+  for (int g = 0; g < 2 && !rc; g++) {
+    adampi_hparams hp = problem_hparams(v, g);
+    rc = adampi_add_group(m.opt, &hp, NULL);
+  }
+  for (int i = 0; i < PROBLEM_NT && !rc; i++)
+    rc = adampi_add_tensor(m.opt, problem_tensors[i].name, problem_tensors[i].ndim, problem_tensors[i].shape,
+                           problem_tensors[i].group, NULL);
+  ck_assert_ok(m.opt, rc ? (adampi_status)rc : adampi_commit(m.opt));
+  adampi_shard(m.opt, adampi_rank(m.opt), &m.lo, &m.hi);
+  m.p = calloc((size_t)(m.hi - m.lo) + 1, sizeof(float));
+  return m;
+}
+
+/* The problem's initial values rounded to the type (a model initialised in fp32 and cast). */
+static void mixed_init(mixed *m)
+{
+  float *w = calloc((size_t)(m->hi - m->lo) + 1, sizeof *w);
+  problem_init(m->opt, w);
+  adampi_round_to(m->dtype, w, m->p, m->hi - m->lo);
+  free(w);
+}
+
+static void mixed_free(mixed *m)
+{
+  free(m->p);
+  adampi_free(&m->opt);
+}
+
+/* Steps [from, to) as problem_steps, with adampi_step_sharded_ex on the typed shards: the
+ * gradients come from the model's own (rounded) parameters, times MIXED_SCALE, rounded to the type. */
+static adampi_status mixed_steps(mixed *m, MPI_Comm comm, const problem_variant *v, int from, int to)
+{
+  int64_t N = adampi_numel(m->opt), n = m->hi - m->lo;
+  float *w = calloc((size_t)n + 1, sizeof *w), *full = malloc((size_t)N * sizeof *full), *grads = malloc((size_t)N * sizeof *grads);
+  void *g = calloc((size_t)n + 1, sizeof(float));
+  adampi_status st = ADAMPI_OK;
+  for (int step = from; step < to && st == ADAMPI_OK; step++) {
+    unsigned char has[PROBLEM_NT];
+    problem_mask(step, has);
+    for (int k = 0; k < 2 && st == ADAMPI_OK; k++)
+      st = adampi_set_lr(m->opt, k, problem_hparams(v, k).lr * (1.0 + 0.05 * step));
+    adampi_widen(m->dtype, m->p, w, n);
+    gather_full(m->opt, comm, w, full);
+    for (int i = 0; i < PROBLEM_NT; i++) {
+      adampi_tensor_info t;
+      adampi_tensor(m->opt, i, &t);
+      problem_grad(&t, i, step, full + t.offset, grads + t.offset);
+    }
+    for (int64_t k = 0; k < n; k++) grads[m->lo + k] *= (float)MIXED_SCALE;
+    adampi_round_to(m->dtype, grads + m->lo, g, n);
+    adampi_step_options o = adampi_step_defaults();
+    o.has_grad = has;
+    o.grad_scale = MIXED_SCALE;
+    if (st == ADAMPI_OK) st = adampi_step_sharded_ex(m->opt, m->p, g, &o);
+  }
+  free(w), free(full), free(grads), free(g);
+  return st;
+}
+
+/* This rank's fp32 parameters: the master, or the parameters of a float32 model. */
+static const float *mixed_master(const mixed *m)
+{
+  return m->dtype == ADAMPI_FLOAT32 ? (const float *)m->p : adampi_master_shard(m->opt);
+}
+
+/* problem_collect with the fp32 parameters (NULL master with a non-empty shard: a failure). */
+static void mixed_collect(const mixed *m, MPI_Comm comm, adampi_kind kind, problem_result *r)
+{
+  const float *w = mixed_master(m);
+  int missing = w == NULL && m->hi > m->lo, any = 0;
+  MPI_Allreduce(&missing, &any, 1, MPI_INT, MPI_MAX, comm);
+  ck_assert_msg(!any, "[rank %d] no master where one is expected", test_rank());
+  problem_collect(m->opt, comm, kind, w, r);
+}
+
+/* 1 on every rank of comm if every rank's typed shard is its master rounded to the type. */
+static int mixed_params_are_master(const mixed *m, MPI_Comm comm)
+{
+  int64_t n = m->hi - m->lo;
+  void *x = calloc((size_t)n + 1, sizeof(float));
+  const float *w = mixed_master(m);
+  int bad = n > 0 && (w == NULL || adampi_round_to(m->dtype, w, x, n) != ADAMPI_OK ||
+                      memcmp(x, m->p, (size_t)n * m->elem) != 0), any = 0;
+  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
+  free(x);
+  return !any;
+}
+
+/* A 16-bit model saved on a ranks after T_STOP steps and resumed on b ranks: master, state and
+ * parameters bitwise those of the run that never stopped. _i: bfloat16 (0, 1) or float16 (2, 3);
+ * AdamP (even) or SGDP with nesterov (odd); odd ones load the full parameters. */
+START_TEST(mixed_resume_is_bitwise_identical)
+{
+  const problem_variant *v = &problem_variants[_i % 2 ? 3 : 0];
+  adampi_dtype dtype = _i < 2 ? ADAMPI_BFLOAT16 : ADAMPI_FLOAT16;
+  adampi_params_form form = _i % 2 ? ADAMPI_PARAMS_FULL : ADAMPI_PARAMS_SHARD;
+  static const int pairs[][2] = {{1, 3}, {3, 2}, {8, 5}, {4, 1}, {2, 2}};
+  int P = test_size(), me = test_rank(), tried = 0;
+  char path[512], bad[600] = "";
+  shared_path(path, sizeof path, "mixed_resume");
+  mixed u = mixed_create(MPI_COMM_WORLD, v, dtype);
+  mixed_init(&u);
+  ck_assert_ok(u.opt, mixed_steps(&u, MPI_COMM_WORLD, v, 0, T_TOTAL));
+  adampi_step_info info;
+  ck_assert_ok(u.opt, adampi_last_step(u.opt, &info));
+  problem_result ru;
+  mixed_collect(&u, MPI_COMM_WORLD, v->kind, &ru);
+  ck_assert_msg(mixed_params_are_master(&u, MPI_COMM_WORLD), "the uninterrupted run's parameters are not its master rounded");
+  for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++) {
+    int a = pairs[k][0], b = pairs[k][1];
+    if (a > P || b > P) continue;
+    MPI_Comm ca, cb;
+    MPI_Comm_split(MPI_COMM_WORLD, me < a ? 0 : MPI_UNDEFINED, me, &ca);
+    if (ca != MPI_COMM_NULL) {
+      mixed s = mixed_create(ca, v, dtype);
+      mixed_init(&s);
+      adampi_status st = mixed_steps(&s, ca, v, 0, T_STOP);
+      if (st == ADAMPI_OK) st = adampi_save(s.opt, path, s.p, NULL);
+      if (st != ADAMPI_OK && !bad[0]) snprintf(bad, sizeof bad, "save on %d ranks: %s", a, adampi_last_error(s.opt));
+      mixed_free(&s);
+      MPI_Comm_free(&ca);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Comm_split(MPI_COMM_WORLD, me < b ? 0 : MPI_UNDEFINED, me, &cb);
+    if (cb != MPI_COMM_NULL) {
+      mixed r = mixed_create(cb, v, dtype);
+      adampi_load_options lo = adampi_load_defaults();
+      lo.params = form;
+      int64_t N = adampi_numel(r.opt), n = r.hi - r.lo;
+      unsigned char *full = form == ADAMPI_PARAMS_FULL ? malloc((size_t)N * r.elem) : NULL;
+      if (full) memset(full, 0xff, (size_t)N * r.elem);
+      adampi_status st = adampi_load(r.opt, path, full ? (float *)(void *)full : r.p, &lo);
+      if (st != ADAMPI_OK && !bad[0]) snprintf(bad, sizeof bad, "load on %d ranks: %s", b, adampi_last_error(r.opt));
+      if (st == ADAMPI_OK && full) {
+        /* every rank holds every rank's master rounded */
+        problem_result rl;
+        mixed_collect(&r, cb, v->kind, &rl);
+        unsigned char *want = malloc((size_t)N * r.elem);
+        adampi_round_to(dtype, rl.params, want, N);
+        int differ = memcmp(want, full, (size_t)N * r.elem) != 0, any = 0;
+        MPI_Allreduce(&differ, &any, 1, MPI_INT, MPI_MAX, cb);
+        if (any && !bad[0]) snprintf(bad, sizeof bad, "full load on %d ranks: the full parameters are not the master rounded", b);
+        memcpy(r.p, full + (size_t)r.lo * r.elem, (size_t)n * r.elem);
+        free(want);
+        problem_release(&rl);
+      }
+      if (st == ADAMPI_OK) st = mixed_steps(&r, cb, v, T_STOP, T_TOTAL);
+      if (st != ADAMPI_OK && !bad[0]) snprintf(bad, sizeof bad, "steps after load on %d ranks: %s", b, adampi_last_error(r.opt));
+      problem_result rr;
+      mixed_collect(&r, cb, v->kind, &rr);
+      char diff[400];
+      problem_compare(&ru, &rr, diff, sizeof diff);
+      if (diff[0] && !bad[0]) snprintf(bad, sizeof bad, "case %d, saved on %d ranks, resumed on %d: %s", _i, a, b, diff);
+      if (!mixed_params_are_master(&r, cb) && !bad[0])
+        snprintf(bad, sizeof bad, "case %d, %d -> %d: the parameters are not the master rounded", _i, a, b);
+      problem_release(&rr);
+      free(full);
+      mixed_free(&r);
+      MPI_Comm_free(&cb);
+    }
+    tried++;
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  ck_assert_msg(!bad[0], "%s", bad);
+  if (me == 0)
+    printf("mixed resume (%s, %s, %s form): %d pairs bitwise equal to the uninterrupted run (last step: grad norm %.4g, "
+           "clip factor %.4g)\n",
+           adampi_dtype_name(dtype), v->kind == ADAMPI_ADAMP ? "AdamP" : "SGDP nesterov", form ? "full" : "shard", tried,
+           info.grad_norm, info.clip_coef);
+  problem_release(&ru);
+  mixed_free(&u);
+  remove_all(path);
+}
+END_TEST
+
+/* The root attribute dtype of path as rank 0 reads it ("" when absent), on every rank. */
+static void file_dtype(const char *path, char *out, size_t len)
+{
+  char buf[32] = "";
+  if (test_rank() == 0) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f >= 0 && H5Aexists(f, "dtype") > 0) {
+      hid_t a = H5Aopen(f, "dtype", H5P_DEFAULT), t = H5Aget_type(a), m = H5Tcopy(H5T_C_S1);
+      H5Tset_size(m, sizeof buf);
+      if (H5Tget_class(t) != H5T_STRING || H5Tget_size(t) >= sizeof buf || H5Aread(a, m, buf) < 0) snprintf(buf, sizeof buf, "?");
+      H5Tclose(m), H5Tclose(t), H5Aclose(a);
+    }
+    if (f >= 0) H5Fclose(f);
+  }
+  MPI_Bcast(buf, (int)sizeof buf, MPI_CHAR, 0, MPI_COMM_WORLD);
+  snprintf(out, len, "%s", buf);
+}
+
+/* A checkpoint of any type into a handle of any type: the file's fp32 parameters become the
+ * master (the parameters of a float32 handle), the parameters receive them rounded, the state
+ * and counters come along. _i: saved from bfloat16, float16, float32, and float32 with the dtype
+ * attribute removed (a file of adampi 0.1). The 16-bit sources are saved before their first step
+ * too: the master is then made from the parameters, as the first step would make it. */
+START_TEST(any_type_loads_into_any_type)
+{
+  static const adampi_dtype from_types[] = {ADAMPI_BFLOAT16, ADAMPI_FLOAT16, ADAMPI_FLOAT32, ADAMPI_FLOAT32};
+  static const adampi_dtype to_types[] = {ADAMPI_FLOAT32, ADAMPI_BFLOAT16, ADAMPI_FLOAT16};
+  const problem_variant *v = &problem_variants[0];
+  adampi_dtype from = from_types[_i];
+  char path[512], recorded[32];
+  shared_path(path, sizeof path, "mixed_types");
+  mixed src = mixed_create(MPI_COMM_WORLD, v, from);
+  mixed_init(&src);
+  int64_t n = src.hi - src.lo;
+
+  if (from != ADAMPI_FLOAT32) {
+    /* Saved before any step: the master comes from the parameters, and the next step is the one
+     * a handle that never saved takes. */
+    ck_assert_msg(n == 0 || adampi_master_shard(src.opt) == NULL, "a master before any step");
+    ck_assert_ok(src.opt, adampi_save(src.opt, path, src.p, NULL));
+    ck_assert_msg(mixed_params_are_master(&src, MPI_COMM_WORLD), "after a save before any step: the master is not the parameters");
+    mixed twin = mixed_create(MPI_COMM_WORLD, v, from);
+    mixed_init(&twin);
+    ck_assert_ok(src.opt, mixed_steps(&src, MPI_COMM_WORLD, v, 0, 1));
+    ck_assert_ok(twin.opt, mixed_steps(&twin, MPI_COMM_WORLD, v, 0, 1));
+    problem_result ra, rb;
+    char diff[400];
+    mixed_collect(&src, MPI_COMM_WORLD, v->kind, &ra);
+    mixed_collect(&twin, MPI_COMM_WORLD, v->kind, &rb);
+    problem_compare(&ra, &rb, diff, sizeof diff);
+    ck_assert_msg(!diff[0], "a save before the first step changed the first step: %s", diff);
+    problem_release(&ra), problem_release(&rb);
+    mixed_free(&twin);
+    ck_assert_ok(src.opt, mixed_steps(&src, MPI_COMM_WORLD, v, 1, 3));
+  } else {
+    ck_assert_ok(src.opt, mixed_steps(&src, MPI_COMM_WORLD, v, 0, 3));
+  }
+  ck_assert_ok(src.opt, adampi_save(src.opt, path, src.p, NULL));
+  file_dtype(path, recorded, sizeof recorded);
+  ck_assert_msg(strcmp(recorded, adampi_dtype_name(from)) == 0, "the file records dtype '%s' for a %s model", recorded,
+                adampi_dtype_name(from));
+  if (_i == 3) {
+    int ok = 1;
+    if (test_rank() == 0) {
+      hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+      ok = f >= 0 && H5Adelete(f, "dtype") >= 0;
+      if (f >= 0) H5Fclose(f);
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    ck_assert_msg(ok, "the dtype attribute could not be removed");
+  }
+  problem_result rs;
+  mixed_collect(&src, MPI_COMM_WORLD, v->kind, &rs);
+  for (size_t k = 0; k < sizeof to_types / sizeof to_types[0]; k++) {
+    mixed dst = mixed_create(MPI_COMM_WORLD, v, to_types[k]);
+    ck_assert_ok(dst.opt, adampi_load(dst.opt, path, dst.p, NULL));
+    problem_result rd;
+    char diff[400];
+    mixed_collect(&dst, MPI_COMM_WORLD, v->kind, &rd);
+    problem_compare(&rs, &rd, diff, sizeof diff);
+    ck_assert_msg(!diff[0], "%s file into a %s handle: %s", _i == 3 ? "an old float32" : adampi_dtype_name(from),
+                  adampi_dtype_name(to_types[k]), diff);
+    ck_assert_msg(mixed_params_are_master(&dst, MPI_COMM_WORLD), "%s file into a %s handle: the parameters are not the master rounded",
+                  adampi_dtype_name(from), adampi_dtype_name(to_types[k]));
+    /* and it steps on like the source, when the types agree */
+    if (to_types[k] == from) {
+      ck_assert_ok(src.opt, mixed_steps(&src, MPI_COMM_WORLD, v, 3, 4));
+      ck_assert_ok(dst.opt, mixed_steps(&dst, MPI_COMM_WORLD, v, 3, 4));
+      problem_result ra, rb;
+      mixed_collect(&src, MPI_COMM_WORLD, v->kind, &ra);
+      mixed_collect(&dst, MPI_COMM_WORLD, v->kind, &rb);
+      problem_compare(&ra, &rb, diff, sizeof diff);
+      ck_assert_msg(!diff[0], "the step after loading into the same type: %s", diff);
+      problem_release(&ra), problem_release(&rb);
+    }
+    problem_release(&rd);
+    mixed_free(&dst);
+  }
+  problem_release(&rs);
+  mixed_free(&src);
+  remove_all(path);
+}
+END_TEST
+
+/* An unknown dtype (_i = 0) or one that is not a string (_i = 1) is refused by a 16-bit handle
+ * with a master (after steps) and without one (before any step): nothing changes. */
+START_TEST(unknown_dtype_changes_nothing_in_a_16_bit_handle)
+{
+  const problem_variant *v = &problem_variants[2];
+  char path[512];
+  shared_path(path, sizeof path, "mixed_bad_dtype");
+  mixed src = mixed_create(MPI_COMM_WORLD, v, ADAMPI_BFLOAT16);
+  mixed_init(&src);
+  ck_assert_ok(src.opt, mixed_steps(&src, MPI_COMM_WORLD, v, 0, 3));
+  ck_assert_ok(src.opt, adampi_save(src.opt, path, src.p, NULL));
+  mixed_free(&src);
+  MPI_Barrier(MPI_COMM_WORLD);
+  int damaged = test_rank() == 0 ? damage(path, _i ? DTYPE_INTEGER : DTYPE_UNKNOWN) : 0;
+  MPI_Bcast(&damaged, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  ck_assert_msg(damaged == 0, "the dtype attribute could not be replaced");
+  const char *want = bad_expect[_i ? DTYPE_INTEGER : DTYPE_UNKNOWN].text;
+
+  for (int stepped = 0; stepped < 2; stepped++) {
+    mixed l = mixed_create(MPI_COMM_WORLD, v, ADAMPI_FLOAT16);
+    mixed_init(&l);
+    if (stepped) ck_assert_ok(l.opt, mixed_steps(&l, MPI_COMM_WORLD, v, 0, 5));
+    int64_t n = l.hi - l.lo;
+    void *p_before = malloc((size_t)n * l.elem + 1);
+    memcpy(p_before, l.p, (size_t)n * l.elem);
+    problem_result before, after;
+    if (stepped) mixed_collect(&l, MPI_COMM_WORLD, v->kind, &before);
+    adampi_status st = adampi_load(l.opt, path, l.p, NULL);
+    const char *msg = adampi_last_error(l.opt);
+    ck_assert_msg(st == ADAMPI_ERR_FORMAT, "[rank %d] status %s (%s)", test_rank(), adampi_strerror(st), msg);
+    ck_assert_msg(strstr(msg, want) != NULL, "[rank %d] message '%s' lacks '%s'", test_rank(), msg, want);
+    ck_assert_msg(memcmp(p_before, l.p, (size_t)n * l.elem) == 0, "[rank %d] a refused load changed the parameters", test_rank());
+    if (stepped) {
+      char diff[400];
+      mixed_collect(&l, MPI_COMM_WORLD, v->kind, &after);
+      problem_compare(&before, &after, diff, sizeof diff);
+      ck_assert_msg(!diff[0], "a refused load changed the master or the state: %s", diff);
+      problem_release(&before), problem_release(&after);
+    } else {
+      ck_assert_msg(n == 0 || adampi_master_shard(l.opt) == NULL, "[rank %d] a refused load made a master", test_rank());
+    }
+    free(p_before);
+    mixed_free(&l);
+  }
+  remove_all(path);
+}
+END_TEST
+
+/* ---- caller arrays ------------------------------------------------------------------------ */
+
+#define A_MEAN 5
+#define A_VAR 300
+
+/* Values with every kind of float32 bit pattern worth keeping: signs, a negative zero, a
+ * subnormal, large and small magnitudes. The same on every rank (caller arrays are replicated). */
+static void fill_arrays(float *mean, float *var)
+{
+  for (int k = 0; k < A_MEAN; k++) mean[k] = (float)(k - 2) * 0.37f;
+  mean[2] = -0.0f;
+  for (int k = 0; k < A_VAR; k++) var[k] = 1.0f + (float)k * 1e-3f;
+  var[7] = 1e-42f;
+  var[8] = 3e38f;
+}
+
+/* A save with two caller arrays, loaded back on every rank bit for bit, with the optimizer; a
+ * load that asks for one of them (or none) ignores the other. */
+START_TEST(caller_arrays_round_trip)
+{
+  const problem_variant *v = &problem_variants[_i ? 2 : 0];
+  char path[512];
+  shared_path(path, sizeof path, "arrays");
+  float mean[A_MEAN], var[A_VAR], mean_back[A_MEAN], var_back[A_VAR];
+  fill_arrays(mean, var);
+  live a = start(MPI_COMM_WORLD, v, 3, ADAMPI_NONFINITE_ERROR);
+  adampi_array out[2] = {{"bn1.running_mean", mean, A_MEAN}, {"bn1.running_var", var, A_VAR}};
+  adampi_save_options so = adampi_save_defaults();
+  so.arrays = out;
+  so.num_arrays = 2;
+  ck_assert_ok(a.opt, adampi_save(a.opt, path, a.w, &so));
+
+  live b = start(MPI_COMM_WORLD, v, 0, ADAMPI_NONFINITE_ERROR);
+  memset(mean_back, 0xff, sizeof mean_back), memset(var_back, 0xff, sizeof var_back);
+  adampi_array in[2] = {{"bn1.running_var", var_back, A_VAR}, {"bn1.running_mean", mean_back, A_MEAN}}; /* any order */
+  adampi_load_options lo = adampi_load_defaults();
+  lo.arrays = in;
+  lo.num_arrays = 2;
+  ck_assert_ok(b.opt, adampi_load(b.opt, path, b.w, &lo));
+  ck_assert_msg(memcmp(mean, mean_back, sizeof mean) == 0, "[rank %d] bn1.running_mean differs after load", test_rank());
+  ck_assert_msg(memcmp(var, var_back, sizeof var) == 0, "[rank %d] bn1.running_var differs after load", test_rank());
+  problem_result ra, rb;
+  char diff[400];
+  problem_collect(a.opt, MPI_COMM_WORLD, v->kind, a.w, &ra);
+  problem_collect(b.opt, MPI_COMM_WORLD, v->kind, b.w, &rb);
+  problem_compare(&ra, &rb, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "after a load with caller arrays: %s", diff);
+
+  memset(mean_back, 0, sizeof mean_back);
+  lo.arrays = &in[1];
+  lo.num_arrays = 1;
+  ck_assert_ok(b.opt, adampi_load(b.opt, path, b.w, &lo));
+  ck_assert_msg(memcmp(mean, mean_back, sizeof mean) == 0, "[rank %d] bn1.running_mean alone differs", test_rank());
+  ck_assert_ok(b.opt, adampi_load(b.opt, path, b.w, NULL));
+  problem_release(&ra);
+  problem_release(&rb);
+  stop(&a), stop(&b);
+  remove_all(path);
+}
+END_TEST
+
+enum { ARR_CORRUPT, ARR_MISSING, ARR_LENGTH, ARR_NO_GROUP, ARR_NO_CHECKSUM, ARR_FLOAT64, NUM_ARR_BAD };
+
+static const char *const arr_expect[NUM_ARR_BAD] = {
+  [ARR_CORRUPT] = "caller array 'bn1.running_var': checksum mismatch (the file is corrupt)",
+  [ARR_MISSING] = "caller array 'ghost' (/arrays/ghost) is not in the checkpoint",
+  [ARR_LENGTH] = "caller array 'bn1.running_var': the checkpoint holds 300 elements, 301 were asked for",
+  [ARR_NO_GROUP] = "caller array 'bn1.running_mean' (/arrays/bn1.running_mean) is not in the checkpoint",
+  [ARR_NO_CHECKSUM] = "caller array 'bn1.running_mean': no valid checksum attribute",
+  [ARR_FLOAT64] = "caller array 'bn1.running_mean': /arrays/bn1.running_mean is not a 1-d float32 dataset",
+};
+
+/* Flip one byte of a dataset's contiguous data, a third of the way in (rank 0). */
+static int flip_byte(const char *path, const char *dataset, size_t bytes)
+{
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t d = f >= 0 ? H5Dopen2(f, dataset, H5P_DEFAULT) : H5I_INVALID_HID;
+  haddr_t addr = d >= 0 ? H5Dget_offset(d) : HADDR_UNDEF;
+  if (d >= 0) H5Dclose(d);
+  if (f >= 0) H5Fclose(f);
+  off_t at = (off_t)addr + (off_t)(bytes / 3);
+  int fd = open(path, O_RDWR);
+  unsigned char byte = 0;
+  int ok = addr != HADDR_UNDEF && fd >= 0 && pread(fd, &byte, 1, at) == 1;
+  byte ^= 0x04;
+  ok = ok && pwrite(fd, &byte, 1, at) == 1;
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
+static int damage_arrays(const char *path, int how)
+{
+  switch (how) {
+  case ARR_CORRUPT: return flip_byte(path, "arrays/bn1.running_var", A_VAR * sizeof(float));
+  case ARR_NO_CHECKSUM: {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = f >= 0 ? H5Dopen2(f, "arrays/bn1.running_mean", H5P_DEFAULT) : H5I_INVALID_HID;
+    int ok = d >= 0 && H5Adelete(d, "checksum") >= 0;
+    if (d >= 0) H5Dclose(d);
+    if (f >= 0) H5Fclose(f);
+    return ok;
+  }
+  case ARR_FLOAT64: {
+    hsize_t dims[1] = {A_MEAN};
+    return replace_dataset(path, "arrays/bn1.running_mean", H5T_IEEE_F64LE, 1, dims);
+  }
+  default: return 1; /* the file is intact: the request is what is wrong */
+  }
+}
+
+/* A refused load of caller arrays names the array, returns ADAMPI_ERR_FORMAT on every rank and
+ * changes nothing: not the caller's arrays, not the optimizer, not the caller area. */
+START_TEST(bad_caller_arrays_are_refused_and_change_nothing)
+{
+  const problem_variant *v = &problem_variants[0];
+  char path[512];
+  shared_path(path, sizeof path, "arrays_bad");
+  float mean[A_MEAN], var[A_VAR];
+  fill_arrays(mean, var);
+  live src = start(MPI_COMM_WORLD, v, 3, ADAMPI_NONFINITE_ERROR);
+  adampi_array out[2] = {{"bn1.running_mean", mean, A_MEAN}, {"bn1.running_var", var, A_VAR}};
+  adampi_save_options so = adampi_save_defaults();
+  so.arrays = out;
+  so.num_arrays = _i == ARR_NO_GROUP ? 0 : 2; /* a file as saved before caller arrays existed */
+  ck_assert_ok(src.opt, adampi_save(src.opt, path, src.w, &so));
+  stop(&src);
+  MPI_Barrier(MPI_COMM_WORLD);
+  int damaged = test_rank() == 0 ? !damage_arrays(path, _i) : 0;
+  MPI_Bcast(&damaged, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  ck_assert_msg(damaged == 0, "case %d: the file could not be damaged as planned", _i);
+
+  live l = start(MPI_COMM_WORLD, v, 5, ADAMPI_NONFINITE_ERROR);
+  problem_result before, after;
+  problem_collect(l.opt, MPI_COMM_WORLD, v->kind, l.w, &before);
+  float m[A_MEAN + 1], x[A_VAR + 1], m0[A_MEAN + 1], x0[A_VAR + 1];
+  for (int k = 0; k <= A_VAR; k++) x[k] = (float)-k;
+  for (int k = 0; k <= A_MEAN; k++) m[k] = 42.0f + (float)k;
+  memcpy(m0, m, sizeof m), memcpy(x0, x, sizeof x);
+  adampi_array in[3] = {{"bn1.running_mean", m, A_MEAN}, {"bn1.running_var", x, _i == ARR_LENGTH ? A_VAR + 1 : A_VAR},
+                        {"ghost", m, 1}};
+  adampi_user user = {0};
+  adampi_user_set(&user, "untouched", 7);
+  adampi_load_options lo = adampi_load_defaults();
+  lo.arrays = in;
+  lo.num_arrays = _i == ARR_MISSING ? 3 : 2;
+  lo.user = &user;
+  adampi_status st = adampi_load(l.opt, path, l.w, &lo);
+  const char *msg = adampi_last_error(l.opt);
+  ck_assert_msg(st == ADAMPI_ERR_FORMAT, "[rank %d] case %d: status %s (%s)", test_rank(), _i, adampi_strerror(st), msg);
+  ck_assert_msg(strstr(msg, arr_expect[_i]) != NULL, "[rank %d] case %d: message '%s' lacks '%s'", test_rank(), _i, msg,
+                arr_expect[_i]);
+  ck_assert_msg(memcmp(m, m0, sizeof m) == 0 && memcmp(x, x0, sizeof x) == 0, "[rank %d] case %d: a refused load changed the caller's arrays",
+                test_rank(), _i);
+  ck_assert_msg(user.count == 1 && user.value[0] == 7, "case %d: a refused load changed the caller area", _i);
+  problem_collect(l.opt, MPI_COMM_WORLD, v->kind, l.w, &after);
+  char diff[400];
+  problem_compare(&before, &after, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "case %d: a refused load changed the optimizer: %s", _i, diff);
+  /* The same file still loads without caller arrays. */
+  ck_assert_ok(l.opt, adampi_load(l.opt, path, l.w, NULL));
+  problem_release(&before);
+  problem_release(&after);
+  stop(&l);
+  remove_all(path);
+}
+END_TEST
+
+/* A save refuses bad lists before anything is written: a bad name, a name twice, len 0, and (on
+ * several ranks) arrays whose values differ across ranks, named. */
+START_TEST(bad_caller_arrays_are_not_saved)
+{
+  char path[512];
+  shared_path(path, sizeof path, "arrays_refused");
+  remove_all(path);
+  float mean[A_MEAN], var[A_VAR];
+  fill_arrays(mean, var);
+  if (test_rank() == test_size() - 1 && test_size() > 1) var[299] = 2.0f; /* not replicated */
+  live l = start(MPI_COMM_WORLD, &problem_variants[0], 1, ADAMPI_NONFINITE_ERROR);
+  const struct {
+    adampi_array a[2];
+    int n;
+    adampi_status status;
+    const char *text;
+  } cases[] = {
+    {{{"bn1/mean", mean, A_MEAN}}, 1, ADAMPI_ERR_ARG, "caller array 0: the name must be 1..47 characters without '/'"},
+    {{{"m", mean, A_MEAN}, {"m", var, A_VAR}}, 2, ADAMPI_ERR_ARG, "caller array 'm' is in the list twice"},
+    {{{"m", mean, 0}}, 1, ADAMPI_ERR_ARG, "caller array 'm': len = 0"},
+    {{{"m", mean, A_MEAN}, {"v", var, A_VAR}}, 2, ADAMPI_ERR_MISMATCH, "ranks hold different values of caller array 'v'"},
+  };
+  int ncases = test_size() > 1 ? 4 : 3;
+  for (int c = 0; c < ncases; c++) {
+    adampi_save_options so = adampi_save_defaults();
+    so.arrays = cases[c].a;
+    so.num_arrays = cases[c].n;
+    adampi_status st = adampi_save(l.opt, path, l.w, &so);
+    const char *msg = adampi_last_error(l.opt);
+    ck_assert_msg(st == cases[c].status, "[rank %d] case %d: status %s (%s)", test_rank(), c, adampi_strerror(st), msg);
+    ck_assert_msg(strstr(msg, cases[c].text) != NULL, "[rank %d] case %d: message '%s' lacks '%s'", test_rank(), c, msg, cases[c].text);
+    ck_assert_msg(access(path, F_OK) != 0, "case %d: a refused save wrote the file", c);
+  }
+  stop(&l);
+  remove_all(path);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
   Suite *s = suite_create("checkpoint");
@@ -731,6 +1308,12 @@ static Suite *make_suite(void)
   tcase_add_test(tc, metadata_is_all_checksummed);
   tcase_add_test(tc, rotation_keeps_the_last_k);
   tcase_add_test(tc, save_into_a_missing_directory_fails_everywhere);
+  tcase_add_loop_test(tc, caller_arrays_round_trip, 0, 2);
+  tcase_add_loop_test(tc, bad_caller_arrays_are_refused_and_change_nothing, 0, NUM_ARR_BAD);
+  tcase_add_test(tc, bad_caller_arrays_are_not_saved);
+  tcase_add_loop_test(tc, mixed_resume_is_bitwise_identical, 0, 4);
+  tcase_add_loop_test(tc, any_type_loads_into_any_type, 0, 4);
+  tcase_add_loop_test(tc, unknown_dtype_changes_nothing_in_a_16_bit_handle, 0, 2);
   suite_add_tcase(s, tc);
   return s;
 }

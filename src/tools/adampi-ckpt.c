@@ -3,12 +3,13 @@
  *
  *   adampi-ckpt info CK.h5              what the file holds, then whether the library accepts it
  *   mpirun -np N adampi-ckpt verify CK.h5   every checksum and the format, on any number of ranks
- *   adampi-ckpt export CK.h5 OUT.h5|OUT.npz the fp32 parameters by tensor name, no optimizer state
+ *   adampi-ckpt export CK.h5 OUT.h5|OUT.npz the fp32 parameters by tensor name and the caller
+ *                                       arrays by their names, no optimizer state
  *   adampi-ckpt latest CK.h5            the newest checkpoint among CK.h5, CK.h5.1, ... that verifies
  *
  * The checks are the library's own: the tool reads the registration the file describes (optimizer,
- * tensor names, shapes and groups) with plain HDF5 calls, creates a handle from it and calls
- * adampi_load, which verifies the format, every dataset's checksum, shapes, step counters and
+ * tensor names, shapes and groups, the caller arrays' names and lengths) with plain HDF5 calls,
+ * creates a handle from it and calls adampi_load, asking for every caller array, which verifies the format, every dataset's checksum, shapes, step counters and
  * hyper-parameters. Nothing here recomputes a checksum. What this tool is not: an editor; it never
  * writes into a checkpoint (`latest` only renames damaged files out of the rotation's way).
  * Exit status: 0 success, 1 a damaged or unreadable checkpoint (the first problem is named), 2 usage.
@@ -35,10 +36,19 @@ typedef struct tensor_desc {
   int64_t group, step;
 } tensor_desc;
 
+/* A caller array (/arrays/NAME): model state that is not a parameter. */
+typedef struct array_desc {
+  char name[ADAMPI_USER_NAME];
+  int64_t len;
+} array_desc;
+
 typedef struct ckpt_desc {
   char format[64], library_version[32], optimizer[16];
+  char dtype[32]; /* the model's element type; "" when absent (files of adampi 0.1: float32) */
   int64_t format_version, num_tensors, num_groups, steps_taken, steps_skipped, saved_world_size;
   tensor_desc *tensors; /* num_tensors, in registration order */
+  int num_arrays;
+  array_desc arrays[ADAMPI_ARRAYS_MAX]; /* in name order */
 } ckpt_desc;
 
 static int rank_, size_;
@@ -105,6 +115,42 @@ static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape)
   if (n > 0 && (size_t)n < len) snprintf(buf + n, len - (size_t)n, "]");
 }
 
+/* The caller arrays of /arrays (none if there is no such group): names and lengths. 0, or -1
+ * with the problem in msg. */
+static int describe_arrays(hid_t f, ckpt_desc *d, char *msg, size_t len)
+{
+  H5G_info_t gi;
+  if (H5Lexists(f, "arrays", H5P_DEFAULT) <= 0) return 0;
+  hid_t g = H5Gopen2(f, "arrays", H5P_DEFAULT);
+  int rc = -1;
+  if (g < 0 || H5Gget_info(g, &gi) < 0 || gi.nlinks > ADAMPI_ARRAYS_MAX) {
+    snprintf(msg, len, "the group /arrays cannot be read or holds more than %d arrays", ADAMPI_ARRAYS_MAX);
+    goto done;
+  }
+  for (hsize_t k = 0; k < gi.nlinks; k++) {
+    array_desc *a = &d->arrays[k];
+    ssize_t nl = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, k, a->name, sizeof a->name, H5P_DEFAULT);
+    hid_t ds = nl > 0 && nl < (ssize_t)sizeof a->name ? H5Dopen2(g, a->name, H5P_DEFAULT) : H5I_INVALID_HID;
+    hid_t sp = ds >= 0 ? H5Dget_space(ds) : H5I_INVALID_HID;
+    hsize_t dims[1] = {0};
+    int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, dims, NULL) == 1 &&
+             dims[0] >= 1 && dims[0] <= (hsize_t)INT64_MAX;
+    if (sp >= 0) H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
+    if (!ok) {
+      snprintf(msg, len, "entry %llu of /arrays is not a 1-d dataset with a name of at most %d characters", (unsigned long long)k,
+               ADAMPI_USER_NAME - 1);
+      goto done;
+    }
+    a->len = (int64_t)dims[0];
+    d->num_arrays++;
+  }
+  rc = 0;
+done:
+  if (g >= 0) H5Gclose(g);
+  return rc;
+}
+
 /* Read the file's description into d (d->tensors allocated; free with free). Local. Returns 0, or
  * -1 with the first problem in msg. Files older than superblock 2 are refused before HDF5 parses
  * them, as adampi_load does (see h5superblock.h). */
@@ -125,6 +171,8 @@ static int describe(const char *path, ckpt_desc *d, char *msg, size_t len)
   get_str(f, "format", d->format, sizeof d->format);
   get_str(f, "library_version", d->library_version, sizeof d->library_version);
   get_str(f, "optimizer", d->optimizer, sizeof d->optimizer);
+  get_str(f, "dtype", d->dtype, sizeof d->dtype);
+  if (d->dtype[0] == '\0' && H5Aexists(f, "dtype") > 0) snprintf(d->dtype, sizeof d->dtype, "(not a short string)");
   if (strcmp(d->format, "adampi-checkpoint") != 0) {
     snprintf(msg, len, "root attribute format is '%s', not 'adampi-checkpoint'", d->format);
     goto done;
@@ -193,7 +241,7 @@ static int describe(const char *path, ckpt_desc *d, char *msg, size_t len)
     t->ndim = ndim, t->group = group, t->step = step;
     for (int j = 0; j < ndim; j++) t->shape[j] = dims[j] > (hsize_t)INT64_MAX ? -1 : (int64_t)dims[j];
   }
-  rc = 0;
+  rc = describe_arrays(f, d, msg, len);
 done:
   if (rc != 0) free(d->tensors), d->tensors = NULL;
   if (ts >= 0) H5Gclose(ts);
@@ -203,16 +251,20 @@ done:
 
 /* ---- loading through the library ------------------------------------------------------------- */
 
-/* Describe path on every rank, then create a handle from the description and adampi_load it (the
- * library's checks). Collective over MPI_COMM_WORLD; every rank returns the same value. On 0, *out
- * owns the loaded handle; with full != NULL, *full receives the full parameters (ADAMPI_PARAMS_FULL),
- * else only the shard is loaded. user (may be NULL) receives the caller area. On -1, msg names the
- * first problem and nothing is allocated. */
-static int load(const char *path, ckpt_desc *d, adampi **out, float **full, adampi_user *user, char *msg, size_t len)
+/* Describe path on every rank, then create a handle from the description and adampi_load it with
+ * every caller array (the library's checks). Collective over MPI_COMM_WORLD; every rank returns
+ * the same value. On 0, *out owns the loaded handle; with full != NULL, *full receives the full
+ * parameters (ADAMPI_PARAMS_FULL), else only the shard is loaded; with arrays != NULL, *arrays
+ * receives the caller arrays one after the other, in d->arrays' order (free both with free).
+ * user (may be NULL) receives the caller area. On -1, msg names the first problem and nothing is
+ * allocated. */
+static int load(const char *path, ckpt_desc *d, adampi **out, float **full, float **arrays, adampi_user *user, char *msg,
+                size_t len)
 {
   char err[MSG] = "";
   adampi *opt = NULL;
-  float *params = NULL;
+  float *params = NULL, *values = NULL;
+  adampi_array list[ADAMPI_ARRAYS_MAX];
   *out = NULL;
   int bad = describe(path, d, msg, len) != 0, any = 0;
   MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD);
@@ -244,17 +296,23 @@ static int load(const char *path, ckpt_desc *d, adampi **out, float **full, adam
   if (st == ADAMPI_OK) {
     int64_t lo = 0, hi = 0, n = adampi_numel(opt);
     adampi_shard(opt, rank_, &lo, &hi);
-    size_t count = (size_t)(full ? n : hi - lo);
+    size_t count = (size_t)(full ? n : hi - lo), values_count = 0;
+    for (int k = 0; k < d->num_arrays; k++) values_count += (size_t)d->arrays[k].len;
     params = malloc((count ? count : 1) * sizeof(float));
-    int nomem = params == NULL, anynomem = 0;
+    values = malloc((values_count ? values_count : 1) * sizeof(float));
+    int nomem = params == NULL || values == NULL, anynomem = 0;
     MPI_Allreduce(&nomem, &anynomem, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD);
     if (anynomem) {
-      snprintf(msg, len, "out of memory for %zu parameters", count);
+      snprintf(msg, len, "out of memory for %zu parameters and %zu array values", count, values_count);
       goto fail;
     }
+    float *at = values;
+    for (int k = 0; k < d->num_arrays; k++) list[k] = (adampi_array){d->arrays[k].name, at, d->arrays[k].len}, at += d->arrays[k].len;
     adampi_load_options lo_opt = adampi_load_defaults();
     lo_opt.params = full ? ADAMPI_PARAMS_FULL : ADAMPI_PARAMS_SHARD;
     lo_opt.user = user;
+    lo_opt.arrays = list;
+    lo_opt.num_arrays = d->num_arrays;
     st = adampi_load(opt, path, params, &lo_opt);
   }
   if (st != ADAMPI_OK) {
@@ -263,10 +321,13 @@ static int load(const char *path, ckpt_desc *d, adampi **out, float **full, adam
   }
   if (full) *full = params;
   else free(params);
+  if (arrays) *arrays = values;
+  else free(values);
   *out = opt;
   return 0;
 fail:
   free(params);
+  free(values);
   adampi_free(&opt);
   return -1;
 }
@@ -328,12 +389,15 @@ static int cmd_info(const char *path)
   ckpt_desc d;
   char msg[MSG] = "";
   adampi *opt = NULL;
-  int rc = load(path, &d, &opt, NULL, NULL, msg, sizeof msg);
+  int rc = load(path, &d, &opt, NULL, NULL, NULL, msg, sizeof msg);
   if (rank_ == 0 && d.tensors) {
     int64_t total = 0;
     printf("%s: %s format %" PRId64 ", written by adampi %s\n", path, d.format, d.format_version, d.library_version);
     printf("optimizer: %s\nsteps: %" PRId64 " taken, %" PRId64 " skipped\nsaved on: %" PRId64 " ranks\n", d.optimizer,
            d.steps_taken, d.steps_skipped, d.saved_world_size);
+    if (d.dtype[0] == '\0') printf("element type: float32 (no dtype attribute: written before adampi 0.2)\n");
+    else if (strcmp(d.dtype, "float32") == 0) printf("element type: float32\n");
+    else printf("element type: %s (the parameters are its fp32 master)\n", d.dtype);
     printf("groups: %" PRId64 "\n", d.num_groups);
     print_groups(path, d.num_groups);
     printf("tensors: %" PRId64 "\n", d.num_tensors);
@@ -347,6 +411,8 @@ static int cmd_info(const char *path)
              d.tensors[i].group, d.tensors[i].step);
     }
     printf("elements: %" PRId64 " (%.1f MB of fp32 parameters)\n", total, total * 4.0 / 1e6);
+    printf("caller arrays: %d\n", d.num_arrays);
+    for (int k = 0; k < d.num_arrays; k++) printf("  %-28s [%" PRId64 "]\n", d.arrays[k].name, d.arrays[k].len);
     print_user(path);
   }
   if (rank_ == 0) {
@@ -364,7 +430,7 @@ static int cmd_info(const char *path)
 static int check(const char *path, char *msg, size_t len, ckpt_desc *d)
 {
   adampi *opt = NULL;
-  int rc = load(path, d, &opt, NULL, NULL, msg, len);
+  int rc = load(path, d, &opt, NULL, NULL, NULL, msg, len);
   adampi_free(&opt);
   return rc ? 1 : 0;
 }
@@ -376,8 +442,8 @@ static int cmd_verify(const char *path)
   int rc = check(path, msg, sizeof msg, &d);
   if (rank_ == 0) {
     if (rc == 0)
-      printf("%s: ok: %s, %" PRId64 " tensors, step %" PRId64 ", saved on %" PRId64 " ranks, verified on %d\n", path,
-             d.optimizer, d.num_tensors, d.steps_taken, d.saved_world_size, size_);
+      printf("%s: ok: %s, %" PRId64 " tensors, %d caller arrays, step %" PRId64 ", saved on %" PRId64 " ranks, verified on %d\n",
+             path, d.optimizer, d.num_tensors, d.num_arrays, d.steps_taken, d.saved_world_size, size_);
     else fprintf(stderr, "adampi-ckpt: %s: not valid: %s\n", path, msg);
   }
   free(d.tensors);
@@ -501,7 +567,39 @@ static int ends_with(const char *s, const char *tail)
   return a >= b && strcmp(s + a - b, tail) == 0;
 }
 
-/* Load with the library's checks (full parameters), then rank 0 writes OUT.tmp and renames it. */
+/* The caller arrays appended to the tensors, as 1-d entries named by the array, their values after
+ * the parameters (*params grows): the writers then walk one list, the way torch's state_dict holds
+ * parameters and buffers under one set of names. Local. 0, or -1 with the problem in msg. */
+static int append_arrays(ckpt_desc *d, float **params, const float *values, char *msg, size_t len)
+{
+  int64_t numel = 0, extra = 0;
+  for (int64_t i = 0; i < d->num_tensors; i++) {
+    int64_t n = 1;
+    for (int j = 0; j < d->tensors[i].ndim; j++) n *= d->tensors[i].shape[j];
+    numel += n;
+    for (int k = 0; k < d->num_arrays; k++)
+      if (strcmp(d->tensors[i].name, d->arrays[k].name) == 0)
+        return snprintf(msg, len, "caller array '%s' has the name of a tensor: one export file cannot hold both", d->arrays[k].name), -1;
+  }
+  for (int k = 0; k < d->num_arrays; k++) extra += d->arrays[k].len;
+  tensor_desc *t = realloc(d->tensors, (size_t)(d->num_tensors + d->num_arrays + 1) * sizeof *t);
+  if (t) d->tensors = t;
+  float *p = t ? realloc(*params, (size_t)(numel + extra + 1) * sizeof(float)) : NULL;
+  if (!p) return snprintf(msg, len, "out of memory for the caller arrays"), -1;
+  *params = p;
+  memcpy(p + numel, values, (size_t)extra * sizeof(float));
+  for (int k = 0; k < d->num_arrays; k++) {
+    tensor_desc *e = &d->tensors[d->num_tensors + k];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", d->arrays[k].name);
+    e->ndim = 1, e->shape[0] = d->arrays[k].len, e->group = -1;
+  }
+  d->num_tensors += d->num_arrays;
+  return 0;
+}
+
+/* Load with the library's checks (full parameters and caller arrays), then rank 0 writes OUT.tmp
+ * and renames it. */
 static int cmd_export(const char *path, const char *out)
 {
   int npz = ends_with(out, ".npz"), h5 = ends_with(out, ".h5") || ends_with(out, ".hdf5");
@@ -512,20 +610,25 @@ static int cmd_export(const char *path, const char *out)
   ckpt_desc d;
   char msg[MSG] = "", tmp[4200];
   adampi *opt = NULL;
-  float *params = NULL;
-  int rc = load(path, &d, &opt, &params, NULL, msg, sizeof msg);
+  float *params = NULL, *values = NULL;
+  int rc = load(path, &d, &opt, &params, &values, NULL, msg, sizeof msg);
   if (rc == 0 && rank_ == 0) {
+    int64_t tensors = d.num_tensors;
     snprintf(tmp, sizeof tmp, "%s.adampi-tmp", out);
-    rc = npz ? write_npz(tmp, &d, params, msg, sizeof msg) : write_h5(tmp, &d, params, msg, sizeof msg);
+    rc = append_arrays(&d, &params, values, msg, sizeof msg);
+    if (rc == 0) rc = npz ? write_npz(tmp, &d, params, msg, sizeof msg) : write_h5(tmp, &d, params, msg, sizeof msg);
     if (rc == 0 && rename(tmp, out) != 0) rc = -1, snprintf(msg, sizeof msg, "cannot rename %.1100s to %.1024s", tmp, out);
     if (rc != 0) unlink(tmp);
-    if (rc == 0) printf("%s: %" PRId64 " tensors, fp32 parameters only, written to %s\n", path, d.num_tensors, out);
+    if (rc == 0)
+      printf("%s: %" PRId64 " tensors and %d caller arrays, fp32, no optimizer state, written to %s\n", path, tensors,
+             d.num_arrays, out);
     else fprintf(stderr, "adampi-ckpt: export: %s\n", msg);
   } else if (rc != 0 && rank_ == 0) {
     fprintf(stderr, "adampi-ckpt: %s: not valid: %s\n", path, msg);
   }
   MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
   free(params);
+  free(values);
   free(d.tensors);
   adampi_free(&opt);
   return rc ? 1 : 0;
@@ -597,9 +700,9 @@ static int cmd_latest(const char *path)
 
 static void usage(FILE *f)
 {
-  fprintf(f, "usage: adampi-ckpt info CK.h5        optimizer, steps, ranks at save, groups, tensors, caller values\n"
+  fprintf(f, "usage: adampi-ckpt info CK.h5        optimizer, steps, ranks at save, groups, tensors, caller arrays and values\n"
              "       adampi-ckpt verify CK.h5      every checksum and the format (mpirun -np N: any N, 1 included)\n"
-             "       adampi-ckpt export CK.h5 OUT  fp32 parameters by tensor name; OUT ends in .h5 or .npz\n"
+             "       adampi-ckpt export CK.h5 OUT  fp32 parameters and caller arrays by name; OUT ends in .h5 or .npz\n"
              "       adampi-ckpt latest CK.h5      print the newest valid one of CK.h5, CK.h5.1, ...; move damaged newer ones aside\n"
              "exit status: 0 ok, 1 damaged or unreadable (the first problem is named), 2 usage\n");
 }

@@ -35,6 +35,9 @@ struct replay_file {
   unsigned char *present; /* T x n: gradient of tensor i at step t exists */
   double *lr;             /* T x G, or NULL */
   float *grad_shard;
+  adampi_dtype dtype; /* of the handle: the gradients are rounded to it before each step */
+  void *grad_typed;   /* 16-bit types: grad_shard rounded (NULL for float32) */
+  double grad_scale;  /* each step's grad_scale */
   replay_counts counts;
 };
 
@@ -320,6 +323,7 @@ int replay_open(MPI_Comm comm, const char *path, replay_file **out, char *err, s
   }
   rf->comm = comm;
   rf->file = rf->dxpl = H5I_INVALID_HID;
+  rf->grad_scale = 1.0;
   MPI_Comm_rank(comm, &rf->rank);
   int rc = open_local(rf, path, err, err_len);
   if (rc == 0) {
@@ -346,6 +350,7 @@ void replay_close(replay_file **rfp)
   free(rf->present);
   free(rf->lr);
   free(rf->grad_shard);
+  free(rf->grad_typed);
   free(rf);
   *rfp = NULL;
 }
@@ -353,6 +358,7 @@ void replay_close(replay_file **rfp)
 adampi_kind replay_kind(const replay_file *rf) { return rf->kind; }
 int replay_steps(const replay_file *rf) { return rf->T; }
 void replay_get_counts(const replay_file *rf, replay_counts *counts) { *counts = rf->counts; }
+void replay_set_grad_scale(replay_file *rf, double grad_scale) { rf->grad_scale = grad_scale; }
 int replay_num_tensors(const replay_file *rf) { return rf->n; }
 
 int64_t replay_numel(const replay_file *rf)
@@ -387,8 +393,11 @@ int replay_make_optimizer(replay_file *rf, const adampi_config *cfg, adampi **op
   if (rc == 0) {
     int64_t lo, hi;
     adampi_shard(*opt, adampi_rank(*opt), &lo, &hi);
+    rf->dtype = c.dtype;
     rf->grad_shard = calloc((size_t)(hi - lo) + 1, sizeof(float));
-    if (rf->grad_shard == NULL) snprintf(err, err_len, "out of memory for the gradient shard"), rc = ADAMPI_ERR_NOMEM;
+    if (c.dtype != ADAMPI_FLOAT32) rf->grad_typed = calloc((size_t)(hi - lo) + 1, adampi_dtype_size(c.dtype));
+    if (rf->grad_shard == NULL || (c.dtype != ADAMPI_FLOAT32 && rf->grad_typed == NULL))
+      snprintf(err, err_len, "out of memory for the gradient shard"), rc = ADAMPI_ERR_NOMEM;
     rc = agree(rf->comm, rc, err, err_len);
   }
   if (rc != 0) adampi_free(opt);
@@ -451,7 +460,7 @@ int replay_read_params(replay_file *rf, adampi *opt, float *param_shard, char *e
   return agree(rf->comm, rc, err, err_len);
 }
 
-int replay_run(replay_file *rf, adampi *opt, float *param_shard, int t0, int t1, char *err, size_t err_len)
+int replay_run(replay_file *rf, adampi *opt, void *param_shard, int t0, int t1, char *err, size_t err_len)
 {
   int rc = 0;
   unsigned char *has = malloc((size_t)rf->n);
@@ -472,8 +481,18 @@ int replay_run(replay_file *rf, adampi *opt, float *param_shard, int t0, int t1,
     }
     rc = agree(rf->comm, rc, err, err_len);
     if (rc != 0) break;
-    rc = adampi_step_sharded(opt, param_shard, rf->grad_shard, has);
+    /* A 16-bit model's gradients arrive in its type: the file's, rounded as torch's .bfloat16()
+     * or .half() would (absent ones included: the step does not read them). */
+    int64_t lo, hi;
+    adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+    if (rf->grad_typed) adampi_round_to(rf->dtype, rf->grad_shard, rf->grad_typed, hi - lo);
+    adampi_step_options o = adampi_step_defaults();
+    o.has_grad = has;
+    o.grad_scale = rf->grad_scale;
+    rc = adampi_step_sharded_ex(opt, param_shard, rf->grad_typed ? rf->grad_typed : rf->grad_shard, &o);
     if (rc != 0) snprintf(err, err_len, "step %d: %s", t, adampi_last_error(opt));
+    adampi_step_info info;
+    if (rc == 0 && adampi_last_step(opt, &info) == ADAMPI_OK && info.applied && info.clip_coef < 1.0) rf->counts.clipped++;
     for (int i = 0; i < rf->n && rc == 0; i++) {
       adampi_diag d;
       adampi_diag_get(opt, i, &d);

@@ -33,7 +33,8 @@ int replay_num_tensors(const replay_file *rf);
 int64_t replay_numel(const replay_file *rf);
 
 /* Create an optimizer with the file's groups and tensors (tensor i registered as "<i>") and commit
- * it; *opt owns the result. cfg may be NULL for the defaults of the file's optimizer kind. */
+ * it; *opt owns the result. cfg may be NULL for the defaults of the file's optimizer kind; its
+ * kind is replaced by the file's, and its dtype is the type replay_run's parameter shard holds. */
 int replay_make_optimizer(replay_file *rf, const adampi_config *cfg, adampi **opt, char *err, size_t err_len);
 
 /* Read the initial parameters of this rank's shard into param_shard (hi - lo floats). */
@@ -42,11 +43,18 @@ int replay_read_params(replay_file *rf, adampi *opt, float *param_shard, char *e
 /* Counts of the projection decisions over the steps run so far (tensor-steps with a gradient). */
 typedef struct replay_counts {
   int64_t none, channel, layer;
+  int64_t clipped; /* steps whose gradients clipping scaled down */
 } replay_counts;
 void replay_get_counts(const replay_file *rf, replay_counts *counts);
 
-/* Run steps [t0, t1): set the scheduled learning rates, read the shard's gradients, step. */
-int replay_run(replay_file *rf, adampi *opt, float *param_shard, int t0, int t1, char *err, size_t err_len);
+/* The scale every step divides the gradients by (the step's grad_scale; 1 unless set). Local; the
+ * same value on every rank (the step checks). */
+void replay_set_grad_scale(replay_file *rf, double grad_scale);
+
+/* Run steps [t0, t1): set the scheduled learning rates, read the shard's gradients (fp32), round
+ * them to the handle's type if it is a 16-bit one, step (adampi_step_sharded_ex with the grad
+ * scale). param_shard: hi - lo elements of the handle's type (cfg.dtype of replay_make_optimizer). */
+int replay_run(replay_file *rf, adampi *opt, void *param_shard, int t0, int t1, char *err, size_t err_len);
 
 /* Write the shard's parameters into OUT (created under a temporary name, renamed when complete:
  * on error OUT does not exist). */

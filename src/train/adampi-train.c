@@ -8,7 +8,9 @@
  * Each rank takes its slice of every global batch and computes forward and backward with
  * BatchNorm statistics synchronized across ranks; the gradient of the global batch is summed in a
  * fixed order (mlp.c), so it has the same bits on 1, 2, 4 or 8 ranks; adampi keeps the sharded
- * optimizer state and updates each rank's shard. The data order is a function of (seed, epoch),
+ * optimizer state, updates each rank's shard and all-gathers the parameters. Parameter groups are
+ * chosen by tensor name (group_rules); the BatchNorm running statistics are not parameters and
+ * are checkpointed as caller arrays (adampi_array). The data order is a function of (seed, epoch),
  * so a run resumed from the checkpoint written at the end of every epoch continues exactly, on any
  * of those rank counts. --keep K keeps the K previous checkpoints as PATH.1 .. PATH.K (adampi_save's
  * keep_last), so a damaged newest one leaves an older one to resume from (launch/ and adampi-ckpt latest).
@@ -18,6 +20,7 @@
 #include "data.h"
 #include "mlp.h"
 
+#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +35,8 @@ typedef struct options {
 } options;
 
 static int rank_, size_;
+
+#define CSV_HEADER "optimizer,epoch,step,lr,train_loss,train_acc,test_loss,test_acc,wnorm_fc1,wnorm_fc2,projected,seconds"
 
 static void usage(FILE *f)
 {
@@ -98,6 +103,15 @@ static double norm(const float *x, size_t n)
   return sqrt(s);
 }
 
+/* 1 on every rank if bad is set on any: a local failure (a malloc, a file) must be known to all
+ * before the next collective, or the ranks that did not fail would wait in it forever. */
+static int agree(int bad)
+{
+  int any = 0;
+  MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD);
+  return any;
+}
+
 static int fail(const char *msg)
 {
   if (rank_ == 0) fprintf(stderr, "adampi-train: %s\n", msg);
@@ -105,176 +119,296 @@ static int fail(const char *msg)
   return 1;
 }
 
-/* Print a failure (rank 0) and return 1; every rank fails alike (the library agrees). */
+/* Print a failure (rank 0) and return 1. Only for failures every rank has alike: the library's
+ * (it agrees), or local ones after agree(). */
 static int report(const char *msg)
 {
   if (rank_ == 0) fprintf(stderr, "adampi-train: %s\n", msg);
   return 1;
 }
 
-/* One training run with options o (o->opt decides the optimizer). Collective. Returns 0 or 1. */
-static int train_run(const options *oo, const dataset *trainp, const dataset *testp, FILE *csv_shared)
-{
-  options o = *oo;
-  const dataset train = *trainp, test = *testp;
-  char err[1024] = "";
-  int local_b = o.batch / size_;
-  int sgd = !strcmp(o.opt, "sgdp") || !strcmp(o.opt, "sgd");
-  if (o.lr < 0) o.lr = sgd ? 0.1 : 1e-3;
-  if (o.wd < 0) o.wd = sgd ? 5e-4 : 1e-2;
-  /* the optimizer: groups 0 (weights, decay), 1 (BatchNorm, biases), 2 (running statistics) */
-  int plain = !strcmp(o.opt, "adamw") || !strcmp(o.opt, "sgd");
-  adampi_config cfg = adampi_config_defaults(sgd ? ADAMPI_SGDP : ADAMPI_ADAMP);
-  adampi *opt = NULL;
-  if (adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) != ADAMPI_OK) return report(err);
-  adampi_hparams hp = sgd ? adampi_sgdp_defaults(o.lr) : adampi_adamp_defaults();
-  hp.lr = o.lr;
-  hp.momentum = sgd ? o.momentum : 0.0;
-  hp.nesterov = o.nesterov;
-  hp.delta = plain ? 0.0 : 0.1;
-  adampi_hparams hd = hp, hn = hp, hb = hp;
-  hd.weight_decay = o.wd;
-  hb.lr = 0.0;
-  if (adampi_add_group(opt, &hd, NULL) || adampi_add_group(opt, &hn, NULL) || adampi_add_group(opt, &hb, NULL))
-    return report(adampi_last_error(opt));
-  mlp_tensor t[MLP_TENSORS];
-  mlp_tensors(train.dim, o.h1, o.h2, 10, t);
-  for (int i = 0; i < MLP_TENSORS; i++)
-    if (adampi_add_tensor(opt, t[i].name, t[i].ndim, t[i].shape, t[i].group, NULL)) return report(adampi_last_error(opt));
-  if (adampi_commit(opt) != ADAMPI_OK) return report(adampi_last_error(opt));
-  int64_t N = adampi_numel(opt);
-  float *params = calloc((size_t)N, sizeof(float)), *grads = calloc((size_t)N, sizeof(float));
-  float *xb = malloc((size_t)local_b * train.dim * sizeof(float));
-  uint8_t *yb = malloc((size_t)local_b);
-  int *perm = malloc((size_t)train.n * sizeof(int));
-  int64_t lo = 0, hi = 0;
-  int counts[64], displs[64];
-  adampi_shard(opt, rank_, &lo, &hi);
-  for (int r = 0; r < size_ && r < 64; r++) {
-    int64_t a, b;
-    adampi_shard(opt, r, &a, &b);
-    counts[r] = (int)(b - a), displs[r] = (int)a;
-  }
-  mlp m;
-  mlp_bind(&m, train.dim, o.h1, o.h2, 10, params);
-  mlp_work *work = mlp_work_new(&m, local_b > 1000 ? local_b : 1000);
-  if (!params || !grads || !xb || !yb || !perm || !work) return report("out of memory");
-  mlp_init(&m, o.seed);
-  unsigned char has[MLP_TENSORS] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0};
+/* ---- the optimizer: parameter groups chosen by tensor name ------------------------------------ */
 
-  int start = 0;
-  if (o.resume) {
-    adampi_user user = {0};
-    adampi_load_options lopt = adampi_load_defaults();
-    lopt.params = ADAMPI_PARAMS_FULL;
-    lopt.user = &user;
-    int64_t e = 0, seed = 0;
-    if (adampi_load(opt, o.resume, params, &lopt) != ADAMPI_OK) return report(adampi_last_error(opt));
-    if (adampi_user_get(&user, "epoch", &e) || adampi_user_get(&user, "seed", &seed)) return report("the checkpoint was not written by adampi-train");
-    if ((uint64_t)seed != o.seed) return report("the checkpoint was written with another --seed");
-    start = (int)e;
-    if (rank_ == 0) printf("adampi-train: resumed from %s after epoch %d\n", o.resume, start);
-  }
-  FILE *csv = csv_shared;
-  int no_csv = 0;
-  if (o.csv && rank_ == 0 && !csv) {
-    csv = fopen(o.csv, start ? "a" : "w");
-    no_csv = csv == NULL;
-    if (csv && !start) fprintf(csv, "optimizer,epoch,step,lr,train_loss,train_acc,test_loss,test_acc,wnorm_fc1,wnorm_fc2,projected,seconds\n");
-  }
-  MPI_Bcast(&no_csv, 1, MPI_INT, 0, MPI_COMM_WORLD); /* every rank stops alike */
-  if (no_csv) return report("cannot write the CSV file");
-  if (rank_ == 0)
-    printf("adampi-train: %s, %d ranks, batch %d (%d per rank), %d epochs, lr %g (%s), weight decay %g, hidden %d,%d, %lld parameters\n",
-           o.opt, size_, o.batch, local_b, o.epochs, o.lr, o.schedule, o.wd, o.h1, o.h2, (long long)N);
-  int steps_per_epoch = train.n / o.batch, total = steps_per_epoch * o.epochs;
-  if (csv && start == 0) /* the starting point, so that growth can be read off the log */
-    fprintf(csv, "%s,0,0,%g,,,,,%.4f,%.4f,0,0\n", o.opt, o.lr, norm(m.w1, (size_t)o.h1 * train.dim),
-            norm(m.w2, (size_t)o.h2 * o.h1));
-  double t0 = MPI_Wtime();
-  for (int epoch = start; epoch < o.epochs; epoch++) {
-    permutation(perm, train.n, o.seed, epoch);
-    double sums[3] = {0, 0, 0}; /* loss, correct, samples of this epoch on this rank */
-    int projected = 0;
-    double lr = o.lr;
-    for (int s = 0; s < steps_per_epoch; s++) {
-      int step = epoch * steps_per_epoch + s;
-      lr = !strcmp(o.schedule, "cosine") ? o.lr * 0.5 * (1.0 + cos(M_PI * step / total)) : o.lr;
-      adampi_set_lr(opt, 0, lr);
-      adampi_set_lr(opt, 1, lr);
-      for (int k = 0; k < local_b; k++) {
-        int idx = perm[s * o.batch + rank_ * local_b + k];
-        memcpy(xb + (size_t)k * train.dim, train.x + (size_t)idx * train.dim, (size_t)train.dim * sizeof(float));
-        yb[k] = train.y[idx];
-      }
-      double loss;
-      int correct;
-      int bad = mlp_train_batch(&m, work, xb, yb, local_b, o.batch, grads, MPI_COMM_WORLD, &loss, &correct);
-      if (bad == -2) return report("the rank count must be a power of two that divides 8, and the batch a multiple of 8");
-      if (bad) return report("an MPI call failed in the forward/backward pass");
-      /* grads already hold the global mean (reduced in a fixed order, see mlp.c): adampi updates
-       * each rank's shard, then the ranks share the updated parameters */
-      if (adampi_step_sharded(opt, params + lo, grads + lo, has) != ADAMPI_OK) return report(adampi_last_error(opt));
-      if (MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, params, counts, displs, MPI_FLOAT, MPI_COMM_WORLD) != MPI_SUCCESS)
-        return report("the parameter all-gather failed");
-      sums[0] += loss, sums[1] += correct, sums[2] += local_b;
-      projected = 0;
-      for (int i = 0; i < MLP_TENSORS; i++) {
-        adampi_diag d;
-        adampi_diag_get(opt, i, &d);
-        projected += d.updated && d.view != ADAMPI_VIEW_NONE;
-      }
-      if ((s + 1) % 100 == 0 || s + 1 == steps_per_epoch) {
-        double g[3];
-        MPI_Allreduce(sums, g, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        double el = MPI_Wtime() - t0;
-        if (rank_ == 0)
-          printf("epoch %d/%d step %5d/%d  loss %.4f  acc %.2f%%  %.0f samples/s  |w| fc1 %.2f fc2 %.2f  projected %d/3\n",
-                 epoch + 1, o.epochs, s + 1, steps_per_epoch, g[0] / g[2], 100.0 * g[1] / g[2],
-                 (double)(step + 1 - start * steps_per_epoch) * o.batch / el, norm(m.w1, (size_t)o.h1 * train.dim),
-                 norm(m.w2, (size_t)o.h2 * o.h1), projected);
-        fflush(stdout);
-      }
-    }
-    /* test accuracy: every rank evaluates its slice of the test set */
-    double te[2] = {0, 0};
-    int per = (test.n + size_ - 1) / size_, t_lo = rank_ * per, t_hi = t_lo + per < test.n ? t_lo + per : test.n;
-    for (int k = t_lo; k < t_hi; k += 1000) {
-      int nb = t_hi - k < 1000 ? t_hi - k : 1000;
-      double l;
-      te[1] += mlp_eval(&m, work, test.x + (size_t)k * test.dim, test.y + k, nb, &l);
-      te[0] += l;
-    }
-    double g[3], tg[2];
-    MPI_Allreduce(sums, g, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Allreduce(te, tg, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    double el = MPI_Wtime() - t0;
-    if (rank_ == 0) {
-      printf("epoch %d/%d done: train loss %.4f acc %.2f%%, test loss %.4f acc %.2f%%, %.1f s\n", epoch + 1, o.epochs,
-             g[0] / g[2], 100.0 * g[1] / g[2], tg[0] / test.n, 100.0 * tg[1] / test.n, el);
-      if (csv)
-        fprintf(csv, "%s,%d,%d,%g,%.6f,%.4f,%.6f,%.4f,%.4f,%.4f,%d,%.2f\n", o.opt, epoch + 1, (epoch + 1) * steps_per_epoch,
-                lr, g[0] / g[2], g[1] / g[2], tg[0] / test.n, tg[1] / test.n, norm(m.w1, (size_t)o.h1 * train.dim),
-                norm(m.w2, (size_t)o.h2 * o.h1), projected, el);
-      if (csv) fflush(csv);
-    }
-    if (o.checkpoint) {
-      adampi_user user = {0};
-      adampi_user_set(&user, "epoch", epoch + 1);
-      adampi_user_set(&user, "seed", (int64_t)o.seed);
-      adampi_save_options so = adampi_save_defaults();
-      so.params = ADAMPI_PARAMS_FULL;
-      so.user = &user;
-      so.keep_last = o.keep;
-      if (adampi_save(opt, o.checkpoint, params, &so) != ADAMPI_OK) return report(adampi_last_error(opt));
-    }
-  }
-  if (rank_ == 0) printf("adampi-train: %s done in %.1f s\n", o.opt, MPI_Wtime() - t0);
-  if (csv && csv != csv_shared) fclose(csv);
-  mlp_work_free(&work);
-  free(params), free(grads), free(xb), free(yb), free(perm);
-  adampi_free(&opt);
+enum { GROUP_DECAY, GROUP_NO_DECAY, NUM_GROUPS };
+
+/* fnmatch patterns, first match wins: decoupled weight decay on the Linear layers' weights only,
+ * none on BatchNorm's scale and shift nor on biases (the usual AdamW setting). A new layer gets
+ * its group from its name, not from its position. */
+static const struct {
+  const char *pattern;
+  int group;
+} group_rules[] = {
+  {"fc*.weight", GROUP_DECAY},
+  {"*", GROUP_NO_DECAY},
+};
+
+static int group_of(const char *name)
+{
+  for (size_t k = 0; k < sizeof group_rules / sizeof group_rules[0]; k++)
+    if (fnmatch(group_rules[k].pattern, name, 0) == 0) return group_rules[k].group;
+  return GROUP_NO_DECAY;
+}
+
+/* One training run: the options, the optimizer, the model's buffers and this rank's batch. */
+typedef struct run {
+  options o; /* lr and wd resolved */
+  const dataset *train, *test;
+  adampi *opt;
+  int64_t numel, lo, hi;         /* the flat buffer's length, this rank's shard [lo, hi) */
+  float *params, *grads;         /* numel floats each; params the same on every rank */
+  float *stats;                  /* BatchNorm running statistics, the same on every rank */
+  adampi_array arrays[MLP_BUFFERS]; /* the running statistics, as the checkpoint names them */
+  mlp m;
+  mlp_work *work;
+  float *xb;   /* this rank's samples of a batch */
+  uint8_t *yb; /* and their labels */
+  int *perm;   /* the epoch's data order */
+  int local_b, steps_per_epoch, start_epoch;
+  FILE *csv;
+  int own_csv;
+  double t0;
+} run;
+
+static void run_free(run *r)
+{
+  if (r->own_csv && r->csv) fclose(r->csv);
+  mlp_work_free(&r->work);
+  free(r->params), free(r->grads), free(r->stats), free(r->xb), free(r->yb), free(r->perm);
+  adampi_free(&r->opt);
+}
+
+/* Groups, tensors (in mlp_tensors' order, each in the group its name selects), commit.
+ * Collective. 0 or 1 (reported). */
+static int make_optimizer(run *r)
+{
+  const options *o = &r->o;
+  int sgd = !strcmp(o->opt, "sgdp") || !strcmp(o->opt, "sgd");
+  int plain = !strcmp(o->opt, "adamw") || !strcmp(o->opt, "sgd"); /* no projection */
+  char err[1024] = "";
+  adampi_config cfg = adampi_config_defaults(sgd ? ADAMPI_SGDP : ADAMPI_ADAMP);
+  if (adampi_create(MPI_COMM_WORLD, &cfg, &r->opt, err, sizeof err) != ADAMPI_OK) return report(err);
+  adampi_hparams hp = sgd ? adampi_sgdp_defaults(o->lr) : adampi_adamp_defaults();
+  hp.lr = o->lr;
+  hp.momentum = sgd ? o->momentum : 0.0;
+  hp.nesterov = o->nesterov;
+  hp.delta = plain ? 0.0 : 0.1;
+  adampi_hparams groups[NUM_GROUPS] = {hp, hp};
+  groups[GROUP_DECAY].weight_decay = o->wd;
+  adampi_status st = ADAMPI_OK;
+  for (int g = 0; g < NUM_GROUPS && st == ADAMPI_OK; g++) st = adampi_add_group(r->opt, &groups[g], NULL);
+  mlp_tensor t[MLP_TENSORS];
+  mlp_tensors(r->train->dim, o->h1, o->h2, 10, t);
+  for (int i = 0; i < MLP_TENSORS && st == ADAMPI_OK; i++)
+    st = adampi_add_tensor(r->opt, t[i].name, t[i].ndim, t[i].shape, group_of(t[i].name), NULL);
+  if (agree(st != ADAMPI_OK)) return report(st != ADAMPI_OK ? adampi_last_error(r->opt) : "another rank could not register");
+  if (adampi_commit(r->opt) != ADAMPI_OK) return report(adampi_last_error(r->opt));
+  r->numel = adampi_numel(r->opt);
+  adampi_shard(r->opt, rank_, &r->lo, &r->hi);
   return 0;
+}
+
+/* Every buffer of the run, then the model bound to them and initialised from the seed (the same
+ * on every rank). Collective: an allocation failure anywhere fails every rank. 0 or 1. */
+static int make_model(run *r)
+{
+  const options *o = &r->o;
+  int in = r->train->dim;
+  r->params = calloc((size_t)r->numel, sizeof(float));
+  r->grads = calloc((size_t)r->numel, sizeof(float));
+  r->stats = calloc((size_t)mlp_num_stats(o->h1, o->h2), sizeof(float));
+  r->xb = malloc((size_t)r->local_b * in * sizeof(float));
+  r->yb = malloc((size_t)r->local_b);
+  r->perm = malloc((size_t)r->train->n * sizeof(int));
+  int bad = !r->params || !r->grads || !r->stats || !r->xb || !r->yb || !r->perm;
+  if (!bad) {
+    mlp_bind(&r->m, in, o->h1, o->h2, 10, r->params, r->stats);
+    r->work = mlp_work_new(&r->m, r->local_b > 1000 ? r->local_b : 1000); /* 1000: the test batches */
+    bad = r->work == NULL;
+  }
+  if (agree(bad)) return report(bad ? "out of memory" : "out of memory on another rank");
+  mlp_init(&r->m, o->seed);
+  mlp_buffer b[MLP_BUFFERS];
+  mlp_buffers(o->h1, o->h2, b);
+  float *at = r->stats;
+  for (int k = 0; k < MLP_BUFFERS; k++) r->arrays[k] = (adampi_array){b[k].name, at, b[k].len}, at += b[k].len;
+  return 0;
+}
+
+/* Parameters, optimizer state and running statistics from o.resume; the epoch to start from.
+ * Collective. 0 or 1. */
+static int resume(run *r)
+{
+  adampi_user user = {0};
+  adampi_load_options lo = adampi_load_defaults();
+  lo.params = ADAMPI_PARAMS_FULL;
+  lo.user = &user;
+  lo.arrays = r->arrays;
+  lo.num_arrays = MLP_BUFFERS;
+  int64_t epoch = 0, seed = 0;
+  if (adampi_load(r->opt, r->o.resume, r->params, &lo) != ADAMPI_OK) return report(adampi_last_error(r->opt));
+  if (adampi_user_get(&user, "epoch", &epoch) || adampi_user_get(&user, "seed", &seed))
+    return report("the checkpoint was not written by adampi-train");
+  if ((uint64_t)seed != r->o.seed) return report("the checkpoint was written with another --seed");
+  r->start_epoch = (int)epoch;
+  if (rank_ == 0) printf("adampi-train: resumed from %s after epoch %d\n", r->o.resume, r->start_epoch);
+  return 0;
+}
+
+/* Everything the run checkpoints at the end of an epoch. Collective. 0 or 1. */
+static int save(run *r, int epochs_done)
+{
+  adampi_user user = {0};
+  adampi_user_set(&user, "epoch", epochs_done);
+  adampi_user_set(&user, "seed", (int64_t)r->o.seed);
+  adampi_save_options so = adampi_save_defaults();
+  so.params = ADAMPI_PARAMS_FULL;
+  so.user = &user;
+  so.keep_last = r->o.keep;
+  so.arrays = r->arrays;
+  so.num_arrays = MLP_BUFFERS;
+  if (adampi_save(r->opt, r->o.checkpoint, r->params, &so) != ADAMPI_OK) return report(adampi_last_error(r->opt));
+  return 0;
+}
+
+/* The CSV (rank 0): the shared one of --compare, or o.csv, appended to on a resume. Collective. */
+static int open_csv(run *r, FILE *shared)
+{
+  r->csv = shared;
+  int bad = 0;
+  if (r->o.csv && rank_ == 0 && !shared) {
+    r->csv = fopen(r->o.csv, r->start_epoch ? "a" : "w");
+    r->own_csv = r->csv != NULL;
+    bad = r->csv == NULL;
+    if (r->csv && !r->start_epoch) fprintf(r->csv, "%s\n", CSV_HEADER);
+  }
+  if (agree(bad)) return report("cannot write the CSV file");
+  return 0;
+}
+
+static double wnorm1(const run *r) { return norm(r->m.w1, (size_t)r->o.h1 * r->train->dim); }
+static double wnorm2(const run *r) { return norm(r->m.w2, (size_t)r->o.h2 * r->o.h1); }
+
+/* The learning rate at a global step. */
+static double lr_at(const options *o, int step, int total)
+{
+  return !strcmp(o->schedule, "cosine") ? o->lr * 0.5 * (1.0 + cos(M_PI * step / total)) : o->lr;
+}
+
+/* Tensors that a projection changed at the last step (AdamP/SGDP's scale-invariant ones). */
+static int projected_count(const run *r)
+{
+  int n = 0;
+  for (int i = 0; i < adampi_num_tensors(r->opt); i++) {
+    adampi_diag d;
+    adampi_diag_get(r->opt, i, &d);
+    n += d.updated && d.view != ADAMPI_VIEW_NONE;
+  }
+  return n;
+}
+
+/* One step of the global batch s of the epoch: this rank's samples, forward and backward (the
+ * gradient of the global batch on every rank, mlp.c), the optimizer on this rank's shard, the
+ * updated parameters shared. Collective. sums += this rank's loss, correct, samples. 0 or 1. */
+static int train_step(run *r, int s, double lr, double sums[3])
+{
+  const dataset *d = r->train;
+  for (int k = 0; k < r->local_b; k++) {
+    int idx = r->perm[s * r->o.batch + rank_ * r->local_b + k];
+    memcpy(r->xb + (size_t)k * d->dim, d->x + (size_t)idx * d->dim, (size_t)d->dim * sizeof(float));
+    r->yb[k] = d->y[idx];
+  }
+  for (int g = 0; g < NUM_GROUPS; g++) adampi_set_lr(r->opt, g, lr);
+  double loss;
+  int correct;
+  int bad = mlp_train_batch(&r->m, r->work, r->xb, r->yb, r->local_b, r->o.batch, r->grads, MPI_COMM_WORLD, &loss, &correct);
+  if (bad == -2) return report("the rank count must be a power of two that divides 8, and the batch a multiple of 8");
+  if (bad) return report("an MPI call failed in the forward/backward pass");
+  /* grads already hold the global mean, reduced in a fixed order: the sharded step, not
+   * adampi_step, whose own reduction would change the bits with the rank count */
+  if (adampi_step_sharded(r->opt, r->params + r->lo, r->grads + r->lo, NULL) != ADAMPI_OK ||
+      adampi_allgather(r->opt, r->params) != ADAMPI_OK)
+    return report(adampi_last_error(r->opt));
+  sums[0] += loss, sums[1] += correct, sums[2] += r->local_b;
+  return 0;
+}
+
+/* Loss sum and correct count of the test set, every rank its slice, summed over ranks. */
+static void evaluate(run *r, double totals[2])
+{
+  const dataset *t = r->test;
+  double te[2] = {0, 0};
+  int per = (t->n + size_ - 1) / size_, lo = rank_ * per, hi = lo + per < t->n ? lo + per : t->n;
+  for (int k = lo; k < hi; k += 1000) {
+    int nb = hi - k < 1000 ? hi - k : 1000;
+    double l;
+    te[1] += mlp_eval(&r->m, r->work, t->x + (size_t)k * t->dim, t->y + k, nb, &l);
+    te[0] += l;
+  }
+  MPI_Allreduce(te, totals, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+}
+
+/* One epoch: the steps with a progress line every 100, the test set, the epoch's line and CSV
+ * row, the checkpoint. Collective. 0 or 1. */
+static int train_epoch(run *r, int epoch)
+{
+  const options *o = &r->o;
+  int total = r->steps_per_epoch * o->epochs;
+  double sums[3] = {0, 0, 0}, g[3], tg[2], lr = o->lr; /* loss, correct, samples of this epoch on this rank */
+  permutation(r->perm, r->train->n, o->seed, epoch);
+  for (int s = 0; s < r->steps_per_epoch; s++) {
+    int step = epoch * r->steps_per_epoch + s;
+    lr = lr_at(o, step, total);
+    if (train_step(r, s, lr, sums)) return 1;
+    if ((s + 1) % 100 != 0 && s + 1 != r->steps_per_epoch) continue;
+    MPI_Allreduce(sums, g, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    double el = MPI_Wtime() - r->t0;
+    if (rank_ == 0)
+      printf("epoch %d/%d step %5d/%d  loss %.4f  acc %.2f%%  %.0f samples/s  |w| fc1 %.2f fc2 %.2f  projected %d/3\n",
+             epoch + 1, o->epochs, s + 1, r->steps_per_epoch, g[0] / g[2], 100.0 * g[1] / g[2],
+             (double)(step + 1 - r->start_epoch * r->steps_per_epoch) * o->batch / el, wnorm1(r), wnorm2(r),
+             projected_count(r));
+    fflush(stdout);
+  }
+  evaluate(r, tg);
+  MPI_Allreduce(sums, g, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  double el = MPI_Wtime() - r->t0;
+  int n_test = r->test->n;
+  if (rank_ == 0) {
+    printf("epoch %d/%d done: train loss %.4f acc %.2f%%, test loss %.4f acc %.2f%%, %.1f s\n", epoch + 1, o->epochs,
+           g[0] / g[2], 100.0 * g[1] / g[2], tg[0] / n_test, 100.0 * tg[1] / n_test, el);
+    if (r->csv) {
+      fprintf(r->csv, "%s,%d,%d,%g,%.6f,%.4f,%.6f,%.4f,%.4f,%.4f,%d,%.2f\n", o->opt, epoch + 1,
+              (epoch + 1) * r->steps_per_epoch, lr, g[0] / g[2], g[1] / g[2], tg[0] / n_test, tg[1] / n_test, wnorm1(r),
+              wnorm2(r), projected_count(r), el);
+      fflush(r->csv);
+    }
+  }
+  return o->checkpoint ? save(r, epoch + 1) : 0;
+}
+
+/* One training run with options oo (oo->opt decides the optimizer). Collective. Returns 0 or 1,
+ * the same on every rank. */
+static int train_run(const options *oo, const dataset *train, const dataset *test, FILE *csv_shared)
+{
+  run r = {.o = *oo, .train = train, .test = test};
+  options *o = &r.o;
+  int sgd = !strcmp(o->opt, "sgdp") || !strcmp(o->opt, "sgd");
+  if (o->lr < 0) o->lr = sgd ? 0.1 : 1e-3;
+  if (o->wd < 0) o->wd = sgd ? 5e-4 : 1e-2;
+  r.local_b = o->batch / size_;
+  r.steps_per_epoch = train->n / o->batch;
+  int rc = make_optimizer(&r) || make_model(&r) || (o->resume && resume(&r)) || open_csv(&r, csv_shared);
+  if (rc == 0 && rank_ == 0)
+    printf("adampi-train: %s, %d ranks, batch %d (%d per rank), %d epochs, lr %g (%s), weight decay %g, hidden %d,%d, %lld "
+           "parameters\n",
+           o->opt, size_, o->batch, r.local_b, o->epochs, o->lr, o->schedule, o->wd, o->h1, o->h2, (long long)r.numel);
+  if (rc == 0 && r.csv && r.start_epoch == 0) /* the starting point, so that growth can be read off the log */
+    fprintf(r.csv, "%s,0,0,%g,,,,,%.4f,%.4f,0,0\n", o->opt, o->lr, wnorm1(&r), wnorm2(&r));
+  r.t0 = MPI_Wtime();
+  for (int epoch = r.start_epoch; rc == 0 && epoch < o->epochs; epoch++) rc = train_epoch(&r, epoch);
+  if (rc == 0 && rank_ == 0) printf("adampi-train: %s done in %.1f s\n", o->opt, MPI_Wtime() - r.t0);
+  run_free(&r);
+  return rc;
 }
 
 /* The comparison plot with gnuplot (Debian's gnuplot-nox): weight norm of the scale-invariant
@@ -306,6 +440,32 @@ static int plot(const char *csv, const char *png, int synthetic)
   return 0;
 }
 
+/* The data sets, on every rank (a few hundred MB at most); *synthetic says which. Collective: a
+ * rank that cannot read or hold them fails every rank. 0 or 1 (reported). */
+static int load_data(const options *o, dataset *train, dataset *test, int *synthetic)
+{
+  char err[1024] = "out of memory", probe[1200];
+  *synthetic = o->synthetic;
+  snprintf(probe, sizeof probe, "%s/train-images-idx3-ubyte.gz", o->data);
+  FILE *pf = *synthetic ? NULL : fopen(probe, "rb");
+  if (pf) fclose(pf);
+  /* The default place is empty (on some rank: all must take the same branch): say how to get the
+   * data and still show something. */
+  if (agree(!*synthetic && !pf && !strcmp(o->data, DATA_DEFAULT_DIR))) {
+    if (rank_ == 0 && !*synthetic)
+      printf("adampi-train: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
+             "falling back to a SYNTHETIC task\n");
+    *synthetic = 1;
+  }
+  int bad;
+  if (*synthetic) bad = data_synthetic(12000, 7, train) || data_synthetic(2000, 8, test);
+  else /* a data set that is there but unreadable, or an explicit --data: an error */
+    bad = data_load(o->data, "train", train, err, sizeof err) != 0 || data_load(o->data, "t10k", test, err, sizeof err) != 0;
+  if (agree(bad)) return report(bad ? err : "another rank could not read the data");
+  if (*synthetic && rank_ == 0) printf("adampi-train: SYNTHETIC data (not Fashion-MNIST): 12000 train, 2000 test samples\n");
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
@@ -326,27 +486,12 @@ int main(int argc, char **argv)
     return fail("run on 1, 2, 4 or 8 ranks with a batch that is a multiple of 8: the global batch is summed in 8 fixed "
                 "slices, which is what makes results independent of the rank count");
 
-  /* data (every rank reads it: a few hundred MB at most) */
-  dataset train, test;
-  char err[1024] = "";
-  int synthetic = o.synthetic;
-  char probe[1200];
-  snprintf(probe, sizeof probe, "%s/train-images-idx3-ubyte.gz", o.data);
-  FILE *pf = synthetic ? NULL : fopen(probe, "rb");
-  if (pf) fclose(pf);
-  if (!synthetic && !pf && !strcmp(o.data, DATA_DEFAULT_DIR)) {
-    /* The default place is empty: say how to get the data and still show something. */
-    if (rank_ == 0)
-      printf("adampi-train: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
-             "falling back to a SYNTHETIC task\n");
-    synthetic = 1;
-  } else if (!synthetic && (data_load(o.data, "train", &train, err, sizeof err) != 0 ||
-                            data_load(o.data, "t10k", &test, err, sizeof err) != 0)) {
-    return fail(err); /* a data set that is there but unreadable, or an explicit --data: an error */
-  }
-  if (synthetic) {
-    if (data_synthetic(12000, 7, &train) || data_synthetic(2000, 8, &test)) return fail("out of memory");
-    if (rank_ == 0) printf("adampi-train: SYNTHETIC data (not Fashion-MNIST): 12000 train, 2000 test samples\n");
+  dataset train = {0}, test = {0};
+  int synthetic = 0;
+  if (load_data(&o, &train, &test, &synthetic)) {
+    data_free(&train), data_free(&test);
+    MPI_Finalize();
+    return 1;
   }
 
   int rc = 0;
@@ -357,7 +502,7 @@ int main(int argc, char **argv)
     const char *csv_path = o.csv ? o.csv : "compare.csv";
     FILE *csv = rank_ == 0 ? fopen(csv_path, "w") : NULL;
     if (rank_ == 0 && !csv) rc = report("cannot write the CSV file");
-    if (csv) fprintf(csv, "optimizer,epoch,step,lr,train_loss,train_acc,test_loss,test_acc,wnorm_fc1,wnorm_fc2,projected,seconds\n");
+    if (csv) fprintf(csv, "%s\n", CSV_HEADER);
     MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
     const char *opts[4] = {"adamw", "adamp", "sgd", "sgdp"};
     for (int k = 0; k < 4 && rc == 0; k++) {

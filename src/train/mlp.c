@@ -20,7 +20,7 @@
 
 struct mlp_work {
   int max_b;
-  int nparams;        /* floats of the flat layout */
+  int nparams;        /* floats of the flat layout (the parameters) */
   float *gslices;     /* MLP_SLICES gradient vectors, one per local slice */
   float *ftmp;        /* nparams: the partner's vector in the cross-rank tree */
   double *dslices;    /* MLP_SLICES x 2 hmax: per-slice BatchNorm sums */
@@ -34,17 +34,29 @@ struct mlp_work {
 void mlp_tensors(int in, int h1, int h2, int out, mlp_tensor t[MLP_TENSORS])
 {
   const mlp_tensor table[MLP_TENSORS] = {
-    {"fc1.weight", 2, {h1, in}, 0},        {"bn1.weight", 1, {h1, 0}, 1},       {"bn1.bias", 1, {h1, 0}, 1},
-    {"fc2.weight", 2, {h2, h1}, 0},        {"bn2.weight", 1, {h2, 0}, 1},       {"bn2.bias", 1, {h2, 0}, 1},
-    {"fc3.weight", 2, {out, h2}, 0},       {"fc3.bias", 1, {out, 0}, 1},        {"bn1.running_mean", 1, {h1, 0}, 2},
-    {"bn1.running_var", 1, {h1, 0}, 2},    {"bn2.running_mean", 1, {h2, 0}, 2}, {"bn2.running_var", 1, {h2, 0}, 2}};
+    {"fc1.weight", 2, {h1, in}}, {"bn1.weight", 1, {h1, 0}}, {"bn1.bias", 1, {h1, 0}}, {"fc2.weight", 2, {h2, h1}},
+    {"bn2.weight", 1, {h2, 0}},  {"bn2.bias", 1, {h2, 0}},   {"fc3.weight", 2, {out, h2}}, {"fc3.bias", 1, {out, 0}}};
   memcpy(t, table, sizeof table);
 }
 
-void mlp_bind(mlp *m, int in, int h1, int h2, int out, float *base)
+void mlp_buffers(int h1, int h2, mlp_buffer b[MLP_BUFFERS])
+{
+  const mlp_buffer table[MLP_BUFFERS] = {
+    {"bn1.running_mean", h1}, {"bn1.running_var", h1}, {"bn2.running_mean", h2}, {"bn2.running_var", h2}};
+  memcpy(b, table, sizeof table);
+}
+
+int64_t mlp_num_params(int in, int h1, int h2, int out)
+{
+  return (int64_t)h1 * in + 2 * h1 + (int64_t)h2 * h1 + 2 * h2 + (int64_t)out * h2 + out;
+}
+
+int64_t mlp_num_stats(int h1, int h2) { return 2 * (int64_t)h1 + 2 * (int64_t)h2; }
+
+void mlp_bind(mlp *m, int in, int h1, int h2, int out, float *params, float *stats)
 {
   m->in = in, m->h1 = h1, m->h2 = h2, m->out = out;
-  float *p = base;
+  float *p = params;
   m->w1 = p, p += (size_t)h1 * in;
   m->g1 = p, p += h1;
   m->b1 = p, p += h1;
@@ -52,11 +64,10 @@ void mlp_bind(mlp *m, int in, int h1, int h2, int out, float *base)
   m->g2 = p, p += h2;
   m->b2 = p, p += h2;
   m->w3 = p, p += (size_t)out * h2;
-  m->b3 = p, p += out;
-  m->rm1 = p, p += h1;
-  m->rv1 = p, p += h1;
-  m->rm2 = p, p += h2;
-  m->rv2 = p;
+  m->b3 = p;
+  m->rm1 = m->rv1 = m->rm2 = m->rv2 = NULL;
+  if (!stats) return;
+  m->rm1 = stats, m->rv1 = stats + h1, m->rm2 = stats + 2 * h1, m->rv2 = stats + 2 * h1 + h2;
 }
 
 static float uniform(uint64_t *s, float bound)
@@ -92,7 +103,7 @@ mlp_work *mlp_work_new(const mlp *m, int max_b)
   w->d1 = calloc(b * m->h1, sizeof(float)), w->d2 = calloc(b * m->h2, sizeof(float));
   w->sum = calloc(2 * (size_t)hmax, sizeof(double)), w->sum2 = w->sum + hmax;
   w->inv1 = calloc((size_t)m->h1, sizeof(float)), w->inv2 = calloc((size_t)m->h2, sizeof(float));
-  w->nparams = m->h1 * m->in + 2 * m->h1 + m->h2 * m->h1 + 2 * m->h2 + m->out * m->h2 + m->out + 2 * m->h1 + 2 * m->h2;
+  w->nparams = (int)mlp_num_params(m->in, m->h1, m->h2, m->out);
   w->gslices = calloc((size_t)MLP_SLICES * w->nparams, sizeof(float));
   w->ftmp = calloc((size_t)w->nparams, sizeof(float));
   w->dslices = calloc((size_t)MLP_SLICES * 2 * hmax, sizeof(double));
@@ -305,19 +316,19 @@ int mlp_train_batch(mlp *m, mlp_work *w, const float *x, const uint8_t *y, int b
   float bn_g[4][1024]; /* global-batch gradients of BatchNorm gamma/beta: h <= 1024 */
   mlp gk;
   for (int k = 0; k < c; k++) {
-    mlp_bind(&gk, m->in, m->h1, m->h2, m->out, w->gslices + (size_t)k * w->nparams);
+    mlp_bind(&gk, m->in, m->h1, m->h2, m->out, w->gslices + (size_t)k * w->nparams, NULL);
     size_t s0 = (size_t)k * slice;
     linear_backward(w->a2 + s0 * m->h2, m->w3, w->dl + s0 * m->out, gk.w3, gk.b3, w->d2 + s0 * m->h2, slice, m->h2, m->out, 1.0f);
   }
   if (bn_relu_backward(w->d2, w->xh2, w->a2, m->g2, w->inv2, bn_g[2], bn_g[3], w, b, slice, m->h2, n, comm)) return -1;
   for (int k = 0; k < c; k++) {
-    mlp_bind(&gk, m->in, m->h1, m->h2, m->out, w->gslices + (size_t)k * w->nparams);
+    mlp_bind(&gk, m->in, m->h1, m->h2, m->out, w->gslices + (size_t)k * w->nparams, NULL);
     size_t s0 = (size_t)k * slice;
     linear_backward(w->a1 + s0 * m->h1, m->w2, w->d2 + s0 * m->h2, gk.w2, NULL, w->d1 + s0 * m->h1, slice, m->h1, m->h2, 1.0f);
   }
   if (bn_relu_backward(w->d1, w->xh1, w->a1, m->g1, w->inv1, bn_g[0], bn_g[1], w, b, slice, m->h1, n, comm)) return -1;
   for (int k = 0; k < c; k++) {
-    mlp_bind(&gk, m->in, m->h1, m->h2, m->out, w->gslices + (size_t)k * w->nparams);
+    mlp_bind(&gk, m->in, m->h1, m->h2, m->out, w->gslices + (size_t)k * w->nparams, NULL);
     size_t s0 = (size_t)k * slice;
     linear_backward(x + s0 * m->in, m->w1, w->d1 + s0 * m->h1, gk.w1, NULL, NULL, slice, m->in, m->h1, 1.0f);
   }
@@ -326,13 +337,12 @@ int mlp_train_batch(mlp *m, mlp_work *w, const float *x, const uint8_t *y, int b
   if (tree_ranks_f(w->gslices, w->ftmp, w->nparams, comm)) return -1;
   memcpy(grads_base, w->gslices, (size_t)w->nparams * sizeof(float));
   mlp g;
-  mlp_bind(&g, m->in, m->h1, m->h2, m->out, grads_base);
+  mlp_bind(&g, m->in, m->h1, m->h2, m->out, grads_base, NULL);
   memcpy(g.g1, bn_g[0], sizeof(float) * (size_t)m->h1), memcpy(g.b1, bn_g[1], sizeof(float) * (size_t)m->h1);
   memcpy(g.g2, bn_g[2], sizeof(float) * (size_t)m->h2), memcpy(g.b2, bn_g[3], sizeof(float) * (size_t)m->h2);
-  /* the mean over the global batch; running statistics never get a gradient */
+  /* the mean over the global batch */
   float inv_n = 1.0f / (float)n;
   for (int i = 0; i < w->nparams; i++) grads_base[i] *= inv_n;
-  memset(g.rm1, 0, sizeof(float) * (size_t)(2 * m->h1 + 2 * m->h2));
   return 0;
 }
 

@@ -93,11 +93,13 @@ class User(ctypes.Structure):
 
 
 class SaveOptions(ctypes.Structure):
-    _fields_ = [("params", c_int), ("keep_last", c_int), ("user", ctypes.POINTER(User))]
+    _fields_ = [("params", c_int), ("keep_last", c_int), ("user", ctypes.POINTER(User)),
+                ("arrays", ctypes.c_void_p), ("num_arrays", c_int)]
 
 
 class LoadOptions(ctypes.Structure):
-    _fields_ = [("params", c_int), ("keep_hparams", c_int), ("user", ctypes.POINTER(User))]
+    _fields_ = [("params", c_int), ("keep_hparams", c_int), ("user", ctypes.POINTER(User)),
+                ("arrays", ctypes.c_void_p), ("num_arrays", c_int)]
 
 
 class StateIn(ctypes.Structure):

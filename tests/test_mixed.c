@@ -1,0 +1,584 @@
+/*
+ * test_mixed.c - mixed precision and clipping (issue 14): the 16-bit roundings on every special
+ * case, bitwise rank invariance of bfloat16 and float16 handles with clipping and a gradient scale,
+ * clipping as torch's clip_grad_norm_ (the norm, the factor, and a clipped step equal to an
+ * unclipped step on the pre-multiplied gradients), the data-parallel 16-bit step through both
+ * transports, float16 overflow under both policies, and the bad inputs, each refused on every
+ * rank with nothing changed.
+ */
+#include "problem.h"
+
+#include <math.h>
+
+#define STEPS 8
+
+/* ---- rounding --------------------------------------------------------------------------------- */
+
+static float from_bits(uint32_t u)
+{
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+typedef struct rounding_case {
+  uint32_t in;
+  uint16_t bf16, f16;
+  const char *what;
+} rounding_case;
+
+/* Expected bits from the IEEE definitions (round to nearest, ties to even). */
+static const rounding_case rounding_cases[] = {
+  {0x00000000u, 0x0000, 0x0000, "+0"},
+  {0x80000000u, 0x8000, 0x8000, "-0"},
+  {0x3F800000u, 0x3F80, 0x3C00, "1"},
+  {0xBF800000u, 0xBF80, 0xBC00, "-1"},
+  {0x3F808000u, 0x3F80, 0x3C04, "1 + 2^-8: bf16 tie, down to even"},
+  {0x3F818000u, 0x3F82, 0x3C0C, "1 + 3*2^-8: bf16 tie, up to even"},
+  {0x3F808001u, 0x3F81, 0x3C04, "just above a bf16 tie"},
+  {0x3F801000u, 0x3F80, 0x3C00, "1 + 2^-11: f16 tie, down to even"},
+  {0x3F803000u, 0x3F80, 0x3C02, "1 + 3*2^-11: f16 tie, up to even"},
+  {0x477FE000u, 0x4780, 0x7BFF, "65504, f16 max"},
+  {0x477FEFFFu, 0x4780, 0x7BFF, "just below 65520: f16 max"},
+  {0x477FF000u, 0x4780, 0x7C00, "65520: f16 Inf"},
+  {0x7F7FFFFFu, 0x7F80, 0x7C00, "float max: Inf in both"},
+  {0x7F7F7FFFu, 0x7F7F, 0x7C00, "largest float that stays finite in bf16"},
+  {0x7F800000u, 0x7F80, 0x7C00, "+Inf"},
+  {0xFF800000u, 0xFF80, 0xFC00, "-Inf"},
+  {0x38800000u, 0x3880, 0x0400, "2^-14, f16 min normal"},
+  {0x387FC000u, 0x3880, 0x03FF, "1023 * 2^-24: the largest f16 subnormal"},
+  {0x387FE000u, 0x3880, 0x0400, "1023.5 * 2^-24: f16 tie, up to even 2^-14 (normal)"},
+  {0x33800000u, 0x3380, 0x0001, "2^-24, f16 min subnormal"},
+  {0x33000000u, 0x3300, 0x0000, "2^-25: f16 tie, down to 0"},
+  {0x33400000u, 0x3340, 0x0001, "3*2^-26: f16 rounds up to 2^-24"},
+  {0x33C00000u, 0x33C0, 0x0002, "3*2^-25: f16 tie, up to even 2"},
+  {0xB3C00000u, 0xB3C0, 0x8002, "-3*2^-25"},
+  {0x00000001u, 0x0000, 0x0000, "smallest fp32 subnormal: 0 in bf16 (ties down) and f16"},
+  {0x00012345u, 0x0001, 0x0000, "fp32 subnormal kept in bf16"},
+  {0x007FFFFFu, 0x0080, 0x0000, "largest fp32 subnormal: rounds to the smallest normal in bf16"},
+};
+
+START_TEST(rounding_matches_the_ieee_bits_on_every_special_case)
+{
+  const rounding_case *c = &rounding_cases[_i];
+  float in = from_bits(c->in), back;
+  uint16_t b = 0, h = 0;
+  ck_assert_int_eq(adampi_round_to(ADAMPI_BFLOAT16, &in, &b, 1), ADAMPI_OK);
+  ck_assert_int_eq(adampi_round_to(ADAMPI_FLOAT16, &in, &h, 1), ADAMPI_OK);
+  ck_assert_msg(b == c->bf16, "%s (0x%08x): bfloat16 0x%04x, expected 0x%04x", c->what, c->in, b, c->bf16);
+  ck_assert_msg(h == c->f16, "%s (0x%08x): float16 0x%04x, expected 0x%04x", c->what, c->in, h, c->f16);
+  /* Widening is exact: a representable value comes back as itself. */
+  ck_assert_int_eq(adampi_widen(ADAMPI_FLOAT16, &h, &back, 1), ADAMPI_OK);
+  uint16_t again = 0;
+  adampi_round_to(ADAMPI_FLOAT16, &back, &again, 1);
+  ck_assert_msg(again == h, "%s: float16 0x%04x does not round-trip (0x%04x)", c->what, h, again);
+}
+END_TEST
+
+START_TEST(nan_stays_nan_and_every_float16_round_trips)
+{
+  float nan = from_bits(0x7FC00001u), out;
+  uint16_t b, h;
+  adampi_round_to(ADAMPI_BFLOAT16, &nan, &b, 1);
+  adampi_round_to(ADAMPI_FLOAT16, &nan, &h, 1);
+  adampi_widen(ADAMPI_BFLOAT16, &b, &out, 1);
+  ck_assert_msg(isnan(out), "NaN rounded to bfloat16 is 0x%04x, not a NaN", b);
+  adampi_widen(ADAMPI_FLOAT16, &h, &out, 1);
+  ck_assert_msg(isnan(out), "NaN rounded to float16 is 0x%04x, not a NaN", h);
+  for (uint32_t x = 0; x < 65536; x++) {
+    uint16_t in = (uint16_t)x, back;
+    adampi_widen(ADAMPI_FLOAT16, &in, &out, 1);
+    if (isnan(out)) continue;
+    adampi_round_to(ADAMPI_FLOAT16, &out, &back, 1);
+    ck_assert_msg(back == in, "float16 0x%04x widens to %a and rounds back to 0x%04x", in, (double)out, back);
+    adampi_widen(ADAMPI_BFLOAT16, &in, &out, 1);
+    if (isnan(out)) continue;
+    adampi_round_to(ADAMPI_BFLOAT16, &out, &back, 1);
+    ck_assert_msg(back == in, "bfloat16 0x%04x widens to %a and rounds back to 0x%04x", in, (double)out, back);
+  }
+  ck_assert_int_eq(adampi_round_to((adampi_dtype)7, &nan, &h, 1), ADAMPI_ERR_ARG);
+  ck_assert_int_eq(adampi_widen(ADAMPI_FLOAT16, NULL, &out, 1), ADAMPI_ERR_ARG);
+  ck_assert_ptr_null(adampi_dtype_name((adampi_dtype)7));
+  ck_assert_str_eq(adampi_dtype_name(ADAMPI_BFLOAT16), "bfloat16");
+}
+END_TEST
+
+/* ---- the problem in 16 bits ------------------------------------------------------------------ */
+
+typedef struct mixed_setup {
+  adampi_dtype dtype;
+  double max_grad_norm; /* 0: off */
+  double grad_scale;
+} mixed_setup;
+
+static adampi *mixed_create(MPI_Comm comm, const problem_variant *v, const mixed_setup *m, adampi_nonfinite_policy policy)
+{
+  adampi_config cfg = adampi_config_defaults(v->kind);
+  cfg.nonfinite = policy;
+  cfg.dtype = m->dtype;
+  cfg.max_grad_norm = m->max_grad_norm;
+  if (getenv("TEST_THREADS")) cfg.threads = atoi(getenv("TEST_THREADS"));
+  adampi *opt = NULL;
+  char err[512];
+  ck_assert_msg(adampi_create(comm, &cfg, &opt, err, sizeof err) == ADAMPI_OK, "%s", err);
+  for (int g = 0; g < 2; g++) {
+    adampi_hparams hp = problem_hparams(v, g);
+    ck_assert_ok(opt, adampi_add_group(opt, &hp, NULL));
+  }
+  for (int i = 0; i < PROBLEM_NT; i++)
+    ck_assert_ok(opt, adampi_add_tensor(opt, problem_tensors[i].name, problem_tensors[i].ndim, problem_tensors[i].shape,
+                                        problem_tensors[i].group, NULL));
+  ck_assert_ok(opt, adampi_commit(opt));
+  return opt;
+}
+
+/* Everything a run leaves, gathered on every rank: the fp32 parameters (the master of a 16-bit
+ * handle), the state, the counters and each step's norm and clipping factor. */
+typedef struct mixed_result {
+  problem_result r;
+  double norms[STEPS], coefs[STEPS];
+  int clipped;
+} mixed_result;
+
+/* The shard's gradients of step `step` in the handle's type, loss-scaled by m->grad_scale. */
+static void shard_grads(const adampi *opt, const mixed_setup *m, int step, const float *full_w, float *full_g,
+                        void *out)
+{
+  int64_t lo, hi;
+  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+  for (int i = 0; i < PROBLEM_NT; i++) {
+    adampi_tensor_info t;
+    adampi_tensor(opt, i, &t);
+    problem_grad(&t, i, step, full_w + t.offset, full_g + t.offset);
+  }
+  for (int64_t k = lo; k < hi; k++) full_g[k] *= (float)m->grad_scale;
+  adampi_round_to(m->dtype, full_g + lo, out, hi - lo);
+}
+
+static void mixed_run(MPI_Comm comm, const problem_variant *v, const mixed_setup *m, mixed_result *out)
+{
+  adampi *opt = mixed_create(comm, v, m, ADAMPI_NONFINITE_ERROR);
+  int64_t N = adampi_numel(opt), lo, hi;
+  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+  size_t es = adampi_dtype_size(m->dtype);
+  float *w0 = malloc((size_t)(hi - lo + 1) * sizeof(float)), *full = malloc((size_t)N * sizeof(float));
+  float *gfull = malloc((size_t)N * sizeof(float));
+  void *params = malloc((size_t)(hi - lo + 1) * es), *grads = malloc((size_t)(hi - lo + 1) * es);
+  problem_init(opt, w0);
+  ck_assert_ok(opt, adampi_set_master(opt, w0, ADAMPI_PARAMS_SHARD, params)); /* a model initialised in fp32 */
+  out->clipped = 0;
+  for (int step = 0; step < STEPS; step++) {
+    unsigned char has[PROBLEM_NT];
+    problem_mask(step, has);
+    for (int g = 0; g < 2; g++) {
+      adampi_hparams hp = problem_hparams(v, g);
+      ck_assert_ok(opt, adampi_set_lr(opt, g, hp.lr * (1.0 + 0.05 * step)));
+    }
+    const float *master = m->dtype == ADAMPI_FLOAT32 ? params : adampi_master_shard(opt);
+    gather_full(opt, comm, master, full);
+    shard_grads(opt, m, step, full, gfull, grads);
+    adampi_step_options o = adampi_step_defaults();
+    o.has_grad = has;
+    o.grad_scale = m->grad_scale;
+    ck_assert_ok(opt, adampi_step_sharded_ex(opt, params, grads, &o));
+    adampi_step_info info;
+    ck_assert_ok(opt, adampi_last_step(opt, &info));
+    ck_assert_msg(info.applied && !info.skipped, "step %d not applied", step);
+    out->norms[step] = info.grad_norm;
+    out->coefs[step] = info.clip_coef;
+    out->clipped += info.clip_coef < 1.0;
+  }
+  const float *master = m->dtype == ADAMPI_FLOAT32 ? params : adampi_master_shard(opt);
+  problem_collect(opt, comm, v->kind, master, &out->r);
+  /* The 16-bit parameters are the master rounded. */
+  if (m->dtype != ADAMPI_FLOAT32 && hi > lo) {
+    void *expect = malloc((size_t)(hi - lo) * es);
+    adampi_round_to(m->dtype, master, expect, hi - lo);
+    ck_assert_msg(memcmp(expect, params, (size_t)(hi - lo) * es) == 0, "the %s parameters are not the master rounded",
+                  adampi_dtype_name(m->dtype));
+    free(expect);
+  }
+  free(w0);
+  free(full);
+  free(gfull);
+  free(params);
+  free(grads);
+  adampi_free(&opt);
+}
+
+/* A threshold of 11 clips most steps of the problem (norms 7.8-11.4) but not all. */
+static const mixed_setup invariance_setups[] = {
+  {ADAMPI_BFLOAT16, 11.0, 1.0}, {ADAMPI_FLOAT16, 11.0, 1024.0}, {ADAMPI_FLOAT32, 11.0, 3.0}, {ADAMPI_BFLOAT16, 0.0, 1.0},
+};
+#define NSETUPS ((int)(sizeof invariance_setups / sizeof invariance_setups[0]))
+
+START_TEST(bitwise_identical_on_every_rank_count_for_every_type)
+{
+  const problem_variant *v = &problem_variants[_i % 4];
+  const mixed_setup *m = &invariance_setups[_i / 4];
+  static mixed_result world, part;
+  mixed_run(MPI_COMM_WORLD, v, m, &world);
+  if (m->max_grad_norm > 0)
+    ck_assert_msg(world.clipped > 0 && world.clipped < STEPS, "clipping should act at some steps and not others (%d of %d)",
+                  world.clipped, STEPS);
+  int P = test_size(), me = test_rank();
+  char bad[512] = "";
+  for (int k = 1; k < P; k++) {
+    MPI_Comm sub;
+    MPI_Comm_split(MPI_COMM_WORLD, me < k ? 0 : MPI_UNDEFINED, me, &sub);
+    if (sub == MPI_COMM_NULL) continue;
+    mixed_run(sub, v, m, &part);
+    char diff[400];
+    problem_compare(&world.r, &part.r, diff, sizeof diff);
+    if (!bad[0] && diff[0])
+      snprintf(bad, sizeof bad, "%s, variant %d, clip %g: %d vs %d ranks: %s", adampi_dtype_name(m->dtype), _i % 4,
+               m->max_grad_norm, P, k, diff);
+    if (!bad[0] && (memcmp(world.norms, part.norms, sizeof world.norms) || memcmp(world.coefs, part.coefs, sizeof world.coefs)))
+      snprintf(bad, sizeof bad, "%s: the gradient norms or clipping factors differ between %d and %d ranks",
+               adampi_dtype_name(m->dtype), P, k);
+    problem_release(&part.r);
+    MPI_Comm_free(&sub);
+  }
+  ck_assert_msg(!bad[0], "%s", bad);
+  problem_release(&world.r);
+}
+END_TEST
+
+/* ---- clipping ---------------------------------------------------------------------------------- */
+
+/* One fp32 step of the problem on world with the given threshold and gradients pre-multiplied
+ * by pre; returns the gathered result and the step's info. */
+static void one_step(const problem_variant *v, double max_norm, float pre, problem_result *r, adampi_step_info *info,
+                     double *expect_norm)
+{
+  mixed_setup m = {ADAMPI_FLOAT32, max_norm, 1.0};
+  adampi *opt = mixed_create(MPI_COMM_WORLD, v, &m, ADAMPI_NONFINITE_ERROR);
+  int64_t N = adampi_numel(opt), lo, hi;
+  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+  float *w = malloc((size_t)(hi - lo + 1) * sizeof(float)), *full = malloc((size_t)N * sizeof(float));
+  float *g = malloc((size_t)N * sizeof(float));
+  problem_init(opt, w);
+  gather_full(opt, MPI_COMM_WORLD, w, full);
+  unsigned char has[PROBLEM_NT];
+  problem_mask(3, has); /* some tensors without a gradient: they do not count in the norm */
+  double sum = 0.0;
+  for (int i = 0; i < PROBLEM_NT; i++) {
+    adampi_tensor_info t;
+    adampi_tensor(opt, i, &t);
+    problem_grad(&t, i, 4, full + t.offset, g + t.offset);
+    for (int64_t k = t.offset; k < t.offset + t.numel && has[i]; k++) sum += (double)g[k] * g[k];
+  }
+  *expect_norm = sqrt(sum);
+  for (int64_t k = 0; k < N; k++) g[k] *= pre;
+  adampi_step_options o = adampi_step_defaults();
+  o.has_grad = has;
+  ck_assert_ok(opt, adampi_step_sharded_ex(opt, w, g + lo, &o));
+  adampi_last_step(opt, info);
+  problem_collect(opt, MPI_COMM_WORLD, v->kind, w, r);
+  free(w);
+  free(full);
+  free(g);
+  adampi_free(&opt);
+}
+
+START_TEST(clipping_is_clip_grad_norm)
+{
+  const problem_variant *v = &problem_variants[_i];
+  problem_result plain, clipped, premult, loose;
+  adampi_step_info ip, ic, im, il;
+  double norm;
+  one_step(v, 0.0, 1.0f, &plain, &ip, &norm);
+  ck_assert_msg(fabs(ip.grad_norm - norm) <= 1e-12 * norm, "grad_norm %.17g, expected %.17g (tensors with a gradient only)",
+                ip.grad_norm, norm);
+  ck_assert_msg(ip.clip_coef == 1.0, "no clipping, but the factor is %g", ip.clip_coef);
+  double max_norm = 0.3 * norm;
+  one_step(v, max_norm, 1.0f, &clipped, &ic, &norm);
+  float coef = (float)(max_norm / (ic.grad_norm + 1e-6));
+  ck_assert_msg(ic.clip_coef == (double)coef, "clip factor %.9g, expected max_norm / (norm + 1e-6) = %.9g", ic.clip_coef,
+                (double)coef);
+  ck_assert_msg(ic.grad_norm == ip.grad_norm, "the reported norm is the norm before clipping");
+  /* The clipped step is the unclipped step on gradients multiplied by the same float factor. */
+  one_step(v, 0.0, coef, &premult, &im, &norm);
+  char diff[400];
+  problem_compare(&clipped, &premult, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "variant %d: clipped step vs step on pre-clipped gradients: %s", _i, diff);
+  /* A threshold above the norm changes nothing, bit for bit. */
+  one_step(v, 2.0 * norm, 1.0f, &loose, &il, &norm);
+  problem_compare(&plain, &loose, diff, sizeof diff);
+  ck_assert_msg(!diff[0] && il.clip_coef == 1.0, "variant %d: an inactive threshold changed the step: %s", _i, diff);
+  problem_release(&plain);
+  problem_release(&clipped);
+  problem_release(&premult);
+  problem_release(&loose);
+}
+END_TEST
+
+/* ---- the data-parallel step in 16 bits --------------------------------------------------------- */
+
+/* Gradients that are multiples of 2^-12 below 1 in magnitude: representable in bfloat16 (8 bits)
+ * only when small; use 8 significant bits so sums over ranks are exact in fp32. */
+static uint16_t dp_grad(adampi_dtype dt, int rank, int64_t k)
+{
+  float x = (float)(((k * 37 + rank * 11) % 255) - 127) / 256.0f;
+  uint16_t h;
+  adampi_round_to(dt, &x, &h, 1);
+  return h;
+}
+
+START_TEST(data_parallel_16_bit_step_is_the_fp32_step_on_the_mean)
+{
+  const adampi_dtype dt = _i < 2 ? ADAMPI_BFLOAT16 : ADAMPI_FLOAT16;
+  const int shared = _i % 2; /* the step buffers, or the caller's */
+  const problem_variant *v = &problem_variants[0];
+  mixed_setup m16 = {dt, 0.0, 2.0}, m32 = {ADAMPI_FLOAT32, 0.0, 1.0};
+  adampi *o16 = mixed_create(MPI_COMM_WORLD, v, &m16, ADAMPI_NONFINITE_ERROR);
+  adampi *o32 = mixed_create(MPI_COMM_WORLD, v, &m32, ADAMPI_NONFINITE_ERROR);
+  int64_t N = adampi_numel(o16), lo, hi;
+  adampi_shard(o16, adampi_rank(o16), &lo, &hi);
+  int P = test_size(), me = test_rank();
+  uint16_t *p16 = NULL, *g16 = NULL;
+  if (shared) {
+    ck_assert_ok(o16, adampi_alloc_step_buffers_ex(o16, (void **)&p16, (void **)&g16));
+  } else {
+    p16 = malloc((size_t)N * 2);
+    g16 = malloc((size_t)N * 2);
+  }
+  float *w32 = malloc((size_t)N * sizeof(float)), *mean = malloc((size_t)N * sizeof(float));
+  float *shard = malloc((size_t)(hi - lo + 1) * sizeof(float));
+  uint64_t seed = 5;
+  for (int64_t k = 0; k < N; k++) {
+    float x = 0.5f * test_uniform(&seed);
+    adampi_round_to(dt, &x, &p16[k], 1);
+    adampi_widen(dt, &p16[k], &w32[k], 1); /* the same start: the master starts from the params */
+  }
+  for (int step = 0; step < 3; step++) {
+    for (int64_t k = 0; k < N; k++) {
+      g16[k] = dp_grad(dt, me + step, k);
+      double sum = 0;
+      for (int r = 0; r < P; r++) {
+        float x;
+        uint16_t h = dp_grad(dt, r + step, k);
+        adampi_widen(dt, &h, &x, 1);
+        sum += x;
+      }
+      mean[k] = (float)sum / (float)P / 2.0f; /* the sum is exact; then / P, then / grad_scale */
+    }
+    adampi_step_options o = adampi_step_defaults();
+    o.grad_scale = 2.0;
+    ck_assert_ok(o16, adampi_step_ex(o16, p16, g16, &o));
+    ck_assert_ok(o32, adampi_step_sharded(o32, w32 + lo, mean + lo, NULL));
+    memcpy(shard, w32 + lo, (size_t)(hi - lo) * sizeof(float));
+    gather_full(o32, MPI_COMM_WORLD, shard, w32);
+  }
+  const float *master = adampi_master_shard(o16);
+  for (int64_t k = lo; k < hi; k++)
+    ck_assert_msg(memcmp(&master[k - lo], &w32[k], 4) == 0, "%s, %s buffers: master %.9g vs fp32 step %.9g at %lld",
+                  adampi_dtype_name(dt), shared ? "step" : "caller's", master[k - lo], w32[k], (long long)k);
+  for (int64_t k = 0; k < N; k++) {
+    uint16_t expect;
+    adampi_round_to(dt, &w32[k], &expect, 1);
+    ck_assert_msg(p16[k] == expect, "%s: params[%lld] = 0x%04x on rank %d, the master rounded is 0x%04x",
+                  adampi_dtype_name(dt), (long long)k, p16[k], me, expect);
+  }
+  adampi_profile prof;
+  ck_assert_ok(o16, adampi_get_profile(o16, &prof));
+  ck_assert_int_eq(prof.master_bytes, (hi - lo) * 4);
+  ck_assert_int_eq(prof.gradient_bytes, N * 2);
+  if (!shared) free(p16), free(g16);
+  free(w32);
+  free(mean);
+  free(shard);
+  adampi_free(&o16);
+  adampi_free(&o32);
+}
+END_TEST
+
+/* ---- overflow and bad input -------------------------------------------------------------------- */
+
+typedef struct snapshot {
+  problem_result r;
+  void *params;
+  size_t bytes;
+} snapshot;
+
+static void take(const adampi *opt, const problem_variant *v, const void *params, size_t bytes, snapshot *s)
+{
+  const float *master = adampi_master_shard(opt);
+  problem_collect(opt, MPI_COMM_WORLD, v->kind, master ? master : params, &s->r);
+  s->params = malloc(bytes + 1);
+  memcpy(s->params, params, bytes);
+  s->bytes = bytes;
+}
+
+static void assert_unchanged(const snapshot *a, const snapshot *b, const char *what)
+{
+  char diff[400];
+  problem_result r = b->r;
+  r.skipped = a->r.skipped; /* a skipped step counts itself, and changes nothing else */
+  problem_compare(&a->r, &r, diff, sizeof diff);
+  ck_assert_msg(!diff[0], "%s changed the master or the state: %s", what, diff);
+  ck_assert_msg(memcmp(a->params, b->params, a->bytes) == 0, "%s changed the parameters", what);
+}
+
+static void release(snapshot *s)
+{
+  problem_release(&s->r);
+  free(s->params);
+}
+
+START_TEST(float16_overflow_skips_or_fails_and_changes_nothing)
+{
+  const adampi_nonfinite_policy policy = _i ? ADAMPI_NONFINITE_SKIP : ADAMPI_NONFINITE_ERROR;
+  const problem_variant *v = &problem_variants[0];
+  mixed_setup m = {ADAMPI_FLOAT16, 1.0, 65536.0};
+  adampi *opt = mixed_create(MPI_COMM_WORLD, v, &m, policy);
+  int64_t N = adampi_numel(opt), lo, hi;
+  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+  size_t n = (size_t)(hi - lo);
+  float *w = malloc((n + 1) * 4), *full = malloc((size_t)N * 4), *gfull = malloc((size_t)N * 4);
+  uint16_t *params = malloc((n + 1) * 2), *grads = malloc((n + 1) * 2);
+  problem_init(opt, w);
+  ck_assert_ok(opt, adampi_set_master(opt, w, ADAMPI_PARAMS_SHARD, params));
+  adampi_step_options o = adampi_step_defaults();
+  o.grad_scale = m.grad_scale;
+  gather_full(opt, MPI_COMM_WORLD, adampi_master_shard(opt), full);
+  shard_grads(opt, &m, 0, full, gfull, grads);
+  ck_assert_ok(opt, adampi_step_sharded_ex(opt, params, grads, &o)); /* one good step first */
+  snapshot before, after;
+  take(opt, v, params, n * 2, &before);
+  /* A loss scale of 2^24 makes the gradients overflow float16 on the last rank only. */
+  gather_full(opt, MPI_COMM_WORLD, adampi_master_shard(opt), full);
+  mixed_setup big = m;
+  big.grad_scale = test_rank() == test_size() - 1 ? 16777216.0 : m.grad_scale;
+  shard_grads(opt, &big, 1, full, gfull, grads);
+  adampi_status st = adampi_step_sharded_ex(opt, params, grads, &o);
+  adampi_step_info info;
+  adampi_last_step(opt, &info);
+  if (policy == ADAMPI_NONFINITE_SKIP) {
+    ck_assert_msg(st == ADAMPI_OK && info.skipped && !info.applied, "skip policy: status %s, skipped %d",
+                  adampi_strerror(st), info.skipped);
+    ck_assert_int_eq(adampi_steps_skipped(opt), 1);
+  } else {
+    ck_assert_msg(st == ADAMPI_ERR_NONFINITE && strstr(adampi_last_error(opt), "NaN or Inf") != NULL,
+                  "error policy: %s: %s", adampi_strerror(st), adampi_last_error(opt));
+  }
+  ck_assert_msg(info.nonfinite_tensor >= 0, "the tensor with the overflow is named");
+  ck_assert_msg(!isfinite(info.grad_norm), "the norm of an overflowed step is not finite (%g)", info.grad_norm);
+  take(opt, v, params, n * 2, &after);
+  assert_unchanged(&before, &after, "an overflowed float16 step");
+  /* The loss scaler's answer to it, and its growth. */
+  adampi_loss_scaler ls = adampi_loss_scaler_defaults();
+  ck_assert(ls.scale == 65536.0 && ls.growth_interval == 2000);
+  adampi_loss_scaler_update(&ls, 1);
+  ck_assert(ls.scale == 32768.0 && ls.good_steps == 0);
+  for (int k = 0; k < 1999; k++) adampi_loss_scaler_update(&ls, 0);
+  ck_assert(ls.scale == 32768.0 && ls.good_steps == 1999);
+  adampi_loss_scaler_update(&ls, 0);
+  ck_assert(ls.scale == 65536.0 && ls.good_steps == 0);
+  release(&before);
+  release(&after);
+  free(w), free(full), free(gfull), free(params), free(grads);
+  adampi_free(&opt);
+}
+END_TEST
+
+START_TEST(bad_input_is_refused_with_nothing_changed)
+{
+  const problem_variant *v = &problem_variants[2];
+  char err[512] = "";
+  adampi *bad = NULL;
+  adampi_config cfg = adampi_config_defaults(v->kind);
+  cfg.dtype = (adampi_dtype)3;
+  ck_assert_int_eq(adampi_create(MPI_COMM_WORLD, &cfg, &bad, err, sizeof err), ADAMPI_ERR_ARG);
+  ck_assert_msg(strstr(err, "dtype") != NULL, "the message names dtype: %s", err);
+  cfg = adampi_config_defaults(v->kind);
+  const double bad_norms[] = {-1.0, NAN, INFINITY};
+  for (int k = 0; k < 3; k++) {
+    cfg.max_grad_norm = bad_norms[k];
+    ck_assert_int_eq(adampi_create(MPI_COMM_WORLD, &cfg, &bad, err, sizeof err), ADAMPI_ERR_ARG);
+    ck_assert_msg(strstr(err, "max_grad_norm") != NULL, "the message names max_grad_norm: %s", err);
+  }
+  /* Element types that differ across ranks: refused at commit. */
+  if (test_size() > 1) {
+    mixed_setup m = {test_rank() == 1 ? ADAMPI_FLOAT16 : ADAMPI_BFLOAT16, 0.0, 1.0};
+    cfg = adampi_config_defaults(v->kind);
+    cfg.dtype = m.dtype;
+    ck_assert(adampi_create(MPI_COMM_WORLD, &cfg, &bad, err, sizeof err) == ADAMPI_OK);
+    adampi_hparams hp = problem_hparams(v, 0);
+    adampi_add_group(bad, &hp, NULL);
+    int64_t shape[1] = {10};
+    adampi_add_tensor(bad, "x", 1, shape, 0, NULL);
+    ck_assert_int_eq(adampi_commit(bad), ADAMPI_ERR_MISMATCH);
+    ck_assert_msg(strstr(adampi_last_error(bad), "element type") != NULL, "%s", adampi_last_error(bad));
+    adampi_free(&bad);
+  }
+
+  mixed_setup m = {ADAMPI_BFLOAT16, 1.0, 1.0};
+  adampi *opt = mixed_create(MPI_COMM_WORLD, v, &m, ADAMPI_NONFINITE_ERROR);
+  int64_t N = adampi_numel(opt), lo, hi;
+  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+  size_t n = (size_t)(hi - lo);
+  float *w = malloc((n + 1) * 4), *full = malloc((size_t)N * 4), *gfull = malloc((size_t)N * 4);
+  uint16_t *params = malloc((n + 1) * 2), *grads = malloc((n + 1) * 2);
+  problem_init(opt, w);
+  ck_assert_ok(opt, adampi_set_master(opt, w, ADAMPI_PARAMS_SHARD, params));
+  gather_full(opt, MPI_COMM_WORLD, adampi_master_shard(opt), full);
+  shard_grads(opt, &m, 0, full, gfull, grads);
+  ck_assert_ok(opt, adampi_step_sharded_ex(opt, params, grads, NULL));
+  snapshot before, after;
+  take(opt, v, params, n * 2, &before);
+
+  ck_assert_int_eq(adampi_set_max_grad_norm(opt, -0.5), ADAMPI_ERR_HPARAM);
+  ck_assert_msg(strstr(adampi_last_error(opt), "max_grad_norm") != NULL, "%s", adampi_last_error(opt));
+  ck_assert_int_eq(adampi_set_max_grad_norm(opt, NAN), ADAMPI_ERR_HPARAM);
+  const double bad_scales[] = {0.0, -2.0, NAN, INFINITY};
+  for (int k = 0; k < 4; k++) {
+    adampi_step_options o = adampi_step_defaults();
+    o.grad_scale = test_rank() == 0 ? bad_scales[k] : 1.0; /* on one rank only: every rank fails */
+    ck_assert_int_eq(adampi_step_sharded_ex(opt, params, grads, &o), ADAMPI_ERR_ARG);
+    ck_assert_msg(test_rank() != 0 || strstr(adampi_last_error(opt), "grad_scale") != NULL, "%s", adampi_last_error(opt));
+  }
+  if (test_size() > 1) {
+    adampi_step_options o = adampi_step_defaults();
+    o.grad_scale = test_rank() == 0 ? 2.0 : 1.0;
+    ck_assert_int_eq(adampi_step_sharded_ex(opt, params, grads, &o), ADAMPI_ERR_MISMATCH);
+    ck_assert_ok(opt, adampi_set_max_grad_norm(opt, test_rank() == 0 ? 2.0 : 1.0));
+    ck_assert_int_eq(adampi_step_sharded_ex(opt, params, grads, NULL), ADAMPI_ERR_MISMATCH);
+    ck_assert_msg(strstr(adampi_last_error(opt), "max_grad_norm") != NULL, "%s", adampi_last_error(opt));
+    ck_assert_ok(opt, adampi_set_max_grad_norm(opt, 1.0));
+  }
+  /* A NaN master value on one rank: refused everywhere, naming the tensor. */
+  float *nanw = malloc((n + 1) * 4);
+  memcpy(nanw, adampi_master_shard(opt) ? adampi_master_shard(opt) : w, n * 4);
+  if (test_rank() == 0 && n > 0) nanw[n / 2] = NAN;
+  ck_assert_int_eq(adampi_set_master(opt, nanw, ADAMPI_PARAMS_SHARD, params), ADAMPI_ERR_NONFINITE);
+  ck_assert_int_eq(adampi_set_master(opt, NULL, ADAMPI_PARAMS_FULL, params), ADAMPI_ERR_ARG);
+  take(opt, v, params, n * 2, &after);
+  assert_unchanged(&before, &after, "the refused calls");
+  release(&before);
+  release(&after);
+  free(nanw), free(w), free(full), free(gfull), free(params), free(grads);
+  adampi_free(&opt);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+  Suite *s = suite_create("mixed");
+  TCase *tc = tcase_create("rounding");
+  tcase_add_loop_test(tc, rounding_matches_the_ieee_bits_on_every_special_case, 0,
+                      (int)(sizeof rounding_cases / sizeof rounding_cases[0]));
+  tcase_add_test(tc, nan_stays_nan_and_every_float16_round_trips);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("steps");
+  tcase_set_timeout(tc, 300);
+  tcase_add_loop_test(tc, bitwise_identical_on_every_rank_count_for_every_type, 0, 4 * NSETUPS);
+  tcase_add_loop_test(tc, clipping_is_clip_grad_norm, 0, 4);
+  tcase_add_loop_test(tc, data_parallel_16_bit_step_is_the_fp32_step_on_the_mean, 0, 4);
+  tcase_add_loop_test(tc, float16_overflow_skips_or_fails_and_changes_nothing, 0, 2);
+  tcase_add_test(tc, bad_input_is_refused_with_nothing_changed);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(int argc, char **argv) { return run_mpi_suite(argc, argv, make_suite); }
