@@ -10,6 +10,9 @@ gradients over the ranks (no DDP). BatchNorm uses each rank's slice (as DDP with
 Prints a progress line every --every steps (loss, accuracy, samples/s, the norm of the
 scale-invariant weights, tensors projected) and the test accuracy after each epoch; writes a CSV
 and a PNG plot of the weight norms and test accuracies (default results/torch_fmnist.*).
+
+--dtype bf16 trains a bfloat16 model (activations and gradients in bfloat16) with the core's fp32
+master weights, initialised from the same fp32 model; --max-grad-norm clips by global norm.
 """
 import argparse
 import gzip
@@ -76,6 +79,11 @@ def run(name, args, torch, comm, data, log, csv_rows):
     (xtr, ytr), (xte, yte) = data
     torch.manual_seed(args.seed)
     model = make_model(torch)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    extra = dict(max_grad_norm=args.max_grad_norm)
+    if dtype != torch.float32:  # the master starts from the fp32 initialisation, not its rounding
+        extra["master_params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        model = model.to(dtype)
     named = list(model.named_parameters())
     decay = [(n, p) for n, p in named if p.dim() > 1]
     plain = [(n, p) for n, p in named if p.dim() <= 1]
@@ -84,16 +92,16 @@ def run(name, args, torch, comm, data, log, csv_rows):
     groups = [{"params": decay, "weight_decay": args.wd if args.wd is not None else (1e-2 if adam else 5e-4)},
               {"params": plain, "weight_decay": 0.0}]
     if adam:
-        opt = AdamP(groups, lr=args.lr or 1e-3, delta=delta)
+        opt = AdamP(groups, lr=args.lr or 1e-3, delta=delta, **extra)
     else:
-        opt = SGDP(groups, lr=args.lr or 0.1, momentum=0.9, nesterov=True, delta=delta)
+        opt = SGDP(groups, lr=args.lr or 0.1, momentum=0.9, nesterov=True, delta=delta, **extra)
     invariant = [p for n, p in named if n in SCALE_INVARIANT]
     lossf = torch.nn.functional.cross_entropy
     n_train = xtr.shape[0]
     per_rank = args.batch // size
     step, t_start = 0, time.perf_counter()
     if rank == 0:
-        csv_rows.append((name, 0, 0, "", float(torch.sqrt(sum((p.detach() ** 2).sum() for p in invariant))), ""))
+        csv_rows.append((name, 0, 0, "", float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in invariant))), ""))
     for epoch in range(1, args.epochs + 1):
         model.train()
         order = torch.randperm(n_train, generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
@@ -101,17 +109,17 @@ def run(name, args, torch, comm, data, log, csv_rows):
         t0 = time.perf_counter()
         for b in range(n_train // args.batch):
             idx = order[b * args.batch + rank * per_rank: b * args.batch + (rank + 1) * per_rank]
-            x, y = xtr[idx], ytr[idx]
+            x, y = xtr[idx].to(dtype), ytr[idx]
             opt.zero_grad()
             out = model(x)
-            loss = lossf(out, y)
+            loss = lossf(out.float(), y)
             loss.backward()
             opt.step()
             step += 1
             seen += len(y)
             correct += int((out.argmax(1) == y).sum())
             if step % args.every == 0:
-                norm = float(torch.sqrt(sum((p.detach() ** 2).sum() for p in invariant)))
+                norm = float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in invariant)))
                 projected = sum(d["view"] != "none" for d in opt.diagnostics())
                 stats = comm.allreduce((float(loss) * len(y), len(y), correct, seen))
                 if rank == 0:
@@ -121,8 +129,8 @@ def run(name, args, torch, comm, data, log, csv_rows):
                            len(named)))
                     csv_rows.append((name, epoch, step, stats[0] / stats[1], norm, ""))
                 t0 = time.perf_counter()
-        acc = evaluate(model, xte, yte, comm, torch)
-        norm = float(torch.sqrt(sum((p.detach() ** 2).sum() for p in invariant)))
+        acc = evaluate(model, xte.to(dtype), yte, comm, torch)
+        norm = float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in invariant)))
         if rank == 0:
             log("%-5s epoch %d done: test accuracy %.2f%%  |w| %.3f  (%.0f s)"
                 % (name, epoch, 100 * acc, norm, time.perf_counter() - t_start))
@@ -173,6 +181,8 @@ def main():
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--train-limit", type=int, default=0, help="use only the first N training images")
     ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="the model's dtype (bf16: fp32 master)")
+    ap.add_argument("--max-grad-norm", type=float, default=0.0, help="global-norm clipping; 0: off")
     ap.add_argument("--csv", default="results/torch_fmnist.csv")
     ap.add_argument("--png", default="results/torch_fmnist.png")
     args = ap.parse_args()
@@ -194,8 +204,8 @@ def main():
     def log(line):
         print(line, flush=True)
     if rank == 0:
-        log("torch_fmnist: %d ranks, global batch %d, %d training and %d test images, %d epochs"
-            % (comm.Get_size(), args.batch, len(train[1]), len(test[1]), args.epochs))
+        log("torch_fmnist: %d ranks, global batch %d, %d training and %d test images, %d epochs, %s"
+            % (comm.Get_size(), args.batch, len(train[1]), len(test[1]), args.epochs, args.dtype))
     rows, final = [], {}
     for n in names:
         final[n] = run(n, args, torch, comm, (train, test), log, rows)

@@ -15,6 +15,6 @@ Exceptions (raised on every rank, with the same message):
 from ._lib import (LIBRARY_PATH, AdampiError, ArgumentError, CheckpointError, HyperParameterError,
                    MismatchError, NonFiniteError, OutOfMemoryError)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["AdampiError", "ArgumentError", "CheckpointError", "HyperParameterError", "MismatchError",
            "NonFiniteError", "OutOfMemoryError", "LIBRARY_PATH", "__version__"]

@@ -58,6 +58,7 @@ STATE_EXP_AVG, STATE_EXP_AVG_SQ, STATE_MOMENTUM = 0, 1, 2
 PARAMS_SHARD, PARAMS_FULL = 0, 1
 MAX_NDIM, MAX_NAME, USER_MAX, USER_NAME = 8, 255, 32, 48
 NUM_PHASES = 5
+FLOAT32, BFLOAT16, FLOAT16 = 0, 1, 2
 PHASES = ("reduce_scatter", "stats", "exchange", "update", "allgather")
 
 
@@ -68,7 +69,8 @@ class Hparams(ctypes.Structure):
 
 
 class Config(ctypes.Structure):
-    _fields_ = [("kind", c_int), ("nonfinite", c_int), ("threads", c_int)]
+    _fields_ = [("kind", c_int), ("nonfinite", c_int), ("threads", c_int), ("dtype", c_int),
+                ("max_grad_norm", c_double)]
 
 
 class Diag(ctypes.Structure):
@@ -83,7 +85,7 @@ class TensorInfo(ctypes.Structure):
 
 class Profile(ctypes.Structure):
     _fields_ = [("seconds", c_double * NUM_PHASES), ("exchange_bytes", c_int64), ("gradient_bytes", c_int64),
-                ("allocated_bytes", c_int64), ("buffer_bytes", c_int64)]
+                ("allocated_bytes", c_int64), ("buffer_bytes", c_int64), ("master_bytes", c_int64)]
 
 
 class User(ctypes.Structure):
@@ -103,6 +105,20 @@ class LoadOptions(ctypes.Structure):
 class StateIn(ctypes.Structure):
     _fields_ = [("exp_avg", c_float_p), ("exp_avg_sq", c_float_p), ("momentum", c_float_p),
                 ("tensor_steps", c_int64_p), ("steps_taken", c_int64), ("steps_skipped", c_int64)]
+
+
+class StepOptions(ctypes.Structure):
+    _fields_ = [("has_grad", ctypes.c_char_p), ("grad_scale", c_double)]
+
+
+class StepInfo(ctypes.Structure):
+    _fields_ = [("applied", c_int), ("skipped", c_int), ("nonfinite_tensor", c_int), ("grad_norm", c_double),
+                ("clip_coef", c_double)]
+
+
+class LossScalerStruct(ctypes.Structure):
+    _fields_ = [("scale", c_double), ("growth_factor", c_double), ("backoff_factor", c_double),
+                ("growth_interval", c_int64), ("good_steps", c_int64)]
 
 
 def _proto(name, restype, *argtypes):
@@ -140,10 +156,25 @@ _proto("adampi_get_profile", c_int, H, ctypes.POINTER(Profile))
 _proto("adampi_state_shard", c_float_p, H, c_int)
 _proto("adampi_set_state", c_int, H, ctypes.POINTER(StateIn))
 _proto("adampi_allgather", c_int, H, c_float_p)
+_proto("adampi_dtype_size", c_size_t, c_int)
+_proto("adampi_dtype_name", c_char_p, c_int)
+_proto("adampi_round_to", c_int, c_int, c_float_p, c_void_p, c_int64)
+_proto("adampi_widen", c_int, c_int, c_void_p, c_float_p, c_int64)
+_proto("adampi_set_max_grad_norm", c_int, H, c_double)
+_proto("adampi_step_defaults", StepOptions)
+_proto("adampi_step_ex", c_int, H, c_void_p, c_void_p, ctypes.POINTER(StepOptions))
+_proto("adampi_step_sharded_ex", c_int, H, c_void_p, c_void_p, ctypes.POINTER(StepOptions))
+_proto("adampi_last_step", c_int, H, ctypes.POINTER(StepInfo))
+_proto("adampi_alloc_step_buffers_ex", c_int, H, ctypes.POINTER(c_void_p), ctypes.POINTER(c_void_p))
+_proto("adampi_set_master", c_int, H, c_float_p, c_int, c_void_p)
+_proto("adampi_master_shard", c_float_p, H)
+_proto("adampi_loss_scaler_defaults", LossScalerStruct)
+_proto("adampi_loss_scaler_update", None, ctypes.POINTER(LossScalerStruct), c_int)
 _proto("adampi_save_defaults", SaveOptions)
 _proto("adampi_load_defaults", LoadOptions)
-_proto("adampi_save", c_int, H, c_char_p, c_float_p, ctypes.POINTER(SaveOptions))
-_proto("adampi_load", c_int, H, c_char_p, c_float_p, ctypes.POINTER(LoadOptions))
+# params: elements of the handle's type (float32, bfloat16 or float16)
+_proto("adampi_save", c_int, H, c_char_p, c_void_p, ctypes.POINTER(SaveOptions))
+_proto("adampi_load", c_int, H, c_char_p, c_void_p, ctypes.POINTER(LoadOptions))
 
 # ---- errors -------------------------------------------------------------------------------------
 
