@@ -1,9 +1,10 @@
 /*
  * dtype.h - one element of each 16-bit type to and from float32, bit for bit as PyTorch converts
  * (c10::BFloat16, c10::Half): round to nearest, ties to even, subnormals kept, float16 overflow to
- * Inf. Integer arithmetic only, with selects instead of branches, so that the loops over buffers
- * (precision.c) vectorize and give the same bits on every x86 machine, with or without
- * AVX512-BF16 or F16C (vcvtneps2bf16 flushes subnormals, so it cannot be used). Not installed.
+ * Inf. Integer arithmetic and exact float additions, with selects instead of branches, so that the
+ * loops over buffers (precision.c) vectorize and give the same bits on every x86 machine, with or
+ * without AVX512-BF16 or F16C (vcvtneps2bf16 flushes subnormals, so it cannot be used). Not
+ * installed.
  */
 #ifndef ADAMPI_DTYPE_H
 #define ADAMPI_DTYPE_H
@@ -44,26 +45,26 @@ static inline uint16_t adampi__to_bf16(float f)
 
 static inline float adampi__from_bf16(uint16_t h) { return adampi__bits_f32((uint32_t)h << 16); }
 
-/* float16: 5 exponent bits (bias 15), 10 mantissa bits. Three ranges of |f|:
- *   >= 65520 (0x477FF000) rounds to Inf (65520 is the tie between 65504 and 2^16, and 2^16's
- *   mantissa is even); NaN stays NaN;
- *   >= 2^-14 (0x38800000) is normal: rebias the exponent (127 - 15 = 112) and round off 13 bits;
- *   below, subnormal: the significand with its leading 1, shifted right by 126 - e (at most 25,
- *   which leaves 0 for everything below 2^-25), rounded to nearest even. */
+/* float16: 5 exponent bits (bias 15), 10 mantissa bits. One float addition rounds |f| to float16's
+ * spacing there: c = 2^13 times f's power of two (at least 2^-14's, below which float16's spacing
+ * is the subnormals' 2^-24) makes |f| + c land in [c, 2c), where float32's spacing is float16's,
+ * so the addition rounds to nearest even and subtracting c is exact; a carry into the next power
+ * of two is right too. The result is then a float16 value: rebias its exponent (127 - 15 = 112)
+ * or, below 2^-14, count its multiples of 2^-24. |f| >= 65520 (the tie between 65504 and 2^16,
+ * whose mantissa is even) is Inf; NaN stays a quiet NaN with the top of its payload (as F16C's
+ * vcvtps2ph). Float additions that round to nearest, as the library's build keeps them (no
+ * -ffast-math, no flush to zero), and selects that vectorize. */
 static inline uint16_t adampi__to_f16(float f)
 {
-  uint32_t u = adampi__f32_bits(f);
-  uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
-  uint32_t normal = (a - 0x38000000u + 0x0FFFu + ((a >> 13) & 1u)) >> 13;
-  uint32_t e = a >> 23, m = (a & 0x7FFFFFu) | 0x800000u;
-  /* the shift, used only below 2^-14 (e <= 112), kept within 14..25 so it is defined everywhere */
-  uint32_t sh = adampi__select(e <= 101u, 25u, adampi__select(e >= 112u, 14u, 126u - e));
-  uint32_t q = m >> sh, rem = m & ((1u << sh) - 1u), half = 1u << (sh - 1u);
-  uint32_t sub = q + ((uint32_t)(rem > half) | ((uint32_t)(rem == half) & q & 1u));
-  uint32_t mag = adampi__select(a >= 0x38800000u, normal, sub);
-  mag = adampi__select(a >= 0x477FF000u, 0x7C00u, mag);
-  mag = adampi__select(a > 0x7F800000u, 0x7E00u, mag);
-  return (uint16_t)(sign | mag);
+  uint32_t u = adampi__f32_bits(f), a = u & 0x7FFFFFFFu;
+  uint32_t ea = a & 0x7F800000u;
+  float c = adampi__bits_f32((ea > 0x38800000u ? ea : 0x38800000u) + (13u << 23));
+  float r = (adampi__bits_f32(a) + c) - c;
+  uint32_t rb = adampi__f32_bits(r);
+  uint32_t mag = rb >= 0x38800000u ? (rb >> 13) - (112u << 10) : (uint32_t)(int32_t)(r * 0x1p24f);
+  mag = a >= 0x477FF000u ? 0x7C00u : mag;
+  mag = a > 0x7F800000u ? 0x7E00u | ((a >> 13) & 0x3FFu) : mag;
+  return (uint16_t)(((u >> 16) & 0x8000u) | mag);
 }
 
 /* Exact: normal values rebias the exponent, subnormals are em * 2^-24 (exact in float32). */
