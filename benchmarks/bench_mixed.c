@@ -167,8 +167,10 @@ int main(int argc, char **argv)
   float *ws = malloc(((size_t)n + 1) * sizeof(float));
   memcpy(ws, w + lo, (size_t)n * sizeof(float));
 
-  double *t[5];
+  double *t[5], *ph[2][ADAMPI_NUM_PHASES];
   for (int k = 0; k < 5; k++) t[k] = calloc((size_t)steps, sizeof(double));
+  for (int k = 0; k < 2; k++)
+    for (int q = 0; q < ADAMPI_NUM_PHASES; q++) ph[k][q] = calloc((size_t)steps, sizeof(double));
   for (int round = -2; round < steps; round++) {
     for (int k = 0; k < 4; k++) {
       MPI_Barrier(MPI_COMM_WORLD);
@@ -176,6 +178,9 @@ int main(int argc, char **argv)
       if (adampi_step_ex(h[k].opt, h[k].params, h[k].grads, NULL) != ADAMPI_OK) die("step", h[k].opt);
       double dt = max_over_ranks(MPI_Wtime() - t0);
       if (round >= 0) t[k][round] = dt;
+      adampi_profile pk;
+      adampi_get_profile(h[k].opt, &pk);
+      for (int q = 0; q < ADAMPI_NUM_PHASES && round >= 0 && k % 2 == 0; q++) ph[k / 2][q][round] = max_over_ranks(pk.seconds[q]);
     }
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = MPI_Wtime();
@@ -190,6 +195,8 @@ int main(int argc, char **argv)
   adampi_profile p32, p16;
   adampi_get_profile(h[0].opt, &p32);
   adampi_get_profile(h[2].opt, &p16);
+  for (int q = 0; q < ADAMPI_NUM_PHASES; q++) /* medians over the rounds, max over ranks */
+    p32.seconds[q] = median(ph[0][q], steps), p16.seconds[q] = median(ph[1][q], steps);
   int64_t nmax = 0;
   MPI_Allreduce(&n, &nmax, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
   /* Memory per rank that scales with the model: the caller's parameters and gradients (step buffers
@@ -207,7 +214,7 @@ int main(int argc, char **argv)
            "(fp32 step %.2f x it)\n",
            set, optname, mode, size_, (double)N / 1e6, (double)nmax / 1e6, 1e3 * m[0], adampi_dtype_name(half), 1e3 * m[2],
            m[2] / m[0], info.clip_coef, 1e3 * m[1], 1e3 * m[3], m[1] / m[0], m[3] / m[2], 1e3 * m[4], m[0] / m[4]);
-    printf("      phases of the last step (rs, stats, exchange, update, ag), ms: fp32 %.2f %.2f %.2f %.2f %.2f; %s %.2f %.2f "
+    printf("      phases (rs, stats, exchange, update, ag; medians), ms: fp32 %.2f %.2f %.2f %.2f %.2f; %s %.2f %.2f "
            "%.2f %.2f %.2f\n",
            1e3 * p32.seconds[0], 1e3 * p32.seconds[1], 1e3 * p32.seconds[2], 1e3 * p32.seconds[3], 1e3 * p32.seconds[4],
            adampi_dtype_name(half), 1e3 * p16.seconds[0], 1e3 * p16.seconds[1], 1e3 * p16.seconds[2], 1e3 * p16.seconds[3],
@@ -221,6 +228,8 @@ int main(int argc, char **argv)
     adampi_free(&h[k].opt);
   }
   for (int k = 0; k < 5; k++) free(t[k]);
+  for (int k = 0; k < 2; k++)
+    for (int q = 0; q < ADAMPI_NUM_PHASES; q++) free(ph[k][q]);
   free(w), free(g), free(a), free(b), free(ws);
   MPI_Finalize();
   return 0;

@@ -191,55 +191,28 @@ void adampi__step_buffers_sync(adampi *opt)
 }
 
 /* Elements per block of the direct reduction: the running sum stays in L1 while every rank's
- * gradients for the block are added to it. A multiple of 16, so that a row's statistics can be
- * taken block by block. */
+ * gradients for the block are added to it. */
 #define REDUCE_BLOCK 4096
 
-/* The mean of shard elements [e, e + n) from every rank's gradients, read in place: for rank r
- * the sum g_r + g_(r-1) + ... + g_(r-P+1) (ranks mod P) divided by P (and by scale), exactly the
- * additions of the message path, in its order (adampi__add_round), block by block. */
-static void reduce_range(const adampi *opt, float *mine, int64_t e, int64_t n, float scale)
+/* The shard's gradient mean from every rank's gradients, read in place: for rank r the sum
+ * g_r + g_(r-1) + ... + g_(r-P+1) (ranks mod P) divided by P (and by scale), exactly the additions
+ * of the message path, in its order (adampi__add_round). Call after a synchronising collective
+ * that every rank entered after writing its gradients (adampi_step's agreement). Every rank on
+ * this node. */
+static void reduce_whole_node(adampi *opt, float *mine, float scale)
 {
   const int P = opt->size, r = opt->rank;
+  const int64_t n = opt->hi - opt->lo;
+  const size_t base = (size_t)opt->lo * opt->elem;
   void *const *seg = opt->peer_grads;
+#pragma omp parallel for schedule(static) num_threads(opt->threads) if (opt->threads > 1)
   for (int64_t k0 = 0; k0 < n; k0 += REDUCE_BLOCK) {
     int64_t len = n - k0 < REDUCE_BLOCK ? n - k0 : REDUCE_BLOCK;
-    size_t off = (size_t)(opt->lo + e + k0) * opt->elem;
+    size_t off = base + (size_t)k0 * opt->elem;
     for (int s = 1; s < P; s++)
-      adampi__add_round(opt, mine + e + k0, (const char *)seg[r] + off, (const char *)seg[(r - s + P) % P] + off, len,
+      adampi__add_round(opt, mine + k0, (const char *)seg[r] + off, (const char *)seg[(r - s + P) % P] + off, len,
                         s == 1, s == P - 1, scale);
   }
-}
-
-/* The shard's gradient mean, task by task (whole rows). Call after a synchronising collective that
- * every rank entered after writing its gradients (adampi_step's agreement); every rank on this
- * node. With w (the shard's fp32 parameters), the rows of the projectable tensors that have a
- * gradient also get their statistics while each block of the mean is in L1 (the sums of
- * stats.c, the same bits), and the statistics pass does not read g and w again for them. */
-static void reduce_whole_node(adampi *opt, float *mine, float scale, const float *w, const unsigned char *has_grad)
-{
-#pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1)
-  for (int64_t q = 0; q < opt->num_tasks; q++) {
-    const adampi__task *task = &opt->tasks[q];
-    const adampi__tensor *t = &opt->tensors[task->tensor];
-    int64_t first = t->offset + task->r0 * t->leaf_len - opt->lo;
-    if (w == NULL || !t->projectable || (has_grad && !has_grad[task->tensor])) {
-      reduce_range(opt, mine, first, (task->r1 - task->r0) * t->leaf_len, scale);
-      continue;
-    }
-    for (int64_t r = task->r0; r < task->r1; r++) {
-      int64_t e = t->offset + r * t->leaf_len - opt->lo;
-      adampi__row_lanes acc;
-      memset(&acc, 0, sizeof acc);
-      for (int64_t k0 = 0; k0 < t->leaf_len; k0 += REDUCE_BLOCK) {
-        int64_t len = t->leaf_len - k0 < REDUCE_BLOCK ? t->leaf_len - k0 : REDUCE_BLOCK;
-        reduce_range(opt, mine, e + k0, len, scale);
-        adampi__row_sums_part(&acc, mine + e + k0, w + e + k0, len,
-                              k0 + len < t->leaf_len ? NULL : &opt->row_sums[t->my_row_base + r - t->my_leaf_lo]);
-      }
-    }
-  }
-  opt->rows_summed = w != NULL;
 }
 
 /* The store hook: the shard elements [e, e + n) of src, just updated, into every mapped peer's
@@ -257,12 +230,11 @@ static void store_to_peers(const adampi *opt, const void *src, int64_t e, int64_
 
 /* Collective: gradients from the peers on this node in place (all at once when every rank is
  * here), by message from the others. */
-static adampi_status shm_reduce_mean(adampi *opt, const void *grads, float *mean, float scale, const float *w,
-                                     const unsigned char *has_grad)
+static adampi_status shm_reduce_mean(adampi *opt, const void *grads, float *mean, float scale)
 {
   if (!opt->all_on_node)
     return adampi__pairwise_reduce_mean(opt, grads, mean, scale, (const void *const *)opt->peer_grads);
-  reduce_whole_node(opt, mean, scale, w, has_grad);
+  reduce_whole_node(opt, mean, scale);
   return ADAMPI_OK;
 }
 

@@ -120,10 +120,8 @@ done:
   return st;
 }
 
-static adampi_status messages_reduce_mean(adampi *opt, const void *grads, float *mean, float scale, const float *w,
-                                          const unsigned char *has_grad)
+static adampi_status messages_reduce_mean(adampi *opt, const void *grads, float *mean, float scale)
 {
-  (void)w, (void)has_grad; /* the mean is whole only after the last round: the statistics pass takes them */
   return adampi__pairwise_reduce_mean(opt, grads, mean, scale, NULL);
 }
 

@@ -3,8 +3,7 @@
  * transports. Not installed; included by internal.h.
  *
  * adampi_step (step.c) is written against adampi__transport only:
- *   reduce_mean   the mean over ranks of every rank's gradients, into this rank's shard (the
- *                 node-shared transport also takes the rows' statistics on the way);
+ *   reduce_mean   the mean over ranks of every rank's gradients, into this rank's shard;
  *   store         a hook the update pass calls for each finished task of the shard, while its
  *                 elements are in cache (NULL: the transport has nothing to do there);
  *   share_params  once every rank has updated its shard: every shard into every rank's params.
@@ -31,10 +30,8 @@ typedef void (*adampi__store_fn)(const adampi *opt, const void *src, int64_t e, 
 
 typedef struct adampi__transport {
   /* Collective: mean <- (sum over ranks of grads[lo, hi)) / P / scale, every rank's full gradients
-   * (opt->elem bytes each) in. w (the shard's fp32 parameters) and has_grad let a transport take
-   * the rows' statistics on the way (then it sets opt->rows_summed), as the node-shared one does. */
-  adampi_status (*reduce_mean)(adampi *opt, const void *grads, float *mean, float scale, const float *w,
-                               const unsigned char *has_grad);
+   * (opt->elem bytes each) in. */
+  adampi_status (*reduce_mean)(adampi *opt, const void *grads, float *mean, float scale);
   adampi__store_fn store;
   /* Collective: every rank's shard [shard_lo[r], shard_lo[r+1]) of params into every rank's. */
   adampi_status (*share_params)(adampi *opt, void *params);

@@ -134,7 +134,6 @@ struct adampi {
    * caller's parameters, 16-bit types; NULL otherwise), and the clipping factor on g. */
   void *round_out;
   float gmul;
-  int rows_summed; /* the reduction took this step's row sums (buffers.c); the statistics pass skips them */
   adampi_step_info last;
 
   int64_t steps_taken, steps_skipped;
@@ -223,7 +222,9 @@ void adampi__wu_nodes(adampi *opt, const adampi__tensor *t);
 /* <w,u> over all of t, from wu_nodes (after the exchange if t is cut). */
 double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
 
-
+/* Row-lane sums: 16 lanes relative to the row start, combined in a fixed tree. */
+#define ADAMPI_LANES 16
+void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out);
 
 /* The arrays one kernel call works on: n elements of the shard from one position. */
 typedef struct adampi__span {
@@ -264,17 +265,6 @@ extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
  * same additions per lane, whatever its register width. */
 typedef float adampi__v8f __attribute__((vector_size(32), aligned(4)));
 typedef double adampi__v8d __attribute__((vector_size(64)));
-
-/* Row-lane sums: 16 lanes relative to the row start, combined in a fixed tree. */
-#define ADAMPI_LANES 16
-void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out);
-/* The same over a row given in parts, in order: acc starts zeroed; every part but the last has a
- * multiple of 16 elements and out NULL; the last part writes the row's sums to out. The same bits
- * as adampi__row_sums over the whole row. */
-typedef struct adampi__row_lanes {
-  adampi__v8d gw[2], gg[2], ww[2];
-} adampi__row_lanes;
-void adampi__row_sums_part(adampi__row_lanes *acc, const float *g, const float *w, int64_t n, adampi__sums *out);
 
 /* The 16 lanes of acc as doubles. */
 static inline void adampi__lanes_store(const adampi__v8d acc[2], double *l)

@@ -22,13 +22,11 @@ typedef adampi__v8d v8d;
 /* Contraction into fused multiply-adds is allowed here, and only here: every product is of two
  * floats, exact in double, so fma(g, w, acc) rounds once, exactly as g * w + acc does, and the bits
  * are those of every other clone. It saves the pass a third of its arithmetic (measured on AMD EPYC
- * with AVX-512: 0.85 -> 0.96 of a read-only pass over g and w, rows of 2304). A row may come in
- * parts (the fused reduction of buffers.c): every part but the last has a multiple of 16 elements,
- * so each element keeps the lane of its position in the row. */
+ * with AVX-512: 0.85 -> 0.96 of a read-only pass over g and w, rows of 2304). */
 ADAMPI_CLONES __attribute__((optimize("fp-contract=fast")))
-void adampi__row_sums_part(adampi__row_lanes *acc, const float *g, const float *w, int64_t n, adampi__sums *out)
+void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  v8d gw0 = acc->gw[0], gw1 = acc->gw[1], gg0 = acc->gg[0], gg1 = acc->gg[1], ww0 = acc->ww[0], ww1 = acc->ww[1];
+  v8d gw0 = {0}, gw1 = {0}, gg0 = {0}, gg1 = {0}, ww0 = {0}, ww1 = {0};
   int64_t i = 0;
   for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
     v8d g0 = __builtin_convertvector(*(const v8f *)(g + i), v8d), g1 = __builtin_convertvector(*(const v8f *)(g + i + 8), v8d);
@@ -36,10 +34,6 @@ void adampi__row_sums_part(adampi__row_lanes *acc, const float *g, const float *
     gw0 += g0 * w0, gw1 += g1 * w1; /* products of floats are exact in double */
     gg0 += g0 * g0, gg1 += g1 * g1;
     ww0 += w0 * w0, ww1 += w1 * w1;
-  }
-  if (out == NULL) {
-    acc->gw[0] = gw0, acc->gw[1] = gw1, acc->gg[0] = gg0, acc->gg[1] = gg1, acc->ww[0] = ww0, acc->ww[1] = ww1;
-    return;
   }
   double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
   for (int j = 0; j < 8; j++) {
@@ -56,13 +50,6 @@ void adampi__row_sums_part(adampi__row_lanes *acc, const float *g, const float *
   out->gw = adampi__lanes_sum(gw);
   out->gg = adampi__lanes_sum(gg);
   out->ww = adampi__lanes_sum(ww);
-}
-
-void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out)
-{
-  adampi__row_lanes acc;
-  memset(&acc, 0, sizeof acc);
-  adampi__row_sums_part(&acc, g, w, n, out);
 }
 
 /* |cos| with each norm clamped to eps separately (PyTorch >= 1.12). NaN in, NaN out. */
@@ -136,12 +123,9 @@ static void write_node(void *ctx, int64_t lo, int64_t size)
 
 void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const unsigned char *has_grad)
 {
-  /* The row sums: the bulk of the pass, in parallel over tasks (whole rows), unless the gradient
-   * reduction took them on the way (buffers.c). */
-  int summed = opt->rows_summed;
-  opt->rows_summed = 0;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1 && !summed)
-  for (int64_t k = 0; k < (summed ? 0 : opt->num_tasks); k++) {
+  /* The row sums: the bulk of the pass, in parallel over tasks (whole rows). */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1)
+  for (int64_t k = 0; k < opt->num_tasks; k++) {
     const adampi__task *task = &opt->tasks[k];
     const adampi__tensor *t = &opt->tensors[task->tensor];
     if (!t->projectable || (has_grad && !has_grad[task->tensor])) continue;

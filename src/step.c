@@ -250,7 +250,6 @@ static void begin_step(adampi *opt)
   opt->last = none;
   opt->gmul = 1.0f;
   opt->round_out = NULL;
-  opt->rows_summed = 0;
 }
 
 /* Local checks of the per-step options. */
@@ -346,15 +345,15 @@ adampi_status adampi_step_ex(adampi *opt, void *params, const void *grads, const
   const adampi__transport *x = P == 1 ? NULL : direct ? &adampi__node_shm : &adampi__messages;
   const float scale = (float)o->grad_scale;
   const float *g = opt->grad_shard;
-  float *w = fp32_params(opt, (char *)params + (size_t)opt->lo * opt->elem);
   double t0 = MPI_Wtime();
-  if (x) st = x->reduce_mean(opt, grads, opt->grad_shard, scale, w, o->has_grad);
+  if (x) st = x->reduce_mean(opt, grads, opt->grad_shard, scale);
   else if (opt->master || scale != 1.0f) adampi__intake(opt->cfg.dtype, grads, opt->grad_shard, opt->numel, scale);
   else g = grads;
   if (st != ADAMPI_OK) return st;
   double t1 = MPI_Wtime();
   int64_t before = opt->steps_taken;
-  st = step_shard(opt, w, g, o->has_grad, o->grad_scale, ADAMPI_OK, x ? x->store : NULL);
+  void *shard = (char *)params + (size_t)opt->lo * opt->elem;
+  st = step_shard(opt, fp32_params(opt, shard), g, o->has_grad, o->grad_scale, ADAMPI_OK, x ? x->store : NULL);
   opt->profile.seconds[ADAMPI_PHASE_REDUCE_SCATTER] = t1 - t0;
   opt->profile.gradient_bytes = opt->numel * (int64_t)opt->elem;
   if (st != ADAMPI_OK || opt->steps_taken == before) return st; /* failed or skipped: nothing to share */
