@@ -262,7 +262,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   double t_step = median(t_steps, c->steps), t_fused = median(tf, c->steps), t_bw = median(tb, c->steps);
   /* The floor of the design on this machine: a read-only pass over g and w, then the update's
    * access pattern, each at the speed the bandwidth kernels reach in this run. */
-  double t_floor = median(tr, c->steps) + t_bw;
+  double t_read = median(tr, c->steps), t_floor = t_read + t_bw;
   free(tr);
   for (int q = 0; q < ADAMPI_NUM_PHASES; q++) phase[q] = median(tp + q * c->steps, c->steps);
   free(t_steps), free(tf), free(tb), free(tp);
@@ -304,19 +304,20 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       printf("csv,set,opt,grads,mode,ranks,threads,numel,step_ms,reduce_scatter_ms,stats_ms,exchange_ms,update_ms,allgather_ms,"
              "fused_ms,bandwidth_kernel_ms,step_over_fused,design_bytes_per_elem,effective_GBps,kernel_GBps,"
              "effective_over_kernel,floor_ms,step_over_floor,exchange_alone_ms,exchange_bytes,exchange_over_grad_bytes,alloc_bytes_per_rank,"
-             "projected_tensors,rs_bytes_per_rank,ag_bytes_per_rank\n");
-    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d,%lld,%lld\n",
+             "projected_tensors,rs_bytes_per_rank,ag_bytes_per_rank,readonly_ms,readonly_over_stats\n");
+    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d,%lld,%lld,%.3f,%.3f\n",
            c->set, c->opt, c->grads, c->mode, size_, c->threads, (long long)N, 1e3 * t_step, 1e3 * phase[0], 1e3 * phase[1],
            1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[4], 1e3 * t_fused, 1e3 * t_bw, t_step / t_fused, design_bytes, eff,
            kern, eff / kern, 1e3 * t_floor, t_step / t_floor, 1e3 * t_xchg, (long long)p.exchange_bytes, (double)p.exchange_bytes / (4.0 * (double)N),
-           (long long)alloc_max, views[1] + views[2], (long long)moved_max, (long long)moved_max);
+           (long long)alloc_max, views[1] + views[2], (long long)moved_max, (long long)moved_max, 1e3 * t_read,
+           t_read / phase[1]);
     printf("  %-8s %-5s %-10s %-7s %d rank(s) x %d thr %6.1fM: step %8.2f ms = %.2f x fused (%7.2f ms); "
            "phases stats %.2f exch %.3f update %.2f rs %.2f ag %.2f ms; %.1f GB/s = %.2f of kernel (%.1f GB/s); "
-           "%.2f x floor (%.2f ms); "
+           "%.2f x floor (%.2f ms); statistics pass at %.2f of the read-only kernel; "
            "exchange %lld B (%.4f%% of grads), alone %.3f ms (%.2f%% of the step); %lld MB/rank; %d projected\n",
            c->set, c->opt, c->grads, c->mode, size_, c->threads, (double)N / 1e6, 1e3 * t_step, t_step / t_fused, 1e3 * t_fused,
            1e3 * phase[1], 1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[0], 1e3 * phase[4], eff, eff / kern, kern,
-           t_step / t_floor, 1e3 * t_floor, (long long)p.exchange_bytes, 100.0 * (double)p.exchange_bytes / (4.0 * (double)N),
+           t_step / t_floor, 1e3 * t_floor, t_read / phase[1], (long long)p.exchange_bytes, 100.0 * (double)p.exchange_bytes / (4.0 * (double)N),
            1e3 * t_xchg, 100.0 * t_xchg / t_step,
            (long long)(alloc_max >> 20), views[1] + views[2]);
     if (dp && size_ > 1 && !shm)

@@ -7,7 +7,7 @@
 set -euo pipefail
 BUILD_DIR=${BUILD_DIR:-build}
 OUT=${OUT:-results/bench_mixed.csv}
-STEPS=${STEPS:-9}
+STEPS=${STEPS:-21}
 if [ "${1:-}" = "-h" ]; then sed -n '2,6p' "$0"; exit 0; fi
 mkdir -p "$(dirname "$OUT")"
 flags=(--oversubscribe)
