@@ -9,7 +9,8 @@
  * and with global-norm clipping (max_grad_norm half the gradients' norm, so it acts at every step).
  * Each round times one step of each, then a bandwidth kernel over the shard with the update's
  * access pattern (28 bytes per element for AdamP, 20 for SGDP), so that the machine's drift hits
- * all alike; medians over K rounds after 2 warm-up rounds, max over ranks. Gradients are
+ * all alike; medians over K rounds after 2 warm-up rounds, max over ranks; the ratios are medians of
+ * each round's own ratio, so that drift between rounds cancels. Gradients are
  * orthogonal to their rows' weights (what layers before a normalization see), so the projection
  * path is what is timed. Prints one CSV line per configuration ("csv,") and a readable summary
  * with the memory per rank from adampi_get_profile.
@@ -188,6 +189,15 @@ int main(int argc, char **argv)
     double dt = max_over_ranks(MPI_Wtime() - t0);
     if (round >= 0) t[4][round] = dt;
   }
+  /* Ratios of the same round (paired: the machine's drift between rounds cancels), medians. */
+  double *ratio = calloc((size_t)steps, sizeof(double)), r_half, r_clip32, r_clip16;
+  for (int q = 0; q < steps; q++) ratio[q] = t[2][q] / t[0][q];
+  r_half = median(ratio, steps);
+  for (int q = 0; q < steps; q++) ratio[q] = t[1][q] / t[0][q];
+  r_clip32 = median(ratio, steps);
+  for (int q = 0; q < steps; q++) ratio[q] = t[3][q] / t[2][q];
+  r_clip16 = median(ratio, steps);
+  free(ratio);
   double m[5];
   for (int k = 0; k < 5; k++) m[k] = median(t[k], steps);
   adampi_step_info info;
@@ -208,12 +218,12 @@ int main(int argc, char **argv)
            "clip_over_plain_fp32,clip_over_plain_half,clip_coef,bytes_per_param_fp32,bytes_per_param_half,master_bytes\n");
     printf("csv,%s,%s,%s,%s,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%.6f,%.3f,%.3f,%lld\n", set, optname, mode,
            adampi_dtype_name(half), size_, (long long)N, 1e3 * m[0], 1e3 * m[1], 1e3 * m[2], 1e3 * m[3], 1e3 * m[4],
-           m[2] / m[0], m[1] / m[0], m[3] / m[2], info.clip_coef, per32, per16, (long long)p16.master_bytes);
+           r_half, r_clip32, r_clip16, info.clip_coef, per32, per16, (long long)p16.master_bytes);
     printf("  %s %s %s %d ranks, %.1fM parameters (shard %.1fM): fp32 %.2f ms, %s %.2f ms = %.3f x fp32; "
            "clipped (factor %.3f) %.2f / %.2f ms = %.3f / %.3f x unclipped; bandwidth kernel %.2f ms over the shard "
-           "(fp32 step %.2f x it)\n",
+           "(fp32 step %.2f x it); ratios are medians of the rounds' own ratios\n",
            set, optname, mode, size_, (double)N / 1e6, (double)nmax / 1e6, 1e3 * m[0], adampi_dtype_name(half), 1e3 * m[2],
-           m[2] / m[0], info.clip_coef, 1e3 * m[1], 1e3 * m[3], m[1] / m[0], m[3] / m[2], 1e3 * m[4], m[0] / m[4]);
+           r_half, info.clip_coef, 1e3 * m[1], 1e3 * m[3], r_clip32, r_clip16, 1e3 * m[4], m[0] / m[4]);
     printf("      phases (rs, stats, exchange, update, ag; medians), ms: fp32 %.2f %.2f %.2f %.2f %.2f; %s %.2f %.2f "
            "%.2f %.2f %.2f\n",
            1e3 * p32.seconds[0], 1e3 * p32.seconds[1], 1e3 * p32.seconds[2], 1e3 * p32.seconds[3], 1e3 * p32.seconds[4],
