@@ -13,6 +13,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "adampi.h"
+#include "timing.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -21,17 +22,6 @@
 #include <unistd.h>
 
 static int rank_, size_;
-
-static double median(double *v, int n)
-{
-  for (int i = 0; i < n; i++)
-    for (int j = i + 1; j < n; j++)
-      if (v[j] < v[i]) {
-        double t = v[i];
-        v[i] = v[j], v[j] = t;
-      }
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void evict(const char *path)
 {
@@ -71,12 +61,6 @@ static void plain_io(const char *path, double bytes, double *wsec, double *rsec)
   free(buf);
 }
 
-static double max_over_ranks(double x)
-{
-  double m;
-  MPI_Allreduce(&x, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return m;
-}
 
 int main(int argc, char **argv)
 {

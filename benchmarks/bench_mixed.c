@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include "adampi.h"
 #include "shapes.h"
+#include "timing.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -38,24 +39,7 @@ static void die(const char *what, const adampi *opt)
   MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
-static double median(double *x, int n)
-{
-  qsort(x, (size_t)n, sizeof *x, cmp_double);
-  return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
-static double max_over_ranks(double x)
-{
-  double m;
-  MPI_Allreduce(&x, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return m;
-}
 
 /* The update's access pattern over the shard: g read, the state and w read and written. */
 CLONES static void bw_kernel(const float *g, float *a, float *b, float *w, int64_t n, int sgd)

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE /* madvise */
 #include "adampi.h"
 #include "shapes.h"
+#include "timing.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -50,18 +51,6 @@ static float *huge_alloc(size_t bytes)
   return p;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Median of n values (sorts them). */
-static double median(double *x, int n)
-{
-  qsort(x, (size_t)n, sizeof *x, cmp_double);
-  return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 /* Fused Adam (no projection), one loop over the shard: 28 bytes per element. */
 static int threads_ = 1;
@@ -132,12 +121,6 @@ CLONES static float bw_read2(const float *g, const float *w, int64_t n)
 
 static volatile float sink_;
 
-static double max_over_ranks(double x)
-{
-  double m;
-  MPI_Allreduce(&x, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return m;
-}
 
 typedef struct config {
   const char *set, *opt, *grads, *mode;

@@ -126,7 +126,7 @@ typedef struct adampi_diag {
   double cos_channel; /* max over rows of |cos(g_r, w_r)| (0 for ndim <= 1) */
   double cos_layer;   /* |cos(g, w)| over the whole tensor */
   double weight_norm; /* ||w|| before the update */
-  double grad_norm;   /* ||g|| (the averaged gradient) */
+  double grad_norm;   /* ||g|| of the gradient the step used (averaged, unscaled, clipped) */
   int64_t step;       /* the tensor's own step counter after the update */
 } adampi_diag;
 

@@ -20,20 +20,10 @@ static void data_parallel(const problem_variant *v, adampi_dtype dt, FILE *out)
   adampi_config cfg = adampi_config_defaults(v->kind);
   cfg.dtype = dt;
   cfg.max_grad_norm = 10.0;
-  if (getenv("TEST_THREADS")) cfg.threads = atoi(getenv("TEST_THREADS"));
-  adampi *opt = NULL;
   char err[512];
-  int rc = adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) != ADAMPI_OK;
-  for (int g = 0; g < 2 && !rc; g++) {
-    adampi_hparams hp = problem_hparams(v, g);
-    rc = adampi_add_group(opt, &hp, NULL);
-  }
-  for (int i = 0; i < PROBLEM_NT && !rc; i++)
-    rc = adampi_add_tensor(opt, problem_tensors[i].name, problem_tensors[i].ndim, problem_tensors[i].shape,
-                           problem_tensors[i].group, NULL);
+  adampi *opt = problem_create_cfg(MPI_COMM_WORLD, v, &cfg, err, sizeof err);
   void *params = NULL, *grads = NULL;
-  if (!rc) rc = adampi_commit(opt) || adampi_alloc_step_buffers_ex(opt, &params, &grads);
-  if (rc) {
+  if (opt == NULL || adampi_alloc_step_buffers_ex(opt, &params, &grads) != ADAMPI_OK) {
     fprintf(stderr, "%s\n", opt ? adampi_last_error(opt) : err);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }

@@ -42,12 +42,12 @@ static inline adampi_hparams problem_hparams(const problem_variant *v, int group
   return hp;
 }
 
-/* A committed optimizer for the problem on comm (NULL on failure, with the reason in err). */
-static inline adampi *problem_create(MPI_Comm comm, const problem_variant *v, adampi_nonfinite_policy policy,
-                                     char *err, size_t len)
+/* A committed optimizer for the problem on comm with the options of cfg (its kind must be v's;
+ * TEST_THREADS, if set, overrides the thread count). NULL on failure, with the reason in err. */
+static inline adampi *problem_create_cfg(MPI_Comm comm, const problem_variant *v, const adampi_config *options,
+                                         char *err, size_t len)
 {
-  adampi_config cfg = adampi_config_defaults(v->kind);
-  cfg.nonfinite = policy;
+  adampi_config cfg = *options;
   if (getenv("TEST_THREADS")) cfg.threads = atoi(getenv("TEST_THREADS")); /* results must not depend on it */
   adampi *opt = NULL;
   if (adampi_create(comm, &cfg, &opt, err, len) != ADAMPI_OK) return NULL;
@@ -65,6 +65,15 @@ static inline adampi *problem_create(MPI_Comm comm, const problem_variant *v, ad
     adampi_free(&opt);
   }
   return opt;
+}
+
+/* problem_create_cfg with the defaults of v's kind and the given non-finite policy. */
+static inline adampi *problem_create(MPI_Comm comm, const problem_variant *v, adampi_nonfinite_policy policy,
+                                     char *err, size_t len)
+{
+  adampi_config cfg = adampi_config_defaults(v->kind);
+  cfg.nonfinite = policy;
+  return problem_create_cfg(comm, v, &cfg, err, len);
 }
 
 /* The initial parameters of this rank's shard. */

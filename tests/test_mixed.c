@@ -117,18 +117,9 @@ static adampi *mixed_create(MPI_Comm comm, const problem_variant *v, const mixed
   cfg.nonfinite = policy;
   cfg.dtype = m->dtype;
   cfg.max_grad_norm = m->max_grad_norm;
-  if (getenv("TEST_THREADS")) cfg.threads = atoi(getenv("TEST_THREADS"));
-  adampi *opt = NULL;
   char err[512];
-  ck_assert_msg(adampi_create(comm, &cfg, &opt, err, sizeof err) == ADAMPI_OK, "%s", err);
-  for (int g = 0; g < 2; g++) {
-    adampi_hparams hp = problem_hparams(v, g);
-    ck_assert_ok(opt, adampi_add_group(opt, &hp, NULL));
-  }
-  for (int i = 0; i < PROBLEM_NT; i++)
-    ck_assert_ok(opt, adampi_add_tensor(opt, problem_tensors[i].name, problem_tensors[i].ndim, problem_tensors[i].shape,
-                                        problem_tensors[i].group, NULL));
-  ck_assert_ok(opt, adampi_commit(opt));
+  adampi *opt = problem_create_cfg(comm, v, &cfg, err, sizeof err);
+  ck_assert_msg(opt != NULL, "%s", err);
   return opt;
 }
 
@@ -426,31 +417,61 @@ static void release(snapshot *s)
   free(s->params);
 }
 
+/* A 16-bit handle of the problem on every rank, its master set from fp32 values, with buffers for
+ * the shard and the full fp32 parameters and gradients. */
+typedef struct shard16 {
+  adampi *opt;
+  int64_t N, lo, hi;
+  size_t n;
+  float *w, *full, *gfull;
+  uint16_t *params, *grads;
+} shard16;
+
+static void shard16_open(shard16 *f, const problem_variant *v, const mixed_setup *m, adampi_nonfinite_policy policy)
+{
+  f->opt = mixed_create(MPI_COMM_WORLD, v, m, policy);
+  f->N = adampi_numel(f->opt);
+  adampi_shard(f->opt, adampi_rank(f->opt), &f->lo, &f->hi);
+  f->n = (size_t)(f->hi - f->lo);
+  f->w = malloc((f->n + 1) * 4), f->full = malloc((size_t)f->N * 4), f->gfull = malloc((size_t)f->N * 4);
+  f->params = malloc((f->n + 1) * 2), f->grads = malloc((f->n + 1) * 2);
+  problem_init(f->opt, f->w);
+  ck_assert_ok(f->opt, adampi_set_master(f->opt, f->w, ADAMPI_PARAMS_SHARD, f->params));
+}
+
+/* The shard's 16-bit gradients of step `step` of setup m, from the current master. */
+static void shard16_grads(shard16 *f, const mixed_setup *m, int step)
+{
+  gather_full(f->opt, MPI_COMM_WORLD, adampi_master_shard(f->opt), f->full);
+  shard_grads(f->opt, m, step, f->full, f->gfull, f->grads);
+}
+
+static void shard16_close(shard16 *f)
+{
+  free(f->w), free(f->full), free(f->gfull), free(f->params), free(f->grads);
+  adampi_free(&f->opt);
+}
+
 START_TEST(float16_overflow_skips_or_fails_and_changes_nothing)
 {
   const adampi_nonfinite_policy policy = _i ? ADAMPI_NONFINITE_SKIP : ADAMPI_NONFINITE_ERROR;
   const problem_variant *v = &problem_variants[0];
   mixed_setup m = {ADAMPI_FLOAT16, 1.0, 65536.0};
-  adampi *opt = mixed_create(MPI_COMM_WORLD, v, &m, policy);
-  int64_t N = adampi_numel(opt), lo, hi;
-  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
-  size_t n = (size_t)(hi - lo);
-  float *w = malloc((n + 1) * 4), *full = malloc((size_t)N * 4), *gfull = malloc((size_t)N * 4);
-  uint16_t *params = malloc((n + 1) * 2), *grads = malloc((n + 1) * 2);
-  problem_init(opt, w);
-  ck_assert_ok(opt, adampi_set_master(opt, w, ADAMPI_PARAMS_SHARD, params));
+  shard16 f;
+  shard16_open(&f, v, &m, policy);
+  adampi *opt = f.opt;
+  uint16_t *params = f.params, *grads = f.grads;
+  size_t n = f.n;
   adampi_step_options o = adampi_step_defaults();
   o.grad_scale = m.grad_scale;
-  gather_full(opt, MPI_COMM_WORLD, adampi_master_shard(opt), full);
-  shard_grads(opt, &m, 0, full, gfull, grads);
+  shard16_grads(&f, &m, 0);
   ck_assert_ok(opt, adampi_step_sharded_ex(opt, params, grads, &o)); /* one good step first */
   snapshot before, after;
   take(opt, v, params, n * 2, &before);
   /* A loss scale of 2^24 makes the gradients overflow float16 on the last rank only. */
-  gather_full(opt, MPI_COMM_WORLD, adampi_master_shard(opt), full);
   mixed_setup big = m;
   big.grad_scale = test_rank() == test_size() - 1 ? 16777216.0 : m.grad_scale;
-  shard_grads(opt, &big, 1, full, gfull, grads);
+  shard16_grads(&f, &big, 1);
   adampi_status st = adampi_step_sharded_ex(opt, params, grads, &o);
   adampi_step_info info;
   adampi_last_step(opt, &info);
@@ -477,8 +498,7 @@ START_TEST(float16_overflow_skips_or_fails_and_changes_nothing)
   ck_assert(ls.scale == 65536.0 && ls.good_steps == 0);
   release(&before);
   release(&after);
-  free(w), free(full), free(gfull), free(params), free(grads);
-  adampi_free(&opt);
+  shard16_close(&f);
 }
 END_TEST
 
@@ -514,16 +534,12 @@ START_TEST(bad_input_is_refused_with_nothing_changed)
   }
 
   mixed_setup m = {ADAMPI_BFLOAT16, 1.0, 1.0};
-  adampi *opt = mixed_create(MPI_COMM_WORLD, v, &m, ADAMPI_NONFINITE_ERROR);
-  int64_t N = adampi_numel(opt), lo, hi;
-  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
-  size_t n = (size_t)(hi - lo);
-  float *w = malloc((n + 1) * 4), *full = malloc((size_t)N * 4), *gfull = malloc((size_t)N * 4);
-  uint16_t *params = malloc((n + 1) * 2), *grads = malloc((n + 1) * 2);
-  problem_init(opt, w);
-  ck_assert_ok(opt, adampi_set_master(opt, w, ADAMPI_PARAMS_SHARD, params));
-  gather_full(opt, MPI_COMM_WORLD, adampi_master_shard(opt), full);
-  shard_grads(opt, &m, 0, full, gfull, grads);
+  shard16 f;
+  shard16_open(&f, v, &m, ADAMPI_NONFINITE_ERROR);
+  adampi *opt = f.opt;
+  uint16_t *params = f.params, *grads = f.grads;
+  size_t n = f.n;
+  shard16_grads(&f, &m, 0);
   ck_assert_ok(opt, adampi_step_sharded_ex(opt, params, grads, NULL));
   snapshot before, after;
   take(opt, v, params, n * 2, &before);
@@ -549,7 +565,7 @@ START_TEST(bad_input_is_refused_with_nothing_changed)
   }
   /* A NaN master value on one rank: refused everywhere, naming the tensor. */
   float *nanw = malloc((n + 1) * 4);
-  memcpy(nanw, adampi_master_shard(opt) ? adampi_master_shard(opt) : w, n * 4);
+  memcpy(nanw, adampi_master_shard(opt) ? adampi_master_shard(opt) : f.w, n * 4);
   if (test_rank() == 0 && n > 0) nanw[n / 2] = NAN;
   ck_assert_int_eq(adampi_set_master(opt, nanw, ADAMPI_PARAMS_SHARD, params), ADAMPI_ERR_NONFINITE);
   ck_assert_int_eq(adampi_set_master(opt, NULL, ADAMPI_PARAMS_FULL, params), ADAMPI_ERR_ARG);
@@ -557,8 +573,8 @@ START_TEST(bad_input_is_refused_with_nothing_changed)
   assert_unchanged(&before, &after, "the refused calls");
   release(&before);
   release(&after);
-  free(nanw), free(w), free(full), free(gfull), free(params), free(grads);
-  adampi_free(&opt);
+  free(nanw);
+  shard16_close(&f);
 }
 END_TEST
 

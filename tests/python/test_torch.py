@@ -3,11 +3,9 @@
 Every test runs on every rank in the same order; each failure a test expects must be raised on
 every rank with the same message, and must change nothing."""
 import copy
-import math
 import os
 import tempfile
 
-import numpy as np
 import pytest
 import torch
 from mpi4py import MPI
@@ -34,9 +32,9 @@ def groups_of(m):
     return [{"params": decay, "weight_decay": 1e-2}, {"params": plain, "lr": 5e-3}]
 
 
-def mean_gradient(p, seed, kind):
-    """A gradient on the grid: plain random, orthogonal to w per channel (channel projection) or
-    orthogonal as a whole (layer projection), rounded to the grid."""
+def orthogonal_gradient(p, seed, kind):
+    """A float64 gradient: plain random, orthogonal to w per channel (channel projection) or
+    orthogonal as a whole (layer projection)."""
     gen = torch.Generator().manual_seed(seed)
     g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
     w = p.detach().double()
@@ -45,7 +43,12 @@ def mean_gradient(p, seed, kind):
         gv -= (gv * wv).sum(1, keepdim=True) / (wv * wv).sum(1, keepdim=True) * wv
     elif kind == "layer" and p.dim() > 1:
         g -= (g * w).sum() / (w * w).sum() * w
-    return (torch.round(g / GRID) * GRID).float()
+    return g
+
+
+def mean_gradient(p, seed, kind):
+    """orthogonal_gradient rounded to the grid."""
+    return (torch.round(orthogonal_gradient(p, seed, kind) / GRID) * GRID).float()
 
 
 def share(g, seed):
@@ -59,7 +62,9 @@ def share(g, seed):
 
 
 def bits(tensors):
-    return b"".join(t.detach().contiguous().numpy().tobytes() for t in tensors)
+    """The tensors' bytes (16-bit tensors through int16, which numpy has)."""
+    return b"".join((t.detach().contiguous().view(torch.int16) if t.element_size() == 2 else t.detach().contiguous())
+                    .numpy().tobytes() for t in tensors)
 
 
 def same_on_every_rank(tensors):

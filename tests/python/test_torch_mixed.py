@@ -18,35 +18,18 @@ from mpi4py import MPI
 
 import adampi
 from adampi.torch import SGDP, AdamP, LossScaler, round_to, widen
-from test_torch import KINDS, expect_everywhere, groups_of, model
+from test_torch import KINDS, bits, expect_everywhere, groups_of, model, orthogonal_gradient, same_on_every_rank
 
 WORLD = MPI.COMM_WORLD
 P, RANK = WORLD.Get_size(), WORLD.Get_rank()
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def bits(tensors):
-    return b"".join((t.detach().contiguous().view(torch.int16) if t.element_size() == 2 else t.detach().contiguous())
-                    .numpy().tobytes() for t in tensors)
-
-
-def same_on_every_rank(tensors):
-    mine = bits(tensors)
-    return all(x == mine for x in WORLD.allgather(mine))
-
-
 def grid_gradient(p, seed, kind):
     """A mean gradient k * q (integers |k| <= 128, q a power of two per tensor): plain random, or
     orthogonal to w per channel or as a whole before rounding to the grid (so the projection
     decisions are far from their thresholds). Returns (k, q)."""
-    gen = torch.Generator().manual_seed(seed)
-    g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-    w = p.detach().double()
-    if kind == "channel" and p.dim() > 1:
-        gv, wv = g.reshape(p.shape[0], -1), w.reshape(p.shape[0], -1)
-        gv -= (gv * wv).sum(1, keepdim=True) / (wv * wv).sum(1, keepdim=True) * wv
-    elif kind == "layer" and p.dim() > 1:
-        g -= (g * w).sum() / (w * w).sum() * w
+    g = orthogonal_gradient(p, seed, kind)
     q = 2.0 ** (math.ceil(math.log2(g.abs().max().item())) - 7)
     return torch.round(g / q), q
 

@@ -1,0 +1,32 @@
+/*
+ * timing.h - what the benchmark programs share to time a step: the median of the rounds and the
+ * slowest rank's time.
+ */
+#ifndef ADAMPI_BENCH_TIMING_H
+#define ADAMPI_BENCH_TIMING_H
+
+#include <mpi.h>
+#include <stdlib.h>
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of n values (sorts them). */
+static double median(double *x, int n)
+{
+  qsort(x, (size_t)n, sizeof *x, cmp_double);
+  return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* The slowest rank's value. Collective over MPI_COMM_WORLD. */
+static double max_over_ranks(double x)
+{
+  double m;
+  MPI_Allreduce(&x, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return m;
+}
+
+#endif
