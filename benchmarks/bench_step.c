@@ -97,6 +97,32 @@ CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n)
   }
 }
 
+/* The data-parallel step's own traffic, for its floor: the mean of P gradient arrays of the shard
+ * (P reads, one write) and the updated shard written into P - 1 other ranks' parameters. The
+ * arrays are this rank's own (all ranks run the kernels at once, as they run the step), so the
+ * kernels have the step's pattern; that the step reads and writes other processes' pages is part
+ * of what the ratio measures. */
+CLONES static void bw_reduce(float *out, float *const *in, int P, int64_t n)
+{
+  const float inv = 1.0f / (float)P;
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = 0; i < n; i++) {
+    float s = in[0][i];
+    for (int r = 1; r < P; r++) s += in[r][i];
+    out[i] = s * inv;
+  }
+}
+
+/* The stores come from cache in the step (each task right after its update), so the floor's
+ * stores copy one L1-sized block over and over: writes only. */
+static void bw_store(const float *w, float *const *out, int P, int64_t n)
+{
+  const int64_t block = n < 4096 ? n : 4096;
+  for (int r = 1; r < P; r++)
+    for (int64_t k = 0; k < n; k += block)
+      memcpy(out[r] + k, w, (size_t)(n - k < block ? n - k : block) * sizeof *w);
+}
+
 /* A read-only pass over g and w (what the statistics pass must read: 8 bytes per element), with
  * 16 float lanes so that it is not held back by the order of a scalar sum. */
 typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
@@ -212,7 +238,21 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     s0[i] = st0 ? st0[i] : 0.0f;
     s1[i] = st1 ? st1[i] : 0.0f;
   }
+  /* The data-parallel floor's arrays: P gradient sources, the mean, P - 1 store targets. */
+  float *src[64] = {NULL}, *dst[64] = {NULL}, *mean = NULL;
+  int P = dp && size_ <= 64 ? size_ : 1;
+  for (int r = 0; r < P && dp; r++) {
+    src[r] = huge_alloc(nb), dst[r] = huge_alloc(nb);
+    if (!src[r] || !dst[r]) {
+      fprintf(stderr, "bench_step: out of memory for the data-parallel floor's arrays\n");
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    memcpy(src[r], gs, nb), memset(dst[r], 0, nb);
+  }
+  if (dp && (mean = huge_alloc(nb)) == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
+  if (mean) memset(mean, 0, nb);
   double *t_steps = calloc((size_t)c->steps, sizeof *t_steps), *tf = calloc((size_t)c->steps, sizeof *tf);
+  double *trd = calloc((size_t)c->steps, sizeof *trd), *tst = calloc((size_t)c->steps, sizeof *tst);
   double *tr = calloc((size_t)c->steps, sizeof *tr);
   double *tb = calloc((size_t)c->steps, sizeof *tb), *tp = calloc((size_t)c->steps * ADAMPI_NUM_PHASES, sizeof *tp);
   for (int k = 0; k < c->steps; k++) {
@@ -241,11 +281,26 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     t0 = MPI_Wtime();
     if (n > 0) sink_ += bw_read2(gs, ws, n);
     tr[k] = max_over_ranks(MPI_Wtime() - t0);
+    if (!dp) continue;
+    MPI_Barrier(MPI_COMM_WORLD);
+    t0 = MPI_Wtime();
+    if (n > 0) bw_reduce(mean, src, P, n);
+    trd[k] = max_over_ranks(MPI_Wtime() - t0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    t0 = MPI_Wtime();
+    if (n > 0) bw_store(ws, dst, P, n);
+    tst[k] = max_over_ranks(MPI_Wtime() - t0);
   }
   double t_step = median(t_steps, c->steps), t_fused = median(tf, c->steps), t_bw = median(tb, c->steps);
   /* The floor of the design on this machine: a read-only pass over g and w, then the update's
    * access pattern, each at the speed the bandwidth kernels reach in this run. */
   double t_read = median(tr, c->steps), t_floor = t_read + t_bw;
+  /* The data-parallel floor: the reduction's reads and write, the statistics pass's reads, the
+   * update's pattern and the stores into the peers, each at this machine's speed in this run. */
+  double t_dp_floor = dp ? median(trd, c->steps) + t_floor + median(tst, c->steps) : 0.0;
+  free(trd), free(tst);
+  for (int r = 0; r < P && dp; r++) free(src[r]), free(dst[r]);
+  free(mean);
   free(tr);
   for (int q = 0; q < ADAMPI_NUM_PHASES; q++) phase[q] = median(tp + q * c->steps, c->steps);
   free(t_steps), free(tf), free(tb), free(tp);
@@ -287,13 +342,13 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       printf("csv,set,opt,grads,mode,ranks,threads,numel,step_ms,reduce_scatter_ms,stats_ms,exchange_ms,update_ms,allgather_ms,"
              "fused_ms,bandwidth_kernel_ms,step_over_fused,design_bytes_per_elem,effective_GBps,kernel_GBps,"
              "effective_over_kernel,floor_ms,step_over_floor,exchange_alone_ms,exchange_bytes,exchange_over_grad_bytes,alloc_bytes_per_rank,"
-             "projected_tensors,rs_bytes_per_rank,ag_bytes_per_rank,readonly_ms,readonly_over_stats\n");
-    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d,%lld,%lld,%.3f,%.3f\n",
+             "projected_tensors,rs_bytes_per_rank,ag_bytes_per_rank,readonly_ms,readonly_over_stats,dp_floor_ms,step_over_dp_floor\n");
+    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f\n",
            c->set, c->opt, c->grads, c->mode, size_, c->threads, (long long)N, 1e3 * t_step, 1e3 * phase[0], 1e3 * phase[1],
            1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[4], 1e3 * t_fused, 1e3 * t_bw, t_step / t_fused, design_bytes, eff,
            kern, eff / kern, 1e3 * t_floor, t_step / t_floor, 1e3 * t_xchg, (long long)p.exchange_bytes, (double)p.exchange_bytes / (4.0 * (double)N),
            (long long)alloc_max, views[1] + views[2], (long long)moved_max, (long long)moved_max, 1e3 * t_read,
-           t_read / phase[1]);
+           t_read / phase[1], 1e3 * t_dp_floor, dp ? t_step / t_dp_floor : 0.0);
     printf("  %-8s %-5s %-10s %-7s %d rank(s) x %d thr %6.1fM: step %8.2f ms = %.2f x fused (%7.2f ms); "
            "phases stats %.2f exch %.3f update %.2f rs %.2f ag %.2f ms; %.1f GB/s = %.2f of kernel (%.1f GB/s); "
            "%.2f x floor (%.2f ms); statistics pass at %.2f of the read-only kernel; "
@@ -306,6 +361,10 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     if (dp && size_ > 1 && !shm)
       printf("      reduce-scatter and all-gather each receive %.1f MB per rank: %.1f and %.1f GB/s\n", (double)moved_max / 1e6,
              (double)moved_max / 1e9 / phase[0], (double)moved_max / 1e9 / phase[4]);
+    if (dp)
+      printf("      data-parallel floor (mean of %d gradient arrays, statistics reads, the update's pattern, %d stores "
+             "of the shard) %.2f ms: the step is %.2f x it\n",
+             P, P - 1, 1e3 * t_dp_floor, t_step / t_dp_floor);
     if (dp && size_ > 1 && shm)
       printf("      reduce-scatter loads and all-gather stores %.1f MB per rank: %.1f GB/s, and the all-gather's stores are "
              "part of the update phase (\"ag\" is the closing barrier)\n",
