@@ -31,12 +31,6 @@
 
 #define HUGE ((size_t)2 << 20)
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CLONES
-#endif
-
 static int rank_, size_;
 
 /* A buffer on transparent huge pages, as adampi allocates its own (a fair comparison). */

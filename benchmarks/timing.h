@@ -1,12 +1,19 @@
 /*
- * timing.h - what the benchmark programs share to time a step: the median of the rounds and the
- * slowest rank's time.
+ * timing.h - what the benchmark programs share to time a step: the median of the rounds, the
+ * slowest rank's time, and CLONES, which builds a reference kernel for every vector width as the
+ * library builds its own.
  */
 #ifndef ADAMPI_BENCH_TIMING_H
 #define ADAMPI_BENCH_TIMING_H
 
 #include <mpi.h>
 #include <stdlib.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
+#endif
 
 static int cmp_double(const void *a, const void *b)
 {
