@@ -87,11 +87,20 @@ adampi_status adampi_widen(adampi_dtype dtype, const void *in, float *out, int64
   return ADAMPI_OK;
 }
 
+/* Elements per block of the intake: the division reads each block back from L1, so the shard is
+ * read and written once. */
+#define INTAKE_BLOCK 4096
+
 void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale)
 {
-  if (dtype != ADAMPI_FLOAT32 || g != out) adampi__widen(dtype, g, out, n);
-  if (scale != 1.0f)
-    for (int64_t i = 0; i < n; i++) out[i] = out[i] / scale;
+  const size_t elem = adampi_dtype_size(dtype);
+  for (int64_t k = 0; k < n; k += INTAKE_BLOCK) {
+    int64_t m = n - k < INTAKE_BLOCK ? n - k : INTAKE_BLOCK;
+    const void *in = (const char *)g + (size_t)k * elem;
+    if (in != out + k) adampi__widen(dtype, in, out + k, m);
+    if (scale != 1.0f)
+      for (int64_t i = k; i < k + m; i++) out[i] = out[i] / scale;
+  }
 }
 
 void adampi__master_from(adampi *opt, const void *param_shard)
