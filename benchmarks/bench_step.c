@@ -1,7 +1,7 @@
 /*
  * bench_step - time of one optimizer step against the memory-bandwidth limit, in one process.
  *
- *   mpirun -np N build/bin/bench_step [--set resnet50|gpt2|sweep] [--millions M] [--opt adamp|sgdp|adamw|sgd|all]
+ *   mpirun -np N build/bin/bench_step [--set resnet50|gpt2|sweep] [--millions M] [--row-len L] [--opt adamp|sgdp|adamw|sgd|all]
  *                                     [--grads random|orthogonal|all] [--mode sharded|dp|dp-shm] [--steps K]
  *
  * For each configuration, in the same run and on the same shard buffers:
@@ -144,7 +144,7 @@ static volatile float sink_;
 
 typedef struct config {
   const char *set, *opt, *grads, *mode;
-  int64_t millions;
+  int64_t millions, row_len; /* sweep: M x 2^20 elements in rows of row_len */
   int steps, threads;
 } config;
 
@@ -181,7 +181,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     if (rank_ == 0) fprintf(stderr, "%s\n", adampi_last_error(opt));
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  if (!shm) w = malloc(full * sizeof *w), g = malloc(full * sizeof *g);
+  if (!shm) w = huge_alloc(full * sizeof *w), g = huge_alloc(full * sizeof *g);
   uint64_t seed = 12345;
   for (size_t k = 0; k + 1 < full; k++) {
     seed = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -374,19 +374,21 @@ int main(int argc, char **argv)
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  config c = {"resnet50", "all", "all", "sharded", 64, 0, 1};
+  config c = {"resnet50", "all", "all", "sharded", 64, 1024, 0, 1};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--set")) c.set = argv[i + 1];
     else if (!strcmp(argv[i], "--opt")) c.opt = argv[i + 1];
     else if (!strcmp(argv[i], "--grads")) c.grads = argv[i + 1];
     else if (!strcmp(argv[i], "--mode")) c.mode = argv[i + 1];
     else if (!strcmp(argv[i], "--millions")) c.millions = atoll(argv[i + 1]);
+    else if (!strcmp(argv[i], "--row-len")) c.row_len = atoll(argv[i + 1]);
     else if (!strcmp(argv[i], "--steps")) c.steps = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--threads")) c.threads = atoi(argv[i + 1]);
   }
   threads_ = c.threads;
+  if (c.row_len < 1) c.row_len = 1024;
   static bench_tensor ts[512];
-  int nt = !strcmp(c.set, "gpt2") ? shapes_gpt2(ts) : !strcmp(c.set, "sweep") ? shapes_sweep(ts, c.millions << 20) : shapes_resnet50(ts);
+  int nt = !strcmp(c.set, "gpt2") ? shapes_gpt2(ts) : !strcmp(c.set, "sweep") ? shapes_sweep(ts, c.millions << 20, c.row_len) : shapes_resnet50(ts);
   if (c.steps <= 0) c.steps = !strcmp(c.set, "resnet50") ? 21 : 5;
   const char *opts[] = {"adamp", "adamw", "sgdp", "sgd"}, *grads[] = {"random", "orthogonal"};
   int header = 1;

@@ -86,17 +86,18 @@ static int shapes_gpt2(bench_tensor *t)
   return n;
 }
 
-/* Synthetic: tensors of 1024 x 1024 (the last one smaller) adding up to `millions` M elements. */
-static int shapes_sweep(bench_tensor *t, int64_t elements)
+/* Synthetic: tensors of about 1M elements in rows of row_len (1024 x 1024 by default; the last
+ * one smaller) adding up to `elements`. */
+static int shapes_sweep(bench_tensor *t, int64_t elements, int64_t row_len)
 {
   int n = 0;
   char name[64];
-  int64_t left = elements;
+  int64_t left = elements, per = (1 << 20) / row_len > 0 ? (1 << 20) / row_len : 1;
   while (left > 0 && n < 511) {
-    int64_t rows = left >= 1024 * 1024 ? 1024 : (left + 1023) / 1024;
+    int64_t rows = left >= per * row_len ? per : (left + row_len - 1) / row_len;
     snprintf(name, sizeof name, "w%d", n);
-    n = add_t(t, n, name, 2, rows, 1024, 0, 0);
-    left -= rows * 1024;
+    n = add_t(t, n, name, 2, rows, row_len, 0, 0);
+    left -= rows * row_len;
   }
   return n;
 }
