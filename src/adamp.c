@@ -6,8 +6,8 @@
  * The build disables contraction (-ffp-contract=off), so every clone of these loops rounds alike.
  * The gradient enters every kernel multiplied by the step's clipping factor gmul (a float, as
  * torch's clip_grad_norm_ multiplies the gradients in place; 1.0f when not clipping, which leaves
- * every bit as it was). The only sum, <w,u> over a row, goes in blocks of 256 through 16 float lanes into 16 double lanes
- * (adampi__lanes_dot_block), in an order fixed by the position in the row.
+ * every bit as it was). The only sum, <w,u> over a row, goes in blocks of 256 through 16 float
+ * lanes into 16 double lanes (adampi__block_lanes), in an order fixed by the position in the row.
  */
 #include "internal.h"
 
@@ -38,54 +38,64 @@ static inline float direction(float g, float m, float v, const adampi__coef *c)
   return num / denom;
 }
 
-/* <w, u> over n elements with the moments as this step will make them; writes nothing. In blocks
- * of 256: the directions as floats in a plain loop (vectorized like the update), then added to
- * the 16 lanes; 256 is a multiple of 16, so lanes stay relative to the row start. */
-ADAMPI_CLONES
-static double dot_wu(const float *restrict g, const float *restrict m, const float *restrict v, const float *restrict w,
-                     int64_t n, const adampi__coef *c)
+/* The new moments (into *mo, *vo) and the direction of one element: apply's first steps. */
+static inline float moments_direction(float g, float m, float v, const adampi__coef *c, float *mo, float *vo)
 {
-  const adampi__coef cl = *c; /* locals: stores to u could alias *c otherwise */
+  float gi = g * c->gmul;
+  float mi = c->b1 * m + c->omb1 * gi;
+  float vi = c->b2 * v + c->omb2 * gi * gi;
+  *mo = mi, *vo = vi;
+  return direction(gi, mi, vi, c);
+}
+
+/* <w, u> over n elements with the moments as this step will make them, u computed 16 at a time
+ * and added to the lanes while in registers (internal.h, adampi__block_lanes). store: write the
+ * new moments and u (the first half of a channel-projected row); else write nothing. */
+static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, float *restrict m,
+                                                           float *restrict v, const float *restrict w,
+                                                           float *restrict u_out, int64_t n, const adampi__coef *c,
+                                                           int store)
+{
+  const adampi__coef cl = *c; /* locals: stores to m, v, u could alias *c otherwise */
   adampi__v8d acc[2] = {{0}, {0}};
-  float u[256];
   for (int64_t i = 0; i < n; i += 256) {
-    int64_t len = n - i < 256 ? n - i : 256;
-    for (int64_t k = 0; k < len; k++) {
-      float gi = g[i + k] * cl.gmul;
-      float mi = cl.b1 * m[i + k] + cl.omb1 * gi;
-      float vi = cl.b2 * v[i + k] + cl.omb2 * gi * gi;
-      u[k] = direction(gi, mi, vi, &cl);
+    int64_t end = n - i < 256 ? n : i + 256, k = i;
+    adampi__block_lanes lanes = {{0}, {0}};
+    for (; k + 16 <= end; k += 16) {
+      float u[16];
+      for (int j = 0; j < 16; j++) {
+        float mi, vi;
+        u[j] = moments_direction(g[k + j], m[k + j], v[k + j], &cl, &mi, &vi);
+        if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u[j];
+      }
+      adampi__lanes_add16(&lanes, w + k, u);
     }
-    double sum;
-    if (adampi__lanes_dot_block(acc, w + i, u, len, &sum)) return sum;
+    for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
+      float mi, vi, u = moments_direction(g[k + j], m[k + j], v[k + j], &cl, &mi, &vi);
+      if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u;
+      adampi__lanes_add1(&lanes, j, w[k + j] * u);
+    }
+    adampi__lanes_fold(acc, &lanes);
   }
   return adampi__lanes_total(acc);
 }
 
+/* <w, u> with the moments as this step will make them; writes nothing. */
+ADAMPI_CLONES
+static double dot_wu(const float *g, const float *m, const float *v, const float *w, int64_t n, const adampi__coef *c)
+{
+  return wu_pass(g, (float *)m, (float *)v, w, NULL, n, c, 0);
+}
+
 /* First half of the update of a channel-projected row, once its decision is known: the new
  * moments are stored (m, v are this step's from here on), the directions go to u, and <w, u> is
- * returned, summed like dot_wu. finish_w completes the row from u and w
- * alone, so the second pass over the row reads 2 arrays instead of 5 and recomputes nothing. */
+ * returned, summed like dot_wu. finish_w completes the row from u and w alone, so the second pass
+ * over the row reads 2 arrays instead of 5 and recomputes nothing. */
 ADAMPI_CLONES
-static double moments_wu(const float *restrict g, float *restrict m, float *restrict v, const float *restrict w,
-                         float *restrict u, int64_t n, const adampi__coef *c)
+static double moments_wu(const float *g, float *m, float *v, const float *w, float *u, int64_t n,
+                         const adampi__coef *c)
 {
-  const adampi__coef cl = *c;
-  adampi__v8d acc[2] = {{0}, {0}};
-  for (int64_t i = 0; i < n; i += 256) {
-    int64_t len = n - i < 256 ? n - i : 256;
-    for (int64_t k = 0; k < len; k++) {
-      float gi = g[i + k] * cl.gmul;
-      float mi = cl.b1 * m[i + k] + cl.omb1 * gi;
-      float vi = cl.b2 * v[i + k] + cl.omb2 * gi * gi;
-      m[i + k] = mi;
-      v[i + k] = vi;
-      u[i + k] = direction(gi, mi, vi, &cl);
-    }
-    double sum;
-    if (adampi__lanes_dot_block(acc, w + i, u + i, len, &sum)) return sum;
-  }
-  return adampi__lanes_total(acc);
+  return wu_pass(g, m, v, w, u, n, c, 1);
 }
 
 /* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply. */

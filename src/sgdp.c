@@ -8,6 +8,8 @@
  */
 #include "internal.h"
 
+#include <string.h>
+
 static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_factor)
 {
   (void)t; /* no bias correction */
@@ -22,26 +24,67 @@ static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_
   return c;
 }
 
-/* <w, u> over n elements with the buffer as this step will make it; writes nothing. Blocks of
- * 256 as in adamp.c. */
-ADAMPI_CLONES
-static double dot_wu(const float *restrict g, const float *restrict b, const float *restrict w, int64_t n,
-                     const adampi__coef *c)
+/* The new buffer (into *bo) and the direction of one element: apply's first steps (nesterov:
+ * c->nesterov, passed as a constant so that the callers' loops vectorize). */
+static inline float buffer_direction(float g, float b, const adampi__coef *c, int nesterov, float *bo)
 {
-  const adampi__coef cl = *c;
+  float gi = g * c->gmul;
+  float bi = c->mom * b + c->omd * gi;
+  *bo = bi;
+  return nesterov ? gi + c->mom * bi : bi;
+}
+
+/* buffer_direction on the 16 elements at g and b, into *bo and *uo (GCC vector extensions: the
+ * same operations, lane by lane; gcc 12 left the plain loop's form scalar here). Pointers, not
+ * vector values, cross the call, so that no clone's ABI depends on its vector width. */
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+static inline void buffer_direction16(const float *g, const float *b, const adampi__coef *c, int nesterov, v16f *bo,
+                                      v16f *uo)
+{
+  v16f gi = *(const v16f *)g * c->gmul;
+  v16f bi = c->mom * *(const v16f *)b + c->omd * gi;
+  *bo = bi;
+  *uo = nesterov ? gi + c->mom * bi : bi;
+}
+
+/* <w, u> over n elements with the buffer as this step will make it, u added to the lanes 16 at a
+ * time while in registers, as in adamp.c. store: write the new buffer and, with nesterov, u; else
+ * write nothing. nesterov must be c->nesterov (a constant here, so that the loops vectorize). */
+static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, float *restrict b,
+                                                           const float *restrict w, float *restrict u_out,
+                                                           int64_t n, const adampi__coef *c, int store,
+                                                           int nesterov)
+{
+  const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   adampi__v8d acc[2] = {{0}, {0}};
-  float u[256];
   for (int64_t i = 0; i < n; i += 256) {
-    int64_t len = n - i < 256 ? n - i : 256;
-    for (int64_t k = 0; k < len; k++) {
-      float gi = g[i + k] * cl.gmul;
-      float bi = cl.mom * b[i + k] + cl.omd * gi;
-      u[k] = cl.nesterov ? gi + cl.mom * bi : bi;
+    int64_t end = n - i < 256 ? n : i + 256, k = i;
+    adampi__block_lanes lanes = {{0}, {0}};
+    for (; k + 16 <= end; k += 16) {
+      v16f bi, u;
+      buffer_direction16(g + k, b + k, &cl, nesterov, &bi, &u);
+      if (store) *(v16f *)(b + k) = bi;
+      if (store && nesterov) *(v16f *)(u_out + k) = u;
+      float uf[16];
+      memcpy(uf, &u, sizeof uf);
+      adampi__lanes_add16(&lanes, w + k, uf);
     }
-    double sum;
-    if (adampi__lanes_dot_block(acc, w + i, u, len, &sum)) return sum;
+    for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
+      float bi, u = buffer_direction(g[k + j], b[k + j], &cl, nesterov, &bi);
+      if (store) b[k + j] = bi;
+      if (store && nesterov) u_out[k + j] = u;
+      adampi__lanes_add1(&lanes, j, w[k + j] * u);
+    }
+    adampi__lanes_fold(acc, &lanes);
   }
   return adampi__lanes_total(acc);
+}
+
+/* <w, u> with the buffer as this step will make it; writes nothing. */
+ADAMPI_CLONES
+static double dot_wu(const float *g, const float *b, const float *w, int64_t n, const adampi__coef *c)
+{
+  return c->nesterov ? wu_pass(g, (float *)b, w, NULL, n, c, 0, 1) : wu_pass(g, (float *)b, w, NULL, n, c, 0, 0);
 }
 
 ADAMPI_CLONES
@@ -63,23 +106,9 @@ static void apply(const float *restrict g, float *restrict b, float *restrict w,
  * apply with proj): first the new buffer is stored and <w, u> returned, with u the
  * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish. */
 ADAMPI_CLONES
-static double buffer_wu(const float *restrict g, float *restrict b, const float *restrict w, float *restrict u,
-                        int64_t n, const adampi__coef *c)
+static double buffer_wu(const float *g, float *b, const float *w, float *u, int64_t n, const adampi__coef *c)
 {
-  const adampi__coef cl = *c;
-  adampi__v8d acc[2] = {{0}, {0}};
-  for (int64_t i = 0; i < n; i += 256) {
-    int64_t len = n - i < 256 ? n - i : 256;
-    for (int64_t k = 0; k < len; k++) {
-      float gi = g[i + k] * cl.gmul;
-      float bi = cl.mom * b[i + k] + cl.omd * gi;
-      b[i + k] = bi;
-      if (cl.nesterov) u[i + k] = gi + cl.mom * bi;
-    }
-    double sum;
-    if (adampi__lanes_dot_block(acc, w + i, cl.nesterov ? u + i : b + i, len, &sum)) return sum;
-  }
-  return adampi__lanes_total(acc);
+  return c->nesterov ? wu_pass(g, b, w, u, n, c, 1, 1) : wu_pass(g, b, w, u, n, c, 1, 0);
 }
 
 /* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u. */

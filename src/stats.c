@@ -9,7 +9,7 @@
  *     computes the maximal tree nodes inside its piece; after the exchange every rank combines all
  *     pieces' nodes by the same tree, so a cut anywhere gives the bits of no cut at all.
  * The maximum over rows of the cosine needs no order: max is exact. (The update pass's <w,u> of a
- * row adds float blocks into these double lanes: adampi__lanes_dot_block in internal.h.)
+ * row adds float blocks into these double lanes: adampi__block_lanes in internal.h.)
  */
 #include "internal.h"
 
