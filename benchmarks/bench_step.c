@@ -3,6 +3,7 @@
  *
  *   mpirun -np N build/bin/bench_step [--set resnet50|gpt2|sweep] [--millions M] [--row-len L] [--opt adamp|sgdp|adamw|sgd|all]
  *                                     [--grads random|orthogonal|all] [--mode sharded|dp|dp-shm] [--steps K]
+ *                                     [--dtype fp32|bf16|fp16]
  *
  * For each configuration, in the same run and on the same shard buffers:
  *   - adampi's step (adamw / sgd are AdamP / SGDP with delta = 0), with its phases;
@@ -14,6 +15,9 @@
  * fused loop, the effective bandwidth (bytes the design must move per element x elements / time)
  * and its ratio to the bandwidth kernel, the statistics exchange's bytes, and the memory the library
  * allocated per rank. One CSV line per configuration (prefix "csv,") and a readable table.
+ * --dtype bf16|fp16: the model in 16 bits (parameters and gradients), the float32 master and state in
+ * adampi; the floor then adds the 16-bit traffic (bw_widen, bw_reduce16, bw_store16), and the fused
+ * loop and the bandwidth GB/s stay float32 references.
  */
 #define _GNU_SOURCE /* madvise */
 #include "adampi.h"
@@ -21,6 +25,7 @@
 #include "timing.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +122,45 @@ static void bw_store(const float *w, float *const *out, int P, int64_t n)
       memcpy(out[r] + k, w, (size_t)(n - k < block ? n - k : block) * sizeof *w);
 }
 
+/* The 16-bit steps' own traffic, for their floor (--dtype): a sharded step widens the caller's
+ * 16-bit gradient shard into float32 once (2 bytes read, 4 written per element); a data-parallel
+ * one makes the float32 mean of P 16-bit arrays; both round the updated master into 16-bit
+ * parameters from cache, once per copy (the caller's own, and in data-parallel steps the P - 1
+ * others'), which the floor counts as 2-byte writes of one L1-sized block. The bf16 widening (a
+ * shift) stands for both types: the traffic is what is measured. */
+CLONES static void bw_widen(const uint16_t *in, float *out, int64_t n)
+{
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t b = (uint32_t)in[i] << 16;
+    memcpy(&out[i], &b, sizeof b);
+  }
+}
+
+CLONES static void bw_reduce16(float *out, uint16_t *const *in, int P, int64_t n)
+{
+  const float inv = 1.0f / (float)P;
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = 0; i < n; i++) {
+    float s = 0.0f;
+    for (int r = 0; r < P; r++) {
+      uint32_t b = (uint32_t)in[r][i] << 16;
+      float x;
+      memcpy(&x, &b, sizeof x);
+      s += x;
+    }
+    out[i] = s * inv;
+  }
+}
+
+static void bw_store16(uint16_t *const *out, int copies, int64_t n)
+{
+  static uint16_t block[4096];
+  for (int r = 0; r < copies; r++)
+    for (int64_t k = 0; k < n; k += 4096)
+      memcpy(out[r] + k, block, (size_t)(n - k < 4096 ? n - k : 4096) * sizeof *block);
+}
+
 /* A read-only pass over g and w (what the statistics pass must read: 8 bytes per element), with
  * 16 float lanes so that it is not held back by the order of a scalar sum. */
 typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
@@ -143,7 +187,7 @@ static volatile float sink_;
 
 
 typedef struct config {
-  const char *set, *opt, *grads, *mode;
+  const char *set, *opt, *grads, *mode, *dtype;
   int64_t millions, row_len; /* sweep: M x 2^20 elements in rows of row_len */
   int steps, threads;
 } config;
@@ -156,6 +200,9 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   int shm = !strcmp(c->mode, "dp-shm"); /* the buffers of adampi_alloc_step_buffers */
   adampi_config cfg = adampi_config_defaults(sgd ? ADAMPI_SGDP : ADAMPI_ADAMP);
   cfg.threads = c->threads;
+  const adampi_dtype dt = !strcmp(c->dtype, "bf16") ? ADAMPI_BFLOAT16 : !strcmp(c->dtype, "fp16") ? ADAMPI_FLOAT16 : ADAMPI_FLOAT32;
+  const int half = dt != ADAMPI_FLOAT32; /* the model in 16 bits: the caller's w and g are 16-bit copies of w, g */
+  cfg.dtype = dt;
   adampi *opt = NULL;
   char err[256];
   if (adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) != ADAMPI_OK) MPI_Abort(MPI_COMM_WORLD, 1);
@@ -177,11 +224,13 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   int64_t n = hi - lo;
   size_t full = (size_t)(dp ? N : n) + 1;
   float *w = NULL, *g = NULL;
-  if (shm && adampi_alloc_step_buffers(opt, &w, &g) != ADAMPI_OK) {
+  void *w16 = NULL, *g16 = NULL; /* half: the step's buffers */
+  if (shm && (half ? adampi_alloc_step_buffers_ex(opt, &w16, &g16) : adampi_alloc_step_buffers(opt, &w, &g)) != ADAMPI_OK) {
     if (rank_ == 0) fprintf(stderr, "%s\n", adampi_last_error(opt));
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  if (!shm) w = huge_alloc(full * sizeof *w), g = huge_alloc(full * sizeof *g);
+  if (!shm || half) w = huge_alloc(full * sizeof *w), g = huge_alloc(full * sizeof *g);
+  if (half && !shm) w16 = huge_alloc(full * 2), g16 = huge_alloc(full * 2);
   uint64_t seed = 12345;
   for (size_t k = 0; k + 1 < full; k++) {
     seed = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -204,11 +253,17 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       }
     }
   }
+  if (half) { /* the 16-bit model: w and g rounded (the master starts from the rounded w) */
+    adampi_round_to(dt, w, w16, (int64_t)full - 1);
+    adampi_round_to(dt, g, g16, (int64_t)full - 1);
+  }
+  void *step_w = half ? w16 : (void *)w, *step_g = half ? g16 : (void *)g;
+#define STEP() (dp ? adampi_step_ex(opt, step_w, step_g, NULL) : adampi_step_sharded_ex(opt, step_w, step_g, NULL))
   adampi_status st = ADAMPI_OK;
   double phase[ADAMPI_NUM_PHASES] = {0};
   int views[3] = {0};
   for (int k = 0; k < 2 && st == ADAMPI_OK; k++) /* warm-up; also checks that the step works */
-    st = dp ? adampi_step(opt, w, g, NULL) : adampi_step_sharded(opt, w, g, NULL);
+    st = STEP();
   if (st != ADAMPI_OK) {
     if (rank_ == 0) fprintf(stderr, "step: %s\n", adampi_last_error(opt));
     MPI_Abort(MPI_COMM_WORLD, 1);
@@ -245,14 +300,24 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   }
   if (dp && (mean = huge_alloc(nb)) == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
   if (mean) memset(mean, 0, nb);
+  /* The 16-bit floor's arrays: P 16-bit gradient sources (1 when sharded), P 16-bit store targets. */
+  uint16_t *src16[64] = {NULL}, *dst16[64] = {NULL};
+  float *wide = NULL;
+  for (int r = 0; r < P && half; r++) {
+    src16[r] = (uint16_t *)huge_alloc(nb / 2 + 2), dst16[r] = (uint16_t *)huge_alloc(nb / 2 + 2);
+    if (!src16[r] || !dst16[r]) MPI_Abort(MPI_COMM_WORLD, 1);
+    memcpy(src16[r], (uint16_t *)g16 + (dp ? lo : 0), nb / 2), memset(dst16[r], 0, nb / 2);
+  }
+  if (half && (wide = huge_alloc(nb)) == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
+  if (wide) memset(wide, 0, nb);
   double *t_steps = calloc((size_t)c->steps, sizeof *t_steps), *tf = calloc((size_t)c->steps, sizeof *tf);
   double *trd = calloc((size_t)c->steps, sizeof *trd), *tst = calloc((size_t)c->steps, sizeof *tst);
-  double *tr = calloc((size_t)c->steps, sizeof *tr);
+  double *tr = calloc((size_t)c->steps, sizeof *tr), *t16 = calloc((size_t)c->steps, sizeof *t16);
   double *tb = calloc((size_t)c->steps, sizeof *tb), *tp = calloc((size_t)c->steps * ADAMPI_NUM_PHASES, sizeof *tp);
   for (int k = 0; k < c->steps; k++) {
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = MPI_Wtime();
-    st = dp ? adampi_step(opt, w, g, NULL) : adampi_step_sharded(opt, w, g, NULL);
+    st = STEP();
     t_steps[k] = max_over_ranks(MPI_Wtime() - t0);
     if (st != ADAMPI_OK) {
       if (rank_ == 0) fprintf(stderr, "step %d: %s\n", k, adampi_last_error(opt));
@@ -275,7 +340,15 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     t0 = MPI_Wtime();
     if (n > 0) sink_ += bw_read2(gs, ws, n);
     tr[k] = max_over_ranks(MPI_Wtime() - t0);
-    if (!dp) continue;
+    if (half) { /* the 16-bit gradients in (the mean, or the widened shard), the 16-bit copies out */
+      MPI_Barrier(MPI_COMM_WORLD);
+      t0 = MPI_Wtime();
+      if (n > 0 && dp) bw_reduce16(wide, src16, P, n);
+      else if (n > 0) bw_widen(src16[0], wide, n);
+      if (n > 0) bw_store16(dst16, P, n);
+      t16[k] = max_over_ranks(MPI_Wtime() - t0);
+    }
+    if (!dp || half) continue;
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = MPI_Wtime();
     if (n > 0) bw_reduce(mean, src, P, n);
@@ -292,10 +365,18 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   /* The data-parallel floor: the reduction's reads and write, the statistics pass's reads, the
    * update's pattern and the stores into the peers, each at this machine's speed in this run. */
   double t_dp_floor = dp ? median(trd, c->steps) + t_floor + median(tst, c->steps) : 0.0;
+  /* A 16-bit step's floor: its gradients in and its 16-bit copies out, then the float32 floor's
+   * reads and update (the master and the state are float32); it is the only floor printed. */
+  if (half) {
+    t_floor += median(t16, c->steps);
+    t_dp_floor = 0.0;
+  }
   free(trd), free(tst);
   for (int r = 0; r < P && dp; r++) free(src[r]), free(dst[r]);
   free(mean);
-  free(tr);
+  free(tr), free(t16);
+  for (int r = 0; r < P && half; r++) free(src16[r]), free(dst16[r]);
+  free(wide);
   for (int q = 0; q < ADAMPI_NUM_PHASES; q++) phase[q] = median(tp + q * c->steps, c->steps);
   free(t_steps), free(tf), free(tb), free(tp);
   free(ws), free(s0), free(s1);
@@ -336,18 +417,18 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       printf("csv,set,opt,grads,mode,ranks,threads,numel,step_ms,reduce_scatter_ms,stats_ms,exchange_ms,update_ms,allgather_ms,"
              "fused_ms,bandwidth_kernel_ms,step_over_fused,design_bytes_per_elem,effective_GBps,kernel_GBps,"
              "effective_over_kernel,floor_ms,step_over_floor,exchange_alone_ms,exchange_bytes,exchange_over_grad_bytes,alloc_bytes_per_rank,"
-             "projected_tensors,rs_bytes_per_rank,ag_bytes_per_rank,readonly_ms,readonly_over_stats,dp_floor_ms,step_over_dp_floor\n");
-    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f\n",
+             "projected_tensors,rs_bytes_per_rank,ag_bytes_per_rank,readonly_ms,readonly_over_stats,dp_floor_ms,step_over_dp_floor,dtype\n");
+    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%s\n",
            c->set, c->opt, c->grads, c->mode, size_, c->threads, (long long)N, 1e3 * t_step, 1e3 * phase[0], 1e3 * phase[1],
            1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[4], 1e3 * t_fused, 1e3 * t_bw, t_step / t_fused, design_bytes, eff,
            kern, eff / kern, 1e3 * t_floor, t_step / t_floor, 1e3 * t_xchg, (long long)p.exchange_bytes, (double)p.exchange_bytes / (4.0 * (double)N),
            (long long)alloc_max, views[1] + views[2], (long long)moved_max, (long long)moved_max, 1e3 * t_read,
-           t_read / phase[1], 1e3 * t_dp_floor, dp ? t_step / t_dp_floor : 0.0);
-    printf("  %-8s %-5s %-10s %-7s %d rank(s) x %d thr %6.1fM: step %8.2f ms = %.2f x fused (%7.2f ms); "
+           t_read / phase[1], 1e3 * t_dp_floor, dp && !half ? t_step / t_dp_floor : 0.0, c->dtype);
+    printf("  %-8s %-5s %-4s %-10s %-7s %d rank(s) x %d thr %6.1fM: step %8.2f ms = %.2f x fused (%7.2f ms); "
            "phases stats %.2f exch %.3f update %.2f rs %.2f ag %.2f ms; %.1f GB/s = %.2f of kernel (%.1f GB/s); "
            "%.2f x floor (%.2f ms); statistics pass at %.2f of the read-only kernel; "
            "exchange %lld B (%.4f%% of grads), alone %.3f ms (%.2f%% of the step); %lld MB/rank; %d projected\n",
-           c->set, c->opt, c->grads, c->mode, size_, c->threads, (double)N / 1e6, 1e3 * t_step, t_step / t_fused, 1e3 * t_fused,
+           c->set, c->opt, c->dtype, c->grads, c->mode, size_, c->threads, (double)N / 1e6, 1e3 * t_step, t_step / t_fused, 1e3 * t_fused,
            1e3 * phase[1], 1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[0], 1e3 * phase[4], eff, eff / kern, kern,
            t_step / t_floor, 1e3 * t_floor, t_read / phase[1], (long long)p.exchange_bytes, 100.0 * (double)p.exchange_bytes / (4.0 * (double)N),
            1e3 * t_xchg, 100.0 * t_xchg / t_step,
@@ -355,7 +436,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     if (dp && size_ > 1 && !shm)
       printf("      reduce-scatter and all-gather each receive %.1f MB per rank: %.1f and %.1f GB/s\n", (double)moved_max / 1e6,
              (double)moved_max / 1e9 / phase[0], (double)moved_max / 1e9 / phase[4]);
-    if (dp)
+    if (dp && !half)
       printf("      data-parallel floor (mean of %d gradient arrays, statistics reads, the update's pattern, %d stores "
              "of the shard) %.2f ms: the step is %.2f x it\n",
              P, P - 1, 1e3 * t_dp_floor, t_step / t_dp_floor);
@@ -365,7 +446,8 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
              (double)moved_max / 1e6, (double)moved_max / 1e9 / phase[0]);
     fflush(stdout);
   }
-  if (!shm) free(w), free(g); /* the step buffers go with the handle */
+  if (!shm || half) free(w), free(g); /* the step buffers go with the handle */
+  if (half && !shm) free(w16), free(g16);
   adampi_free(&opt);
 }
 
@@ -374,12 +456,13 @@ int main(int argc, char **argv)
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  config c = {"resnet50", "all", "all", "sharded", 64, 1024, 0, 1};
+  config c = {"resnet50", "all", "all", "sharded", "fp32", 64, 1024, 0, 1};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--set")) c.set = argv[i + 1];
     else if (!strcmp(argv[i], "--opt")) c.opt = argv[i + 1];
     else if (!strcmp(argv[i], "--grads")) c.grads = argv[i + 1];
     else if (!strcmp(argv[i], "--mode")) c.mode = argv[i + 1];
+    else if (!strcmp(argv[i], "--dtype")) c.dtype = argv[i + 1];
     else if (!strcmp(argv[i], "--millions")) c.millions = atoll(argv[i + 1]);
     else if (!strcmp(argv[i], "--row-len")) c.row_len = atoll(argv[i + 1]);
     else if (!strcmp(argv[i], "--steps")) c.steps = atoi(argv[i + 1]);

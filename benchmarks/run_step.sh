@@ -2,7 +2,7 @@
 # run_step.sh - the step benchmarks of the README's performance section, in one go: ResNet-50
 # shapes (all four optimizers, random and orthogonal gradients, 1 thread; AdamP and SGDP with 2
 # threads; sharded on 2 and 4 ranks; data-parallel on 2 and 4 ranks with the caller's buffers and
-# with adampi_alloc_step_buffers) and GPT-2-small shapes. Prints the readable lines and writes every
+# with adampi_alloc_step_buffers), GPT-2-small shapes, and bf16/fp16 models. Prints the readable lines and writes every
 # CSV line to OUT (default results/bench_step.csv; results/ is git-ignored and kept by tests/run).
 set -euo pipefail
 BUILD_DIR=${BUILD_DIR:-build}
@@ -26,5 +26,10 @@ bench_threads() { mpirun "${flags[@]}" --bind-to none -np 1 "$BUILD_DIR/bin/benc
     for mode in dp dp-shm; do bench "$np" --set resnet50 --opt adamp --grads orthogonal --mode "$mode"; done
   done
   for opt in adamp sgdp; do bench 1 --set gpt2 --opt "$opt" --grads all; done
+  # 16-bit models (the float32 master and state in adampi), each against its own floor
+  for dt in bf16 fp16; do bench 1 --set resnet50 --opt adamp --grads orthogonal --dtype "$dt"; done
+  bench 1 --set resnet50 --opt sgdp --grads orthogonal --dtype bf16
+  bench 2 --set resnet50 --opt adamp --grads orthogonal --mode dp-shm --dtype bf16
+  bench 1 --set gpt2 --opt adamp --grads orthogonal --dtype bf16
 } | tee >(grep '^csv,' | awk '!/^csv,set/ || !seen++' > "$OUT") | grep -v '^csv,'
 echo "CSV: $OUT"
