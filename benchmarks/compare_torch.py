@@ -10,13 +10,17 @@ Measures, one thread each, fp32, random gradients:
     official package (labelled as such);
   - adampi through build/bin/bench_step (adamp, sgdp, and adamw / sgd = delta 0), run by this script
     right after, on the same shapes.
-Prints ms per step and adampi's speed-up over each. The glibc allocator setting in force is printed:
-PyTorch's per-step temporaries fault pages heavily with the default one; run once as is and once
-with GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296 to see both.
+Prints ms per step, adampi's speed-up over each, and the page faults per PyTorch step. PyTorch's
+per-step temporaries fault pages heavily with glibc's default allocator (mmap for large blocks), and
+still with only mmap_threshold raised (the heap's top is given back at every free, and faulted in
+again); the fair setting for the peers is
+GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736,
+which leaves them with (almost) no faults per step. The setting in force is printed.
 Needs Debian's python3-torch.
 """
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -70,10 +74,12 @@ def time_torch(make, shapes, steps):
     opt = make(params)
     for _ in range(2):
         opt.step()
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     for _ in range(steps):
         opt.step()
-    return 1e3 * (time.perf_counter() - t0) / steps
+    ms = 1e3 * (time.perf_counter() - t0) / steps
+    return ms, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps
 
 
 def time_adampi(build, shape_set, opt, steps):
@@ -107,12 +113,13 @@ def main():
         ('SGDP (PyTorch)', lambda p: SGDP(p, lr=1e-3, momentum=0.9, weight_decay=1e-2), 'sgdp'),
         ('torch SGD foreach', lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, weight_decay=1e-2, foreach=True), 'sgd'),
     ]
-    print('csv,set,torch_optimizer,torch_ms,adampi_optimizer,adampi_ms,speedup')
+    print('csv,set,torch_optimizer,torch_ms,adampi_optimizer,adampi_ms,speedup,torch_page_faults_per_step')
     for name, make, ours in rows:
-        t = time_torch(make, shapes, steps)
+        t, faults = time_torch(make, shapes, steps)
         u = time_adampi(a.build, a.set, ours, steps)
-        print('csv,%s,%s,%.2f,%s,%.2f,%.2f' % (a.set, name, t, ours, u, t / u))
-        print('  %-22s %9.1f ms   adampi %-6s %8.1f ms   speed-up %5.1fx' % (name, t, ours, u, t / u))
+        print('csv,%s,%s,%.2f,%s,%.2f,%.2f,%.0f' % (a.set, name, t, ours, u, t / u, faults))
+        print('  %-22s %9.1f ms   adampi %-6s %8.1f ms   speed-up %5.1fx   (PyTorch: %.0f page faults per step)' %
+              (name, t, ours, u, t / u, faults))
 
 
 if __name__ == '__main__':
