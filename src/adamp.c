@@ -98,22 +98,34 @@ static double moments_wu(const float *g, float *m, float *v, const float *w, flo
   return wu_pass(g, m, v, w, u, n, c, 1);
 }
 
-/* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply. */
-ADAMPI_CLONES
-static void finish_w(float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c, float k)
+/* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply; rounded into w16
+ * as adampi__store_w says (dt a constant where it is inlined). */
+static inline __attribute__((always_inline)) void finish_t(float *restrict w, uint16_t *restrict w16,
+                                                          const float *restrict u, int64_t n, const adampi__coef *c,
+                                                          float k, int dt)
 {
   const float decay = c->decay, lr_bc1 = c->lr_bc1;
   for (int64_t i = 0; i < n; i++) {
     float p = u[i] - w[i] * k; /* remove the radial component */
-    w[i] = w[i] * decay - lr_bc1 * p;
+    adampi__store_w(w, w16, i, w[i] * decay - lr_bc1 * p, dt);
   }
 }
 
-/* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
- * weight decay, then w moves by lr_bc1 u (MATHS.md "AdamP step", in that order). */
 ADAMPI_CLONES
-static void apply(const float *restrict g, float *restrict m, float *restrict v, float *restrict w, int64_t n,
-                  const adampi__coef *c, int proj, float k)
+static void finish_w(float *w, uint16_t *w16, int dt, const float *u, int64_t n, const adampi__coef *c, float k)
+{
+  if (dt == ADAMPI_BFLOAT16) finish_t(w, w16, u, n, c, k, ADAMPI_BFLOAT16);
+  else if (dt == ADAMPI_FLOAT16) finish_t(w, w16, u, n, c, k, ADAMPI_FLOAT16);
+  else finish_t(w, NULL, u, n, c, k, ADAMPI_FLOAT32);
+}
+
+/* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
+ * weight decay, then w moves by lr_bc1 u (MATHS.md "AdamP step", in that order); w rounded into
+ * w16 as adampi__store_w says (dt a constant where it is inlined). */
+static inline __attribute__((always_inline)) void apply_t(const float *restrict g, float *restrict m,
+                                                         float *restrict v, float *restrict w,
+                                                         uint16_t *restrict w16, int64_t n, const adampi__coef *c,
+                                                         int proj, float k, int dt)
 {
   const adampi__coef cl = *c;
   if (proj) {
@@ -125,7 +137,7 @@ static void apply(const float *restrict g, float *restrict m, float *restrict v,
       u = u - w[i] * k; /* remove the radial component: u - p <p,u> */
       m[i] = mi;
       v[i] = vi;
-      w[i] = w[i] * cl.decay - cl.lr_bc1 * u;
+      adampi__store_w(w, w16, i, w[i] * cl.decay - cl.lr_bc1 * u, dt);
     }
   } else {
     for (int64_t i = 0; i < n; i++) {
@@ -135,9 +147,18 @@ static void apply(const float *restrict g, float *restrict m, float *restrict v,
       float u = direction(gi, mi, vi, &cl);
       m[i] = mi;
       v[i] = vi;
-      w[i] = w[i] * cl.decay - cl.lr_bc1 * u;
+      adampi__store_w(w, w16, i, w[i] * cl.decay - cl.lr_bc1 * u, dt);
     }
   }
+}
+
+ADAMPI_CLONES
+static void apply(const float *g, float *m, float *v, float *w, uint16_t *w16, int dt, int64_t n,
+                  const adampi__coef *c, int proj, float k)
+{
+  if (dt == ADAMPI_BFLOAT16) apply_t(g, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
+  else if (dt == ADAMPI_FLOAT16) apply_t(g, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
+  else apply_t(g, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
 }
 
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
@@ -148,7 +169,8 @@ static double span_wu(const adampi__span *s, const adampi__coef *c)
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  apply(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->n, c, proj, k);
+  apply(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->w16 ? s->dtype16 : 0, s->n, c,
+        proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
@@ -158,7 +180,7 @@ static double span_state_wu(const adampi__span *s, float *u, const adampi__coef 
 
 static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)
 {
-  finish_w(s->w, u, s->n, c, k);
+  finish_w(s->w, s->w16, s->w16 ? s->dtype16 : 0, u, s->n, c, k);
 }
 
 const adampi__kernels adampi__adamp_kernels = {2, coefficients, span_wu, span_apply, span_state_wu, span_finish};

@@ -232,7 +232,20 @@ typedef struct adampi__span {
   float *w;                        /* parameters */
   float *state[ADAMPI__MAX_STATE]; /* the optimizer's state arrays (NULL past its count) */
   int64_t n;
+  uint16_t *w16; /* where the kernels that write w also write it rounded to dtype16, or NULL */
+  int dtype16;   /* ADAMPI_BFLOAT16 or ADAMPI_FLOAT16 when w16 is set */
 } adampi__span;
+
+/* w[i] = x and, when the step rounds into 16-bit parameters (dt: ADAMPI_BFLOAT16 or
+ * ADAMPI_FLOAT16, else none; a constant wherever it is inlined, so that the loops vectorize), its
+ * rounding: the update writes the caller's 16-bit parameters in the loop that computes them,
+ * instead of a second pass over each task. */
+static inline void adampi__store_w(float *w, uint16_t *w16, int64_t i, float x, int dt)
+{
+  w[i] = x;
+  if (dt == ADAMPI_BFLOAT16) w16[i] = adampi__to_bf16(x);
+  else if (dt == ADAMPI_FLOAT16) w16[i] = adampi__to_f16(x);
+}
 
 /* An optimizer's update kernels, per MATHS.md (adamp.c, sgdp.c): the one table the update pass
  * (step.c, update_task) dispatches on. A new optimizer or element type is one more table. */
@@ -242,7 +255,8 @@ typedef struct adampi__kernels {
   adampi__coef (*coef)(const adampi_hparams *hp, int64_t t, double wd_factor);
   /* <w, u> with the state as this step will make it; writes nothing. */
   double (*wu)(const adampi__span *s, const adampi__coef *c);
-  /* The whole update; proj != 0 applies u <- u - w*k. */
+  /* The whole update; proj != 0 applies u <- u - w*k. apply and finish, the kernels that write w,
+   * also write s->w16 when it is set. */
   void (*apply)(const adampi__span *s, const adampi__coef *c, int proj, float k);
   /* A channel-projected row in two passes (same bits as apply with proj): the state stored and
    * the directions written to u, returning <w, u>; then w (and what depends on k) from u. */

@@ -87,9 +87,10 @@ static double dot_wu(const float *g, const float *b, const float *w, int64_t n, 
   return c->nesterov ? wu_pass(g, (float *)b, w, NULL, n, c, 0, 1) : wu_pass(g, (float *)b, w, NULL, n, c, 0, 0);
 }
 
-ADAMPI_CLONES
-static void apply(const float *restrict g, float *restrict b, float *restrict w, int64_t n, const adampi__coef *c,
-                  int proj, float k)
+/* w rounded into w16 as adampi__store_w says (dt a constant where it is inlined). */
+static inline __attribute__((always_inline)) void apply_t(const float *restrict g, float *restrict b,
+                                                         float *restrict w, uint16_t *restrict w16, int64_t n,
+                                                         const adampi__coef *c, int proj, float k, int dt)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   for (int64_t i = 0; i < n; i++) {
@@ -98,8 +99,17 @@ static void apply(const float *restrict g, float *restrict b, float *restrict w,
     float u = cl.nesterov ? gi + cl.mom * bi : bi;
     if (proj) u = u - w[i] * k;  /* remove the radial component */
     b[i] = cl.nesterov ? bi : u; /* without nesterov the projected u is the buffer */
-    w[i] = w[i] * cl.decay - cl.lr * u;
+    adampi__store_w(w, w16, i, w[i] * cl.decay - cl.lr * u, dt);
   }
+}
+
+ADAMPI_CLONES
+static void apply(const float *g, float *b, float *w, uint16_t *w16, int dt, int64_t n, const adampi__coef *c, int proj,
+                  float k)
+{
+  if (dt == ADAMPI_BFLOAT16) apply_t(g, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
+  else if (dt == ADAMPI_FLOAT16) apply_t(g, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
+  else apply_t(g, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
 }
 
 /* A channel-projected row in two passes, once its decision is known (same bits as
@@ -111,24 +121,33 @@ static double buffer_wu(const float *g, float *b, const float *w, float *u, int6
   return c->nesterov ? wu_pass(g, b, w, u, n, c, 1, 1) : wu_pass(g, b, w, u, n, c, 1, 0);
 }
 
-/* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u. */
-ADAMPI_CLONES
-static void finish(float *restrict b, float *restrict w, const float *restrict u, int64_t n, const adampi__coef *c,
-                   float k)
+/* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u,
+ * rounded into w16 as adampi__store_w says (dt a constant where it is inlined). */
+static inline __attribute__((always_inline)) void finish_t(float *restrict b, float *restrict w,
+                                                          uint16_t *restrict w16, const float *restrict u, int64_t n,
+                                                          const adampi__coef *c, float k, int dt)
 {
   const float decay = c->decay, lr = c->lr;
   if (c->nesterov) {
     for (int64_t i = 0; i < n; i++) {
       float p = u[i] - w[i] * k;
-      w[i] = w[i] * decay - lr * p;
+      adampi__store_w(w, w16, i, w[i] * decay - lr * p, dt);
     }
   } else {
     for (int64_t i = 0; i < n; i++) {
       float p = b[i] - w[i] * k;
       b[i] = p;
-      w[i] = w[i] * decay - lr * p;
+      adampi__store_w(w, w16, i, w[i] * decay - lr * p, dt);
     }
   }
+}
+
+ADAMPI_CLONES
+static void finish(float *b, float *w, uint16_t *w16, int dt, const float *u, int64_t n, const adampi__coef *c, float k)
+{
+  if (dt == ADAMPI_BFLOAT16) finish_t(b, w, w16, u, n, c, k, ADAMPI_BFLOAT16);
+  else if (dt == ADAMPI_FLOAT16) finish_t(b, w, w16, u, n, c, k, ADAMPI_FLOAT16);
+  else finish_t(b, w, NULL, u, n, c, k, ADAMPI_FLOAT32);
 }
 
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
@@ -139,7 +158,7 @@ static double span_wu(const adampi__span *s, const adampi__coef *c)
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  apply(s->g, s->state[ADAMPI__MOMENTUM], s->w, s->n, c, proj, k);
+  apply(s->g, s->state[ADAMPI__MOMENTUM], s->w, s->w16, s->w16 ? s->dtype16 : 0, s->n, c, proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
@@ -149,7 +168,7 @@ static double span_state_wu(const adampi__span *s, float *u, const adampi__coef 
 
 static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)
 {
-  finish(s->state[ADAMPI__MOMENTUM], s->w, u, s->n, c, k);
+  finish(s->state[ADAMPI__MOMENTUM], s->w, s->w16, s->w16 ? s->dtype16 : 0, u, s->n, c, k);
 }
 
 const adampi__kernels adampi__sgdp_kernels = {1, coefficients, span_wu, span_apply, span_state_wu, span_finish};

@@ -63,11 +63,13 @@ static adampi__coef coef_for(const adampi *opt, const adampi__tensor *t, int64_t
   return c;
 }
 
-/* The n elements at shard position e of w, g and the state. */
+/* The n elements at shard position e of w, g and the state, and of the 16-bit parameters the
+ * step rounds w into (opt->round_out), if any. */
 static adampi__span span_at(const adampi *opt, float *w, const float *g, int64_t e, int64_t n)
 {
-  adampi__span s = {g + e, w + e, {NULL}, n};
+  adampi__span s = {g + e, w + e, {NULL}, n, NULL, opt->cfg.dtype};
   for (int j = 0; j < kernels_of(opt)->num_state; j++) s.state[j] = opt->state[j] + e;
+  if (opt->round_out) s.w16 = (uint16_t *)opt->round_out + e;
   return s;
 }
 
@@ -166,12 +168,12 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
 #else
     float *u_row = opt->u_row;
 #endif
-    /* Without a gradient the task is unchanged, but rounded and stored all the same, as an
-     * all-gather would. */
-    if (!(has_grad && !has_grad[task->tensor])) update_task(opt, kn, task, w, g, u_row);
+    /* The kernels that write w also round it into opt->round_out. Without a gradient the task is
+     * unchanged, but rounded and stored all the same, as an all-gather would. */
     const adampi__tensor *t = &opt->tensors[task->tensor];
     int64_t e = t->offset + task->r0 * t->leaf_len - opt->lo, n = (task->r1 - task->r0) * t->leaf_len;
-    if (opt->round_out) adampi__round(opt->cfg.dtype, w + e, (char *)opt->round_out + (size_t)e * opt->elem, n);
+    if (!(has_grad && !has_grad[task->tensor])) update_task(opt, kn, task, w, g, u_row);
+    else if (opt->round_out) adampi__round(opt->cfg.dtype, w + e, (char *)opt->round_out + (size_t)e * opt->elem, n);
     if (store) store(opt, opt->round_out ? opt->round_out : (const void *)w, e, n);
   }
 }
