@@ -134,6 +134,11 @@ struct adampi {
    * caller's parameters, 16-bit types; NULL otherwise), and the clipping factor on g. */
   void *round_out;
   float gmul;
+  /* The step's gradient shard as the caller passed it, when it must be made float32 and unscaled
+   * into grad_shard (16-bit types, or a grad_scale): the statistics pass does it task by task,
+   * each task just before its row sums read it back from cache (NULL: g is ready as it is). */
+  const void *intake;
+  float intake_scale;
   adampi_step_info last;
 
   int64_t steps_taken, steps_skipped;

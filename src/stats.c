@@ -123,12 +123,21 @@ static void write_node(void *ctx, int64_t lo, int64_t size)
 
 void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const unsigned char *has_grad)
 {
-  /* The row sums: the bulk of the pass, in parallel over tasks (whole rows). */
+  /* The row sums: the bulk of the pass, in parallel over tasks (whole rows); first, where the
+   * gradients arrive 16-bit or scaled, the task's float32 unscaled gradients into g (which is then
+   * opt->grad_shard), read back from cache by the row sums. A tensor without a gradient is not
+   * read by the step at all. */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1)
   for (int64_t k = 0; k < opt->num_tasks; k++) {
     const adampi__task *task = &opt->tasks[k];
     const adampi__tensor *t = &opt->tensors[task->tensor];
-    if (!t->projectable || (has_grad && !has_grad[task->tensor])) continue;
+    if (has_grad && !has_grad[task->tensor]) continue;
+    if (opt->intake) {
+      int64_t e = t->offset + task->r0 * t->leaf_len - opt->lo, n = (task->r1 - task->r0) * t->leaf_len;
+      adampi__intake(opt->cfg.dtype, (const char *)opt->intake + (size_t)e * opt->elem, (float *)g + e, n,
+                     opt->intake_scale);
+    }
+    if (!t->projectable) continue;
     for (int64_t r = task->r0; r < task->r1; r++) {
       int64_t e = t->offset + r * t->leaf_len - opt->lo; /* in the shard */
       adampi__row_sums(g + e, w + e, t->leaf_len, &opt->row_sums[t->my_row_base + r - t->my_leaf_lo]);

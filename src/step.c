@@ -252,6 +252,7 @@ static void begin_step(adampi *opt)
   opt->last = none;
   opt->gmul = 1.0f;
   opt->round_out = NULL;
+  opt->intake = NULL;
 }
 
 /* Local checks of the per-step options. */
@@ -293,9 +294,11 @@ adampi_status adampi_step_sharded_ex(adampi *opt, void *param_shard, const void 
   const float *g = grad_shard;
   if (local == ADAMPI_OK) {
     w = fp32_params(opt, param_shard);
-    /* 16-bit or scaled gradients are made fp32 and unscaled once, into the handle's shard buffer. */
+    /* 16-bit or scaled gradients are made fp32 and unscaled once, into the handle's shard buffer,
+     * by the statistics pass (opt->intake). */
     if (opt->master || o->grad_scale != 1.0) {
-      adampi__intake(opt->cfg.dtype, grad_shard, opt->grad_shard, n, (float)o->grad_scale);
+      opt->intake = grad_shard;
+      opt->intake_scale = (float)o->grad_scale;
       g = opt->grad_shard;
     }
   }
@@ -349,7 +352,7 @@ adampi_status adampi_step_ex(adampi *opt, void *params, const void *grads, const
   const float *g = opt->grad_shard;
   double t0 = MPI_Wtime();
   if (x) st = x->reduce_mean(opt, grads, opt->grad_shard, scale);
-  else if (opt->master || scale != 1.0f) adampi__intake(opt->cfg.dtype, grads, opt->grad_shard, opt->numel, scale);
+  else if (opt->master || scale != 1.0f) opt->intake = grads, opt->intake_scale = scale; /* by the statistics pass */
   else g = grads;
   if (st != ADAMPI_OK) return st;
   double t1 = MPI_Wtime();
