@@ -16,7 +16,7 @@
  * and its ratio to the bandwidth kernel, the statistics exchange's bytes, and the memory the library
  * allocated per rank. One CSV line per configuration (prefix "csv,") and a readable table.
  * --dtype bf16|fp16: the model in 16 bits (parameters and gradients), the float32 master and state in
- * adampi; the floor then adds the 16-bit traffic (bw_widen, bw_reduce16, bw_store16), and the fused
+ * adampi; the floor then has the 16-bit traffic (bw_widen_read, bw_reduce16, bw_store16), and the fused
  * loop and the bandwidth GB/s stay float32 references.
  */
 #define _GNU_SOURCE /* madvise */
@@ -122,34 +122,60 @@ static void bw_store(const float *w, float *const *out, int P, int64_t n)
       memcpy(out[r] + k, w, (size_t)(n - k < block ? n - k : block) * sizeof *w);
 }
 
-/* The 16-bit steps' own traffic, for their floor (--dtype): a sharded step widens the caller's
- * 16-bit gradient shard into float32 once (2 bytes read, 4 written per element); a data-parallel
- * one makes the float32 mean of P 16-bit arrays; both round the updated master into 16-bit
- * parameters from cache, once per copy (the caller's own, and in data-parallel steps the P - 1
- * others'), which the floor counts as 2-byte writes of one L1-sized block. The bf16 widening (a
- * shift) stands for both types: the traffic is what is measured. */
-CLONES static void bw_widen(const uint16_t *in, float *out, int64_t n)
+/* The 16-bit steps' own traffic, for their floor (--dtype): a sharded step's statistics pass
+ * widens the caller's 16-bit gradient shard into float32 as it reads it with w (2 + 4 bytes read,
+ * 4 written per element: bw_widen_read, in place of bw_read2); a data-parallel one makes the
+ * float32 mean of P 16-bit arrays (bw_reduce16), which the statistics pass then reads; both round
+ * the updated master into 16-bit parameters in the update, once per copy (the caller's own, and
+ * in data-parallel steps the P - 1 others'), which the floor counts as 2-byte writes of one
+ * L1-sized block. The bf16 widening (a shift) stands for both types: the traffic is measured. */
+typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
+CLONES static float bw_widen_read(const uint16_t *in, float *out, const float *w, int64_t n)
 {
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t i = 0; i < n; i++) {
-    uint32_t b = (uint32_t)in[i] << 16;
-    memcpy(&out[i], &b, sizeof b);
+  float total = 0.0f;
+#pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
+  {
+    int64_t lo = 0, hi = n;
+#ifdef _OPENMP
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    lo = n * t / nt / 16 * 16, hi = t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16;
+#endif
+    bench_v16f a = {0}; /* 16 lanes, so that the sum does not serialize the loop */
+    int64_t i = lo;
+    for (; i + 16 <= hi; i += 16) {
+      for (int j = 0; j < 16; j++) {
+        uint32_t b = (uint32_t)in[i + j] << 16;
+        memcpy(&out[i + j], &b, sizeof b);
+      }
+      a += *(const bench_v16f *)(w + i);
+    }
+    for (; i < hi; i++) {
+      uint32_t b = (uint32_t)in[i] << 16;
+      memcpy(&out[i], &b, sizeof b);
+      a[0] += w[i];
+    }
+    for (int j = 0; j < 16; j++) total += a[j];
   }
+  return total;
 }
 
 CLONES static void bw_reduce16(float *out, uint16_t *const *in, int P, int64_t n)
 {
   const float inv = 1.0f / (float)P;
+  /* Block by block, one array at a time (each loop vectorizes; the block stays in L1). */
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t i = 0; i < n; i++) {
-    float s = 0.0f;
+  for (int64_t k = 0; k < n; k += 4096) {
+    const int64_t end = n - k < 4096 ? n : k + 4096;
     for (int r = 0; r < P; r++) {
-      uint32_t b = (uint32_t)in[r][i] << 16;
-      float x;
-      memcpy(&x, &b, sizeof x);
-      s += x;
+      const uint16_t *x = in[r];
+      for (int64_t i = k; i < end; i++) {
+        uint32_t b = (uint32_t)x[i] << 16;
+        float f;
+        memcpy(&f, &b, sizeof f);
+        out[i] = r == 0 ? f : out[i] + f;
+      }
     }
-    out[i] = s * inv;
+    for (int64_t i = k; i < end; i++) out[i] *= inv;
   }
 }
 
@@ -163,7 +189,6 @@ static void bw_store16(uint16_t *const *out, int copies, int64_t n)
 
 /* A read-only pass over g and w (what the statistics pass must read: 8 bytes per element), with
  * 16 float lanes so that it is not held back by the order of a scalar sum. */
-typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
 CLONES static float bw_read2(const float *g, const float *w, int64_t n)
 {
   float total = 0.0f;
@@ -313,6 +338,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   double *t_steps = calloc((size_t)c->steps, sizeof *t_steps), *tf = calloc((size_t)c->steps, sizeof *tf);
   double *trd = calloc((size_t)c->steps, sizeof *trd), *tst = calloc((size_t)c->steps, sizeof *tst);
   double *tr = calloc((size_t)c->steps, sizeof *tr), *t16 = calloc((size_t)c->steps, sizeof *t16);
+  double *t16in = calloc((size_t)c->steps, sizeof *t16in); /* the gradients-in part of t16 */
   double *tb = calloc((size_t)c->steps, sizeof *tb), *tp = calloc((size_t)c->steps * ADAMPI_NUM_PHASES, sizeof *tp);
   for (int k = 0; k < c->steps; k++) {
     MPI_Barrier(MPI_COMM_WORLD);
@@ -344,7 +370,8 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
       if (n > 0 && dp) bw_reduce16(wide, src16, P, n);
-      else if (n > 0) bw_widen(src16[0], wide, n);
+      else if (n > 0) sink_ += bw_widen_read(src16[0], wide, ws, n);
+      t16in[k] = max_over_ranks(MPI_Wtime() - t0);
       if (n > 0) bw_store16(dst16, P, n);
       t16[k] = max_over_ranks(MPI_Wtime() - t0);
     }
@@ -365,16 +392,19 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   /* The data-parallel floor: the reduction's reads and write, the statistics pass's reads, the
    * update's pattern and the stores into the peers, each at this machine's speed in this run. */
   double t_dp_floor = dp ? median(trd, c->steps) + t_floor + median(tst, c->steps) : 0.0;
-  /* A 16-bit step's floor: its gradients in and its 16-bit copies out, then the float32 floor's
-   * reads and update (the master and the state are float32); it is the only floor printed. */
+  /* A 16-bit step's floor: its gradients in and its 16-bit copies out, and the float32 floor's
+   * update (the master and the state are float32) and, data-parallel, its reads of the mean and w
+   * (sharded, bw_widen_read has read w); it is the only floor printed. */
   if (half) {
-    t_floor += median(t16, c->steps);
+    t_floor = median(t16, c->steps) + t_bw + (dp ? t_read : 0.0);
+    /* Sharded, the statistics pass also widens the gradients: its reference is bw_widen_read. */
+    if (!dp) t_read = median(t16in, c->steps);
     t_dp_floor = 0.0;
   }
   free(trd), free(tst);
   for (int r = 0; r < P && dp; r++) free(src[r]), free(dst[r]);
   free(mean);
-  free(tr), free(t16);
+  free(tr), free(t16), free(t16in);
   for (int r = 0; r < P && half; r++) free(src16[r]), free(dst16[r]);
   free(wide);
   for (int q = 0; q < ADAMPI_NUM_PHASES; q++) phase[q] = median(tp + q * c->steps, c->steps);
