@@ -136,16 +136,24 @@ static void bw_store(const float *w, float *const *out, int P, int64_t n)
  * in data-parallel steps the P - 1 others'), which the floor counts as 2-byte writes of one
  * L1-sized block. The bf16 widening (a shift) stands for both types: the traffic is measured. */
 typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
+
+/* This thread's part of [0, n) in a parallel region: cut at multiples of 16 elements. */
+static void thread_range(int64_t n, int64_t *lo, int64_t *hi)
+{
+  *lo = 0, *hi = n;
+#ifdef _OPENMP
+  int t = omp_get_thread_num(), nt = omp_get_num_threads();
+  *lo = n * t / nt / 16 * 16, *hi = t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16;
+#endif
+}
+
 CLONES static float bw_widen_read(const uint16_t *in, float *out, const float *w, int64_t n)
 {
   float total = 0.0f;
 #pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
   {
-    int64_t lo = 0, hi = n;
-#ifdef _OPENMP
-    int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    lo = n * t / nt / 16 * 16, hi = t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16;
-#endif
+    int64_t lo, hi;
+    thread_range(n, &lo, &hi);
     bench_v16f a = {0}; /* 16 lanes, so that the sum does not serialize the loop */
     int64_t i = lo;
     for (; i + 16 <= hi; i += 16) {
@@ -200,11 +208,8 @@ CLONES static float bw_read2(const float *g, const float *w, int64_t n)
   float total = 0.0f;
 #pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
   {
-    int64_t lo = 0, hi = n;
-#ifdef _OPENMP
-    int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    lo = n * t / nt / 16 * 16, hi = t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16;
-#endif
+    int64_t lo, hi;
+    thread_range(n, &lo, &hi);
     bench_v16f a = {0}, b = {0};
     int64_t i = lo;
     for (; i + 16 <= hi; i += 16) a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
