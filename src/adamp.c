@@ -169,8 +169,7 @@ static double span_wu(const adampi__span *s, const adampi__coef *c)
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  apply(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->w16 ? s->dtype16 : 0, s->n, c,
-        proj, k);
+  apply(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, c, proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
@@ -180,7 +179,7 @@ static double span_state_wu(const adampi__span *s, float *u, const adampi__coef 
 
 static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)
 {
-  finish_w(s->w, s->w16, s->w16 ? s->dtype16 : 0, u, s->n, c, k);
+  finish_w(s->w, s->w16, s->dtype16, u, s->n, c, k);
 }
 
 const adampi__kernels adampi__adamp_kernels = {2, coefficients, span_wu, span_apply, span_state_wu, span_finish};

@@ -238,7 +238,7 @@ typedef struct adampi__span {
   float *state[ADAMPI__MAX_STATE]; /* the optimizer's state arrays (NULL past its count) */
   int64_t n;
   uint16_t *w16; /* where the kernels that write w also write it rounded to dtype16, or NULL */
-  int dtype16;   /* ADAMPI_BFLOAT16 or ADAMPI_FLOAT16 when w16 is set */
+  int dtype16;   /* ADAMPI_BFLOAT16 or ADAMPI_FLOAT16 when w16 is set, else ADAMPI_FLOAT32 */
 } adampi__span;
 
 /* w[i] = x and, when the step rounds into 16-bit parameters (dt: ADAMPI_BFLOAT16 or

@@ -67,9 +67,9 @@ static adampi__coef coef_for(const adampi *opt, const adampi__tensor *t, int64_t
  * step rounds w into (opt->round_out), if any. */
 static adampi__span span_at(const adampi *opt, float *w, const float *g, int64_t e, int64_t n)
 {
-  adampi__span s = {g + e, w + e, {NULL}, n, NULL, opt->cfg.dtype};
+  adampi__span s = {g + e, w + e, {NULL}, n, NULL, ADAMPI_FLOAT32};
   for (int j = 0; j < kernels_of(opt)->num_state; j++) s.state[j] = opt->state[j] + e;
-  if (opt->round_out) s.w16 = (uint16_t *)opt->round_out + e;
+  if (opt->round_out) s.w16 = (uint16_t *)opt->round_out + e, s.dtype16 = opt->cfg.dtype;
   return s;
 }
 
