@@ -323,10 +323,10 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     s0[i] = st0 ? st0[i] : 0.0f;
     s1[i] = st1 ? st1[i] : 0.0f;
   }
-  /* The data-parallel floor's arrays: P gradient sources, the mean, P - 1 store targets. */
+  /* The float32 data-parallel floor's arrays: P gradient sources, the mean, P - 1 store targets. */
   float *src[64] = {NULL}, *dst[64] = {NULL}, *mean = NULL;
   int P = dp && size_ <= 64 ? size_ : 1;
-  for (int r = 0; r < P && dp; r++) {
+  for (int r = 0; r < P && dp && !half; r++) {
     src[r] = huge_alloc(nb), dst[r] = huge_alloc(nb);
     if (!src[r] || !dst[r]) {
       fprintf(stderr, "bench_step: out of memory for the data-parallel floor's arrays\n");
@@ -334,7 +334,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     }
     memcpy(src[r], gs, nb), memset(dst[r], 0, nb);
   }
-  if (dp && (mean = huge_alloc(nb)) == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
+  if (dp && !half && (mean = huge_alloc(nb)) == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
   if (mean) memset(mean, 0, nb);
   /* The 16-bit floor's arrays: P 16-bit gradient sources (1 when sharded), P 16-bit store targets. */
   uint16_t *src16[64] = {NULL}, *dst16[64] = {NULL};
@@ -414,7 +414,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     t_dp_floor = 0.0;
   }
   free(trd), free(tst);
-  for (int r = 0; r < P && dp; r++) free(src[r]), free(dst[r]);
+  for (int r = 0; r < P && dp && !half; r++) free(src[r]), free(dst[r]);
   free(mean);
   free(tr), free(t16), free(t16in);
   for (int r = 0; r < P && half; r++) free(src16[r]), free(dst16[r]);
