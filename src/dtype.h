@@ -3,8 +3,9 @@
  * (c10::BFloat16, c10::Half): round to nearest, ties to even, subnormals kept, float16 overflow to
  * Inf. Integer arithmetic and exact float additions, with selects instead of branches, so that the
  * loops over buffers (precision.c) vectorize and give the same bits on every x86 machine, with or
- * without AVX512-BF16 or F16C (vcvtneps2bf16 flushes subnormals, so it cannot be used). Not
- * installed.
+ * without AVX512-BF16 or F16C (vcvtneps2bf16 flushes subnormals, so it cannot be used; F16C's
+ * vcvtps2ph gives adampi__to_f16's bits for every float, and precision.c uses it where the CPU
+ * has it). Not installed.
  */
 #ifndef ADAMPI_DTYPE_H
 #define ADAMPI_DTYPE_H

@@ -25,6 +25,9 @@
 #include <stdarg.h>
 #include <stdint.h>
 
+/* A conversion of n floats into a 16-bit type (precision.c, adampi__f16_rounding). */
+typedef void (*adampi__round_fn)(const float *in, uint16_t *out, int64_t n);
+
 /* The optimizer state arrays of the shard, by kind; the checkpoint stores them in this order. */
 enum { ADAMPI__EXP_AVG = 0, ADAMPI__EXP_AVG_SQ = 1, ADAMPI__MOMENTUM = 0, ADAMPI__MAX_STATE = 2 };
 
@@ -180,6 +183,10 @@ adampi_status adampi__hparams_check(adampi_kind kind, const adampi_hparams *hp, 
 /* precision.c: n elements of the type into float32 / float32 into the type (dtype.h's bits). */
 void adampi__widen(adampi_dtype dtype, const void *in, float *out, int64_t n);
 void adampi__round(adampi_dtype dtype, const float *in, void *out, int64_t n);
+/* float16 rounding by the CPU's vcvtps2ph (precision.c), the same bits as adampi__to_f16, or NULL
+ * where the CPU lacks it or the build is ADAMPI_NO_CLONES. adampi__round uses it by itself; the
+ * update pass calls it on blocks of w it has just written (step.c, write_w). */
+adampi__round_fn adampi__f16_rounding(void);
 /* The gradients of a step as the passes read them: out <- widen(g) / scale (g may be out for float32). */
 void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale);
 /* The master from this rank's shard of the caller's parameters (16-bit types; else nothing). The
@@ -273,8 +280,11 @@ extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
 /* The element kernels are built for x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA, F16C) and the
  * baseline, chosen at load time (GCC on x86-64); every clone rounds alike (-ffp-contract=off; the
  * one contraction, in adampi__row_sums, is of exact products and rounds alike too).
- * ADAMPI_NO_CLONES builds the baseline only, for the test that compares the two. */
+ * ADAMPI_NO_CLONES builds the baseline only, for the test that compares the two; it also leaves
+ * out the float16 conversions by F16C (ADAMPI__HW_CONVERSIONS, precision.c), so that the same test
+ * compares them with the software ones. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
+#define ADAMPI__HW_CONVERSIONS 1
 #define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define ADAMPI_CLONES

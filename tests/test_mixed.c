@@ -8,6 +8,8 @@
  */
 #include "problem.h"
 
+#include "../src/dtype.h"
+
 #include <math.h>
 
 #define STEPS 8
@@ -100,6 +102,41 @@ START_TEST(nan_stays_nan_and_every_float16_round_trips)
   ck_assert_int_eq(adampi_widen(ADAMPI_FLOAT16, NULL, &out, 1), ADAMPI_ERR_ARG);
   ck_assert_ptr_null(adampi_dtype_name((adampi_dtype)7));
   ck_assert_str_eq(adampi_dtype_name(ADAMPI_BFLOAT16), "bfloat16");
+}
+END_TEST
+
+/* Where the CPU converts float16 itself (F16C, vcvtps2ph and vcvtph2ps), the library uses its
+ * instructions; they must give the bits of the software conversions (src/dtype.h, which the
+ * baseline build and machines without F16C use) for every input: all 2^32 floats, shared among the
+ * ranks, and all 2^16 halves, the signalling NaNs among them (which vcvtph2ps would quiet). */
+START_TEST(float16_conversions_give_the_software_bits_for_every_value)
+{
+  enum { CHUNK = 1 << 16 };
+  static float in[CHUNK];
+  static uint16_t got[CHUNK];
+  int rank = test_rank(), size = test_size();
+  uint64_t per = ((1ull << 32) / CHUNK + (uint64_t)size - 1) / (uint64_t)size;
+  long bad = 0;
+  uint32_t first_bad = 0;
+  for (uint64_t c = (uint64_t)rank * per; c < (uint64_t)(rank + 1) * per && c < (1ull << 32) / CHUNK; c++) {
+    for (uint32_t j = 0; j < CHUNK; j++) in[j] = from_bits((uint32_t)(c * CHUNK) + j);
+    ck_assert_int_eq(adampi_round_to(ADAMPI_FLOAT16, in, got, CHUNK), ADAMPI_OK);
+    for (uint32_t j = 0; j < CHUNK; j++)
+      if (got[j] != adampi__to_f16(in[j]) && bad++ == 0) first_bad = (uint32_t)(c * CHUNK) + j;
+  }
+  ck_assert_msg(bad == 0, "rank %d: %ld floats round to other float16 bits than the software's, the first 0x%08x", rank,
+                bad, first_bad);
+  uint16_t halves[CHUNK];
+  float wide[CHUNK];
+  for (uint32_t x = 0; x < CHUNK; x++) halves[x] = (uint16_t)x;
+  ck_assert_int_eq(adampi_widen(ADAMPI_FLOAT16, halves, wide, CHUNK), ADAMPI_OK);
+  for (uint32_t x = 0; x < CHUNK; x++) {
+    uint32_t a, b;
+    float ref = adampi__from_f16((uint16_t)x);
+    memcpy(&a, &wide[x], 4);
+    memcpy(&b, &ref, 4);
+    ck_assert_msg(a == b, "float16 0x%04x widens to 0x%08x, the software to 0x%08x", x, a, b);
+  }
 }
 END_TEST
 
@@ -585,6 +622,7 @@ static Suite *make_suite(void)
   tcase_add_loop_test(tc, rounding_matches_the_ieee_bits_on_every_special_case, 0,
                       (int)(sizeof rounding_cases / sizeof rounding_cases[0]));
   tcase_add_test(tc, nan_stays_nan_and_every_float16_round_trips);
+  tcase_add_test(tc, float16_conversions_give_the_software_bits_for_every_value);
   suite_add_tcase(s, tc);
   tc = tcase_create("steps");
   tcase_set_timeout(tc, 300);
