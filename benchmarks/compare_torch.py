@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """compare_torch.py - adampi's step against PyTorch optimizers on the same shapes, in one run.
 
-    /usr/bin/python3 benchmarks/compare_torch.py [--set resnet50|gpt2] [--steps K] [--build build]
+    /usr/bin/python3 benchmarks/compare_torch.py [--set resnet50|gpt2] [--steps K] [--threads T] [--build build]
 
-Measures, one thread each, fp32, random gradients:
+Measures, T threads each (1 by default: torch.set_num_threads(T), adampi's cfg.threads = T with
+mpirun --bind-to none), fp32, random gradients:
   - torch.optim.AdamW and torch.optim.SGD (momentum 0.9), foreach implementations;
   - AdamP and SGDP: the official package `adamp` when importable (set ADAMP_PATH to its source),
     otherwise tests/reference/adamp_ref.py, a PyTorch transcription of MATHS.md written like the
@@ -82,11 +83,13 @@ def time_torch(make, shapes, steps):
     return ms, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps
 
 
-def time_adampi(build, shape_set, opt, steps):
+def time_adampi(build, shape_set, opt, steps, threads):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1')
     env.pop('GLIBC_TUNABLES', None)
-    out = subprocess.run(['mpirun', '-np', '1', os.path.join(build, 'bin', 'bench_step'), '--set', shape_set, '--opt', opt,
-                          '--grads', 'random', '--steps', str(steps)], capture_output=True, text=True, env=env, check=True)
+    bind = ['--bind-to', 'none'] if threads > 1 else []
+    out = subprocess.run(['mpirun', '-np', '1'] + bind + [os.path.join(build, 'bin', 'bench_step'), '--set', shape_set,
+                          '--opt', opt, '--grads', 'random', '--steps', str(steps), '--threads', str(threads)],
+                         capture_output=True, text=True, env=env, check=True)
     for line in out.stdout.splitlines():
         if line.startswith('csv,') and not line.startswith('csv,set'):
             return float(line.split(',')[8])
@@ -97,15 +100,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--set', default='resnet50', choices=['resnet50', 'gpt2'])
     ap.add_argument('--steps', type=int, default=0)
+    ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--build', default=os.path.join(HERE, '..', 'build'))
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    if a.threads < 1:
+        ap.error('--threads must be at least 1')
+    torch.set_num_threads(a.threads)
     shapes = resnet50_shapes() if a.set == 'resnet50' else gpt2_shapes()
     steps = a.steps or (5 if a.set == 'resnet50' else 2)
     AdamP, SGDP, label = load_adamp()
     n = sum(torch.Size(s).numel() for s in shapes)
-    print('%s: %d tensors, %.1fM parameters, torch %s, 1 thread, GLIBC_TUNABLES=%s' %
-          (a.set, len(shapes), n / 1e6, torch.__version__, os.environ.get('GLIBC_TUNABLES', '(default allocator)')))
+    print('%s: %d tensors, %.1fM parameters, torch %s, %d thread(s) each (torch reports %d), GLIBC_TUNABLES=%s' %
+          (a.set, len(shapes), n / 1e6, torch.__version__, a.threads, torch.get_num_threads(),
+           os.environ.get('GLIBC_TUNABLES', '(default allocator)')))
     print('AdamP/SGDP in PyTorch: ' + label)
     rows = [
         ('AdamP (PyTorch)', lambda p: AdamP(p, lr=1e-3, weight_decay=1e-2), 'adamp'),
@@ -116,7 +123,7 @@ def main():
     print('csv,set,torch_optimizer,torch_ms,adampi_optimizer,adampi_ms,speedup,torch_page_faults_per_step')
     for name, make, ours in rows:
         t, faults = time_torch(make, shapes, steps)
-        u = time_adampi(a.build, a.set, ours, steps)
+        u = time_adampi(a.build, a.set, ours, steps, a.threads)
         print('csv,%s,%s,%.2f,%s,%.2f,%.2f,%.0f' % (a.set, name, t, ours, u, t / u, faults))
         print('  %-22s %9.1f ms   adampi %-6s %8.1f ms   speed-up %5.1fx   (PyTorch: %.0f page faults per step)' %
               (name, t, ours, u, t / u, faults))
