@@ -111,10 +111,12 @@ __attribute__((target(F16_AVX2))) static void widen_f16_avx2(const uint16_t *in,
   for (; i < n; i++) out[i] = adampi__from_f16(in[i]);
 }
 
-/* 2: AVX-512 with F16C, 1: AVX2 with F16C (the OS saving the registers: libgcc checks), 0: none. */
+/* 2: AVX-512 with F16C, 1: AVX2 with F16C (the OS saving the registers: libgcc checks), 0: none.
+ * libgcc's constructor fills what __builtin_cpu_supports reads before any of our code runs (no
+ * __builtin_cpu_init here: threads of the update pass call this; were it ever read before, the
+ * answer would be 0, the software conversions, the same bits). */
 static int f16_hardware(void)
 {
-  __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
     return 2;
