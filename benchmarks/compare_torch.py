@@ -107,7 +107,7 @@ def main():
         ap.error('--threads must be at least 1')
     torch.set_num_threads(a.threads)
     shapes = resnet50_shapes() if a.set == 'resnet50' else gpt2_shapes()
-    steps = a.steps or (5 if a.set == 'resnet50' else 2)
+    steps = a.steps or (11 if a.set == 'resnet50' else 5)
     AdamP, SGDP, label = load_adamp()
     n = sum(torch.Size(s).numel() for s in shapes)
     print('%s: %d tensors, %.1fM parameters, torch %s, %d thread(s) each (torch reports %d), GLIBC_TUNABLES=%s' %
