@@ -108,7 +108,13 @@ END_TEST
 /* Where the CPU converts float16 itself (F16C, vcvtps2ph and vcvtph2ps), the library uses its
  * instructions; they must give the bits of the software conversions (src/dtype.h, which the
  * baseline build and machines without F16C use) for every input: all 2^32 floats, shared among the
- * ranks, and all 2^16 halves, the signalling NaNs among them (which vcvtph2ps would quiet). */
+ * ranks (1/64 of them, every exponent, in the sanitizer build), and all 2^16 halves, the
+ * signalling NaNs among them (which vcvtph2ps would quiet). */
+#ifdef __SANITIZE_ADDRESS__
+#define F16_CHUNK_STRIDE 64 /* instrumented builds: every 64th chunk, every exponent still met */
+#else
+#define F16_CHUNK_STRIDE 1
+#endif
 START_TEST(float16_conversions_give_the_software_bits_for_every_value)
 {
   enum { CHUNK = 1 << 16 };
@@ -119,6 +125,7 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
   long bad = 0;
   uint32_t first_bad = 0;
   for (uint64_t c = (uint64_t)rank * per; c < (uint64_t)(rank + 1) * per && c < (1ull << 32) / CHUNK; c++) {
+    if (c % F16_CHUNK_STRIDE != 0) continue;
     for (uint32_t j = 0; j < CHUNK; j++) in[j] = from_bits((uint32_t)(c * CHUNK) + j);
     ck_assert_int_eq(adampi_round_to(ADAMPI_FLOAT16, in, got, CHUNK), ADAMPI_OK);
     for (uint32_t j = 0; j < CHUNK; j++) want[j] = adampi__to_f16(in[j]);
