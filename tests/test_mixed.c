@@ -1,6 +1,7 @@
 /*
  * test_mixed.c - mixed precision and clipping (issue 14): the 16-bit roundings on every special
- * case, bitwise rank invariance of bfloat16 and float16 handles with clipping and a gradient scale,
+ * case, the float16 conversions by F16C against the software ones on every value, bitwise rank
+ * invariance of bfloat16 and float16 handles with clipping and a gradient scale,
  * clipping as torch's clip_grad_norm_ (the norm, the factor, and a clipped step equal to an
  * unclipped step on the pre-multiplied gradients), the data-parallel 16-bit step through both
  * transports, float16 overflow under both policies, and the bad inputs, each refused on every
