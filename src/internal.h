@@ -136,7 +136,6 @@ struct adampi {
   /* The step being taken: where the update pass rounds the master to (this rank's shard of the
    * caller's parameters, 16-bit types; NULL otherwise), and the clipping factor on g. */
   void *round_out;
-  adampi__round_fn round_hw; /* float16 round_out, rounded by the CPU's conversion (step.c, write_w) */
   float gmul;
   /* The step's gradient shard as the caller passed it, when it must be made float32 and unscaled
    * into grad_shard (16-bit types, or a grad_scale): the statistics pass does it task by task,

@@ -112,22 +112,25 @@ __attribute__((target(F16_AVX2))) static void widen_f16_avx2(const uint16_t *in,
 }
 
 /* 2: AVX-512 with F16C, 1: AVX2 with F16C (the OS saving the registers: libgcc checks), 0: none.
- * libgcc's constructor fills what __builtin_cpu_supports reads before any of our code runs (no
- * __builtin_cpu_init here: threads of the update pass call this; were it ever read before, the
- * answer would be 0, the software conversions, the same bits). */
-static int f16_hardware(void)
+ * Read once, when the library is loaded (one thread, before any call), so that the update pass's
+ * threads only read it; 0 (the software conversions, the same bits) until then. */
+static int f16_level;
+
+__attribute__((constructor)) static void f16_detect(void)
 {
+  __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
-    return 2;
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    f16_level = 2;
+  else
+    f16_level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
 }
 #endif
 
 adampi__round_fn adampi__f16_rounding(void)
 {
 #if defined(ADAMPI__HW_CONVERSIONS)
-  switch (f16_hardware()) {
+  switch (f16_level) {
   case 2: return round_f16_avx512;
   case 1: return round_f16_avx2;
   }
@@ -138,7 +141,7 @@ adampi__round_fn adampi__f16_rounding(void)
 static void widen_f16_any(const uint16_t *in, float *out, int64_t n)
 {
 #if defined(ADAMPI__HW_CONVERSIONS)
-  switch (f16_hardware()) {
+  switch (f16_level) {
   case 2: widen_f16_avx512(in, out, n); return;
   case 1: widen_f16_avx2(in, out, n); return;
   }

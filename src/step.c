@@ -78,15 +78,16 @@ static adampi__span span_at(const adampi *opt, float *w, const float *g, int64_t
 #define F16_BLOCK 2048
 
 /* The kernels that write w, over span s: apply (u NULL; proj, k as there) or finish (the directions
- * u of the row, and k). When the step rounds into float16 parameters by the CPU's conversion
- * (opt->round_hw: vcvtps2ph, one instruction per vector where adampi__to_f16 takes about fifteen,
- * same bits), block by block: the kernel writes the block of w alone, then it is rounded from L1.
- * Otherwise the kernel rounds each element as it writes it. Blocks change nothing in the maths:
- * these kernels compute each element on its own. */
-static void write_w(const adampi *opt, const adampi__kernels *kn, const adampi__span *s, const float *u,
-                    const adampi__coef *c, int proj, float k)
+ * u of the row, and k). When the step rounds into float16 parameters and the CPU converts
+ * (adampi__f16_rounding: vcvtps2ph, one instruction per vector where adampi__to_f16 takes about
+ * fifteen, same bits), block by block: the kernel writes the block of w alone, then it is rounded
+ * from L1. Otherwise the kernel rounds each element as it writes it. Blocks change nothing in the
+ * maths: these kernels compute each element on its own. */
+static void write_w(const adampi__kernels *kn, const adampi__span *s, const float *u, const adampi__coef *c, int proj,
+                    float k)
 {
-  if (opt->round_hw == NULL || s->w16 == NULL) {
+  adampi__round_fn hw = s->dtype16 == ADAMPI_FLOAT16 ? adampi__f16_rounding() : NULL;
+  if (hw == NULL) {
     if (u) kn->finish(s, u, c, k);
     else kn->apply(s, c, proj, k);
     return;
@@ -96,7 +97,7 @@ static void write_w(const adampi *opt, const adampi__kernels *kn, const adampi__
     for (int j = 0; j < kn->num_state; j++) b.state[j] = s->state[j] + i;
     if (u) kn->finish(&b, u + i, c, k);
     else kn->apply(&b, c, proj, k);
-    opt->round_hw(b.w, s->w16 + i, b.n);
+    hw(b.w, s->w16 + i, b.n);
   }
 }
 
@@ -150,7 +151,7 @@ static void update_task(const adampi *opt, const adampi__kernels *kn, const adam
   if (view != ADAMPI_VIEW_CHANNEL) { /* one call over the task; the layer view with its k */
     int64_t first = t->offset + task->r0 * t->leaf_len - opt->lo;
     adampi__span s = span_at(opt, w, g, first, (task->r1 - task->r0) * t->leaf_len);
-    write_w(opt, kn, &s, NULL, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f);
+    write_w(kn, &s, NULL, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f);
     return;
   }
   /* Row by row: <w_r,u_r> while the row is read, then the update from cache (from u when the
@@ -162,9 +163,9 @@ static void update_task(const adampi *opt, const adampi__kernels *kn, const adam
     double ww = opt->row_sums[t->my_row_base + r - t->my_leaf_lo].ww;
     if (keep_u) {
       double wu = kn->state_wu(&s, u_row, c);
-      write_w(opt, kn, &s, u_row, c, 1, radial_coefficient(wu, ww, eps));
+      write_w(kn, &s, u_row, c, 1, radial_coefficient(wu, ww, eps));
     } else {
-      write_w(opt, kn, &s, NULL, c, 1, radial_coefficient(kn->wu(&s, c), ww, eps));
+      write_w(kn, &s, NULL, c, 1, radial_coefficient(kn->wu(&s, c), ww, eps));
     }
   }
 }
@@ -279,7 +280,6 @@ static void begin_step(adampi *opt)
   opt->last = none;
   opt->gmul = 1.0f;
   opt->round_out = NULL;
-  opt->round_hw = NULL;
   opt->intake = NULL;
 }
 
@@ -299,7 +299,6 @@ static float *fp32_params(adampi *opt, void *param_shard)
   if (opt->master == NULL) return param_shard;
   if (!opt->master_valid) adampi__master_from(opt, param_shard);
   opt->round_out = param_shard;
-  opt->round_hw = opt->cfg.dtype == ADAMPI_FLOAT16 ? adampi__f16_rounding() : NULL;
   return opt->master;
 }
 
