@@ -122,6 +122,7 @@ struct adampi {
   unsigned char *view; /* decision of this step, per tensor */
   float *k_layer;      /* layer-view projection coefficient, per tensor */
   float *u_row;        /* AdamP: directions of one channel row per thread, computed once */
+  float *g_row;        /* per thread: gradients taken from the caller's (adampi__direct_grads) */
   int64_t u_row_len;   /* per thread: the longest local projectable row, at most 65536 */
   adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
   int64_t num_tasks;
@@ -138,8 +139,10 @@ struct adampi {
   void *round_out;
   float gmul;
   /* The step's gradient shard as the caller passed it, when it must be made float32 and unscaled
-   * into grad_shard (16-bit types, or a grad_scale): the statistics pass does it task by task,
-   * each task just before its row sums read it back from cache (NULL: g is ready as it is). */
+   * (16-bit types, or a grad_scale; NULL: g is ready as it is). The rows of projectable tensors
+   * are made so by each pass that reads them, one row or a few at a time, into this thread's
+   * g_row, read back from cache (adampi__direct_grads); the other tensors' gradients into
+   * grad_shard, by the statistics pass, task by task. */
   const void *intake;
   float intake_scale;
   adampi_step_info last;
@@ -189,6 +192,14 @@ void adampi__round(adampi_dtype dtype, const float *in, void *out, int64_t n);
 adampi__round_fn adampi__f16_rounding(void);
 /* The gradients of a step as the passes read them: out <- widen(g) / scale (g may be out for float32). */
 void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale);
+/* Does this step read t's gradients from the caller's (opt->intake), a row or a few at a time
+ * into g_row, instead of from grad_shard? Projectable tensors whose rows fit g_row: every pass
+ * over them goes row by row. The 16-bit shard is then read by each pass (2 bytes per element),
+ * where writing grad_shard and reading it back would move 8 more. */
+static inline int adampi__direct_grads(const adampi *opt, const adampi__tensor *t)
+{
+  return opt->intake != NULL && t->projectable && t->leaf_len <= opt->u_row_len;
+}
 /* The master from this rank's shard of the caller's parameters (16-bit types; else nothing). The
  * caller decides when it becomes valid (a step: only when it commits). */
 void adampi__master_from(adampi *opt, const void *param_shard);

@@ -382,7 +382,8 @@ void adampi__free_layout(adampi *opt)
   adampi__free_zeroed(opt->k_layer, (size_t)opt->num_tensors * sizeof(float));
   adampi__free_zeroed(opt->bounds, ((size_t)opt->size + 1) * sizeof(int64_t));
   adampi__free_zeroed(opt->u_row, (size_t)opt->u_row_len * (size_t)opt->threads * sizeof(float));
-  opt->u_row = NULL;
+  adampi__free_zeroed(opt->g_row, (size_t)opt->u_row_len * (size_t)opt->threads * sizeof(float));
+  opt->u_row = opt->g_row = NULL;
   free(opt->tasks);
   opt->tasks = NULL;
   adampi__free_zeroed(opt->coefs, (size_t)opt->num_tensors * sizeof(adampi__coef));
@@ -437,11 +438,12 @@ adampi_status adampi__commit_layout(adampi *opt)
     }
     if (opt->u_row_len > 65536) opt->u_row_len = 65536;
     opt->u_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float));
+    opt->g_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float));
     opt->tasks = make_tasks(opt, &opt->num_tasks);
     opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef));
     opt->packet_len = (int64_t)1 << 20; /* 4 MiB packets of the pairwise exchanges */
     opt->packet_buf = alloc_zero(opt->size > 1 ? (size_t)opt->packet_len : 0, sizeof(float));
-    local_fail |= !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->tasks || !opt->coefs || !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
+    local_fail |= !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->g_row || !opt->tasks || !opt->coefs || !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {
     local_fail = 1;

@@ -15,6 +15,9 @@
 
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 typedef adampi__v8d v8d;
 
@@ -126,24 +129,36 @@ static void write_node(void *ctx, int64_t lo, int64_t size)
 
 void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const unsigned char *has_grad)
 {
-  /* The row sums: the bulk of the pass, in parallel over tasks (whole rows); first, where the
-   * gradients arrive 16-bit or scaled, the task's float32 unscaled gradients into g (which is then
-   * opt->grad_shard), read back from cache by the row sums. A tensor without a gradient is not
-   * read by the step at all. */
+  /* The row sums: the bulk of the pass, in parallel over tasks (whole rows). Where the gradients
+   * arrive 16-bit or scaled, they are made float32 and unscaled first: row by row into this
+   * thread's g_row (adampi__direct_grads), else the task's into g (which is then opt->grad_shard),
+   * and read back from cache. A tensor without a gradient is not read by the step at all. */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1)
   for (int64_t k = 0; k < opt->num_tasks; k++) {
     const adampi__task *task = &opt->tasks[k];
     const adampi__tensor *t = &opt->tensors[task->tensor];
     if (has_grad && !has_grad[task->tensor]) continue;
-    if (opt->intake) {
+    const int direct = adampi__direct_grads(opt, t);
+    if (opt->intake && !direct) {
       int64_t e = t->offset + task->r0 * t->leaf_len - opt->lo, n = (task->r1 - task->r0) * t->leaf_len;
       adampi__intake(opt->cfg.dtype, (const char *)opt->intake + (size_t)e * opt->elem, (float *)g + e, n,
                      opt->intake_scale);
     }
     if (!t->projectable) continue;
+#ifdef _OPENMP
+    float *g_row = opt->g_row + (size_t)omp_get_thread_num() * (size_t)opt->u_row_len;
+#else
+    float *g_row = opt->g_row;
+#endif
     for (int64_t r = task->r0; r < task->r1; r++) {
       int64_t e = t->offset + r * t->leaf_len - opt->lo; /* in the shard */
-      adampi__row_sums(g + e, w + e, t->leaf_len, &opt->row_sums[t->my_row_base + r - t->my_leaf_lo]);
+      const float *gr = g + e;
+      if (direct) {
+        adampi__intake(opt->cfg.dtype, (const char *)opt->intake + (size_t)e * opt->elem, g_row, t->leaf_len,
+                       opt->intake_scale);
+        gr = g_row;
+      }
+      adampi__row_sums(gr, w + e, t->leaf_len, &opt->row_sums[t->my_row_base + r - t->my_leaf_lo]);
     }
   }
   /* Per tensor: the largest row cosine and the tree nodes of this rank's piece. */

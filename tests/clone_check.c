@@ -6,7 +6,9 @@
  * the promise that results do not depend on the machine's vector width. Then the data-parallel
  * step of the same problem through the step buffers (the reduction that takes the statistics on
  * the way) in float32, bfloat16 and float16 with clipping and a gradient scale, so that the 16-bit
- * conversions are compared too. threads_same_bits runs it with 1 and 3 threads per rank.
+ * conversions are compared too; and the sharded step of the same types, which makes the 16-bit,
+ * scaled gradients float32 as each pass reads them. threads_same_bits runs it with 1 and 3
+ * threads per rank.
  */
 #include "problem.h"
 
@@ -14,8 +16,9 @@
 
 /* STEPS data-parallel steps through the step buffers in the given type, each rank with its own
  * gradients (a loss scale of 4, clipping at 10); the master or fp32 parameters, the state and the
- * 16-bit parameters go to out. */
-static void data_parallel(const problem_variant *v, adampi_dtype dt, FILE *out)
+ * 16-bit parameters go to out. sharded: sharded steps instead, every rank with the same gradients,
+ * in buffers of its own; the 16-bit parameters of rank 0's shard go to out. */
+static void data_parallel(const problem_variant *v, adampi_dtype dt, int sharded, FILE *out)
 {
   adampi_config cfg = adampi_config_defaults(v->kind);
   cfg.dtype = dt;
@@ -23,12 +26,18 @@ static void data_parallel(const problem_variant *v, adampi_dtype dt, FILE *out)
   char err[512];
   adampi *opt = problem_create_cfg(MPI_COMM_WORLD, v, &cfg, err, sizeof err);
   void *params = NULL, *grads = NULL;
-  if (opt == NULL || adampi_alloc_step_buffers_ex(opt, &params, &grads) != ADAMPI_OK) {
+  if (opt && sharded) {
+    params = malloc((size_t)adampi_numel(opt) * adampi_dtype_size(dt));
+    grads = malloc((size_t)adampi_numel(opt) * adampi_dtype_size(dt));
+  }
+  if (opt == NULL || (!sharded && adampi_alloc_step_buffers_ex(opt, &params, &grads) != ADAMPI_OK) ||
+      params == NULL || grads == NULL) {
     fprintf(stderr, "%s\n", opt ? adampi_last_error(opt) : err);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
   int64_t N = adampi_numel(opt), lo, hi;
   adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+  const size_t skip = (size_t)lo * adampi_dtype_size(dt); /* bytes before this rank's shard */
   float *w = malloc((size_t)N * sizeof *w), *g = malloc((size_t)N * sizeof *g);
   uint64_t seed = 42;
   for (int64_t k = 0; k < N; k++) w[k] = 0.5f * test_uniform(&seed);
@@ -40,14 +49,16 @@ static void data_parallel(const problem_variant *v, adampi_dtype dt, FILE *out)
     for (int i = 0; i < PROBLEM_NT; i++) {
       adampi_tensor_info t;
       adampi_tensor(opt, i, &t);
-      problem_grad(&t, i, step * 64 + test_rank(), w + t.offset, g + t.offset);
+      problem_grad(&t, i, step * 64 + (sharded ? 0 : test_rank()), w + t.offset, g + t.offset);
     }
     for (int64_t k = 0; k < N; k++) g[k] *= 4.0f;
     adampi_round_to(dt, g, grads, N);
     adampi_step_options o = adampi_step_defaults();
     o.has_grad = has;
     o.grad_scale = 4.0;
-    if (adampi_step_ex(opt, params, grads, &o) != ADAMPI_OK) {
+    adampi_status st = sharded ? adampi_step_sharded_ex(opt, (char *)params + skip, (char *)grads + skip, &o)
+                               : adampi_step_ex(opt, params, grads, &o);
+    if (st != ADAMPI_OK) {
       fprintf(stderr, "%s\n", adampi_last_error(opt));
       MPI_Abort(MPI_COMM_WORLD, 1);
     }
@@ -64,6 +75,7 @@ static void data_parallel(const problem_variant *v, adampi_dtype dt, FILE *out)
   problem_release(&r);
   free(w);
   free(g);
+  if (sharded) free(params), free(grads);
   adampi_free(&opt);
 }
 
@@ -105,7 +117,7 @@ int main(int argc, char **argv)
     adampi_free(&opt);
   }
   const adampi_dtype types[3] = {ADAMPI_FLOAT32, ADAMPI_BFLOAT16, ADAMPI_FLOAT16};
-  for (int k = 0; k < 6; k++) data_parallel(&problem_variants[k % 2 ? 2 : 0], types[k / 2], out);
+  for (int k = 0; k < 12; k++) data_parallel(&problem_variants[k % 2 ? 2 : 0], types[k / 2 % 3], k >= 6, out);
   if (out) fclose(out);
   MPI_Finalize();
   return 0;
