@@ -50,8 +50,10 @@ static inline float moments_direction(float g, float m, float v, const adampi__c
 
 /* <w, u> over n elements with the moments as this step will make them, u computed 16 at a time
  * and added to the lanes while in registers (internal.h, adampi__block_lanes). store: write the
- * new moments and u (the first half of a channel-projected row); else write nothing. */
-static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, float *restrict m,
+ * new moments and u (the first half of a channel-projected row); else write nothing. bf: the
+ * gradients are g_bf16's (adampi__grad_at; a constant). */
+static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g_bf16,
+                                                           float gdiv, int bf, float *restrict m,
                                                            float *restrict v, const float *restrict w,
                                                            float *restrict u_out, int64_t n, const adampi__coef *c,
                                                            int store)
@@ -62,16 +64,22 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     int64_t end = n - i < 256 ? n : i + 256, k = i;
     adampi__block_lanes lanes = {{0}, {0}};
     for (; k + 16 <= end; k += 16) {
-      float u[16];
+      float u[16], taken[16];
+      const float *gk = g + k;
+      if (bf) { /* widened first, in a loop of their own: GCC 12 then keeps the 16-wide vectors */
+        for (int j = 0; j < 16; j++) taken[j] = adampi__grad_at(g, g_bf16, k + j, gdiv, bf);
+        gk = taken;
+      }
       for (int j = 0; j < 16; j++) {
         float mi, vi;
-        u[j] = moments_direction(g[k + j], m[k + j], v[k + j], &cl, &mi, &vi);
+        u[j] = moments_direction(gk[j], m[k + j], v[k + j], &cl, &mi, &vi);
         if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u[j];
       }
       adampi__lanes_add16(&lanes, w + k, u);
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
-      float mi, vi, u = moments_direction(g[k + j], m[k + j], v[k + j], &cl, &mi, &vi);
+      float mi, vi;
+      float u = moments_direction(adampi__grad_at(g, g_bf16, k + j, gdiv, bf), m[k + j], v[k + j], &cl, &mi, &vi);
       if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u;
       adampi__lanes_add1(&lanes, j, w[k + j] * u);
     }
@@ -82,9 +90,11 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
 
 /* <w, u> with the moments as this step will make them; writes nothing. */
 ADAMPI_CLONES
-static double dot_wu(const float *g, const float *m, const float *v, const float *w, int64_t n, const adampi__coef *c)
+static double dot_wu(const float *g, const uint16_t *g_bf16, float gdiv, int bf, const float *m, const float *v,
+                     const float *w, int64_t n, const adampi__coef *c)
 {
-  return wu_pass(g, (float *)m, (float *)v, w, NULL, n, c, 0);
+  if (bf) return wu_pass(g, g_bf16, gdiv, 1, (float *)m, (float *)v, w, NULL, n, c, 0);
+  return wu_pass(g, NULL, 1.0f, 0, (float *)m, (float *)v, w, NULL, n, c, 0);
 }
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
@@ -92,10 +102,11 @@ static double dot_wu(const float *g, const float *m, const float *v, const float
  * returned, summed like dot_wu. finish_w completes the row from u and w alone, so the second pass
  * over the row reads 2 arrays instead of 5 and recomputes nothing. */
 ADAMPI_CLONES
-static double moments_wu(const float *g, float *m, float *v, const float *w, float *u, int64_t n,
-                         const adampi__coef *c)
+static double moments_wu(const float *g, const uint16_t *g_bf16, float gdiv, int bf, float *m, float *v,
+                         const float *w, float *u, int64_t n, const adampi__coef *c)
 {
-  return wu_pass(g, m, v, w, u, n, c, 1);
+  if (bf) return wu_pass(g, g_bf16, gdiv, 1, m, v, w, u, n, c, 1);
+  return wu_pass(g, NULL, 1.0f, 0, m, v, w, u, n, c, 1);
 }
 
 /* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply; rounded into w16
@@ -121,8 +132,9 @@ static void finish_w(float *w, uint16_t *w16, int dt, const float *u, int64_t n,
 
 /* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
  * weight decay, then w moves by lr_bc1 u (MATHS.md "AdamP step", in that order); w rounded into
- * w16 as adampi__store_w says (dt a constant where it is inlined). */
-static inline __attribute__((always_inline)) void apply_t(const float *restrict g, float *restrict m,
+ * w16 as adampi__store_w says (dt a constant where it is inlined); the gradients as in wu_pass. */
+static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g_bf16,
+                                                         float gdiv, int bf, float *restrict m,
                                                          float *restrict v, float *restrict w,
                                                          uint16_t *restrict w16, int64_t n, const adampi__coef *c,
                                                          int proj, float k, int dt)
@@ -130,7 +142,7 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
   const adampi__coef cl = *c;
   if (proj) {
     for (int64_t i = 0; i < n; i++) {
-      float gi = g[i] * cl.gmul;                        /* the clipped gradient (gmul 1: g) */
+      float gi = adampi__grad_at(g, g_bf16, i, gdiv, bf) * cl.gmul; /* the clipped gradient (gmul 1: g) */
       float mi = cl.b1 * m[i] + cl.omb1 * gi;           /* m <- beta1 m + (1-beta1) g */
       float vi = cl.b2 * v[i] + cl.omb2 * gi * gi;      /* v <- beta2 v + (1-beta2) g^2 */
       float u = direction(gi, mi, vi, &cl);
@@ -141,7 +153,7 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
     }
   } else {
     for (int64_t i = 0; i < n; i++) {
-      float gi = g[i] * cl.gmul;
+      float gi = adampi__grad_at(g, g_bf16, i, gdiv, bf) * cl.gmul;
       float mi = cl.b1 * m[i] + cl.omb1 * gi;
       float vi = cl.b2 * v[i] + cl.omb2 * gi * gi;
       float u = direction(gi, mi, vi, &cl);
@@ -153,28 +165,32 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
 }
 
 ADAMPI_CLONES
-static void apply(const float *g, float *m, float *v, float *w, uint16_t *w16, int dt, int64_t n,
-                  const adampi__coef *c, int proj, float k)
+static void apply(const float *g, const uint16_t *g_bf16, float gdiv, int bf, float *m, float *v, float *w,
+                  uint16_t *w16, int dt, int64_t n, const adampi__coef *c, int proj, float k)
 {
-  if (dt == ADAMPI_BFLOAT16) apply_t(g, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
-  else if (dt == ADAMPI_FLOAT16) apply_t(g, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
-  else apply_t(g, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
+  if (bf) apply_t(g, g_bf16, gdiv, 1, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16); /* with bfloat16 parameters */
+  else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
+  else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
+  else apply_t(g, NULL, 1.0f, 0, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
 }
 
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
-  return dot_wu(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->n, c);
+  return dot_wu(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ],
+                s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  apply(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, c, proj, k);
+  apply(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w,
+        s->w16, s->dtype16, s->n, c, proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
 {
-  return moments_wu(s->g, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w, u, s->n, c);
+  return moments_wu(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__EXP_AVG],
+                    s->state[ADAMPI__EXP_AVG_SQ], s->w, u, s->n, c);
 }
 
 static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)

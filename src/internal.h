@@ -122,7 +122,7 @@ struct adampi {
   unsigned char *view; /* decision of this step, per tensor */
   float *k_layer;      /* layer-view projection coefficient, per tensor */
   float *u_row;        /* AdamP: directions of one channel row per thread, computed once */
-  float *g_row;        /* per thread: gradients taken from the caller's (adampi__direct_grads) */
+  float *g_row;        /* per thread: the statistics pass's row of adampi__direct_grads, widened */
   int64_t u_row_len;   /* per thread: the longest local projectable row, at most 65536 */
   adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
   int64_t num_tasks;
@@ -139,10 +139,9 @@ struct adampi {
   void *round_out;
   float gmul;
   /* The step's gradient shard as the caller passed it, when it must be made float32 and unscaled
-   * (16-bit types, or a grad_scale; NULL: g is ready as it is). The rows of projectable tensors
-   * are made so by each pass that reads them, one row or a few at a time, into this thread's
-   * g_row, read back from cache (adampi__direct_grads); the other tensors' gradients into
-   * grad_shard, by the statistics pass, task by task. */
+   * (16-bit types, or a grad_scale; NULL: g is ready as it is): into grad_shard by the statistics
+   * pass, task by task, each task just before its row sums read it back from cache; except the
+   * bfloat16 rows of projectable tensors (adampi__direct_grads), which each pass reads itself. */
   const void *intake;
   float intake_scale;
   adampi_step_info last;
@@ -192,13 +191,20 @@ void adampi__round(adampi_dtype dtype, const float *in, void *out, int64_t n);
 adampi__round_fn adampi__f16_rounding(void);
 /* The gradients of a step as the passes read them: out <- widen(g) / scale (g may be out for float32). */
 void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale);
-/* Does this step read t's gradients from the caller's (opt->intake), a row or a few at a time
- * into g_row, instead of from grad_shard? Projectable tensors whose rows fit g_row: every pass
- * over them goes row by row. The 16-bit shard is then read by each pass (2 bytes per element),
- * where writing grad_shard and reading it back would move 8 more. */
+/* Does this step read t's gradients where the caller passed them (opt->intake), in every pass,
+ * instead of from grad_shard? bfloat16 gradients of projectable tensors whose rows fit g_row: the
+ * statistics pass widens each row into g_row for its sums, the update's kernels widen each element
+ * as they read it (adampi__span.g_bf16), both dividing by the gradient scale, to the same floats.
+ * Each pass then reads 2 bytes per element, where writing grad_shard and reading it back would
+ * move 8 more (the step took 0.83-0.89 of its time on ResNet-50 shapes, AMD EPYC). Not float16:
+ * GCC 12 widens _Float16 vectors one element at a time and the integer conversion (dtype.h) in
+ * the kernels' loops did not vectorize as well, so the update lost what the statistics pass gained
+ * (widened into g_row by the CPU's conversion in both passes instead, the step took as long as
+ * with grad_shard); float32 gradients with a scale are not worth a path of their own. */
 static inline int adampi__direct_grads(const adampi *opt, const adampi__tensor *t)
 {
-  return opt->intake != NULL && t->projectable && t->leaf_len <= opt->u_row_len;
+  return opt->intake != NULL && opt->cfg.dtype == ADAMPI_BFLOAT16 && t->projectable &&
+         t->leaf_len <= opt->u_row_len;
 }
 /* The master from this rank's shard of the caller's parameters (16-bit types; else nothing). The
  * caller decides when it becomes valid (a step: only when it commits). */
@@ -251,13 +257,26 @@ void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *o
 
 /* The arrays one kernel call works on: n elements of the shard from one position. */
 typedef struct adampi__span {
-  const float *g;                  /* averaged gradients */
+  const float *g;                  /* averaged gradients (float32; unused where g_bf16 is set) */
   float *w;                        /* parameters */
   float *state[ADAMPI__MAX_STATE]; /* the optimizer's state arrays (NULL past its count) */
   int64_t n;
   uint16_t *w16; /* where the kernels that write w also write it rounded to dtype16, or NULL */
   int dtype16;   /* ADAMPI_BFLOAT16 or ADAMPI_FLOAT16 when w16 is set, else ADAMPI_FLOAT32 */
+  /* The caller's bfloat16 gradients, read by the kernels in place of g: each widened (exactly: a
+   * shift) and divided by gdiv (the step's grad_scale; 1 leaves every finite value as it is), the
+   * floats the statistics pass made of them (adampi__grad_at). NULL: g. */
+  const uint16_t *g_bf16;
+  float gdiv;
 } adampi__span;
+
+/* Gradient i of a kernel's span as float32: g[i], or with bf (a constant wherever it is inlined,
+ * so that the loops vectorize) g_bf16[i] widened and divided by gdiv, as adampi__intake makes it.
+ * The update runs only on finite gradients, where x / 1 is x. */
+static inline float adampi__grad_at(const float *g, const uint16_t *g_bf16, int64_t i, float gdiv, int bf)
+{
+  return bf ? adampi__from_bf16(g_bf16[i]) / gdiv : g[i];
+}
 
 /* w[i] = x and, when the step rounds into 16-bit parameters (dt: ADAMPI_BFLOAT16 or
  * ADAMPI_FLOAT16, else none; a constant wherever it is inlined, so that the loops vectorize), its

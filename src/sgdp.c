@@ -34,14 +34,27 @@ static inline float buffer_direction(float g, float b, const adampi__coef *c, in
   return nesterov ? gi + c->mom * bi : bi;
 }
 
-/* buffer_direction on the 16 elements at g and b, into *bo and *uo (GCC vector extensions: the
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+
+/* The 16 gradients from k into *out, as adampi__grad_at gives them (bf a constant). */
+static inline void grads16(const float *g, const uint16_t *g_bf16, int64_t k, float gdiv, int bf, v16f *out)
+{
+  if (!bf) {
+    *out = *(const v16f *)(g + k);
+    return;
+  }
+  float t[16];
+  for (int j = 0; j < 16; j++) t[j] = adampi__grad_at(g, g_bf16, k + j, gdiv, bf);
+  memcpy(out, t, sizeof t);
+}
+
+/* buffer_direction on the 16 elements of *g and at b, into *bo and *uo (GCC vector extensions: the
  * same operations, lane by lane; gcc 12 left the plain loop's form scalar here). Pointers, not
  * vector values, cross the call, so that no clone's ABI depends on its vector width. */
-typedef float v16f __attribute__((vector_size(64), aligned(4)));
-static inline void buffer_direction16(const float *g, const float *b, const adampi__coef *c, int nesterov, v16f *bo,
+static inline void buffer_direction16(const v16f *g, const float *b, const adampi__coef *c, int nesterov, v16f *bo,
                                       v16f *uo)
 {
-  v16f gi = *(const v16f *)g * c->gmul;
+  v16f gi = *g * c->gmul;
   v16f bi = c->mom * *(const v16f *)b + c->omd * gi;
   *bo = bi;
   *uo = nesterov ? gi + c->mom * bi : bi;
@@ -49,8 +62,10 @@ static inline void buffer_direction16(const float *g, const float *b, const adam
 
 /* <w, u> over n elements with the buffer as this step will make it, u added to the lanes 16 at a
  * time while in registers, as in adamp.c. store: write the new buffer and, with nesterov, u; else
- * write nothing. nesterov must be c->nesterov (a constant here, so that the loops vectorize). */
-static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, float *restrict b,
+ * write nothing. nesterov must be c->nesterov (a constant here, so that the loops vectorize); bf:
+ * the gradients are g_bf16's (adampi__grad_at; a constant too). */
+static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g_bf16,
+                                                           float gdiv, int bf, float *restrict b,
                                                            const float *restrict w, float *restrict u_out,
                                                            int64_t n, const adampi__coef *c, int store,
                                                            int nesterov)
@@ -61,8 +76,9 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     int64_t end = n - i < 256 ? n : i + 256, k = i;
     adampi__block_lanes lanes = {{0}, {0}};
     for (; k + 16 <= end; k += 16) {
-      v16f bi, u;
-      buffer_direction16(g + k, b + k, &cl, nesterov, &bi, &u);
+      v16f gk, bi, u;
+      grads16(g, g_bf16, k, gdiv, bf, &gk);
+      buffer_direction16(&gk, b + k, &cl, nesterov, &bi, &u);
       if (store) *(v16f *)(b + k) = bi;
       if (store && nesterov) *(v16f *)(u_out + k) = u;
       float uf[16];
@@ -70,7 +86,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       adampi__lanes_add16(&lanes, w + k, uf);
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
-      float bi, u = buffer_direction(g[k + j], b[k + j], &cl, nesterov, &bi);
+      float bi, u = buffer_direction(adampi__grad_at(g, g_bf16, k + j, gdiv, bf), b[k + j], &cl, nesterov, &bi);
       if (store) b[k + j] = bi;
       if (store && nesterov) u_out[k + j] = u;
       adampi__lanes_add1(&lanes, j, w[k + j] * u);
@@ -82,19 +98,26 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
 
 /* <w, u> with the buffer as this step will make it; writes nothing. */
 ADAMPI_CLONES
-static double dot_wu(const float *g, const float *b, const float *w, int64_t n, const adampi__coef *c)
+static double dot_wu(const float *g, const uint16_t *g_bf16, float gdiv, int bf, const float *b, const float *w,
+                     int64_t n, const adampi__coef *c)
 {
-  return c->nesterov ? wu_pass(g, (float *)b, w, NULL, n, c, 0, 1) : wu_pass(g, (float *)b, w, NULL, n, c, 0, 0);
+#define WU(BF)                                                                         \
+  return c->nesterov ? wu_pass(g, g_bf16, gdiv, BF, (float *)b, w, NULL, n, c, 0, 1) \
+                     : wu_pass(g, g_bf16, gdiv, BF, (float *)b, w, NULL, n, c, 0, 0)
+  if (bf) WU(1);
+  WU(0);
+#undef WU
 }
 
 /* w rounded into w16 as adampi__store_w says (dt a constant where it is inlined). */
-static inline __attribute__((always_inline)) void apply_t(const float *restrict g, float *restrict b,
+static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g_bf16,
+                                                         float gdiv, int bf, float *restrict b,
                                                          float *restrict w, uint16_t *restrict w16, int64_t n,
                                                          const adampi__coef *c, int proj, float k, int dt)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   for (int64_t i = 0; i < n; i++) {
-    float gi = g[i] * cl.gmul;               /* the clipped gradient (gmul 1: g) */
+    float gi = adampi__grad_at(g, g_bf16, i, gdiv, bf) * cl.gmul; /* the clipped gradient (gmul 1: g) */
     float bi = cl.mom * b[i] + cl.omd * gi;  /* b <- momentum b + (1-dampening) g */
     float u = cl.nesterov ? gi + cl.mom * bi : bi;
     if (proj) u = u - w[i] * k;  /* remove the radial component */
@@ -104,21 +127,28 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
 }
 
 ADAMPI_CLONES
-static void apply(const float *g, float *b, float *w, uint16_t *w16, int dt, int64_t n, const adampi__coef *c, int proj,
-                  float k)
+static void apply(const float *g, const uint16_t *g_bf16, float gdiv, int bf, float *b, float *w, uint16_t *w16, int dt,
+                  int64_t n, const adampi__coef *c, int proj, float k)
 {
-  if (dt == ADAMPI_BFLOAT16) apply_t(g, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
-  else if (dt == ADAMPI_FLOAT16) apply_t(g, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
-  else apply_t(g, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
+  if (bf) apply_t(g, g_bf16, gdiv, 1, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16); /* with bfloat16 parameters */
+  else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
+  else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
+  else apply_t(g, NULL, 1.0f, 0, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
 }
 
 /* A channel-projected row in two passes, once its decision is known (same bits as
  * apply with proj): first the new buffer is stored and <w, u> returned, with u the
  * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish. */
 ADAMPI_CLONES
-static double buffer_wu(const float *g, float *b, const float *w, float *u, int64_t n, const adampi__coef *c)
+static double buffer_wu(const float *g, const uint16_t *g_bf16, float gdiv, int bf, float *b, const float *w, float *u,
+                        int64_t n, const adampi__coef *c)
 {
-  return c->nesterov ? wu_pass(g, b, w, u, n, c, 1, 1) : wu_pass(g, b, w, u, n, c, 1, 0);
+#define WU(BF)                                                              \
+  return c->nesterov ? wu_pass(g, g_bf16, gdiv, BF, b, w, u, n, c, 1, 1) \
+                     : wu_pass(g, g_bf16, gdiv, BF, b, w, u, n, c, 1, 0)
+  if (bf) WU(1);
+  WU(0);
+#undef WU
 }
 
 /* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u,
@@ -153,17 +183,19 @@ static void finish(float *b, float *w, uint16_t *w16, int dt, const float *u, in
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
-  return dot_wu(s->g, s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
+  return dot_wu(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  apply(s->g, s->state[ADAMPI__MOMENTUM], s->w, s->w16, s->dtype16, s->n, c, proj, k);
+  apply(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__MOMENTUM], s->w, s->w16, s->dtype16,
+        s->n, c, proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
 {
-  return buffer_wu(s->g, s->state[ADAMPI__MOMENTUM], s->w, u, s->n, c);
+  return buffer_wu(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__MOMENTUM], s->w, u, s->n,
+                   c);
 }
 
 static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)

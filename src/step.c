@@ -67,7 +67,7 @@ static adampi__coef coef_for(const adampi *opt, const adampi__tensor *t, int64_t
  * step rounds w into (opt->round_out), if any. */
 static adampi__span span_at(const adampi *opt, float *w, const float *g, int64_t e, int64_t n)
 {
-  adampi__span s = {g + e, w + e, {NULL}, n, NULL, ADAMPI_FLOAT32};
+  adampi__span s = {g + e, w + e, {NULL}, n, NULL, ADAMPI_FLOAT32, NULL, 1.0f};
   for (int j = 0; j < kernels_of(opt)->num_state; j++) s.state[j] = opt->state[j] + e;
   if (opt->round_out) s.w16 = (uint16_t *)opt->round_out + e, s.dtype16 = opt->cfg.dtype;
   return s;
@@ -93,7 +93,8 @@ static void write_w(const adampi__kernels *kn, const adampi__span *s, const floa
     return;
   }
   for (int64_t i = 0; i < s->n; i += F16_BLOCK) {
-    adampi__span b = {s->g + i, s->w + i, {NULL}, s->n - i < F16_BLOCK ? s->n - i : F16_BLOCK, NULL, ADAMPI_FLOAT32};
+    adampi__span b = {s->g + i, s->w + i, {NULL}, s->n - i < F16_BLOCK ? s->n - i : F16_BLOCK, NULL, ADAMPI_FLOAT32,
+                      NULL, 1.0f}; /* float16: the gradients are float32 */
     for (int j = 0; j < kn->num_state; j++) b.state[j] = s->state[j] + i;
     if (u) kn->finish(&b, u + i, c, k);
     else kn->apply(&b, c, proj, k);
@@ -101,17 +102,12 @@ static void write_w(const adampi__kernels *kn, const adampi__span *s, const floa
   }
 }
 
-/* Span s at shard position e reads its gradients from buf, made there from the caller's
- * (adampi__direct_grads: widened and unscaled as the statistics pass did, so the same floats). */
-static void take_grads(const adampi *opt, adampi__span *s, int64_t e, float *buf)
+/* Span s at shard position e reads the caller's bfloat16 gradients (adampi__direct_grads). */
+static void direct_grads(const adampi *opt, adampi__span *s, int64_t e)
 {
-  adampi__intake(opt->cfg.dtype, (const char *)opt->intake + (size_t)e * opt->elem, buf, s->n, opt->intake_scale);
-  s->g = buf;
+  s->g_bf16 = (const uint16_t *)opt->intake + e;
+  s->gdiv = opt->intake_scale;
 }
-
-/* Elements of the caller's gradients taken at a time by a task of whole rows (adampi__direct_grads),
- * so that they are read back from L1: the rows that fit, at least one. */
-#define TAKE_BLOCK 4096
 
 /* k such that u - w*k removes the radial part: <w,u> / (||w|| + eps)^2 (MATHS.md "The radial coefficient"). */
 static float radial_coefficient(double wu, double ww, double eps)
@@ -138,7 +134,7 @@ static adampi_status layer_coefficients(adampi *opt, float *w, const float *g)
     for (int64_t r = t->my_leaf_lo; r < t->my_leaf_hi; r++) {
       int64_t e = t->offset + r * t->leaf_len - opt->lo;
       adampi__span s = span_at(opt, w, g, e, t->leaf_len);
-      if (direct) take_grads(opt, &s, e, opt->g_row); /* serial here: the first thread's row */
+      if (direct) direct_grads(opt, &s, e);
       opt->row_wu[t->my_row_base + r - t->my_leaf_lo] = kn->wu(&s, &c);
     }
     adampi__wu_nodes(opt, t);
@@ -156,27 +152,18 @@ done:
 }
 
 /* The update of one task of a tensor that has a gradient: the one place that chooses how
- * elements are updated, by view and row length. u_row, g_row: this thread's row scratch. */
+ * elements are updated, by view and row length. u_row: this thread's row scratch. */
 static void update_task(const adampi *opt, const adampi__kernels *kn, const adampi__task *task, float *w,
-                        const float *g, float *u_row, float *g_row)
+                        const float *g, float *u_row)
 {
   const adampi__tensor *t = &opt->tensors[task->tensor];
   const adampi__coef *c = &opt->coefs[task->tensor];
   const int view = opt->view[task->tensor], direct = adampi__direct_grads(opt, t);
   if (view != ADAMPI_VIEW_CHANNEL) { /* one call over the task; the layer view with its k */
-    const float k = view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f;
-    /* Taking the caller's gradients: whole rows at a time, as many as fit TAKE_BLOCK and g_row. */
-    int64_t rows = task->r1 - task->r0;
-    if (direct) {
-      int64_t room = opt->u_row_len < TAKE_BLOCK ? opt->u_row_len : TAKE_BLOCK;
-      rows = room / t->leaf_len > 1 ? room / t->leaf_len : 1;
-    }
-    for (int64_t r = task->r0; r < task->r1; r += rows) {
-      int64_t e = t->offset + r * t->leaf_len - opt->lo;
-      adampi__span s = span_at(opt, w, g, e, (task->r1 - r < rows ? task->r1 - r : rows) * t->leaf_len);
-      if (direct) take_grads(opt, &s, e, g_row);
-      write_w(kn, &s, NULL, c, view == ADAMPI_VIEW_LAYER, k);
-    }
+    int64_t first = t->offset + task->r0 * t->leaf_len - opt->lo;
+    adampi__span s = span_at(opt, w, g, first, (task->r1 - task->r0) * t->leaf_len);
+    if (direct) direct_grads(opt, &s, first);
+    write_w(kn, &s, NULL, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f);
     return;
   }
   /* Row by row: <w_r,u_r> while the row is read, then the update from cache (from u when the
@@ -186,7 +173,7 @@ static void update_task(const adampi *opt, const adampi__kernels *kn, const adam
   for (int64_t r = task->r0; r < task->r1; r++) {
     int64_t e = t->offset + r * t->leaf_len - opt->lo;
     adampi__span s = span_at(opt, w, g, e, t->leaf_len);
-    if (direct) take_grads(opt, &s, e, g_row);
+    if (direct) direct_grads(opt, &s, e);
     double ww = opt->row_sums[t->my_row_base + r - t->my_leaf_lo].ww;
     if (keep_u) {
       double wu = kn->state_wu(&s, u_row, c);
@@ -219,16 +206,15 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
   for (int64_t q = 0; q < opt->num_tasks; q++) {
     const adampi__task *task = &opt->tasks[q];
 #ifdef _OPENMP
-    const size_t mine = (size_t)omp_get_thread_num() * (size_t)opt->u_row_len;
+    float *u_row = opt->u_row + (size_t)omp_get_thread_num() * (size_t)opt->u_row_len;
 #else
-    const size_t mine = 0;
+    float *u_row = opt->u_row;
 #endif
-    float *u_row = opt->u_row + mine, *g_row = opt->g_row + mine;
     /* The kernels that write w also round it into opt->round_out. Without a gradient the task is
      * unchanged, but rounded and stored all the same, as an all-gather would. */
     const adampi__tensor *t = &opt->tensors[task->tensor];
     int64_t e = t->offset + task->r0 * t->leaf_len - opt->lo, n = (task->r1 - task->r0) * t->leaf_len;
-    if (!(has_grad && !has_grad[task->tensor])) update_task(opt, kn, task, w, g, u_row, g_row);
+    if (!(has_grad && !has_grad[task->tensor])) update_task(opt, kn, task, w, g, u_row);
     else if (opt->round_out) adampi__round(opt->cfg.dtype, w + e, (char *)opt->round_out + (size_t)e * opt->elem, n);
     if (store) store(opt, opt->round_out ? opt->round_out : (const void *)w, e, n);
   }
