@@ -16,7 +16,8 @@
  * and its ratio to the bandwidth kernel, the statistics exchange's bytes, and the memory the library
  * allocated per rank. One CSV line per configuration (prefix "csv,") and a readable table.
  * --dtype bf16|fp16: the model in 16 bits (parameters and gradients), the float32 master and state in
- * adampi; the floor then has the 16-bit traffic (bw_widen_read, bw_reduce16, bw_store16), and the fused
+ * adampi; the floor then has the 16-bit traffic (bw_read16 and bw_adam16 / bw_sgd16, bw_widen_read or
+ * bw_reduce16; bw_store16), and the fused
  * loop and the bandwidth GB/s stay float32 references.
  */
 #define _GNU_SOURCE /* madvise */
@@ -96,6 +97,38 @@ CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n)
   }
 }
 
+/* A bfloat16 value as float (a shift): the 16-bit floor's kernels widen the gradients with it. */
+static inline float bench_bf16(uint16_t h)
+{
+  uint32_t b = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &b, sizeof f);
+  return f;
+}
+
+/* The update's pattern with 16-bit gradients, as a sharded 16-bit step reads them (26 and 18 bytes
+ * per element). */
+CLONES static void bw_adam16(const uint16_t *g, float *m, float *v, float *w, int64_t n)
+{
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = 0; i < n; i++) {
+    float gi = bench_bf16(g[i]);
+    m[i] = m[i] * 0.5f + gi;
+    v[i] = v[i] * 0.5f + gi * gi;
+    w[i] = w[i] * 0.99999f - 1e-6f * gi;
+  }
+}
+
+CLONES static void bw_sgd16(const uint16_t *g, float *b, float *w, int64_t n)
+{
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = 0; i < n; i++) {
+    float gi = bench_bf16(g[i]);
+    b[i] = b[i] * 0.5f + gi;
+    w[i] = w[i] * 0.99999f - 1e-6f * gi;
+  }
+}
+
 /* The data-parallel step's own traffic, for its floor: the mean of P gradient arrays of the shard
  * (P reads, one write) and the updated shard written into P - 1 other ranks' parameters. The
  * arrays are this rank's own (all ranks run the kernels at once, as they run the step), so the
@@ -129,9 +162,13 @@ static void bw_store(const float *w, float *const *out, int P, int64_t n)
 }
 
 /* The 16-bit steps' own traffic, for their floor (--dtype): a sharded step's statistics pass
- * widens the caller's 16-bit gradient shard into float32 as it reads it with w (2 + 4 bytes read,
- * 4 written per element: bw_widen_read, in place of bw_read2); a data-parallel one makes the
- * float32 mean of P 16-bit arrays (bw_reduce16), which the statistics pass then reads; both round
+ * reads the caller's bfloat16 gradients with w (2 + 4 bytes per element: bw_read16, in place of
+ * bw_read2; it makes them float32 a row at a time, in cache) and so does the update (bw_adam16 or
+ * bw_sgd16, in place of bw_adam or bw_sgd), as the library does for projectable tensors (nearly
+ * all of these models' elements); float16 gradients it widens into a float32 shard as it reads
+ * them with w (2 + 4 bytes read, 4 written: bw_widen_read), which the update then reads as float32
+ * steps do; a data-parallel one makes the float32 mean of P 16-bit arrays (bw_reduce16), which
+ * both passes then read as float32 steps do; all round
  * the updated master into 16-bit parameters in the update, once per copy (the caller's own, and
  * in data-parallel steps the P - 1 others'), which the floor counts as 2-byte writes of one
  * L1-sized block. The bf16 widening (a shift) stands for both types: the traffic is measured. */
@@ -169,6 +206,25 @@ CLONES static float bw_widen_read(const uint16_t *in, float *out, const float *w
       a[0] += w[i];
     }
     for (int j = 0; j < 16; j++) total += a[j];
+  }
+  return total;
+}
+
+CLONES static float bw_read16(const uint16_t *g, const float *w, int64_t n)
+{
+  float total = 0.0f;
+#pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
+  {
+    int64_t lo, hi;
+    thread_range(n, &lo, &hi);
+    bench_v16f a = {0}, b = {0}; /* 16 lanes, so that the sums do not serialize the loop */
+    int64_t i = lo;
+    for (; i + 16 <= hi; i += 16) {
+      for (int j = 0; j < 16; j++) a[j] += bench_bf16(g[i + j]);
+      b += *(const bench_v16f *)(w + i);
+    }
+    for (; i < hi; i++) a[0] += bench_bf16(g[i]) + w[i];
+    for (int j = 0; j < 16; j++) total += a[j] + b[j];
   }
   return total;
 }
@@ -344,12 +400,14 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     if (!src16[r] || !dst16[r]) MPI_Abort(MPI_COMM_WORLD, 1);
     memcpy(src16[r], (uint16_t *)g16 + (dp ? lo : 0), nb / 2), memset(dst16[r], 0, nb / 2);
   }
-  if (half && (wide = huge_alloc(nb)) == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
+  if (half && (dp || dt != ADAMPI_BFLOAT16) && (wide = huge_alloc(nb)) == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
   if (wide) memset(wide, 0, nb);
   double *t_steps = calloc((size_t)c->steps, sizeof *t_steps), *tf = calloc((size_t)c->steps, sizeof *tf);
   double *trd = calloc((size_t)c->steps, sizeof *trd), *tst = calloc((size_t)c->steps, sizeof *tst);
   double *tr = calloc((size_t)c->steps, sizeof *tr), *t16 = calloc((size_t)c->steps, sizeof *t16);
-  double *t16in = calloc((size_t)c->steps, sizeof *t16in); /* the gradients-in part of t16 */
+  double *t16in = calloc((size_t)c->steps, sizeof *t16in); /* the 16-bit gradients in */
+  double *tb16 = calloc((size_t)c->steps, sizeof *tb16);   /* sharded bf16: the update's pattern on them */
+  const int bf16_in = half && !dp && dt == ADAMPI_BFLOAT16;  /* both passes read the 16-bit gradients */
   double *tb = calloc((size_t)c->steps, sizeof *tb), *tp = calloc((size_t)c->steps * ADAMPI_NUM_PHASES, sizeof *tp);
   for (int k = 0; k < c->steps; k++) {
     MPI_Barrier(MPI_COMM_WORLD);
@@ -377,12 +435,19 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     t0 = MPI_Wtime();
     if (n > 0) sink_ += bw_read2(gs, ws, n);
     tr[k] = max_over_ranks(MPI_Wtime() - t0);
-    if (half) { /* the 16-bit gradients in (the mean, or the widened shard), the 16-bit copies out */
+    if (half) { /* the 16-bit gradients in (the mean; or, sharded, both passes' reads), the copies out */
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
       if (n > 0 && dp) bw_reduce16(wide, src16, P, n);
+      else if (n > 0 && bf16_in) sink_ += bw_read16(src16[0], ws, n);
       else if (n > 0) sink_ += bw_widen_read(src16[0], wide, ws, n);
       t16in[k] = max_over_ranks(MPI_Wtime() - t0);
+      MPI_Barrier(MPI_COMM_WORLD);
+      t0 = MPI_Wtime();
+      if (n > 0 && bf16_in && sgd) bw_sgd16(src16[0], s0, ws, n);
+      else if (n > 0 && bf16_in) bw_adam16(src16[0], s0, s1, ws, n);
+      tb16[k] = max_over_ranks(MPI_Wtime() - t0);
+      t0 = MPI_Wtime();
       if (n > 0) bw_store16(dst16, P, n);
       t16[k] = max_over_ranks(MPI_Wtime() - t0);
     }
@@ -404,19 +469,21 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
    * update's pattern and the stores into the peers, each at this machine's speed in this run. */
   double t_reduce = dp ? median(trd, c->steps) : 0.0, t_store = dp ? median(tst, c->steps) : 0.0;
   double t_dp_floor = dp ? t_reduce + t_floor + t_store : 0.0;
-  /* A 16-bit step's floor: its gradients in and its 16-bit copies out, and the float32 floor's
-   * update (the master and the state are float32) and, data-parallel, its reads of the mean and w
-   * (sharded, bw_widen_read has read w); it is the only floor printed. */
+  /* A 16-bit step's floor (the only floor printed): its 16-bit copies out (t16) and, data-parallel,
+   * the mean made from the 16-bit gradients, then the float32 floor (the mean, the master and the
+   * state are float32). Sharded, the statistics pass's reference is t16in: bw_read16 (bfloat16:
+   * both passes read the 16-bit gradients, the update's pattern is then bw_adam16 or bw_sgd16) or
+   * bw_widen_read (float16: the update reads the float32 shard it wrote, the float32 pattern). */
   if (half) {
-    t_floor = median(t16, c->steps) + t_bw + (dp ? t_read : 0.0);
-    /* Sharded, the statistics pass also widens the gradients: its reference is bw_widen_read. */
-    if (!dp) t_read = median(t16in, c->steps);
+    double t_in = median(t16in, c->steps), t_upd = bf16_in ? median(tb16, c->steps) : t_bw;
+    t_floor = median(t16, c->steps) + (dp ? t_in + t_read + t_bw : t_in + t_upd);
+    if (!dp) t_read = t_in;
     t_dp_floor = 0.0;
   }
   free(trd), free(tst);
   for (int r = 0; r < P && dp && !half; r++) free(src[r]), free(dst[r]);
   free(mean);
-  free(tr), free(t16), free(t16in);
+  free(tr), free(t16), free(t16in), free(tb16);
   for (int r = 0; r < P && half; r++) free(src16[r]), free(dst16[r]);
   free(wide);
   for (int q = 0; q < ADAMPI_NUM_PHASES; q++) phase[q] = median(tp + q * c->steps, c->steps);
