@@ -122,7 +122,7 @@ struct adampi {
   unsigned char *view; /* decision of this step, per tensor */
   float *k_layer;      /* layer-view projection coefficient, per tensor */
   float *u_row;        /* AdamP: directions of one channel row per thread, computed once */
-  float *g_row;        /* per thread: the statistics pass's row of adampi__direct_grads, widened */
+  float *g_row;        /* bfloat16 handles, per thread: a row of adampi__direct_grads, widened */
   int64_t u_row_len;   /* per thread: the longest local projectable row, at most 65536 */
   adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
   int64_t num_tasks;
@@ -196,7 +196,7 @@ void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, fl
  * statistics pass widens each row into g_row for its sums, the update's kernels widen each element
  * as they read it (adampi__span.g_bf16), both dividing by the gradient scale, to the same floats.
  * Each pass then reads 2 bytes per element, where writing grad_shard and reading it back would
- * move 8 more (the step took 0.83-0.89 of its time on ResNet-50 shapes, AMD EPYC). Not float16:
+ * move 8 more (the step took 0.78-0.91 of its time, ResNet-50 and GPT-2 shapes, AMD EPYC). Not float16:
  * GCC 12 widens _Float16 vectors one element at a time and the integer conversion (dtype.h) in
  * the kernels' loops did not vectorize as well, so the update lost what the statistics pass gained
  * (widened into g_row by the CPU's conversion in both passes instead, the step took as long as

@@ -367,6 +367,13 @@ static void *alloc_zero(size_t count, size_t elem)
   return adampi__alloc_zeroed(count * elem);
 }
 
+/* opt->g_row's length: a row per thread where the step may read gradients in place (bfloat16
+ * handles: adampi__direct_grads), else none. */
+static size_t g_row_floats(const adampi *opt)
+{
+  return opt->cfg.dtype == ADAMPI_BFLOAT16 ? (size_t)opt->u_row_len * (size_t)opt->threads : 0;
+}
+
 void adampi__free_layout(adampi *opt)
 {
   size_t n = opt->shard_lo ? (size_t)(opt->hi - opt->lo) * sizeof(float) : 0;
@@ -382,7 +389,7 @@ void adampi__free_layout(adampi *opt)
   adampi__free_zeroed(opt->k_layer, (size_t)opt->num_tensors * sizeof(float));
   adampi__free_zeroed(opt->bounds, ((size_t)opt->size + 1) * sizeof(int64_t));
   adampi__free_zeroed(opt->u_row, (size_t)opt->u_row_len * (size_t)opt->threads * sizeof(float));
-  adampi__free_zeroed(opt->g_row, (size_t)opt->u_row_len * (size_t)opt->threads * sizeof(float));
+  adampi__free_zeroed(opt->g_row, g_row_floats(opt) * sizeof(float));
   opt->u_row = opt->g_row = NULL;
   free(opt->tasks);
   opt->tasks = NULL;
@@ -438,22 +445,26 @@ adampi_status adampi__commit_layout(adampi *opt)
     }
     if (opt->u_row_len > 65536) opt->u_row_len = 65536;
     opt->u_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float));
-    opt->g_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float));
+    opt->g_row = alloc_zero(g_row_floats(opt), sizeof(float));
     opt->tasks = make_tasks(opt, &opt->num_tasks);
     opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef));
     opt->packet_len = (int64_t)1 << 20; /* 4 MiB packets of the pairwise exchanges */
     opt->packet_buf = alloc_zero(opt->size > 1 ? (size_t)opt->packet_len : 0, sizeof(float));
-    local_fail |= !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->g_row || !opt->tasks || !opt->coefs || !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
+    local_fail |= !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->g_row || !opt->tasks || !opt->coefs ||
+                 !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {
     local_fail = 1;
   }
   memset(&opt->profile, 0, sizeof opt->profile);
   opt->profile.master_bytes = opt->cfg.dtype != ADAMPI_FLOAT32 ? (opt->hi - opt->lo) * (int64_t)sizeof(float) : 0;
-  /* Per shard element: the state, the gradient shard and (16-bit types) the master. */
+  /* Per shard element: the state, the gradient shard and (16-bit types) the master; per row, per
+   * node, per tensor; the row scratch of the threads. */
   opt->profile.allocated_bytes =
-      (int64_t)((opt->hi - opt->lo) * (opt->cfg.kind == ADAMPI_ADAMP ? 12 : 8) + opt->profile.master_bytes + opt->my_rows * (int64_t)(sizeof(adampi__sums) + sizeof(double)) +
-                (opt->stats_len + opt->num_nodes) * 8 + opt->num_tensors * 5 + (opt->size + 1) * 16);
+      (int64_t)((opt->hi - opt->lo) * (opt->cfg.kind == ADAMPI_ADAMP ? 12 : 8) + opt->profile.master_bytes +
+                opt->my_rows * (int64_t)(sizeof(adampi__sums) + sizeof(double)) +
+                (opt->stats_len + opt->num_nodes) * 8 + opt->num_tensors * 5 + (opt->size + 1) * 16 +
+                (int64_t)((size_t)opt->u_row_len * (size_t)opt->threads + g_row_floats(opt)) * 4);
   if (local_fail)
     ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for the state of its shard (%lld elements)", opt->rank,
                 (long long)(opt->hi - opt->lo));

@@ -6,9 +6,9 @@
  * the promise that results do not depend on the machine's vector width. Then the data-parallel
  * step of the same problem through the step buffers (the reduction that takes the statistics on
  * the way) in float32, bfloat16 and float16 with clipping and a gradient scale, so that the 16-bit
- * conversions are compared too; and the sharded step of the same types, which makes the 16-bit,
- * scaled gradients float32 as each pass reads them. threads_same_bits runs it with 1 and 3
- * threads per rank.
+ * conversions are compared too; and the sharded step of the same types, where each pass reads
+ * bfloat16 gradients where the caller passed them, and the others through the float32 shard.
+ * threads_same_bits runs it with 1 and 3 threads per rank.
  */
 #include "problem.h"
 
