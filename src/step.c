@@ -63,13 +63,16 @@ static adampi__coef coef_for(const adampi *opt, const adampi__tensor *t, int64_t
   return c;
 }
 
-/* The n elements at shard position e of w, g and the state, and of the 16-bit parameters the
- * step rounds w into (opt->round_out), if any. */
-static adampi__span span_at(const adampi *opt, float *w, const float *g, int64_t e, int64_t n)
+/* The n elements of tensor t at shard position e of w, g and the state, and of the 16-bit
+ * parameters the step rounds w into (opt->round_out), if any; t's gradients from the caller's
+ * bfloat16 ones instead of g where this step reads them in place (adampi__direct_grads). */
+static adampi__span span_at(const adampi *opt, const adampi__tensor *t, float *w, const float *g, int64_t e,
+                            int64_t n)
 {
   adampi__span s = {g + e, w + e, {NULL}, n, NULL, ADAMPI_FLOAT32, NULL, 1.0f};
   for (int j = 0; j < kernels_of(opt)->num_state; j++) s.state[j] = opt->state[j] + e;
   if (opt->round_out) s.w16 = (uint16_t *)opt->round_out + e, s.dtype16 = opt->cfg.dtype;
+  if (adampi__direct_grads(opt, t)) s.g_bf16 = (const uint16_t *)opt->intake + e, s.gdiv = opt->intake_scale;
   return s;
 }
 
@@ -94,19 +97,12 @@ static void write_w(const adampi__kernels *kn, const adampi__span *s, const floa
   }
   for (int64_t i = 0; i < s->n; i += F16_BLOCK) {
     adampi__span b = {s->g + i, s->w + i, {NULL}, s->n - i < F16_BLOCK ? s->n - i : F16_BLOCK, NULL, ADAMPI_FLOAT32,
-                      NULL, 1.0f}; /* float16: the gradients are float32 */
+                      s->g_bf16 ? s->g_bf16 + i : NULL, s->gdiv};
     for (int j = 0; j < kn->num_state; j++) b.state[j] = s->state[j] + i;
     if (u) kn->finish(&b, u + i, c, k);
     else kn->apply(&b, c, proj, k);
     hw(b.w, s->w16 + i, b.n);
   }
-}
-
-/* Span s at shard position e reads the caller's bfloat16 gradients (adampi__direct_grads). */
-static void direct_grads(const adampi *opt, adampi__span *s, int64_t e)
-{
-  s->g_bf16 = (const uint16_t *)opt->intake + e;
-  s->gdiv = opt->intake_scale;
 }
 
 /* k such that u - w*k removes the radial part: <w,u> / (||w|| + eps)^2 (MATHS.md "The radial coefficient"). */
@@ -130,11 +126,8 @@ static adampi_status layer_coefficients(adampi *opt, float *w, const float *g)
     exchange |= t->first_rank != t->last_rank;
     if (t->my_nodes == 0) continue;
     adampi__coef c = coef_for(opt, t, t->updates + 1, ADAMPI_VIEW_LAYER);
-    const int direct = adampi__direct_grads(opt, t);
     for (int64_t r = t->my_leaf_lo; r < t->my_leaf_hi; r++) {
-      int64_t e = t->offset + r * t->leaf_len - opt->lo;
-      adampi__span s = span_at(opt, w, g, e, t->leaf_len);
-      if (direct) direct_grads(opt, &s, e);
+      adampi__span s = span_at(opt, t, w, g, t->offset + r * t->leaf_len - opt->lo, t->leaf_len);
       opt->row_wu[t->my_row_base + r - t->my_leaf_lo] = kn->wu(&s, &c);
     }
     adampi__wu_nodes(opt, t);
@@ -158,11 +151,10 @@ static void update_task(const adampi *opt, const adampi__kernels *kn, const adam
 {
   const adampi__tensor *t = &opt->tensors[task->tensor];
   const adampi__coef *c = &opt->coefs[task->tensor];
-  const int view = opt->view[task->tensor], direct = adampi__direct_grads(opt, t);
+  int view = opt->view[task->tensor];
   if (view != ADAMPI_VIEW_CHANNEL) { /* one call over the task; the layer view with its k */
     int64_t first = t->offset + task->r0 * t->leaf_len - opt->lo;
-    adampi__span s = span_at(opt, w, g, first, (task->r1 - task->r0) * t->leaf_len);
-    if (direct) direct_grads(opt, &s, first);
+    adampi__span s = span_at(opt, t, w, g, first, (task->r1 - task->r0) * t->leaf_len);
     write_w(kn, &s, NULL, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f);
     return;
   }
@@ -171,9 +163,7 @@ static void update_task(const adampi *opt, const adampi__kernels *kn, const adam
   double eps = opt->groups[t->group].eps;
   int keep_u = t->leaf_len <= opt->u_row_len;
   for (int64_t r = task->r0; r < task->r1; r++) {
-    int64_t e = t->offset + r * t->leaf_len - opt->lo;
-    adampi__span s = span_at(opt, w, g, e, t->leaf_len);
-    if (direct) direct_grads(opt, &s, e);
+    adampi__span s = span_at(opt, t, w, g, t->offset + r * t->leaf_len - opt->lo, t->leaf_len);
     double ww = opt->row_sums[t->my_row_base + r - t->my_leaf_lo].ww;
     if (keep_u) {
       double wu = kn->state_wu(&s, u_row, c);
