@@ -50,10 +50,10 @@ static inline float moments_direction(float g, float m, float v, const adampi__c
 
 /* <w, u> over n elements with the moments as this step will make them, u computed 16 at a time
  * and added to the lanes while in registers (internal.h, adampi__block_lanes). store: write the
- * new moments and u (the first half of a channel-projected row); else write nothing. bf: the
- * gradients are g_bf16's (adampi__grad_at; a constant). */
-static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g_bf16,
-                                                           float gdiv, int bf, float *restrict m,
+ * new moments and u (the first half of a channel-projected row); else write nothing. gt: the
+ * gradients' type, g16's where it is 16-bit (adampi__grad_at; a constant). */
+static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
+                                                           float gdiv, int gt, float *restrict m,
                                                            float *restrict v, const float *restrict w,
                                                            float *restrict u_out, int64_t n, const adampi__coef *c,
                                                            int store)
@@ -66,8 +66,8 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     for (; k + 16 <= end; k += 16) {
       float u[16], taken[16];
       const float *gk = g + k;
-      if (bf) { /* widened first, in a loop of their own: GCC 12 then keeps the 16-wide vectors */
-        for (int j = 0; j < 16; j++) taken[j] = adampi__grad_at(g, g_bf16, k + j, gdiv, bf);
+      if (gt) { /* widened first, on their own: GCC 12 then keeps the 16-wide vectors */
+        adampi__grads16(g16, k, gdiv, gt, taken);
         gk = taken;
       }
       for (int j = 0; j < 16; j++) {
@@ -79,7 +79,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float mi, vi;
-      float u = moments_direction(adampi__grad_at(g, g_bf16, k + j, gdiv, bf), m[k + j], v[k + j], &cl, &mi, &vi);
+      float u = moments_direction(adampi__grad_at(g, g16, k + j, gdiv, gt), m[k + j], v[k + j], &cl, &mi, &vi);
       if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u;
       adampi__lanes_add1(&lanes, j, w[k + j] * u);
     }
@@ -90,11 +90,12 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
 
 /* <w, u> with the moments as this step will make them; writes nothing. */
 ADAMPI_CLONES
-static double dot_wu(const float *g, const uint16_t *g_bf16, float gdiv, int bf, const float *m, const float *v,
+static double dot_wu(const float *g, const uint16_t *g16, float gdiv, int gt, const float *m, const float *v,
                      const float *w, int64_t n, const adampi__coef *c)
 {
-  if (bf) return wu_pass(g, g_bf16, gdiv, 1, (float *)m, (float *)v, w, NULL, n, c, 0);
-  return wu_pass(g, NULL, 1.0f, 0, (float *)m, (float *)v, w, NULL, n, c, 0);
+  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, (float *)m, (float *)v, w, NULL, n, c, 0);
+  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, (float *)m, (float *)v, w, NULL, n, c, 0);
+  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, (float *)m, (float *)v, w, NULL, n, c, 0);
 }
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
@@ -102,11 +103,12 @@ static double dot_wu(const float *g, const uint16_t *g_bf16, float gdiv, int bf,
  * returned, summed like dot_wu. finish_w completes the row from u and w alone, so the second pass
  * over the row reads 2 arrays instead of 5 and recomputes nothing. */
 ADAMPI_CLONES
-static double moments_wu(const float *g, const uint16_t *g_bf16, float gdiv, int bf, float *m, float *v,
+static double moments_wu(const float *g, const uint16_t *g16, float gdiv, int gt, float *m, float *v,
                          const float *w, float *u, int64_t n, const adampi__coef *c)
 {
-  if (bf) return wu_pass(g, g_bf16, gdiv, 1, m, v, w, u, n, c, 1);
-  return wu_pass(g, NULL, 1.0f, 0, m, v, w, u, n, c, 1);
+  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, m, v, w, u, n, c, 1);
+  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, m, v, w, u, n, c, 1);
+  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, m, v, w, u, n, c, 1);
 }
 
 /* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply; rounded into w16
@@ -130,45 +132,60 @@ static void finish_w(float *w, uint16_t *w16, int dt, const float *u, int64_t n,
   else finish_t(w, NULL, u, n, c, k, ADAMPI_FLOAT32);
 }
 
-/* One AdamP step over n elements: moments, direction, optional projection u - w*k, decoupled
- * weight decay, then w moves by lr_bc1 u (MATHS.md "AdamP step", in that order); w rounded into
- * w16 as adampi__store_w says (dt a constant where it is inlined); the gradients as in wu_pass. */
-static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g_bf16,
-                                                         float gdiv, int bf, float *restrict m,
+/* One element of an AdamP step: moments, direction, optional projection u - w*k (proj a constant),
+ * decoupled weight decay, then w moves by lr_bc1 u (MATHS.md "AdamP step", in that order); g the
+ * element's gradient, before clipping. */
+static inline __attribute__((always_inline)) void apply_one(float g, float *restrict m, float *restrict v,
+                                                           float *restrict w, uint16_t *restrict w16, int64_t i,
+                                                           const adampi__coef *cl, int proj, float k, int dt)
+{
+  float gi = g * cl->gmul;                         /* the clipped gradient (gmul 1: g) */
+  float mi = cl->b1 * m[i] + cl->omb1 * gi;       /* m <- beta1 m + (1-beta1) g */
+  float vi = cl->b2 * v[i] + cl->omb2 * gi * gi;  /* v <- beta2 v + (1-beta2) g^2 */
+  float u = direction(gi, mi, vi, cl);
+  if (proj) u = u - w[i] * k; /* remove the radial component: u - p <p,u> */
+  m[i] = mi;
+  v[i] = vi;
+  adampi__store_w(w, w16, i, w[i] * cl->decay - cl->lr_bc1 * u, dt);
+}
+
+/* One AdamP step over n elements (apply_one each); w rounded into w16 as adampi__store_w says (dt
+ * a constant where it is inlined); the gradients as in wu_pass, float16 ones widened 16 at a time
+ * (adampi__grads16) so that the loop vectorizes. */
+static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g16,
+                                                         float gdiv, int gt, float *restrict m,
                                                          float *restrict v, float *restrict w,
                                                          uint16_t *restrict w16, int64_t n, const adampi__coef *c,
                                                          int proj, float k, int dt)
 {
   const adampi__coef cl = *c;
-  if (proj) {
-    for (int64_t i = 0; i < n; i++) {
-      float gi = adampi__grad_at(g, g_bf16, i, gdiv, bf) * cl.gmul; /* the clipped gradient (gmul 1: g) */
-      float mi = cl.b1 * m[i] + cl.omb1 * gi;           /* m <- beta1 m + (1-beta1) g */
-      float vi = cl.b2 * v[i] + cl.omb2 * gi * gi;      /* v <- beta2 v + (1-beta2) g^2 */
-      float u = direction(gi, mi, vi, &cl);
-      u = u - w[i] * k; /* remove the radial component: u - p <p,u> */
-      m[i] = mi;
-      v[i] = vi;
-      adampi__store_w(w, w16, i, w[i] * cl.decay - cl.lr_bc1 * u, dt);
-    }
-  } else {
-    for (int64_t i = 0; i < n; i++) {
-      float gi = adampi__grad_at(g, g_bf16, i, gdiv, bf) * cl.gmul;
-      float mi = cl.b1 * m[i] + cl.omb1 * gi;
-      float vi = cl.b2 * v[i] + cl.omb2 * gi * gi;
-      float u = direction(gi, mi, vi, &cl);
-      m[i] = mi;
-      v[i] = vi;
-      adampi__store_w(w, w16, i, w[i] * cl.decay - cl.lr_bc1 * u, dt);
+  int64_t i = 0;
+  if (gt == ADAMPI_FLOAT16) {
+    for (; i + 16 <= n; i += 16) {
+      float gk[16];
+      adampi__grads16(g16, i, gdiv, gt, gk);
+      if (proj)
+        for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, &cl, 1, k, dt);
+      else
+        for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, &cl, 0, k, dt);
     }
   }
+  if (proj)
+    for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gdiv, gt), m, v, w, w16, i, &cl, 1, k, dt);
+  else
+    for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gdiv, gt), m, v, w, w16, i, &cl, 0, k, dt);
 }
 
 ADAMPI_CLONES
-static void apply(const float *g, const uint16_t *g_bf16, float gdiv, int bf, float *m, float *v, float *w,
+static void apply(const float *g, const uint16_t *g16, float gdiv, int gt, float *m, float *v, float *w,
                   uint16_t *w16, int dt, int64_t n, const adampi__coef *c, int proj, float k)
 {
-  if (bf) apply_t(g, g_bf16, gdiv, 1, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16); /* with bfloat16 parameters */
+  if (gt == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
+    apply_t(g, g16, gdiv, ADAMPI_BFLOAT16, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
+  else if (gt == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
+    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
+  else if (gt == ADAMPI_FLOAT16)
+    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
   else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
   else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
   else apply_t(g, NULL, 1.0f, 0, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
@@ -177,19 +194,19 @@ static void apply(const float *g, const uint16_t *g_bf16, float gdiv, int bf, fl
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
-  return dot_wu(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ],
+  return dot_wu(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ],
                 s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  apply(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w,
+  apply(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ], s->w,
         s->w16, s->dtype16, s->n, c, proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
 {
-  return moments_wu(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__EXP_AVG],
+  return moments_wu(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__EXP_AVG],
                     s->state[ADAMPI__EXP_AVG_SQ], s->w, u, s->n, c);
 }
 

@@ -122,7 +122,7 @@ struct adampi {
   unsigned char *view; /* decision of this step, per tensor */
   float *k_layer;      /* layer-view projection coefficient, per tensor */
   float *u_row;        /* AdamP: directions of one channel row per thread, computed once */
-  float *g_row;        /* bfloat16 handles, per thread: a row of adampi__direct_grads, widened */
+  float *g_row;        /* 16-bit handles, per thread: a row of adampi__direct_grads, widened */
   int64_t u_row_len;   /* per thread: the longest local projectable row, at most 65536 */
   adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
   int64_t num_tasks;
@@ -141,7 +141,7 @@ struct adampi {
   /* The step's gradient shard as the caller passed it, when it must be made float32 and unscaled
    * (16-bit types, or a grad_scale; NULL: g is ready as it is): into grad_shard by the statistics
    * pass, task by task, each task just before its row sums read it back from cache; except the
-   * bfloat16 rows of projectable tensors (adampi__direct_grads), which each pass reads itself. */
+   * 16-bit rows of projectable tensors (adampi__direct_grads), which each pass reads itself. */
   const void *intake;
   float intake_scale;
   adampi_step_info last;
@@ -192,18 +192,16 @@ adampi__round_fn adampi__f16_rounding(void);
 /* The gradients of a step as the passes read them: out <- widen(g) / scale (g may be out for float32). */
 void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale);
 /* Does this step read t's gradients where the caller passed them (opt->intake), in every pass,
- * instead of from grad_shard? bfloat16 gradients of projectable tensors whose rows fit g_row: the
+ * instead of from grad_shard? 16-bit gradients of projectable tensors whose rows fit g_row: the
  * statistics pass widens each row into g_row for its sums, the update's kernels widen each element
- * as they read it (adampi__span.g_bf16), both dividing by the gradient scale, to the same floats.
- * Each pass then reads 2 bytes per element, where writing grad_shard and reading it back would
- * move 8 more (the step took 0.78-0.91 of its time, ResNet-50 and GPT-2 shapes, AMD EPYC). Not float16:
- * GCC 12 widens _Float16 vectors one element at a time and the integer conversion (dtype.h) in
- * the kernels' loops did not vectorize as well, so the update lost what the statistics pass gained
- * (widened into g_row by the CPU's conversion in both passes instead, the step took as long as
- * with grad_shard); float32 gradients with a scale are not worth a path of their own. */
+ * as they read it (adampi__span.g16: a shift for bfloat16, adampi__f16x16's integer formula 16 at
+ * a time for float16), both dividing by the gradient scale, to the same floats. Each pass then
+ * reads 2 bytes per element, where writing grad_shard and reading it back would move 8 more (the
+ * bfloat16 step took 0.78-0.91 of its time, ResNet-50 and GPT-2 shapes, AMD EPYC). float32
+ * gradients with a scale are not worth a path of their own. */
 static inline int adampi__direct_grads(const adampi *opt, const adampi__tensor *t)
 {
-  return opt->intake != NULL && opt->cfg.dtype == ADAMPI_BFLOAT16 && t->projectable &&
+  return opt->intake != NULL && opt->cfg.dtype != ADAMPI_FLOAT32 && t->projectable &&
          t->leaf_len <= opt->u_row_len;
 }
 /* The master from this rank's shard of the caller's parameters (16-bit types; else nothing). The
@@ -257,25 +255,68 @@ void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *o
 
 /* The arrays one kernel call works on: n elements of the shard from one position. */
 typedef struct adampi__span {
-  const float *g;                  /* averaged gradients (float32; unused where g_bf16 is set) */
+  const float *g;                  /* averaged gradients (float32; unused where g16 is set) */
   float *w;                        /* parameters */
   float *state[ADAMPI__MAX_STATE]; /* the optimizer's state arrays (NULL past its count) */
   int64_t n;
   uint16_t *w16; /* where the kernels that write w also write it rounded to dtype16, or NULL */
   int dtype16;   /* ADAMPI_BFLOAT16 or ADAMPI_FLOAT16 when w16 is set, else ADAMPI_FLOAT32 */
-  /* The caller's bfloat16 gradients, read by the kernels in place of g: each widened (exactly: a
-   * shift) and divided by gdiv (the step's grad_scale; 1 leaves every finite value as it is), the
-   * floats the statistics pass made of them (adampi__grad_at). NULL: g. */
-  const uint16_t *g_bf16;
+  /* The caller's 16-bit gradients (g16_type ADAMPI_BFLOAT16 or ADAMPI_FLOAT16), read by the
+   * kernels in place of g: each widened (exactly) and divided by gdiv (the step's grad_scale; 1
+   * leaves every finite value as it is), the floats the statistics pass made of them
+   * (adampi__grad_at). NULL, with g16_type ADAMPI_FLOAT32: g. */
+  const uint16_t *g16;
+  int g16_type;
   float gdiv;
 } adampi__span;
 
-/* Gradient i of a kernel's span as float32: g[i], or with bf (a constant wherever it is inlined,
- * so that the loops vectorize) g_bf16[i] widened and divided by gdiv, as adampi__intake makes it.
- * The update runs only on finite gradients, where x / 1 is x. */
-static inline float adampi__grad_at(const float *g, const uint16_t *g_bf16, int64_t i, float gdiv, int bf)
+/* Gradient i of a kernel's span as float32: g[i] (gt ADAMPI_FLOAT32), or g16[i] of type gt widened
+ * and divided by gdiv, as adampi__intake makes it (gt a constant wherever it is inlined, so that
+ * the loops vectorize). The update runs only on finite gradients, where x / 1 is x and where F16C's
+ * widening (adampi__intake's, where the CPU has it) gives adampi__from_f16's bits. */
+static inline float adampi__grad_at(const float *g, const uint16_t *g16, int64_t i, float gdiv, int gt)
 {
-  return bf ? adampi__from_bf16(g_bf16[i]) / gdiv : g[i];
+  if (gt == ADAMPI_BFLOAT16) return adampi__from_bf16(g16[i]) / gdiv;
+  if (gt == ADAMPI_FLOAT16) return adampi__from_f16(g16[i]) / gdiv;
+  return g[i];
+}
+
+/* adampi__from_f16 on 16 elements at once, the same bits (GCC vector extensions, every clone alike;
+ * GCC 12 widens _Float16 vectors one element at a time, and the scalar formula inside the update's
+ * loops vectorized poorly: 45 ms against 17, ResNet-50 shapes). With it the float16 update takes as
+ * long as the bfloat16 one, whose widening is a shift (AMD EPYC). Loads and stores through memcpy:
+ * h and out need no alignment. */
+typedef uint16_t adampi__v16h __attribute__((vector_size(32)));
+typedef uint32_t adampi__v16u __attribute__((vector_size(64)));
+typedef int32_t adampi__v16i __attribute__((vector_size(64)));
+typedef float adampi__v16f __attribute__((vector_size(64)));
+static inline void adampi__f16x16(const uint16_t *h, float *out)
+{
+  adampi__v16h hv;
+  memcpy(&hv, h, sizeof hv);
+  adampi__v16u x = __builtin_convertvector(hv, adampi__v16u);
+  adampi__v16u sign = (x & 0x8000u) << 16, em = x & 0x7FFFu;
+  adampi__v16u special = 0x7F800000u | ((em & 0x3FFu) << 13);
+  adampi__v16u normal = (em << 13) + 0x38000000u;
+  adampi__v16f subf = __builtin_convertvector((adampi__v16i)em, adampi__v16f) * 0x1p-24f;
+  adampi__v16u sub = (adampi__v16u)subf;
+  adampi__v16u is_normal = (adampi__v16u)(em >= 0x0400u); /* all ones or 0 per lane */
+  adampi__v16u is_special = (adampi__v16u)(em >= 0x7C00u);
+  adampi__v16u mag = (special & is_special) | (((normal & is_normal) | (sub & ~is_normal)) & ~is_special);
+  adampi__v16u r = sign | mag;
+  memcpy(out, &r, sizeof r);
+}
+
+/* The 16 gradients from k into out, as adampi__grad_at gives them (gt a constant, not
+ * ADAMPI_FLOAT32): bfloat16 by the shift, float16 by adampi__f16x16, each then divided by gdiv. */
+static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gdiv, int gt, float *out)
+{
+  if (gt == ADAMPI_FLOAT16) {
+    adampi__f16x16(g16 + k, out);
+    for (int j = 0; j < 16; j++) out[j] = out[j] / gdiv;
+  } else {
+    for (int j = 0; j < 16; j++) out[j] = adampi__from_bf16(g16[k + j]) / gdiv;
+  }
 }
 
 /* w[i] = x and, when the step rounds into 16-bit parameters (dt: ADAMPI_BFLOAT16 or

@@ -367,11 +367,11 @@ static void *alloc_zero(size_t count, size_t elem)
   return adampi__alloc_zeroed(count * elem);
 }
 
-/* opt->g_row's length: a row per thread where the step may read gradients in place (bfloat16
+/* opt->g_row's length: a row per thread where the step may read gradients in place (16-bit
  * handles: adampi__direct_grads), else none. */
 static size_t g_row_floats(const adampi *opt)
 {
-  return opt->cfg.dtype == ADAMPI_BFLOAT16 ? (size_t)opt->u_row_len * (size_t)opt->threads : 0;
+  return opt->cfg.dtype != ADAMPI_FLOAT32 ? (size_t)opt->u_row_len * (size_t)opt->threads : 0;
 }
 
 void adampi__free_layout(adampi *opt)

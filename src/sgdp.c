@@ -36,15 +36,15 @@ static inline float buffer_direction(float g, float b, const adampi__coef *c, in
 
 typedef float v16f __attribute__((vector_size(64), aligned(4)));
 
-/* The 16 gradients from k into *out, as adampi__grad_at gives them (bf a constant). */
-static inline void grads16(const float *g, const uint16_t *g_bf16, int64_t k, float gdiv, int bf, v16f *out)
+/* The 16 gradients from k into *out, as adampi__grad_at gives them (gt a constant). */
+static inline void grads16(const float *g, const uint16_t *g16, int64_t k, float gdiv, int gt, v16f *out)
 {
-  if (!bf) {
+  if (!gt) {
     *out = *(const v16f *)(g + k);
     return;
   }
   float t[16];
-  for (int j = 0; j < 16; j++) t[j] = adampi__grad_at(g, g_bf16, k + j, gdiv, bf);
+  adampi__grads16(g16, k, gdiv, gt, t);
   memcpy(out, t, sizeof t);
 }
 
@@ -62,10 +62,10 @@ static inline void buffer_direction16(const v16f *g, const float *b, const adamp
 
 /* <w, u> over n elements with the buffer as this step will make it, u added to the lanes 16 at a
  * time while in registers, as in adamp.c. store: write the new buffer and, with nesterov, u; else
- * write nothing. nesterov must be c->nesterov (a constant here, so that the loops vectorize); bf:
- * the gradients are g_bf16's (adampi__grad_at; a constant too). */
-static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g_bf16,
-                                                           float gdiv, int bf, float *restrict b,
+ * write nothing. nesterov must be c->nesterov (a constant here, so that the loops vectorize); gt:
+ * the gradients' type, g16's where it is 16-bit (adampi__grad_at; a constant too). */
+static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
+                                                           float gdiv, int gt, float *restrict b,
                                                            const float *restrict w, float *restrict u_out,
                                                            int64_t n, const adampi__coef *c, int store,
                                                            int nesterov)
@@ -77,7 +77,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     adampi__block_lanes lanes = {{0}, {0}};
     for (; k + 16 <= end; k += 16) {
       v16f gk, bi, u;
-      grads16(g, g_bf16, k, gdiv, bf, &gk);
+      grads16(g, g16, k, gdiv, gt, &gk);
       buffer_direction16(&gk, b + k, &cl, nesterov, &bi, &u);
       if (store) *(v16f *)(b + k) = bi;
       if (store && nesterov) *(v16f *)(u_out + k) = u;
@@ -86,7 +86,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       adampi__lanes_add16(&lanes, w + k, uf);
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
-      float bi, u = buffer_direction(adampi__grad_at(g, g_bf16, k + j, gdiv, bf), b[k + j], &cl, nesterov, &bi);
+      float bi, u = buffer_direction(adampi__grad_at(g, g16, k + j, gdiv, gt), b[k + j], &cl, nesterov, &bi);
       if (store) b[k + j] = bi;
       if (store && nesterov) u_out[k + j] = u;
       adampi__lanes_add1(&lanes, j, w[k + j] * u);
@@ -98,39 +98,64 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
 
 /* <w, u> with the buffer as this step will make it; writes nothing. */
 ADAMPI_CLONES
-static double dot_wu(const float *g, const uint16_t *g_bf16, float gdiv, int bf, const float *b, const float *w,
+static double dot_wu(const float *g, const uint16_t *g16, float gdiv, int gt, const float *b, const float *w,
                      int64_t n, const adampi__coef *c)
 {
-#define WU(BF)                                                                         \
-  return c->nesterov ? wu_pass(g, g_bf16, gdiv, BF, (float *)b, w, NULL, n, c, 0, 1) \
-                     : wu_pass(g, g_bf16, gdiv, BF, (float *)b, w, NULL, n, c, 0, 0)
-  if (bf) WU(1);
-  WU(0);
+#define WU(GT)                                                                      \
+  return c->nesterov ? wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, n, c, 0, 1) \
+                     : wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, n, c, 0, 0)
+  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
+  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
+  WU(ADAMPI_FLOAT32);
 #undef WU
 }
 
-/* w rounded into w16 as adampi__store_w says (dt a constant where it is inlined). */
-static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g_bf16,
-                                                         float gdiv, int bf, float *restrict b,
+/* One element of an SGDP step, g its gradient before clipping (proj a constant). */
+static inline __attribute__((always_inline)) void apply_one(float g, float *restrict b, float *restrict w,
+                                                           uint16_t *restrict w16, int64_t i, const adampi__coef *cl,
+                                                           int proj, float k, int dt)
+{
+  float gi = g * cl->gmul;                 /* the clipped gradient (gmul 1: g) */
+  float bi = cl->mom * b[i] + cl->omd * gi; /* b <- momentum b + (1-dampening) g */
+  float u = cl->nesterov ? gi + cl->mom * bi : bi;
+  if (proj) u = u - w[i] * k;  /* remove the radial component */
+  b[i] = cl->nesterov ? bi : u; /* without nesterov the projected u is the buffer */
+  adampi__store_w(w, w16, i, w[i] * cl->decay - cl->lr * u, dt);
+}
+
+/* apply_one over n elements; w rounded into w16 as adampi__store_w says (dt a constant where it is
+ * inlined); the gradients as in wu_pass, float16 ones widened 16 at a time (adampi__grads16) so
+ * that the loop vectorizes. */
+static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g16,
+                                                         float gdiv, int gt, float *restrict b,
                                                          float *restrict w, uint16_t *restrict w16, int64_t n,
                                                          const adampi__coef *c, int proj, float k, int dt)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
-  for (int64_t i = 0; i < n; i++) {
-    float gi = adampi__grad_at(g, g_bf16, i, gdiv, bf) * cl.gmul; /* the clipped gradient (gmul 1: g) */
-    float bi = cl.mom * b[i] + cl.omd * gi;  /* b <- momentum b + (1-dampening) g */
-    float u = cl.nesterov ? gi + cl.mom * bi : bi;
-    if (proj) u = u - w[i] * k;  /* remove the radial component */
-    b[i] = cl.nesterov ? bi : u; /* without nesterov the projected u is the buffer */
-    adampi__store_w(w, w16, i, w[i] * cl.decay - cl.lr * u, dt);
+  int64_t i = 0;
+  if (gt == ADAMPI_FLOAT16) {
+    for (; i + 16 <= n; i += 16) {
+      float gk[16];
+      adampi__grads16(g16, i, gdiv, gt, gk);
+      if (proj)
+        for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, &cl, 1, k, dt);
+      else
+        for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, &cl, 0, k, dt);
+    }
   }
+  for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gdiv, gt), b, w, w16, i, &cl, proj, k, dt);
 }
 
 ADAMPI_CLONES
-static void apply(const float *g, const uint16_t *g_bf16, float gdiv, int bf, float *b, float *w, uint16_t *w16, int dt,
+static void apply(const float *g, const uint16_t *g16, float gdiv, int gt, float *b, float *w, uint16_t *w16, int dt,
                   int64_t n, const adampi__coef *c, int proj, float k)
 {
-  if (bf) apply_t(g, g_bf16, gdiv, 1, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16); /* with bfloat16 parameters */
+  if (gt == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
+    apply_t(g, g16, gdiv, ADAMPI_BFLOAT16, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
+  else if (gt == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
+    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
+  else if (gt == ADAMPI_FLOAT16)
+    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
   else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
   else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
   else apply_t(g, NULL, 1.0f, 0, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
@@ -140,14 +165,15 @@ static void apply(const float *g, const uint16_t *g_bf16, float gdiv, int bf, fl
  * apply with proj): first the new buffer is stored and <w, u> returned, with u the
  * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish. */
 ADAMPI_CLONES
-static double buffer_wu(const float *g, const uint16_t *g_bf16, float gdiv, int bf, float *b, const float *w, float *u,
+static double buffer_wu(const float *g, const uint16_t *g16, float gdiv, int gt, float *b, const float *w, float *u,
                         int64_t n, const adampi__coef *c)
 {
-#define WU(BF)                                                              \
-  return c->nesterov ? wu_pass(g, g_bf16, gdiv, BF, b, w, u, n, c, 1, 1) \
-                     : wu_pass(g, g_bf16, gdiv, BF, b, w, u, n, c, 1, 0)
-  if (bf) WU(1);
-  WU(0);
+#define WU(GT)                                                           \
+  return c->nesterov ? wu_pass(g, g16, gdiv, GT, b, w, u, n, c, 1, 1) \
+                     : wu_pass(g, g16, gdiv, GT, b, w, u, n, c, 1, 0)
+  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
+  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
+  WU(ADAMPI_FLOAT32);
 #undef WU
 }
 
@@ -183,18 +209,18 @@ static void finish(float *b, float *w, uint16_t *w16, int dt, const float *u, in
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
-  return dot_wu(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
+  return dot_wu(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  apply(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__MOMENTUM], s->w, s->w16, s->dtype16,
+  apply(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w, s->w16, s->dtype16,
         s->n, c, proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
 {
-  return buffer_wu(s->g, s->g_bf16, s->gdiv, s->g_bf16 != NULL, s->state[ADAMPI__MOMENTUM], s->w, u, s->n,
+  return buffer_wu(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w, u, s->n,
                    c);
 }
 

@@ -7,7 +7,8 @@
  * step of the same problem through the step buffers (the reduction that takes the statistics on
  * the way) in float32, bfloat16 and float16 with clipping and a gradient scale, so that the 16-bit
  * conversions are compared too; and the sharded step of the same types, where each pass reads
- * bfloat16 gradients where the caller passed them, and the others through the float32 shard.
+ * 16-bit gradients where the caller passed them (float16 ones widened by the CPU's conversion or
+ * by the integer formula, as the build has it), and scaled float32 ones through the float32 shard.
  * threads_same_bits runs it with 1 and 3 threads per rank.
  */
 #include "problem.h"
