@@ -16,8 +16,8 @@
  * and its ratio to the bandwidth kernel, the statistics exchange's bytes, and the memory the library
  * allocated per rank. One CSV line per configuration (prefix "csv,") and a readable table.
  * --dtype bf16|fp16: the model in 16 bits (parameters and gradients), the float32 master and state in
- * adampi; the floor then has the 16-bit traffic (bw_read16 and bw_adam16 / bw_sgd16, bw_widen_read or
- * bw_reduce16; bw_store16), and the fused
+ * adampi; the floor then has the 16-bit traffic (bw_read16 and bw_adam16 / bw_sgd16, or bw_reduce16;
+ * bw_store16), and the fused
  * loop and the bandwidth GB/s stay float32 references.
  */
 #define _GNU_SOURCE /* madvise */
@@ -162,16 +162,14 @@ static void bw_store(const float *w, float *const *out, int P, int64_t n)
 }
 
 /* The 16-bit steps' own traffic, for their floor (--dtype): a sharded step's statistics pass
- * reads the caller's bfloat16 gradients with w (2 + 4 bytes per element: bw_read16, in place of
+ * reads the caller's 16-bit gradients with w (2 + 4 bytes per element: bw_read16, in place of
  * bw_read2; it makes them float32 a row at a time, in cache) and so does the update (bw_adam16 or
  * bw_sgd16, in place of bw_adam or bw_sgd), as the library does for projectable tensors (nearly
- * all of these models' elements); float16 gradients it widens into a float32 shard as it reads
- * them with w (2 + 4 bytes read, 4 written: bw_widen_read), which the update then reads as float32
- * steps do; a data-parallel one makes the float32 mean of P 16-bit arrays (bw_reduce16), which
- * both passes then read as float32 steps do; all round
- * the updated master into 16-bit parameters in the update, once per copy (the caller's own, and
- * in data-parallel steps the P - 1 others'), which the floor counts as 2-byte writes of one
- * L1-sized block. The bf16 widening (a shift) stands for both types: the traffic is measured. */
+ * all of these models' elements); a data-parallel one makes the float32 mean of P 16-bit arrays
+ * (bw_reduce16), which both passes then read as float32 steps do; all round the updated master
+ * into 16-bit parameters in the update, once per copy (the caller's own, and in data-parallel
+ * steps the P - 1 others'), which the floor counts as 2-byte writes of one L1-sized block. The
+ * bf16 widening (a shift) stands for both types: the traffic is measured. */
 typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
 
 /* This thread's part of [0, n) in a parallel region: cut at multiples of 16 elements. */
@@ -182,32 +180,6 @@ static void thread_range(int64_t n, int64_t *lo, int64_t *hi)
   int t = omp_get_thread_num(), nt = omp_get_num_threads();
   *lo = n * t / nt / 16 * 16, *hi = t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16;
 #endif
-}
-
-CLONES static float bw_widen_read(const uint16_t *in, float *out, const float *w, int64_t n)
-{
-  float total = 0.0f;
-#pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
-  {
-    int64_t lo, hi;
-    thread_range(n, &lo, &hi);
-    bench_v16f a = {0}; /* 16 lanes, so that the sum does not serialize the loop */
-    int64_t i = lo;
-    for (; i + 16 <= hi; i += 16) {
-      for (int j = 0; j < 16; j++) {
-        uint32_t b = (uint32_t)in[i + j] << 16;
-        memcpy(&out[i + j], &b, sizeof b);
-      }
-      a += *(const bench_v16f *)(w + i);
-    }
-    for (; i < hi; i++) {
-      uint32_t b = (uint32_t)in[i] << 16;
-      memcpy(&out[i], &b, sizeof b);
-      a[0] += w[i];
-    }
-    for (int j = 0; j < 16; j++) total += a[j];
-  }
-  return total;
 }
 
 CLONES static float bw_read16(const uint16_t *g, const float *w, int64_t n)
@@ -400,14 +372,14 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     if (!src16[r] || !dst16[r]) MPI_Abort(MPI_COMM_WORLD, 1);
     memcpy(src16[r], (uint16_t *)g16 + (dp ? lo : 0), nb / 2), memset(dst16[r], 0, nb / 2);
   }
-  if (half && (dp || dt != ADAMPI_BFLOAT16) && (wide = huge_alloc(nb)) == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
+  if (half && dp && (wide = huge_alloc(nb)) == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
   if (wide) memset(wide, 0, nb);
   double *t_steps = calloc((size_t)c->steps, sizeof *t_steps), *tf = calloc((size_t)c->steps, sizeof *tf);
   double *trd = calloc((size_t)c->steps, sizeof *trd), *tst = calloc((size_t)c->steps, sizeof *tst);
   double *tr = calloc((size_t)c->steps, sizeof *tr), *t16 = calloc((size_t)c->steps, sizeof *t16);
   double *t16in = calloc((size_t)c->steps, sizeof *t16in); /* the 16-bit gradients in */
-  double *tb16 = calloc((size_t)c->steps, sizeof *tb16);   /* sharded bf16: the update's pattern on them */
-  const int bf16_in = half && !dp && dt == ADAMPI_BFLOAT16;  /* both passes read the 16-bit gradients */
+  double *tb16 = calloc((size_t)c->steps, sizeof *tb16);   /* sharded: the update's pattern on them */
+  const int in16 = half && !dp;                             /* both passes read the 16-bit gradients */
   double *tb = calloc((size_t)c->steps, sizeof *tb), *tp = calloc((size_t)c->steps * ADAMPI_NUM_PHASES, sizeof *tp);
   for (int k = 0; k < c->steps; k++) {
     MPI_Barrier(MPI_COMM_WORLD);
@@ -439,13 +411,12 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
       if (n > 0 && dp) bw_reduce16(wide, src16, P, n);
-      else if (n > 0 && bf16_in) sink_ += bw_read16(src16[0], ws, n);
-      else if (n > 0) sink_ += bw_widen_read(src16[0], wide, ws, n);
+      else if (n > 0) sink_ += bw_read16(src16[0], ws, n);
       t16in[k] = max_over_ranks(MPI_Wtime() - t0);
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
-      if (n > 0 && bf16_in && sgd) bw_sgd16(src16[0], s0, ws, n);
-      else if (n > 0 && bf16_in) bw_adam16(src16[0], s0, s1, ws, n);
+      if (n > 0 && in16 && sgd) bw_sgd16(src16[0], s0, ws, n);
+      else if (n > 0 && in16) bw_adam16(src16[0], s0, s1, ws, n);
       tb16[k] = max_over_ranks(MPI_Wtime() - t0);
       t0 = MPI_Wtime();
       if (n > 0) bw_store16(dst16, P, n);
@@ -471,11 +442,10 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   double t_dp_floor = dp ? t_reduce + t_floor + t_store : 0.0;
   /* A 16-bit step's floor (the only floor printed): its 16-bit copies out (t16) and, data-parallel,
    * the mean made from the 16-bit gradients, then the float32 floor (the mean, the master and the
-   * state are float32). Sharded, the statistics pass's reference is t16in: bw_read16 (bfloat16:
-   * both passes read the 16-bit gradients, the update's pattern is then bw_adam16 or bw_sgd16) or
-   * bw_widen_read (float16: the update reads the float32 shard it wrote, the float32 pattern). */
+   * state are float32). Sharded, both passes read the 16-bit gradients: the statistics pass's
+   * reference is t16in (bw_read16), the update's pattern tb16 (bw_adam16 or bw_sgd16). */
   if (half) {
-    double t_in = median(t16in, c->steps), t_upd = bf16_in ? median(tb16, c->steps) : t_bw;
+    double t_in = median(t16in, c->steps), t_upd = in16 ? median(tb16, c->steps) : t_bw;
     t_floor = median(t16, c->steps) + (dp ? t_in + t_read + t_bw : t_in + t_upd);
     if (!dp) t_read = t_in;
     t_dp_floor = 0.0;
