@@ -28,7 +28,7 @@ bench_threads() { mpirun "${flags[@]}" --bind-to none -np 1 "$BUILD_DIR/bin/benc
   for opt in adamp sgdp; do bench 1 --set gpt2 --opt "$opt" --grads all; done
   # 16-bit models (the float32 master and state in adampi), each against its own floor
   for dt in bf16 fp16; do bench 1 --set resnet50 --opt adamp --grads orthogonal --dtype "$dt"; done
-  bench 1 --set resnet50 --opt sgdp --grads orthogonal --dtype bf16
+  for dt in bf16 fp16; do bench 1 --set resnet50 --opt sgdp --grads orthogonal --dtype "$dt"; done
   for dt in bf16 fp16; do bench 2 --set resnet50 --opt adamp --grads orthogonal --mode dp-shm --dtype "$dt"; done
   bench 1 --set gpt2 --opt adamp --grads orthogonal --dtype bf16
 } | tee >(grep '^csv,' | awk '!/^csv,set/ || !seen++' > "$OUT") | grep -v '^csv,'
