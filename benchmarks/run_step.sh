@@ -30,6 +30,6 @@ bench_threads() { mpirun "${flags[@]}" --bind-to none -np 1 "$BUILD_DIR/bin/benc
   for dt in bf16 fp16; do bench 1 --set resnet50 --opt adamp --grads orthogonal --dtype "$dt"; done
   for dt in bf16 fp16; do bench 1 --set resnet50 --opt sgdp --grads orthogonal --dtype "$dt"; done
   for dt in bf16 fp16; do bench 2 --set resnet50 --opt adamp --grads orthogonal --mode dp-shm --dtype "$dt"; done
-  bench 1 --set gpt2 --opt adamp --grads orthogonal --dtype bf16
+  for dt in bf16 fp16; do bench 1 --set gpt2 --opt adamp --grads orthogonal --dtype "$dt"; done
 } | tee >(grep '^csv,' | awk '!/^csv,set/ || !seen++' > "$OUT") | grep -v '^csv,'
 echo "CSV: $OUT"
