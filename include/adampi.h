@@ -379,7 +379,9 @@ typedef struct adampi_profile {
   double seconds[ADAMPI_NUM_PHASES]; /* wall time of each phase of the last step on this rank */
   int64_t exchange_bytes;            /* bytes this rank contributed to the statistics exchange(s) */
   int64_t gradient_bytes;            /* bytes of gradients this rank reduced (data-parallel step) */
-  int64_t allocated_bytes;           /* memory the library allocated on this rank for the layout */
+  int64_t allocated_bytes;           /* memory the library allocated on this rank for the layout: every
+                                      * buffer adampi_commit made (state, gradient shard, master, statistics,
+                                      * row scratch, tasks, exchange packet), in the bytes asked for */
   int64_t buffer_bytes;              /* adampi_alloc_step_buffers' params and grads on this rank, whole pages (0 if none) */
   int64_t master_bytes;              /* the fp32 master of a 16-bit handle (in allocated_bytes too) */
 } adampi_profile;

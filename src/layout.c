@@ -361,9 +361,11 @@ static adampi__task *make_tasks(const adampi *opt, int64_t *count)
   return c;
 }
 
-/* Zero-filled and touched now, so that no page fault happens during a step. */
-static void *alloc_zero(size_t count, size_t elem)
+/* Zero-filled and touched now, so that no page fault happens during a step; the bytes are added
+ * to *total (the profile's allocated_bytes). */
+static void *alloc_zero(size_t count, size_t elem, int64_t *total)
 {
+  *total += (int64_t)(count * elem);
   return adampi__alloc_zeroed(count * elem);
 }
 
@@ -422,49 +424,46 @@ adampi_status adampi__commit_layout(adampi *opt)
   opt->numel = off;
 
   int local_fail = 0, any_fail = 0;
+  /* Every allocation of the layout is counted in allocated_bytes as it is made. */
+  memset(&opt->profile, 0, sizeof opt->profile);
+  int64_t *counted = &opt->profile.allocated_bytes;
   opt->shard_lo = malloc(((size_t)opt->size + 1) * sizeof *opt->shard_lo);
+  *counted += ((int64_t)opt->size + 1) * (int64_t)sizeof *opt->shard_lo;
   if (opt->shard_lo) {
     compute_shards(opt);
     plan_tensors(opt);
     size_t n = (size_t)(opt->hi - opt->lo);
-    opt->state[0] = alloc_zero(n, sizeof(float));
-    opt->state[1] = opt->cfg.kind == ADAMPI_ADAMP ? alloc_zero(n, sizeof(float)) : alloc_zero(0, sizeof(float));
-    opt->grad_shard = alloc_zero(n, sizeof(float));
-    if (opt->cfg.dtype != ADAMPI_FLOAT32) local_fail |= (opt->master = alloc_zero(n, sizeof(float))) == NULL;
-    opt->row_sums = alloc_zero((size_t)opt->my_rows, sizeof *opt->row_sums);
-    opt->row_wu = alloc_zero((size_t)opt->my_rows, sizeof(double));
-    opt->stats = alloc_zero((size_t)opt->stats_len, sizeof(double));
-    opt->wu_nodes = alloc_zero((size_t)opt->num_nodes, sizeof(double));
-    opt->view = alloc_zero((size_t)opt->num_tensors, 1);
-    opt->k_layer = alloc_zero((size_t)opt->num_tensors, sizeof(float));
-    opt->bounds = alloc_zero((size_t)opt->size + 1, sizeof(int64_t));
+    opt->state[0] = alloc_zero(n, sizeof(float), counted);
+    opt->state[1] = alloc_zero(opt->cfg.kind == ADAMPI_ADAMP ? n : 0, sizeof(float), counted);
+    opt->grad_shard = alloc_zero(n, sizeof(float), counted);
+    if (opt->cfg.dtype != ADAMPI_FLOAT32) local_fail |= (opt->master = alloc_zero(n, sizeof(float), counted)) == NULL;
+    opt->row_sums = alloc_zero((size_t)opt->my_rows, sizeof *opt->row_sums, counted);
+    opt->row_wu = alloc_zero((size_t)opt->my_rows, sizeof(double), counted);
+    opt->stats = alloc_zero((size_t)opt->stats_len, sizeof(double), counted);
+    opt->wu_nodes = alloc_zero((size_t)opt->num_nodes, sizeof(double), counted);
+    opt->view = alloc_zero((size_t)opt->num_tensors, 1, counted);
+    opt->k_layer = alloc_zero((size_t)opt->num_tensors, sizeof(float), counted);
+    opt->bounds = alloc_zero((size_t)opt->size + 1, sizeof(int64_t), counted);
     opt->u_row_len = 0;
     for (int i = 0; i < opt->num_tensors; i++) {
       const adampi__tensor *t = &opt->tensors[i];
       if (t->projectable && t->my_leaf_hi > t->my_leaf_lo && t->leaf_len > opt->u_row_len) opt->u_row_len = t->leaf_len;
     }
     if (opt->u_row_len > 65536) opt->u_row_len = 65536;
-    opt->u_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float));
-    opt->g_row = alloc_zero(g_row_floats(opt), sizeof(float));
+    opt->u_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float), counted);
+    opt->g_row = alloc_zero(g_row_floats(opt), sizeof(float), counted);
     opt->tasks = make_tasks(opt, &opt->num_tasks);
-    opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef));
+    *counted += opt->num_tasks * (int64_t)sizeof(adampi__task);
+    opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef), counted);
     opt->packet_len = (int64_t)1 << 20; /* 4 MiB packets of the pairwise exchanges */
-    opt->packet_buf = alloc_zero(opt->size > 1 ? (size_t)opt->packet_len : 0, sizeof(float));
+    opt->packet_buf = alloc_zero(opt->size > 1 ? (size_t)opt->packet_len : 0, sizeof(float), counted);
     local_fail |= !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->g_row || !opt->tasks || !opt->coefs ||
                  !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {
     local_fail = 1;
   }
-  memset(&opt->profile, 0, sizeof opt->profile);
   opt->profile.master_bytes = opt->cfg.dtype != ADAMPI_FLOAT32 ? (opt->hi - opt->lo) * (int64_t)sizeof(float) : 0;
-  /* Per shard element: the state, the gradient shard and (16-bit types) the master; per row, per
-   * node, per tensor; the row scratch of the threads. */
-  opt->profile.allocated_bytes =
-      (int64_t)((opt->hi - opt->lo) * (opt->cfg.kind == ADAMPI_ADAMP ? 12 : 8) + opt->profile.master_bytes +
-                opt->my_rows * (int64_t)(sizeof(adampi__sums) + sizeof(double)) +
-                (opt->stats_len + opt->num_nodes) * 8 + opt->num_tensors * 5 + (opt->size + 1) * 16 +
-                (int64_t)((size_t)opt->u_row_len * (size_t)opt->threads + g_row_floats(opt)) * 4);
   if (local_fail)
     ADAMPI_FAIL(opt, ADAMPI_ERR_NOMEM, "rank %d: no memory for the state of its shard (%lld elements)", opt->rank,
                 (long long)(opt->hi - opt->lo));
