@@ -393,6 +393,14 @@ START_TEST(step_buffers_give_the_same_bits_as_messages)
                 (long long)need);
   ck_assert_ok(own.opt, adampi_get_profile(own.opt, &prof));
   ck_assert_int_eq(prof.buffer_bytes, 0);
+  /* allocated_bytes: the state arrays and the gradient shard, on more than one rank the 4 MiB
+   * packet buffer of the pairwise exchanges, and little else for a problem this small. */
+  int64_t arrays = 1; /* the gradient shard */
+  for (int k = 0; k < 3; k++) arrays += adampi_state_shard(own.opt, (adampi_state_kind)k) != NULL;
+  int64_t least = arrays * n * (int64_t)sizeof(float) + (test_size() > 1 ? (int64_t)4 << 20 : 0);
+  ck_assert_msg(prof.allocated_bytes >= least && prof.allocated_bytes < least + 65536,
+                "[rank %d] allocated_bytes %lld, expected %lld and at most 64 KiB more", test_rank(),
+                (long long)prof.allocated_bytes, (long long)least);
   /* Mixed: the shared parameters with the caller's gradients take the message path, same bits. */
   rounding_grad(own.N, 5, g);
   ck_assert_ok(own.opt, adampi_step(own.opt, own.params, g, NULL));
