@@ -443,13 +443,15 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
    * update's pattern and the stores into the peers, each at this machine's speed in this run. */
   double t_reduce = dp ? median(trd, c->steps) : 0.0, t_store = dp ? median(tst, c->steps) : 0.0;
   double t_dp_floor = dp ? t_reduce + t_floor + t_store : 0.0;
+  double t_upd16 = 0.0, t_out16 = 0.0; /* a sharded 16-bit floor's parts, printed with it */
   /* A 16-bit step's floor (the only floor printed): its 16-bit copies out (t16) and, data-parallel,
    * the mean made from the 16-bit gradients, then the float32 floor (the mean, the master and the
    * state are float32). Sharded, both passes read the 16-bit gradients: the statistics pass's
    * reference is t16in (bw_read16), the update's pattern tb16 (bw_adam16 or bw_sgd16). */
   if (half) {
     double t_in = median(t16in, c->steps), t_upd = in16 ? median(tb16, c->steps) : t_bw;
-    t_floor = median(t16, c->steps) + (dp ? t_in + t_read + t_bw : t_in + t_upd);
+    t_upd16 = t_upd, t_out16 = median(t16, c->steps);
+    t_floor = t_out16 + (dp ? t_in + t_read + t_bw : t_in + t_upd);
     if (!dp) t_read = t_in;
     t_dp_floor = 0.0;
   }
@@ -522,6 +524,10 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       printf("      data-parallel floor (mean of %d gradient arrays %.2f, statistics reads %.2f, the update's pattern %.2f, "
              "%d stores of the shard %.2f) %.2f ms: the step is %.2f x it\n",
              P, 1e3 * t_reduce, 1e3 * t_read, 1e3 * t_bw, P - 1, 1e3 * t_store, 1e3 * t_dp_floor, t_step / t_dp_floor);
+    if (in16)
+      printf("      16-bit floor (statistics reads %.2f, the update's pattern %.2f, the 16-bit parameters out %.2f) "
+             "%.2f ms; the step's phases: statistics %.2f, update %.2f\n",
+             1e3 * t_read, 1e3 * t_upd16, 1e3 * t_out16, 1e3 * t_floor, 1e3 * phase[1], 1e3 * phase[3]);
     if (dp && size_ > 1 && shm)
       printf("      reduce-scatter loads and all-gather stores %.1f MB per rank: %.1f GB/s, and the all-gather's stores are "
              "part of the update phase (\"ag\" is the closing barrier)\n",
