@@ -416,11 +416,13 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       if (n > 0 && dp) bw_reduce16(wide, src16, P, n);
       else if (n > 0) sink_ += bw_read16(src16[0], ws, n);
       t16in[k] = max_over_ranks(MPI_Wtime() - t0);
-      MPI_Barrier(MPI_COMM_WORLD);
-      t0 = MPI_Wtime();
-      if (n > 0 && in16 && sgd) bw_sgd16(src16[0], s0, ws, n);
-      else if (n > 0 && in16) bw_adam16(src16[0], s0, s1, ws, n);
-      tb16[k] = max_over_ranks(MPI_Wtime() - t0);
+      if (in16) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        t0 = MPI_Wtime();
+        if (n > 0 && sgd) bw_sgd16(src16[0], s0, ws, n);
+        else if (n > 0) bw_adam16(src16[0], s0, s1, ws, n);
+        tb16[k] = max_over_ranks(MPI_Wtime() - t0);
+      }
       t0 = MPI_Wtime();
       if (n > 0) bw_store16(dst16, P, n);
       t16[k] = max_over_ranks(MPI_Wtime() - t0);
@@ -449,10 +451,10 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
    * state are float32). Sharded, both passes read the 16-bit gradients: the statistics pass's
    * reference is t16in (bw_read16), the update's pattern tb16 (bw_adam16 or bw_sgd16). */
   if (half) {
-    double t_in = median(t16in, c->steps), t_upd = in16 ? median(tb16, c->steps) : t_bw;
-    t_upd16 = t_upd, t_out16 = median(t16, c->steps);
-    t_floor = t_out16 + (dp ? t_in + t_read + t_bw : t_in + t_upd);
-    if (!dp) t_read = t_in;
+    double t_in = median(t16in, c->steps);
+    t_out16 = median(t16, c->steps);
+    if (in16) t_upd16 = median(tb16, c->steps), t_floor = t_out16 + t_in + t_upd16, t_read = t_in;
+    else t_floor = t_out16 + t_in + t_read + t_bw;
     t_dp_floor = 0.0;
   }
   free(trd), free(tst);
