@@ -284,13 +284,13 @@ static inline float adampi__grad_at(const float *g, const uint16_t *g16, int64_t
 /* adampi__from_f16 on 16 elements at once, the same bits (GCC vector extensions, every clone alike;
  * GCC 12 widens _Float16 vectors one element at a time, and the scalar formula inside the update's
  * loops vectorized poorly: 45 ms against 17, ResNet-50 shapes). With it the float16 update takes as
- * long as the bfloat16 one, whose widening is a shift (AMD EPYC). Loads and stores through memcpy:
- * h and out need no alignment. */
+ * long as the bfloat16 one, whose widening is a shift (AMD EPYC). h is loaded through memcpy and
+ * needs no alignment. */
 typedef uint16_t adampi__v16h __attribute__((vector_size(32)));
 typedef uint32_t adampi__v16u __attribute__((vector_size(64)));
 typedef int32_t adampi__v16i __attribute__((vector_size(64)));
 typedef float adampi__v16f __attribute__((vector_size(64)));
-static inline void adampi__f16x16(const uint16_t *h, float *out)
+static inline void adampi__f16x16(const uint16_t *h, adampi__v16f *out)
 {
   adampi__v16h hv;
   memcpy(&hv, h, sizeof hv);
@@ -303,20 +303,27 @@ static inline void adampi__f16x16(const uint16_t *h, float *out)
   adampi__v16u is_normal = (adampi__v16u)(em >= 0x0400u); /* all ones or 0 per lane */
   adampi__v16u is_special = (adampi__v16u)(em >= 0x7C00u);
   adampi__v16u mag = (special & is_special) | (((normal & is_normal) | (sub & ~is_normal)) & ~is_special);
-  adampi__v16u r = sign | mag;
-  memcpy(out, &r, sizeof r);
+  *out = (adampi__v16f)(sign | mag);
+}
+
+/* adampi__from_bf16 on 16 elements at once (a shift), in the same vector form. */
+static inline void adampi__bf16x16(const uint16_t *h, adampi__v16f *out)
+{
+  adampi__v16h hv;
+  memcpy(&hv, h, sizeof hv);
+  *out = (adampi__v16f)(__builtin_convertvector(hv, adampi__v16u) << 16);
 }
 
 /* The 16 gradients from k into out, as adampi__grad_at gives them (gt a constant, not
- * ADAMPI_FLOAT32): bfloat16 by the shift, float16 by adampi__f16x16, each then divided by gdiv. */
+ * ADAMPI_FLOAT32): bfloat16 by the shift, float16 by adampi__f16x16, each then divided by gdiv,
+ * all as vectors (written element by element, GCC 12 loaded bfloat16 gradients one at a time). */
 static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gdiv, int gt, float *out)
 {
-  if (gt == ADAMPI_FLOAT16) {
-    adampi__f16x16(g16 + k, out);
-    for (int j = 0; j < 16; j++) out[j] = out[j] / gdiv;
-  } else {
-    for (int j = 0; j < 16; j++) out[j] = adampi__from_bf16(g16[k + j]) / gdiv;
-  }
+  adampi__v16f x;
+  if (gt == ADAMPI_FLOAT16) adampi__f16x16(g16 + k, &x);
+  else adampi__bf16x16(g16 + k, &x);
+  x = x / gdiv;
+  memcpy(out, &x, sizeof x);
 }
 
 /* w[i] = x and, when the step rounds into 16-bit parameters (dt: ADAMPI_BFLOAT16 or
