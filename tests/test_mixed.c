@@ -1,7 +1,8 @@
 /*
  * test_mixed.c - mixed precision and clipping (issue 14): the 16-bit roundings on every special
- * case, the float16 conversions by F16C against the software ones on every value, bitwise rank
- * invariance of bfloat16 and float16 handles with clipping and a gradient scale,
+ * case, the float16 conversions by F16C and the update's vector widening against the software
+ * ones on every value, bitwise rank invariance of bfloat16 and float16 handles with clipping and a
+ * gradient scale,
  * clipping as torch's clip_grad_norm_ (the norm, the factor, and a clipped step equal to an
  * unclipped step on the pre-multiplied gradients), the data-parallel 16-bit step through both
  * transports, float16 overflow under both policies, and the bad inputs, each refused on every
@@ -10,6 +11,7 @@
 #include "problem.h"
 
 #include "../src/dtype.h"
+#include "../src/internal.h"
 
 #include <math.h>
 
@@ -146,6 +148,19 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
     memcpy(&a, &wide[x], 4);
     memcpy(&b, &ref, 4);
     ck_assert_msg(a == b, "float16 0x%04x widens to 0x%08x, the software to 0x%08x", x, a, b);
+  }
+  /* the update's widening, 16 at a time, of every finite float16 (the update sees no other) */
+  for (uint32_t x = 0; x < CHUNK; x += 16) {
+    adampi__v16f v;
+    adampi__f16x16(halves + x, &v);
+    for (uint32_t j = 0; j < 16; j++) {
+      if ((halves[x + j] & 0x7C00u) == 0x7C00u) continue; /* Inf or NaN */
+      uint32_t a, b;
+      float ref = adampi__from_f16(halves[x + j]), got = v[j];
+      memcpy(&a, &got, 4);
+      memcpy(&b, &ref, 4);
+      ck_assert_msg(a == b, "adampi__f16x16 widens float16 0x%04x to 0x%08x, the software to 0x%08x", x + j, a, b);
+    }
   }
 }
 END_TEST
