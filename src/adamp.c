@@ -66,6 +66,9 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     for (; k + 16 <= end; k += 16) {
       float u[16], taken[16];
       const float *gk = g + k;
+      adampi__prefetch_write(m + k), adampi__prefetch_write(v + k), adampi__prefetch_read(w + k);
+      if (!gt) adampi__prefetch_read(g + k);
+      else if ((k & 31) == 0) adampi__prefetch_read(g16 + k); /* 32 per line */
       if (gt) { /* widened first, on their own: GCC 12 then keeps the 16-wide vectors */
         adampi__grads16(g16, k, gdiv, gt, taken);
         gk = taken;

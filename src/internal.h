@@ -324,6 +324,22 @@ static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gdiv, i
   memcpy(out, &x, sizeof x);
 }
 
+/* The kernels' software prefetch: the line ADAMPI__AHEAD bytes past p, for reading or for
+ * writing. A channel-projected row is two passes, and the second (from cache) stops the memory
+ * streams of the first: prefetching ahead in the first pass has the next row's first lines on
+ * their way when its pass begins (AMD EPYC: the projected steps' update took 0.8-0.9 of its time
+ * with it). Prefetching is a hint: past the end of an array it does nothing, and it changes no
+ * result. */
+#define ADAMPI__AHEAD 2048
+static inline void adampi__prefetch_read(const void *p)
+{
+  __builtin_prefetch((const void *)((uintptr_t)p + ADAMPI__AHEAD), 0);
+}
+static inline void adampi__prefetch_write(const void *p)
+{
+  __builtin_prefetch((const void *)((uintptr_t)p + ADAMPI__AHEAD), 1);
+}
+
 /* w[i] = x and, when the step rounds into 16-bit parameters (dt: ADAMPI_BFLOAT16 or
  * ADAMPI_FLOAT16, else none; a constant wherever it is inlined, so that the loops vectorize), its
  * rounding: the update writes the caller's 16-bit parameters in the loop that computes them,

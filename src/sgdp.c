@@ -77,6 +77,9 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     adampi__block_lanes lanes = {{0}, {0}};
     for (; k + 16 <= end; k += 16) {
       v16f gk, bi, u;
+      adampi__prefetch_write(b + k), adampi__prefetch_read(w + k);
+      if (!gt) adampi__prefetch_read(g + k);
+      else if ((k & 31) == 0) adampi__prefetch_read(g16 + k); /* 32 per line */
       grads16(g, g16, k, gdiv, gt, &gk);
       buffer_direction16(&gk, b + k, &cl, nesterov, &bi, &u);
       if (store) *(v16f *)(b + k) = bi;
