@@ -9,7 +9,10 @@
  *   - adampi's step (adamw / sgd are AdamP / SGDP with delta = 0), with its phases;
  *   - a fused Adam (or SGD with momentum) loop without projection, the plain C a user would write;
  *   - a bandwidth kernel with the same access pattern as the fused loop (gradient read, state and
- *     parameters read and written in place: 28 bytes per element for Adam, 20 for SGD).
+ *     parameters read and written in place: 28 bytes per element for Adam, 20 for SGD), and a
+ *     read-only kernel over g and w, each also in a version that prefetches ahead as the library's
+ *     update does; the floor (the read-only kernel plus the bandwidth kernel) takes the faster
+ *     version of each.
  * Reported: ms per step (max over ranks, median of K rounds after 2 warm-up steps; each round runs
  * adampi's step, the fused loop and the bandwidth kernel once, so drift hits all three), the ratio to the
  * fused loop, the effective bandwidth (bytes the design must move per element x elements / time)
@@ -55,6 +58,15 @@ static float *huge_alloc(size_t bytes)
 /* Fused Adam (no projection), one loop over the shard: 28 bytes per element. */
 static int threads_ = 1;
 
+/* Software prefetch as the library's kernels do it (src/internal.h, adampi__prefetch_read): the
+ * line 2 KiB ahead. The floor's kernels of the update's pattern and of the statistics reads run
+ * both plain and prefetching in every round, and the floor takes the faster of the two medians:
+ * what this machine reaches for the pattern, either way (on AMD EPYC the prefetching update kernels
+ * of the library ran faster than the plain reference ones, which made the floor no floor). */
+#define AHEAD 2048
+static inline void ahead_r(const void *p) { __builtin_prefetch((const void *)((uintptr_t)p + AHEAD), 0); }
+static inline void ahead_w(const void *p) { __builtin_prefetch((const void *)((uintptr_t)p + AHEAD), 1); }
+
 CLONES static void fused_adam(const float *g, float *m, float *v, float *w, int64_t n, float b1, float b2, float lr,
                               float bc1, float bc2, float eps, float decay)
 {
@@ -78,23 +90,42 @@ CLONES static void fused_sgd(const float *g, float *b, float *w, int64_t n, floa
 
 /* The same access pattern with (almost) no arithmetic. It runs between adampi's steps on the same
  * buffers, so it keeps them plausible: v stays >= 0 and w moves as little as a real step. */
-CLONES static void bw_adam(const float *g, float *m, float *v, float *w, int64_t n)
+static inline void adam_el(float g, float *m, float *v, float *w, int64_t i)
 {
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t i = 0; i < n; i++) {
-    m[i] = m[i] * 0.5f + g[i];
-    v[i] = v[i] * 0.5f + g[i] * g[i];
-    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
-  }
+  m[i] = m[i] * 0.5f + g;
+  v[i] = v[i] * 0.5f + g * g;
+  w[i] = w[i] * 0.99999f - 1e-6f * g;
 }
 
-CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n)
+static inline void sgd_el(float g, float *b, float *w, int64_t i)
 {
+  b[i] = b[i] * 0.5f + g;
+  w[i] = w[i] * 0.99999f - 1e-6f * g;
+}
+
+/* pf: prefetching ahead, 16 elements at a time, as the library's update does (AHEAD). */
+CLONES static void bw_adam(const float *g, float *m, float *v, float *w, int64_t n, int pf)
+{
+  const int64_t n16 = pf ? n / 16 * 16 : 0;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t i = 0; i < n; i++) {
-    b[i] = b[i] * 0.5f + g[i];
-    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
+  for (int64_t k = 0; k < n16; k += 16) {
+    ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
+    for (int64_t i = k; i < k + 16; i++) adam_el(g[i], m, v, w, i);
   }
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = n16; i < n; i++) adam_el(g[i], m, v, w, i);
+}
+
+CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n, int pf)
+{
+  const int64_t n16 = pf ? n / 16 * 16 : 0;
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t k = 0; k < n16; k += 16) {
+    ahead_r(g + k), ahead_w(b + k), ahead_w(w + k);
+    for (int64_t i = k; i < k + 16; i++) sgd_el(g[i], b, w, i);
+  }
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = n16; i < n; i++) sgd_el(g[i], b, w, i);
 }
 
 /* A bfloat16 value as float (a shift): the 16-bit floor's kernels widen the gradients with it. */
@@ -108,25 +139,29 @@ static inline float bench_bf16(uint16_t h)
 
 /* The update's pattern with 16-bit gradients, as a sharded 16-bit step reads them (26 and 18 bytes
  * per element). */
-CLONES static void bw_adam16(const uint16_t *g, float *m, float *v, float *w, int64_t n)
+CLONES static void bw_adam16(const uint16_t *g, float *m, float *v, float *w, int64_t n, int pf)
 {
+  const int64_t n32 = pf ? n / 32 * 32 : 0;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t i = 0; i < n; i++) {
-    float gi = bench_bf16(g[i]);
-    m[i] = m[i] * 0.5f + gi;
-    v[i] = v[i] * 0.5f + gi * gi;
-    w[i] = w[i] * 0.99999f - 1e-6f * gi;
+  for (int64_t k = 0; k < n32; k += 32) { /* 32 gradients per line */
+    ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
+    ahead_w(m + k + 16), ahead_w(v + k + 16), ahead_w(w + k + 16);
+    for (int64_t i = k; i < k + 32; i++) adam_el(bench_bf16(g[i]), m, v, w, i);
   }
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = n32; i < n; i++) adam_el(bench_bf16(g[i]), m, v, w, i);
 }
 
-CLONES static void bw_sgd16(const uint16_t *g, float *b, float *w, int64_t n)
+CLONES static void bw_sgd16(const uint16_t *g, float *b, float *w, int64_t n, int pf)
 {
+  const int64_t n32 = pf ? n / 32 * 32 : 0;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t i = 0; i < n; i++) {
-    float gi = bench_bf16(g[i]);
-    b[i] = b[i] * 0.5f + gi;
-    w[i] = w[i] * 0.99999f - 1e-6f * gi;
+  for (int64_t k = 0; k < n32; k += 32) {
+    ahead_r(g + k), ahead_w(b + k), ahead_w(w + k), ahead_w(b + k + 16), ahead_w(w + k + 16);
+    for (int64_t i = k; i < k + 32; i++) sgd_el(bench_bf16(g[i]), b, w, i);
   }
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = n32; i < n; i++) sgd_el(bench_bf16(g[i]), b, w, i);
 }
 
 /* The data-parallel step's own traffic, for its floor: the mean of P gradient arrays of the shard
@@ -182,7 +217,7 @@ static void thread_range(int64_t n, int64_t *lo, int64_t *hi)
 #endif
 }
 
-CLONES static float bw_read16(const uint16_t *g, const float *w, int64_t n)
+CLONES static float bw_read16(const uint16_t *g, const float *w, int64_t n, int pf)
 {
   float total = 0.0f;
 #pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
@@ -192,6 +227,8 @@ CLONES static float bw_read16(const uint16_t *g, const float *w, int64_t n)
     bench_v16f a = {0}, b = {0}; /* 16 lanes, so that the sums do not serialize the loop */
     int64_t i = lo;
     for (; i + 16 <= hi; i += 16) {
+      if (pf) ahead_r(w + i);
+      if (pf && (i & 31) == 0) ahead_r(g + i);
       for (int j = 0; j < 16; j++) a[j] += bench_bf16(g[i + j]);
       b += *(const bench_v16f *)(w + i);
     }
@@ -231,7 +268,7 @@ static void bw_store16(uint16_t *const *out, int copies, int64_t n)
 
 /* A read-only pass over g and w (what the statistics pass must read: 8 bytes per element), with
  * 16 float lanes so that it is not held back by the order of a scalar sum. */
-CLONES static float bw_read2(const float *g, const float *w, int64_t n)
+CLONES static float bw_read2(const float *g, const float *w, int64_t n, int pf)
 {
   float total = 0.0f;
 #pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
@@ -240,7 +277,10 @@ CLONES static float bw_read2(const float *g, const float *w, int64_t n)
     thread_range(n, &lo, &hi);
     bench_v16f a = {0}, b = {0};
     int64_t i = lo;
-    for (; i + 16 <= hi; i += 16) a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
+    for (; i + 16 <= hi; i += 16) {
+      if (pf) ahead_r(g + i), ahead_r(w + i);
+      a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
+    }
     for (; i < hi; i++) a[0] += g[i] + w[i];
     for (int j = 0; j < 16; j++) total += a[j] + b[j];
   }
@@ -384,6 +424,8 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   double *tb16 = calloc((size_t)c->steps, sizeof *tb16);   /* sharded: the update's pattern on them */
   const int in16 = half && !dp;                             /* both passes read the 16-bit gradients */
   double *tb = calloc((size_t)c->steps, sizeof *tb), *tp = calloc((size_t)c->steps * ADAMPI_NUM_PHASES, sizeof *tp);
+  /* the same reference kernels prefetching ahead (AHEAD): the update's pattern, the statistics reads */
+  double *tbp = calloc((size_t)c->steps, sizeof *tbp), *trp = calloc((size_t)c->steps, sizeof *trp);
   for (int k = 0; k < c->steps; k++) {
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = MPI_Wtime();
@@ -403,25 +445,45 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     tf[k] = max_over_ranks(MPI_Wtime() - t0);
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = MPI_Wtime();
-    if (n > 0 && sgd) bw_sgd(gs, s0, ws, n);
-    else if (n > 0) bw_adam(gs, s0, s1, ws, n);
+    if (n > 0 && sgd) bw_sgd(gs, s0, ws, n, 0);
+    else if (n > 0) bw_adam(gs, s0, s1, ws, n, 0);
     tb[k] = max_over_ranks(MPI_Wtime() - t0);
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = MPI_Wtime();
-    if (n > 0) sink_ += bw_read2(gs, ws, n);
+    if (n > 0) sink_ += bw_read2(gs, ws, n, 0);
     tr[k] = max_over_ranks(MPI_Wtime() - t0);
+    if (!in16) { /* the float32 pattern and reads are the floor's: their prefetching versions too */
+      MPI_Barrier(MPI_COMM_WORLD);
+      t0 = MPI_Wtime();
+      if (n > 0 && sgd) bw_sgd(gs, s0, ws, n, 1);
+      else if (n > 0) bw_adam(gs, s0, s1, ws, n, 1);
+      tbp[k] = max_over_ranks(MPI_Wtime() - t0);
+      MPI_Barrier(MPI_COMM_WORLD);
+      t0 = MPI_Wtime();
+      if (n > 0) sink_ += bw_read2(gs, ws, n, 1);
+      trp[k] = max_over_ranks(MPI_Wtime() - t0);
+    }
     if (half) { /* the 16-bit gradients in (the mean; or, sharded, both passes' reads), the copies out */
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
       if (n > 0 && dp) bw_reduce16(wide, src16, P, n);
-      else if (n > 0) sink_ += bw_read16(src16[0], ws, n);
+      else if (n > 0) sink_ += bw_read16(src16[0], ws, n, 0);
       t16in[k] = max_over_ranks(MPI_Wtime() - t0);
       if (in16) {
         MPI_Barrier(MPI_COMM_WORLD);
         t0 = MPI_Wtime();
-        if (n > 0 && sgd) bw_sgd16(src16[0], s0, ws, n);
-        else if (n > 0) bw_adam16(src16[0], s0, s1, ws, n);
+        if (n > 0 && sgd) bw_sgd16(src16[0], s0, ws, n, 0);
+        else if (n > 0) bw_adam16(src16[0], s0, s1, ws, n, 0);
         tb16[k] = max_over_ranks(MPI_Wtime() - t0);
+        MPI_Barrier(MPI_COMM_WORLD); /* and prefetching: trp, tbp hold the 16-bit kernels' times */
+        t0 = MPI_Wtime();
+        if (n > 0) sink_ += bw_read16(src16[0], ws, n, 1);
+        trp[k] = max_over_ranks(MPI_Wtime() - t0);
+        MPI_Barrier(MPI_COMM_WORLD);
+        t0 = MPI_Wtime();
+        if (n > 0 && sgd) bw_sgd16(src16[0], s0, ws, n, 1);
+        else if (n > 0) bw_adam16(src16[0], s0, s1, ws, n, 1);
+        tbp[k] = max_over_ranks(MPI_Wtime() - t0);
       }
       t0 = MPI_Wtime();
       if (n > 0) bw_store16(dst16, P, n);
@@ -437,10 +499,17 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     if (n > 0) bw_store(ws, dst, P, n);
     tst[k] = max_over_ranks(MPI_Wtime() - t0);
   }
-  double t_step = median(t_steps, c->steps), t_fused = median(tf, c->steps), t_bw = median(tb, c->steps);
+  double t_step = median(t_steps, c->steps), t_fused = median(tf, c->steps);
+  /* Each floor part at the faster of its kernel's two versions, plain and prefetching (printed). */
+  double t_bw_plain = median(in16 ? tb16 : tb, c->steps), t_bw_pf = median(tbp, c->steps);
+  double t_rd_plain = median(in16 ? t16in : tr, c->steps), t_rd_pf = median(trp, c->steps);
+  double t_bw = median(tb, c->steps);
+  if (!in16) t_bw = t_bw_pf < t_bw ? t_bw_pf : t_bw;
   /* The floor of the design on this machine: a read-only pass over g and w, then the update's
    * access pattern, each at the speed the bandwidth kernels reach in this run. */
-  double t_read = median(tr, c->steps), t_floor = t_read + t_bw;
+  double t_read = median(tr, c->steps);
+  if (!in16) t_read = t_rd_pf < t_read ? t_rd_pf : t_read;
+  double t_floor = t_read + t_bw;
   /* The data-parallel floor: the reduction's reads and write, the statistics pass's reads, the
    * update's pattern and the stores into the peers, each at this machine's speed in this run. */
   double t_reduce = dp ? median(trd, c->steps) : 0.0, t_store = dp ? median(tst, c->steps) : 0.0;
@@ -453,7 +522,11 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   if (half) {
     double t_in = median(t16in, c->steps);
     t_out16 = median(t16, c->steps);
-    if (in16) t_upd16 = median(tb16, c->steps), t_floor = t_out16 + t_in + t_upd16, t_read = t_in;
+    if (in16) {
+      t_in = t_rd_pf < t_rd_plain ? t_rd_pf : t_rd_plain;
+      t_upd16 = t_bw_pf < t_bw_plain ? t_bw_pf : t_bw_plain;
+      t_floor = t_out16 + t_in + t_upd16, t_read = t_in;
+    }
     else t_floor = t_out16 + t_in + t_read + t_bw;
     t_dp_floor = 0.0;
   }
@@ -464,7 +537,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   for (int r = 0; r < P && half; r++) free(src16[r]), free(dst16[r]);
   free(wide);
   for (int q = 0; q < ADAMPI_NUM_PHASES; q++) phase[q] = median(tp + q * c->steps, c->steps);
-  free(t_steps), free(tf), free(tb), free(tp);
+  free(t_steps), free(tf), free(tb), free(tp), free(tbp), free(trp);
   free(ws), free(s0), free(s1);
   for (int i = 0; i < nt; i++) { /* the decisions of the last timed step */
     adampi_diag d;
@@ -526,6 +599,8 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       printf("      data-parallel floor (mean of %d gradient arrays %.2f, statistics reads %.2f, the update's pattern %.2f, "
              "%d stores of the shard %.2f) %.2f ms: the step is %.2f x it\n",
              P, 1e3 * t_reduce, 1e3 * t_read, 1e3 * t_bw, P - 1, 1e3 * t_store, 1e3 * t_dp_floor, t_step / t_dp_floor);
+    printf("      floor's kernels, plain / prefetching: statistics reads %.2f / %.2f ms, the update's pattern %.2f / %.2f ms\n",
+           1e3 * t_rd_plain, 1e3 * t_rd_pf, 1e3 * t_bw_plain, 1e3 * t_bw_pf);
     if (in16)
       printf("      16-bit floor (statistics reads %.2f, the update's pattern %.2f, the 16-bit parameters out %.2f) "
              "%.2f ms; the step's phases: statistics %.2f, update %.2f\n",
