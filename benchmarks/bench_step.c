@@ -226,9 +226,13 @@ CLONES static float bw_read16(const uint16_t *g, const float *w, int64_t n, int 
     thread_range(n, &lo, &hi);
     bench_v16f a = {0}, b = {0}; /* 16 lanes, so that the sums do not serialize the loop */
     int64_t i = lo;
+    for (; pf && i + 32 <= hi; i += 32) { /* prefetching: its own loop, so that the plain one is as it was */
+      ahead_r(g + i), ahead_r(w + i), ahead_r(w + i + 16);
+      for (int j = 0; j < 16; j++) a[j] += bench_bf16(g[i + j]);
+      for (int j = 0; j < 16; j++) a[j] += bench_bf16(g[i + 16 + j]);
+      b += *(const bench_v16f *)(w + i) + *(const bench_v16f *)(w + i + 16);
+    }
     for (; i + 16 <= hi; i += 16) {
-      if (pf) ahead_r(w + i);
-      if (pf && (i & 31) == 0) ahead_r(g + i);
       for (int j = 0; j < 16; j++) a[j] += bench_bf16(g[i + j]);
       b += *(const bench_v16f *)(w + i);
     }
@@ -277,10 +281,11 @@ CLONES static float bw_read2(const float *g, const float *w, int64_t n, int pf)
     thread_range(n, &lo, &hi);
     bench_v16f a = {0}, b = {0};
     int64_t i = lo;
-    for (; i + 16 <= hi; i += 16) {
-      if (pf) ahead_r(g + i), ahead_r(w + i);
+    for (; pf && i + 16 <= hi; i += 16) { /* prefetching: its own loop, so that the plain one is as it was */
+      ahead_r(g + i), ahead_r(w + i);
       a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
     }
+    for (; i + 16 <= hi; i += 16) a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
     for (; i < hi; i++) a[0] += g[i] + w[i];
     for (int j = 0; j < 16; j++) total += a[j] + b[j];
   }
