@@ -89,7 +89,10 @@ CLONES static void fused_sgd(const float *g, float *b, float *w, int64_t n, floa
 }
 
 /* The same access pattern with (almost) no arithmetic. It runs between adampi's steps on the same
- * buffers, so it keeps them plausible: v stays >= 0 and w moves as little as a real step. */
+ * buffers, so it keeps them plausible: v stays >= 0 and w moves as little as a real step. Each
+ * kernel of the update's pattern has a version *_ahead: the same element by element (adam_el,
+ * sgd_el), 16 or 32 elements at a time after prefetching their lines AHEAD bytes on. They are
+ * functions of their own, so that the plain kernels compile as they did. */
 static inline void adam_el(float g, float *m, float *v, float *w, int64_t i)
 {
   m[i] = m[i] * 0.5f + g;
@@ -103,28 +106,44 @@ static inline void sgd_el(float g, float *b, float *w, int64_t i)
   w[i] = w[i] * 0.99999f - 1e-6f * g;
 }
 
-/* pf: prefetching ahead, 16 elements at a time, as the library's update does (AHEAD). */
-CLONES static void bw_adam(const float *g, float *m, float *v, float *w, int64_t n, int pf)
+CLONES static void bw_adam(const float *g, float *m, float *v, float *w, int64_t n)
 {
-  const int64_t n16 = pf ? n / 16 * 16 : 0;
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = 0; i < n; i++) {
+    m[i] = m[i] * 0.5f + g[i];
+    v[i] = v[i] * 0.5f + g[i] * g[i];
+    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
+  }
+}
+
+CLONES static void bw_adam_ahead(const float *g, float *m, float *v, float *w, int64_t n)
+{
+  const int64_t n16 = n / 16 * 16;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n16; k += 16) {
     ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
     for (int64_t i = k; i < k + 16; i++) adam_el(g[i], m, v, w, i);
   }
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = n16; i < n; i++) adam_el(g[i], m, v, w, i);
 }
 
-CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n, int pf)
+CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n)
 {
-  const int64_t n16 = pf ? n / 16 * 16 : 0;
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = 0; i < n; i++) {
+    b[i] = b[i] * 0.5f + g[i];
+    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
+  }
+}
+
+CLONES static void bw_sgd_ahead(const float *g, float *b, float *w, int64_t n)
+{
+  const int64_t n16 = n / 16 * 16;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n16; k += 16) {
     ahead_r(g + k), ahead_w(b + k), ahead_w(w + k);
     for (int64_t i = k; i < k + 16; i++) sgd_el(g[i], b, w, i);
   }
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = n16; i < n; i++) sgd_el(g[i], b, w, i);
 }
 
@@ -139,28 +158,47 @@ static inline float bench_bf16(uint16_t h)
 
 /* The update's pattern with 16-bit gradients, as a sharded 16-bit step reads them (26 and 18 bytes
  * per element). */
-CLONES static void bw_adam16(const uint16_t *g, float *m, float *v, float *w, int64_t n, int pf)
+CLONES static void bw_adam16(const uint16_t *g, float *m, float *v, float *w, int64_t n)
 {
-  const int64_t n32 = pf ? n / 32 * 32 : 0;
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = 0; i < n; i++) {
+    float gi = bench_bf16(g[i]);
+    m[i] = m[i] * 0.5f + gi;
+    v[i] = v[i] * 0.5f + gi * gi;
+    w[i] = w[i] * 0.99999f - 1e-6f * gi;
+  }
+}
+
+CLONES static void bw_adam16_ahead(const uint16_t *g, float *m, float *v, float *w, int64_t n)
+{
+  const int64_t n32 = n / 32 * 32;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n32; k += 32) { /* 32 gradients per line */
     ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
     ahead_w(m + k + 16), ahead_w(v + k + 16), ahead_w(w + k + 16);
     for (int64_t i = k; i < k + 32; i++) adam_el(bench_bf16(g[i]), m, v, w, i);
   }
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = n32; i < n; i++) adam_el(bench_bf16(g[i]), m, v, w, i);
 }
 
-CLONES static void bw_sgd16(const uint16_t *g, float *b, float *w, int64_t n, int pf)
+CLONES static void bw_sgd16(const uint16_t *g, float *b, float *w, int64_t n)
 {
-  const int64_t n32 = pf ? n / 32 * 32 : 0;
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
+  for (int64_t i = 0; i < n; i++) {
+    float gi = bench_bf16(g[i]);
+    b[i] = b[i] * 0.5f + gi;
+    w[i] = w[i] * 0.99999f - 1e-6f * gi;
+  }
+}
+
+CLONES static void bw_sgd16_ahead(const uint16_t *g, float *b, float *w, int64_t n)
+{
+  const int64_t n32 = n / 32 * 32;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n32; k += 32) {
     ahead_r(g + k), ahead_w(b + k), ahead_w(w + k), ahead_w(b + k + 16), ahead_w(w + k + 16);
     for (int64_t i = k; i < k + 32; i++) sgd_el(bench_bf16(g[i]), b, w, i);
   }
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = n32; i < n; i++) sgd_el(bench_bf16(g[i]), b, w, i);
 }
 
@@ -484,8 +522,8 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     tf[k] = max_over_ranks(MPI_Wtime() - t0);
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = MPI_Wtime();
-    if (n > 0 && sgd) bw_sgd(gs, s0, ws, n, 0);
-    else if (n > 0) bw_adam(gs, s0, s1, ws, n, 0);
+    if (n > 0 && sgd) bw_sgd(gs, s0, ws, n);
+    else if (n > 0) bw_adam(gs, s0, s1, ws, n);
     tb[k] = max_over_ranks(MPI_Wtime() - t0);
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = MPI_Wtime();
@@ -494,8 +532,8 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     if (!in16) { /* the float32 pattern and reads are the floor's: their prefetching versions too */
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
-      if (n > 0 && sgd) bw_sgd(gs, s0, ws, n, 1);
-      else if (n > 0) bw_adam(gs, s0, s1, ws, n, 1);
+      if (n > 0 && sgd) bw_sgd_ahead(gs, s0, ws, n);
+      else if (n > 0) bw_adam_ahead(gs, s0, s1, ws, n);
       tbp[k] = max_over_ranks(MPI_Wtime() - t0);
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
@@ -511,8 +549,8 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       if (in16) {
         MPI_Barrier(MPI_COMM_WORLD);
         t0 = MPI_Wtime();
-        if (n > 0 && sgd) bw_sgd16(src16[0], s0, ws, n, 0);
-        else if (n > 0) bw_adam16(src16[0], s0, s1, ws, n, 0);
+        if (n > 0 && sgd) bw_sgd16(src16[0], s0, ws, n);
+        else if (n > 0) bw_adam16(src16[0], s0, s1, ws, n);
         tb16[k] = max_over_ranks(MPI_Wtime() - t0);
         MPI_Barrier(MPI_COMM_WORLD); /* and prefetching: trp, tbp hold the 16-bit kernels' times */
         t0 = MPI_Wtime();
@@ -520,8 +558,8 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
         trp[k] = max_over_ranks(MPI_Wtime() - t0);
         MPI_Barrier(MPI_COMM_WORLD);
         t0 = MPI_Wtime();
-        if (n > 0 && sgd) bw_sgd16(src16[0], s0, ws, n, 1);
-        else if (n > 0) bw_adam16(src16[0], s0, s1, ws, n, 1);
+        if (n > 0 && sgd) bw_sgd16_ahead(src16[0], s0, ws, n);
+        else if (n > 0) bw_adam16_ahead(src16[0], s0, s1, ws, n);
         tbp[k] = max_over_ranks(MPI_Wtime() - t0);
       }
       t0 = MPI_Wtime();
