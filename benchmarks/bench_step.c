@@ -90,20 +90,35 @@ CLONES static void fused_sgd(const float *g, float *b, float *w, int64_t n, floa
 
 /* The same access pattern with (almost) no arithmetic. It runs between adampi's steps on the same
  * buffers, so it keeps them plausible: v stays >= 0 and w moves as little as a real step. Each
- * kernel of the update's pattern has a version *_ahead: the same element by element (adam_el,
- * sgd_el), 16 or 32 elements at a time after prefetching their lines AHEAD bytes on. They are
- * functions of their own, so that the plain kernels compile as they did. */
-static inline void adam_el(float g, float *m, float *v, float *w, int64_t i)
+ * kernel of the update's pattern has a version *_ahead: the same operations 16 elements at a time
+ * (GCC vector extensions: written as loops, GCC left some of them scalar), after prefetching the
+ * lines AHEAD bytes on. They are functions of their own, so that the plain kernels compile as they
+ * did. */
+typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
+typedef uint16_t bench_v16h __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t bench_v16u __attribute__((vector_size(64)));
+
+static inline void adam16(const bench_v16f *gp, float *m, float *v, float *w)
 {
-  m[i] = m[i] * 0.5f + g;
-  v[i] = v[i] * 0.5f + g * g;
-  w[i] = w[i] * 0.99999f - 1e-6f * g;
+  const bench_v16f g = *gp;
+  bench_v16f *mv = (bench_v16f *)m, *vv = (bench_v16f *)v, *wv = (bench_v16f *)w;
+  bench_v16f mo = *mv * 0.5f + g, vo = *vv * 0.5f + g * g, wo = *wv * 0.99999f - 1e-6f * g;
+  *mv = mo, *vv = vo, *wv = wo; /* all loads, then all stores, as adampi's update */
 }
 
-static inline void sgd_el(float g, float *b, float *w, int64_t i)
+static inline void sgd16(const bench_v16f *gp, float *b, float *w)
 {
-  b[i] = b[i] * 0.5f + g;
-  w[i] = w[i] * 0.99999f - 1e-6f * g;
+  const bench_v16f g = *gp;
+  bench_v16f *bv = (bench_v16f *)b, *wv = (bench_v16f *)w;
+  bench_v16f bo = *bv * 0.5f + g, wo = *wv * 0.99999f - 1e-6f * g;
+  *bv = bo, *wv = wo;
+}
+
+/* 16 bfloat16 values as floats (the shift of bench_bf16). Vectors cross these calls by pointer, so
+ * that no clone's ABI depends on its vector width. */
+static inline void widen16(const uint16_t *h, bench_v16f *out)
+{
+  *out = (bench_v16f)(__builtin_convertvector(*(const bench_v16h *)h, bench_v16u) << 16);
 }
 
 CLONES static void bw_adam(const float *g, float *m, float *v, float *w, int64_t n)
@@ -122,9 +137,13 @@ CLONES static void bw_adam_ahead(const float *g, float *m, float *v, float *w, i
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n16; k += 16) {
     ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
-    for (int64_t i = k; i < k + 16; i++) adam_el(g[i], m, v, w, i);
+    adam16((const bench_v16f *)(g + k), m + k, v + k, w + k);
   }
-  for (int64_t i = n16; i < n; i++) adam_el(g[i], m, v, w, i);
+  for (int64_t i = n16; i < n; i++) {
+    m[i] = m[i] * 0.5f + g[i];
+    v[i] = v[i] * 0.5f + g[i] * g[i];
+    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
+  }
 }
 
 CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n)
@@ -142,9 +161,12 @@ CLONES static void bw_sgd_ahead(const float *g, float *b, float *w, int64_t n)
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n16; k += 16) {
     ahead_r(g + k), ahead_w(b + k), ahead_w(w + k);
-    for (int64_t i = k; i < k + 16; i++) sgd_el(g[i], b, w, i);
+    sgd16((const bench_v16f *)(g + k), b + k, w + k);
   }
-  for (int64_t i = n16; i < n; i++) sgd_el(g[i], b, w, i);
+  for (int64_t i = n16; i < n; i++) {
+    b[i] = b[i] * 0.5f + g[i];
+    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
+  }
 }
 
 /* A bfloat16 value as float (a shift): the 16-bit floor's kernels widen the gradients with it. */
@@ -176,9 +198,17 @@ CLONES static void bw_adam16_ahead(const uint16_t *g, float *m, float *v, float 
   for (int64_t k = 0; k < n32; k += 32) { /* 32 gradients per line */
     ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
     ahead_w(m + k + 16), ahead_w(v + k + 16), ahead_w(w + k + 16);
-    for (int64_t i = k; i < k + 32; i++) adam_el(bench_bf16(g[i]), m, v, w, i);
+    bench_v16f g0, g1;
+    widen16(g + k, &g0), widen16(g + k + 16, &g1);
+    adam16(&g0, m + k, v + k, w + k);
+    adam16(&g1, m + k + 16, v + k + 16, w + k + 16);
   }
-  for (int64_t i = n32; i < n; i++) adam_el(bench_bf16(g[i]), m, v, w, i);
+  for (int64_t i = n32; i < n; i++) {
+    float gi = bench_bf16(g[i]);
+    m[i] = m[i] * 0.5f + gi;
+    v[i] = v[i] * 0.5f + gi * gi;
+    w[i] = w[i] * 0.99999f - 1e-6f * gi;
+  }
 }
 
 CLONES static void bw_sgd16(const uint16_t *g, float *b, float *w, int64_t n)
@@ -197,9 +227,16 @@ CLONES static void bw_sgd16_ahead(const uint16_t *g, float *b, float *w, int64_t
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n32; k += 32) {
     ahead_r(g + k), ahead_w(b + k), ahead_w(w + k), ahead_w(b + k + 16), ahead_w(w + k + 16);
-    for (int64_t i = k; i < k + 32; i++) sgd_el(bench_bf16(g[i]), b, w, i);
+    bench_v16f g0, g1;
+    widen16(g + k, &g0), widen16(g + k + 16, &g1);
+    sgd16(&g0, b + k, w + k);
+    sgd16(&g1, b + k + 16, w + k + 16);
   }
-  for (int64_t i = n32; i < n; i++) sgd_el(bench_bf16(g[i]), b, w, i);
+  for (int64_t i = n32; i < n; i++) {
+    float gi = bench_bf16(g[i]);
+    b[i] = b[i] * 0.5f + gi;
+    w[i] = w[i] * 0.99999f - 1e-6f * gi;
+  }
 }
 
 /* The data-parallel step's own traffic, for its floor: the mean of P gradient arrays of the shard
@@ -243,8 +280,6 @@ static void bw_store(const float *w, float *const *out, int P, int64_t n)
  * into 16-bit parameters in the update, once per copy (the caller's own, and in data-parallel
  * steps the P - 1 others'), which the floor counts as 2-byte writes of one L1-sized block. The
  * bf16 widening (a shift) stands for both types: the traffic is measured. */
-typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
-
 /* This thread's part of [0, n) in a parallel region: cut at multiples of 16 elements. */
 static void thread_range(int64_t n, int64_t *lo, int64_t *hi)
 {
