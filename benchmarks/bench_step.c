@@ -271,15 +271,6 @@ static void bw_store(const float *w, float *const *out, int P, int64_t n)
       memcpy(out[r] + k, w, (size_t)(n - k < block ? n - k : block) * sizeof *w);
 }
 
-/* The 16-bit steps' own traffic, for their floor (--dtype): a sharded step's statistics pass
- * reads the caller's 16-bit gradients with w (2 + 4 bytes per element: bw_read16, in place of
- * bw_read2; it makes them float32 a row at a time, in cache) and so does the update (bw_adam16 or
- * bw_sgd16, in place of bw_adam or bw_sgd), as the library does for projectable tensors (nearly
- * all of these models' elements); a data-parallel one makes the float32 mean of P 16-bit arrays
- * (bw_reduce16), which both passes then read as float32 steps do; all round the updated master
- * into 16-bit parameters in the update, once per copy (the caller's own, and in data-parallel
- * steps the P - 1 others'), which the floor counts as 2-byte writes of one L1-sized block. The
- * bf16 widening (a shift) stands for both types: the traffic is measured. */
 /* This thread's part of [0, n) in a parallel region: cut at multiples of 16 elements. */
 static void thread_range(int64_t n, int64_t *lo, int64_t *hi)
 {
@@ -290,6 +281,15 @@ static void thread_range(int64_t n, int64_t *lo, int64_t *hi)
 #endif
 }
 
+/* The 16-bit steps' own traffic, for their floor (--dtype): a sharded step's statistics pass
+ * reads the caller's 16-bit gradients with w (2 + 4 bytes per element: bw_read16, in place of
+ * bw_read2; it makes them float32 a row at a time, in cache) and so does the update (bw_adam16 or
+ * bw_sgd16, in place of bw_adam or bw_sgd), as the library does for projectable tensors (nearly
+ * all of these models' elements); a data-parallel one makes the float32 mean of P 16-bit arrays
+ * (bw_reduce16), which both passes then read as float32 steps do; all round the updated master
+ * into 16-bit parameters in the update, once per copy (the caller's own, and in data-parallel
+ * steps the P - 1 others'), which the floor counts as 2-byte writes of one L1-sized block. The
+ * bf16 widening (a shift) stands for both types: the traffic is measured. */
 CLONES static float bw_read16(const uint16_t *g, const float *w, int64_t n)
 {
   float total = 0.0f;

@@ -327,9 +327,9 @@ static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gdiv, i
 /* The kernels' software prefetch: the line ADAMPI__AHEAD bytes past p, for reading or for
  * writing. A channel-projected row is two passes, and the second (from cache) stops the memory
  * streams of the first: prefetching ahead in the first pass has the next row's first lines on
- * their way when its pass begins (AMD EPYC: the projected steps' update took 0.8-0.9 of its time
- * with it). Prefetching is a hint: past the end of an array it does nothing, and it changes no
- * result. */
+ * their way when its pass begins (AMD EPYC: the projected rows' update took 0.67-0.96 of its time
+ * with it, the least in the VM's slow phases; the unprojected update, prefetching too, 0.9). A
+ * hint: past the end of an array it does nothing, and it changes no result. */
 #define ADAMPI__AHEAD 2048
 static inline void adampi__prefetch_read(const void *p)
 {
