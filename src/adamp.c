@@ -67,8 +67,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       float u[16], taken[16];
       const float *gk = g + k;
       adampi__prefetch_write(m + k), adampi__prefetch_write(v + k), adampi__prefetch_read(w + k);
-      if (!gt) adampi__prefetch_read(g + k);
-      else if ((k & 31) == 0) adampi__prefetch_read(g16 + k); /* 32 per line */
+      adampi__prefetch_grads(g, g16, k, gt);
       if (gt) { /* widened first, on their own: GCC 12 then keeps the 16-wide vectors */
         adampi__grads16(g16, k, gdiv, gt, taken);
         gk = taken;
@@ -163,21 +162,10 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
 {
   const adampi__coef cl = *c;
   int64_t i = 0;
-  /* 16 at a time, prefetching ahead (adampi__prefetch_read): float16 gradients, and float32 ones
-   * where w is not rounded to bfloat16 here. The plain loop below vectorizes better than this one
-   * for the others (AMD EPYC: with bfloat16 gradients the update took 1.6x as long in this form,
-   * with float32 ones and bfloat16 parameters 1.2-1.3x). */
-  const int blocks = gt == ADAMPI_FLOAT16 || (gt == ADAMPI_FLOAT32 && dt != ADAMPI_BFLOAT16);
-  for (; blocks && i + 16 <= n; i += 16) {
+  for (; adampi__update_blocks(gt, dt) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
     float gk[16];
     adampi__prefetch_write(m + i), adampi__prefetch_write(v + i), adampi__prefetch_write(w + i);
-    if (gt) {
-      if ((i & 31) == 0) adampi__prefetch_read(g16 + i); /* 32 per line */
-      adampi__grads16(g16, i, gdiv, gt, gk);
-    } else {
-      adampi__prefetch_read(g + i);
-      memcpy(gk, g + i, sizeof gk);
-    }
+    adampi__grads_ahead16(g, g16, i, gdiv, gt, gk);
     if (proj)
       for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, &cl, 1, k, dt);
     else
