@@ -62,7 +62,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
   adampi__v8d acc[2] = {{0}, {0}};
   for (int64_t i = 0; i < n; i += 256) {
     int64_t end = n - i < 256 ? n : i + 256, k = i;
-    adampi__block_lanes lanes = {{0}, {0}};
+    adampi__block_lanes lanes = {{0}};
     for (; k + 16 <= end; k += 16) {
       float u[16], taken[16];
       const float *gk = g + k;
@@ -77,7 +77,9 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
         u[j] = moments_direction(gk[j], m[k + j], v[k + j], &cl, &mi, &vi);
         if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u[j];
       }
-      adampi__lanes_add16(&lanes, w + k, u);
+      adampi__v16f uv;
+      memcpy(&uv, u, sizeof uv);
+      adampi__lanes_add16(&lanes, w + k, uv);
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float mi, vi;

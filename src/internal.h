@@ -447,29 +447,30 @@ static inline double adampi__lanes_total(const adampi__v8d acc[2])
  * they are in registers (adampi__lanes_add16; the row's last, partial chunk element by element,
  * adampi__lanes_add1): one loop over g, the state and w, as the unprojected update is (a separate
  * pass over each block's u and w cost the projected rows 20-30%, measured on AMD EPYC). */
-typedef float adampi__v8fa __attribute__((vector_size(32)));
 typedef struct adampi__block_lanes {
-  adampi__v8fa lo, hi; /* lanes 0-7 and 8-15 */
+  adampi__v16f l; /* lane j: element j of the vector */
 } adampi__block_lanes;
 
-static inline void adampi__lanes_add16(adampi__block_lanes *b, const float *w, const float *u)
+/* The products of the 16 weights from w and the 16 directions u, one to a lane. u is a vector so
+ * that it stays in a register: as a float array read in two halves, GCC 12 stored it to the stack
+ * and loaded it back at every step. */
+static inline void adampi__lanes_add16(adampi__block_lanes *b, const float *w, adampi__v16f u)
 {
-  b->lo += *(const adampi__v8f *)w * *(const adampi__v8f *)u;
-  b->hi += *(const adampi__v8f *)(w + 8) * *(const adampi__v8f *)(u + 8);
+  adampi__v16f wv;
+  memcpy(&wv, w, sizeof wv);
+  b->l += wv * u;
 }
 
 /* Lane j of the block gets the product p (j < 16). */
-static inline void adampi__lanes_add1(adampi__block_lanes *b, int j, float p)
-{
-  if (j < 8) b->lo[j] += p;
-  else b->hi[j - 8] += p;
-}
+static inline void adampi__lanes_add1(adampi__block_lanes *b, int j, float p) { b->l[j] += p; }
 
 /* The end of a block: its float lanes into the row's double lanes. */
 static inline void adampi__lanes_fold(adampi__v8d acc[2], const adampi__block_lanes *b)
 {
-  acc[0] += __builtin_convertvector(b->lo, adampi__v8d);
-  acc[1] += __builtin_convertvector(b->hi, adampi__v8d);
+  adampi__v8d lo = {b->l[0], b->l[1], b->l[2], b->l[3], b->l[4], b->l[5], b->l[6], b->l[7]};
+  adampi__v8d hi = {b->l[8], b->l[9], b->l[10], b->l[11], b->l[12], b->l[13], b->l[14], b->l[15]};
+  acc[0] += lo;
+  acc[1] += hi;
 }
 
 #endif /* ADAMPI_INTERNAL_H */

@@ -74,7 +74,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
   adampi__v8d acc[2] = {{0}, {0}};
   for (int64_t i = 0; i < n; i += 256) {
     int64_t end = n - i < 256 ? n : i + 256, k = i;
-    adampi__block_lanes lanes = {{0}, {0}};
+    adampi__block_lanes lanes = {{0}};
     for (; k + 16 <= end; k += 16) {
       v16f gk, bi, u;
       adampi__prefetch_write(b + k), adampi__prefetch_read(w + k);
@@ -83,9 +83,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       buffer_direction16(&gk, b + k, &cl, nesterov, &bi, &u);
       if (store) *(v16f *)(b + k) = bi;
       if (store && nesterov) *(v16f *)(u_out + k) = u;
-      float uf[16];
-      memcpy(uf, &u, sizeof uf);
-      adampi__lanes_add16(&lanes, w + k, uf);
+      adampi__lanes_add16(&lanes, w + k, u);
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float bi, u = buffer_direction(adampi__grad_at(g, g16, k + j, gdiv, gt), b[k + j], &cl, nesterov, &bi);
