@@ -50,13 +50,14 @@ static inline float moments_direction(float g, float m, float v, const adampi__c
 
 /* <w, u> over n elements with the moments as this step will make them, u computed 16 at a time
  * and added to the lanes while in registers (internal.h, adampi__block_lanes). store: write the
- * new moments and u (the first half of a channel-projected row); else write nothing. gt: the
- * gradients' type, g16's where it is 16-bit (adampi__grad_at; a constant). */
+ * new moments and u (the first half of a channel-projected row; w16: the row's 16-bit parameters,
+ * adampi__prefetch_w16); else write nothing. gt: the gradients' type, g16's where it is 16-bit
+ * (adampi__grad_at; a constant). */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
                                                            float gdiv, int gt, float *restrict m,
                                                            float *restrict v, const float *restrict w,
-                                                           float *restrict u_out, int64_t n, const adampi__coef *c,
-                                                           int store)
+                                                           float *restrict u_out, const uint16_t *w16, int64_t n,
+                                                           const adampi__coef *c, int store)
 {
   const adampi__coef cl = *c; /* locals: stores to m, v, u could alias *c otherwise */
   adampi__v8d acc[2] = {{0}, {0}};
@@ -68,6 +69,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       const float *gk = g + k;
       adampi__prefetch_write(m + k), adampi__prefetch_write(v + k), adampi__prefetch_read(w + k);
       adampi__prefetch_grads(g, g16, k, gt);
+      adampi__prefetch_w16(w16, k);
       if (gt) { /* widened first, on their own: GCC 12 then keeps the 16-wide vectors */
         adampi__grads16(g16, k, gdiv, gt, taken);
         gk = taken;
@@ -97,9 +99,10 @@ ADAMPI_CLONES
 static double dot_wu(const float *g, const uint16_t *g16, float gdiv, int gt, const float *m, const float *v,
                      const float *w, int64_t n, const adampi__coef *c)
 {
-  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, (float *)m, (float *)v, w, NULL, n, c, 0);
-  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, (float *)m, (float *)v, w, NULL, n, c, 0);
-  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, (float *)m, (float *)v, w, NULL, n, c, 0);
+  float *mw = (float *)m, *vw = (float *)v; /* not written: store is 0 */
+  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, mw, vw, w, NULL, NULL, n, c, 0);
+  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, mw, vw, w, NULL, NULL, n, c, 0);
+  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, mw, vw, w, NULL, NULL, n, c, 0);
 }
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
@@ -108,11 +111,11 @@ static double dot_wu(const float *g, const uint16_t *g16, float gdiv, int gt, co
  * over the row reads 2 arrays instead of 5 and recomputes nothing. */
 ADAMPI_CLONES
 static double moments_wu(const float *g, const uint16_t *g16, float gdiv, int gt, float *m, float *v,
-                         const float *w, float *u, int64_t n, const adampi__coef *c)
+                         const float *w, float *u, const uint16_t *w16, int64_t n, const adampi__coef *c)
 {
-  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, m, v, w, u, n, c, 1);
-  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, m, v, w, u, n, c, 1);
-  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, m, v, w, u, n, c, 1);
+  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, m, v, w, u, w16, n, c, 1);
+  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, m, v, w, u, w16, n, c, 1);
+  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, m, v, w, u, w16, n, c, 1);
 }
 
 /* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply; rounded into w16
@@ -207,7 +210,7 @@ static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, f
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
 {
   return moments_wu(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__EXP_AVG],
-                    s->state[ADAMPI__EXP_AVG_SQ], s->w, u, s->n, c);
+                    s->state[ADAMPI__EXP_AVG_SQ], s->w, u, s->w16, s->n, c);
 }
 
 static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)

@@ -61,14 +61,15 @@ static inline void buffer_direction16(const v16f *g, const float *b, const adamp
 }
 
 /* <w, u> over n elements with the buffer as this step will make it, u added to the lanes 16 at a
- * time while in registers, as in adamp.c. store: write the new buffer and, with nesterov, u; else
- * write nothing. nesterov must be c->nesterov (a constant here, so that the loops vectorize); gt:
- * the gradients' type, g16's where it is 16-bit (adampi__grad_at; a constant too). */
+ * time while in registers, as in adamp.c. store: write the new buffer and, with nesterov, u (and
+ * prefetch w16, the row's 16-bit parameters: adampi__prefetch_w16); else write nothing. nesterov
+ * must be c->nesterov (a constant here, so that the loops vectorize); gt: the gradients' type,
+ * g16's where it is 16-bit (adampi__grad_at; a constant too). */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
                                                            float gdiv, int gt, float *restrict b,
                                                            const float *restrict w, float *restrict u_out,
-                                                           int64_t n, const adampi__coef *c, int store,
-                                                           int nesterov)
+                                                           const uint16_t *w16, int64_t n, const adampi__coef *c,
+                                                           int store, int nesterov)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   adampi__v8d acc[2] = {{0}, {0}};
@@ -79,6 +80,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       v16f gk, bi, u;
       adampi__prefetch_write(b + k), adampi__prefetch_read(w + k);
       adampi__prefetch_grads(g, g16, k, gt);
+      adampi__prefetch_w16(w16, k);
       grads16(g, g16, k, gdiv, gt, &gk);
       buffer_direction16(&gk, b + k, &cl, nesterov, &bi, &u);
       if (store) *(v16f *)(b + k) = bi;
@@ -101,9 +103,9 @@ ADAMPI_CLONES
 static double dot_wu(const float *g, const uint16_t *g16, float gdiv, int gt, const float *b, const float *w,
                      int64_t n, const adampi__coef *c)
 {
-#define WU(GT)                                                                      \
-  return c->nesterov ? wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, n, c, 0, 1) \
-                     : wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, n, c, 0, 0)
+#define WU(GT)                                                                          \
+  return c->nesterov ? wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 1) \
+                     : wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 0)
   if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
   if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
   WU(ADAMPI_FLOAT32);
@@ -165,11 +167,11 @@ static void apply(const float *g, const uint16_t *g16, float gdiv, int gt, float
  * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish. */
 ADAMPI_CLONES
 static double buffer_wu(const float *g, const uint16_t *g16, float gdiv, int gt, float *b, const float *w, float *u,
-                        int64_t n, const adampi__coef *c)
+                        const uint16_t *w16, int64_t n, const adampi__coef *c)
 {
-#define WU(GT)                                                           \
-  return c->nesterov ? wu_pass(g, g16, gdiv, GT, b, w, u, n, c, 1, 1) \
-                     : wu_pass(g, g16, gdiv, GT, b, w, u, n, c, 1, 0)
+#define WU(GT)                                                             \
+  return c->nesterov ? wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 1) \
+                     : wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 0)
   if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
   if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
   WU(ADAMPI_FLOAT32);
@@ -219,8 +221,8 @@ static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, f
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
 {
-  return buffer_wu(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w, u, s->n,
-                   c);
+  return buffer_wu(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w, u, s->w16,
+                   s->n, c);
 }
 
 static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)
