@@ -59,6 +59,7 @@ typedef struct adampi__tensor {
   int64_t my_nodes;   /* nodes of this rank's piece (0 if it holds none) */
   int64_t my_leaf_lo, my_leaf_hi; /* this rank's piece, in leaves */
   int64_t my_row_base;            /* first slot of this piece in the per-row arrays */
+  int64_t task_lo, task_hi;       /* this piece's tasks: opt->tasks[task_lo, task_hi) */
 } adampi__tensor;
 
 /* Coefficients of one update of one tensor, scalars rounded to float once (adamp.c, sgdp.c). */
@@ -126,6 +127,7 @@ struct adampi {
   int64_t u_row_len;   /* per thread: the longest local projectable row, at most 65536 */
   adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
   int64_t num_tasks;
+  double *task_cos;    /* per task of a projectable tensor: its rows' largest cosine, this step */
   adampi__coef *coefs;   /* per tensor, the coefficients of the current step */
 
   /* Mixed precision (precision.c). elem: bytes per element of the caller's parameters and

@@ -334,14 +334,16 @@ static void plan_tensors(adampi *opt)
   opt->stats_len = opt->node_area + 3 * nodes;
 }
 
-/* The local pieces cut into tasks of about ADAMPI_TASK_LEN elements, whole rows for ndim > 1. */
-static adampi__task *make_tasks(const adampi *opt, int64_t *count)
+/* The local pieces cut into tasks of about ADAMPI_TASK_LEN elements, whole rows for ndim > 1;
+ * each tensor's task_lo and task_hi are set. */
+static adampi__task *make_tasks(adampi *opt, int64_t *count)
 {
   int64_t n = 0, cap = 16;
   adampi__task *c = malloc((size_t)cap * sizeof *c);
   for (int i = 0; c && i < opt->num_tensors; i++) {
-    const adampi__tensor *t = &opt->tensors[i];
+    adampi__tensor *t = &opt->tensors[i];
     int64_t per = t->leaf_len >= ADAMPI_TASK_LEN ? 1 : ADAMPI_TASK_LEN / t->leaf_len;
+    t->task_lo = n;
     for (int64_t r = t->my_leaf_lo; r < t->my_leaf_hi; r += per) {
       if (n == cap) {
         adampi__task *bigger = realloc(c, (size_t)(cap *= 2) * sizeof *c);
@@ -356,6 +358,7 @@ static adampi__task *make_tasks(const adampi *opt, int64_t *count)
       c[n].r1 = r + per < t->my_leaf_hi ? r + per : t->my_leaf_hi;
       n++;
     }
+    t->task_hi = n;
   }
   *count = n;
   return c;
@@ -395,6 +398,8 @@ void adampi__free_layout(adampi *opt)
   opt->u_row = opt->g_row = NULL;
   free(opt->tasks);
   opt->tasks = NULL;
+  adampi__free_zeroed(opt->task_cos, (size_t)opt->num_tasks * sizeof(double));
+  opt->task_cos = NULL;
   adampi__free_zeroed(opt->coefs, (size_t)opt->num_tensors * sizeof(adampi__coef));
   adampi__free_zeroed(opt->packet_buf, opt->size > 1 ? (size_t)opt->packet_len * sizeof(float) : 0);
   opt->packet_buf = NULL;
@@ -452,12 +457,15 @@ adampi_status adampi__commit_layout(adampi *opt)
     if (opt->u_row_len > 65536) opt->u_row_len = 65536;
     opt->u_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float), counted);
     opt->g_row = alloc_zero(g_row_floats(opt), sizeof(float), counted);
+    opt->num_tasks = 0; /* where make_tasks fails */
     opt->tasks = make_tasks(opt, &opt->num_tasks);
     *counted += opt->num_tasks * (int64_t)sizeof(adampi__task);
+    opt->task_cos = alloc_zero((size_t)opt->num_tasks, sizeof(double), counted);
     opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef), counted);
     opt->packet_len = (int64_t)1 << 20; /* 4 MiB packets of the pairwise exchanges */
     opt->packet_buf = alloc_zero(opt->size > 1 ? (size_t)opt->packet_len : 0, sizeof(float), counted);
-    local_fail |= !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->g_row || !opt->tasks || !opt->coefs ||
+    local_fail |= !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->g_row || !opt->tasks || !opt->task_cos ||
+                 !opt->coefs ||
                  !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {
