@@ -23,6 +23,10 @@
 #include "hparams_table.h"
 
 #include <stdarg.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <stdatomic.h>
 #include <stdint.h>
 
 /* A conversion of n floats into a 16-bit type (precision.c, adampi__f16_rounding). */
@@ -79,6 +83,19 @@ typedef struct adampi__task {
   int64_t r0, r1;
 } adampi__task;
 
+/* How a pass hands its tasks to its threads (adampi__tasks_start, adampi__task_next): thread t
+ * first takes, in order, the tasks of its own contiguous range, the t-th of opt->threads equal
+ * ones, then helps the other threads at their ranges' fronts. Each thread's memory streams stay
+ * contiguous (handing out single tasks in order made the threads take turns, every task), and the
+ * work is balanced as with single tasks (AMD EPYC, two threads, alternating every other step in
+ * one process: the statistics pass 0.33-0.45 ms faster on ResNet-50 shapes and 3.1 ms on GPT-2's,
+ * the update 0.4-0.75 and 2.6 ms). One cursor per thread. */
+typedef struct adampi__cursor {
+  _Atomic int64_t next; /* the range's next task */
+  int64_t end;          /* its end */
+  char pad[48];
+} adampi__cursor;
+
 struct adampi {
   MPI_Comm comm; /* our duplicate, MPI_ERRORS_RETURN */
   int rank, size;
@@ -128,6 +145,7 @@ struct adampi {
   adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
   int64_t num_tasks;
   double *task_cos;    /* per task of a projectable tensor: its rows' largest cosine, this step */
+  adampi__cursor *cursors; /* per thread: its range of tasks in the running pass */
   adampi__coef *coefs;   /* per tensor, the coefficients of the current step */
 
   /* Mixed precision (precision.c). elem: bytes per element of the caller's parameters and
@@ -219,6 +237,22 @@ adampi_status adampi__check_shard(adampi *opt, const char *what, const float *x,
 int adampi__thread_count(int requested);
 
 /* memory.c: zeroed, touched, huge-page-advised allocation; free with the same byte count. */
+/* The passes' task hand-out (adampi__cursor). adampi__tasks_start: before a parallel region (not
+ * inside it); adampi__task_next: in it, by thread `me`, the next task to run, or -1 when none is
+ * left. */
+void adampi__tasks_start(adampi *opt);
+int64_t adampi__task_next(adampi *opt, int me);
+
+/* This thread's number in the running parallel region (0 outside one, or without OpenMP). */
+static inline int adampi__thread_num(void)
+{
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 void *adampi__alloc_zeroed(size_t bytes);
 void adampi__free_zeroed(void *p, size_t bytes);
 

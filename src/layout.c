@@ -364,6 +364,27 @@ static adampi__task *make_tasks(adampi *opt, int64_t *count)
   return c;
 }
 
+void adampi__tasks_start(adampi *opt)
+{
+  int64_t n = opt->num_tasks, T = opt->threads;
+  for (int64_t t = 0; t < T; t++) {
+    atomic_store_explicit(&opt->cursors[t].next, n * t / T, memory_order_relaxed);
+    opt->cursors[t].end = n * (t + 1) / T;
+  }
+}
+
+int64_t adampi__task_next(adampi *opt, int me)
+{
+  int T = opt->threads;
+  for (int i = 0; i < T; i++) { /* its own range first, then the others' */
+    adampi__cursor *c = &opt->cursors[(me + i) % T];
+    if (atomic_load_explicit(&c->next, memory_order_relaxed) >= c->end) continue;
+    int64_t k = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+    if (k < c->end) return k;
+  }
+  return -1;
+}
+
 /* Zero-filled and touched now, so that no page fault happens during a step; the bytes are added
  * to *total (the profile's allocated_bytes). */
 static void *alloc_zero(size_t count, size_t elem, int64_t *total)
@@ -400,6 +421,8 @@ void adampi__free_layout(adampi *opt)
   opt->tasks = NULL;
   adampi__free_zeroed(opt->task_cos, (size_t)opt->num_tasks * sizeof(double));
   opt->task_cos = NULL;
+  adampi__free_zeroed(opt->cursors, (size_t)opt->threads * sizeof(adampi__cursor));
+  opt->cursors = NULL;
   adampi__free_zeroed(opt->coefs, (size_t)opt->num_tensors * sizeof(adampi__coef));
   adampi__free_zeroed(opt->packet_buf, opt->size > 1 ? (size_t)opt->packet_len * sizeof(float) : 0);
   opt->packet_buf = NULL;
@@ -461,11 +484,12 @@ adampi_status adampi__commit_layout(adampi *opt)
     opt->tasks = make_tasks(opt, &opt->num_tasks);
     *counted += opt->num_tasks * (int64_t)sizeof(adampi__task);
     opt->task_cos = alloc_zero((size_t)opt->num_tasks, sizeof(double), counted);
+    opt->cursors = alloc_zero((size_t)opt->threads, sizeof(adampi__cursor), counted);
     opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef), counted);
     opt->packet_len = (int64_t)1 << 20; /* 4 MiB packets of the pairwise exchanges */
     opt->packet_buf = alloc_zero(opt->size > 1 ? (size_t)opt->packet_len : 0, sizeof(float), counted);
     local_fail |= !opt->packet_buf || !opt->bounds || !opt->u_row || !opt->g_row || !opt->tasks || !opt->task_cos ||
-                 !opt->coefs ||
+                 !opt->cursors || !opt->coefs ||
                  !opt->state[0] || !opt->state[1] || !opt->grad_shard || !opt->row_sums || !opt->row_wu ||
                  !opt->stats || !opt->wu_nodes || !opt->view || !opt->k_layer;
   } else {

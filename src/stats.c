@@ -15,9 +15,6 @@
 
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 typedef adampi__v8d v8d;
 
@@ -161,17 +158,18 @@ static void write_node(void *ctx, int64_t lo, int64_t size)
 
 void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const unsigned char *has_grad)
 {
-  /* Both parts in parallel, the second after the first (the loop's barrier): each task's and each
+  /* Both parts in parallel, the second after the first (the barrier): each task's and each
    * tensor's results are computed by the same code whichever thread takes them, so the bits do not
    * depend on the thread count. */
+  adampi__tasks_start(opt);
 #pragma omp parallel num_threads(opt->threads) if (opt->threads > 1)
   {
+    const int me = adampi__thread_num();
     /* The row sums: the bulk of the pass, over tasks (whole rows). Where the gradients arrive
      * 16-bit or scaled, they are made float32 and unscaled first: row by row into this thread's
      * g_row (adampi__direct_grads), else the task's into g (which is then opt->grad_shard), and
      * read back from cache. A tensor without a gradient is not read by the step at all. */
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t k = 0; k < opt->num_tasks; k++) {
+    for (int64_t k; (k = adampi__task_next(opt, me)) >= 0;) {
       const adampi__task *task = &opt->tasks[k];
       const adampi__tensor *t = &opt->tensors[task->tensor];
       if (has_grad && !has_grad[task->tensor]) continue;
@@ -182,11 +180,7 @@ void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const 
                        opt->intake_scale);
       }
       if (!t->projectable) continue;
-#ifdef _OPENMP
-      float *g_row = opt->g_row + (size_t)omp_get_thread_num() * (size_t)opt->u_row_len;
-#else
-      float *g_row = opt->g_row;
-#endif
+      float *g_row = opt->g_row + (size_t)me * (size_t)opt->u_row_len;
       /* Each row's cosine once its sums are known, while the next rows' loads are on their way;
        * the task keeps the largest. (AMD EPYC, alternating every other step in one process: the
        * pass took 0.7-1.1 ms less on GPT-2 shapes than with the cosines computed after it, one
@@ -206,6 +200,7 @@ void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const 
       }
       opt->task_cos[k] = maxcos;
     }
+#pragma omp barrier
     /* Per tensor: the largest row cosine (max is exact: any order gives the same bits) and the
      * tree nodes of this rank's piece (the trees of tensors with ndim <= 1 read their elements
      * here); each tensor writes its own slots. */

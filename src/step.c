@@ -14,9 +14,6 @@
 
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* FNV-1a over what every rank must pass identically: the gradient mask, all hyper-parameters, the
  * clipping threshold and the gradient scale. 48 bits, so that it travels exactly as a double. */
@@ -193,14 +190,11 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
     t->diag.view = (adampi_view)opt->view[i];
     opt->coefs[i] = coef_for(opt, t, t->updates, opt->view[i]);
   }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(opt->threads) if (opt->threads > 1)
-  for (int64_t q = 0; q < opt->num_tasks; q++) {
+  adampi__tasks_start(opt);
+#pragma omp parallel num_threads(opt->threads) if (opt->threads > 1)
+  for (int64_t q, me = adampi__thread_num(); (q = adampi__task_next(opt, (int)me)) >= 0;) {
     const adampi__task *task = &opt->tasks[q];
-#ifdef _OPENMP
-    float *u_row = opt->u_row + (size_t)omp_get_thread_num() * (size_t)opt->u_row_len;
-#else
-    float *u_row = opt->u_row;
-#endif
+    float *u_row = opt->u_row + (size_t)me * (size_t)opt->u_row_len;
     /* The kernels that write w also round it into opt->round_out. Without a gradient the task is
      * unchanged, but rounded and stored all the same, as an all-gather would. */
     const adampi__tensor *t = &opt->tensors[task->tensor];
