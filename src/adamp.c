@@ -81,7 +81,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       }
       adampi__v16f uv;
       memcpy(&uv, u, sizeof uv);
-      adampi__lanes_add16(&lanes, w + k, uv);
+      adampi__lanes_add16(&lanes, w + k, &uv);
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float mi, vi;

@@ -497,14 +497,16 @@ typedef struct adampi__block_lanes {
   adampi__v16f l; /* lane j: element j of the vector */
 } adampi__block_lanes;
 
-/* The products of the 16 weights from w and the 16 directions u, one to a lane. u is a vector so
- * that it stays in a register: as a float array read in two halves, GCC 12 stored it to the stack
- * and loaded it back at every step. */
-static inline void adampi__lanes_add16(adampi__block_lanes *b, const float *w, adampi__v16f u)
+/* The products of the 16 weights from w and the 16 directions *u, one to a lane. u is a vector so
+ * that it stays in a register where this is inlined: as a float array read in two halves, GCC 12
+ * stored it to the stack and loaded it back at every step. (By pointer, not by value: where it is
+ * not inlined, as in a build without optimization, the target clones would pass a 64-byte vector
+ * by value each by its own ABI, and this function, built once, would read another's.) */
+static inline void adampi__lanes_add16(adampi__block_lanes *b, const float *w, const adampi__v16f *u)
 {
   adampi__v16f wv;
   memcpy(&wv, w, sizeof wv);
-  b->l += wv * u;
+  b->l += wv * *u;
 }
 
 /* Lane j of the block gets the product p (j < 16). */
