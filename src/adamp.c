@@ -79,9 +79,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
         u[j] = moments_direction(gk[j], m[k + j], v[k + j], &cl, &mi, &vi);
         if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u[j];
       }
-      adampi__v16f uv;
-      memcpy(&uv, u, sizeof uv);
-      adampi__lanes_add16(&lanes, w + k, &uv);
+      adampi__lanes_add16(&lanes, w + k, u);
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float mi, vi;

@@ -497,16 +497,18 @@ typedef struct adampi__block_lanes {
   adampi__v16f l; /* lane j: element j of the vector */
 } adampi__block_lanes;
 
-/* The products of the 16 weights from w and the 16 directions *u, one to a lane. u is a vector so
- * that it stays in a register where this is inlined: as a float array read in two halves, GCC 12
- * stored it to the stack and loaded it back at every step. (By pointer, not by value: where it is
- * not inlined, as in a build without optimization, the target clones would pass a 64-byte vector
- * by value each by its own ABI, and this function, built once, would read another's.) */
-static inline void adampi__lanes_add16(adampi__block_lanes *b, const float *w, const adampi__v16f *u)
+/* The products of the 16 weights from w and the 16 directions from u, one to a lane. Both are
+ * read whole, as one vector each, so that where this is inlined u stays in a register (read in two
+ * halves, GCC 12 stored it to the stack and loaded it back at every step). Not a vector by value:
+ * where this is not inlined, as in a build without optimization, the target clones would pass it
+ * each by its own ABI, and this function, built once, would read another's; and through memcpy,
+ * since u may have a float's alignment only. */
+static inline void adampi__lanes_add16(adampi__block_lanes *b, const float *w, const float *u)
 {
-  adampi__v16f wv;
+  adampi__v16f wv, uv;
   memcpy(&wv, w, sizeof wv);
-  b->l += wv * *u;
+  memcpy(&uv, u, sizeof uv);
+  b->l += wv * uv;
 }
 
 /* Lane j of the block gets the product p (j < 16). */

@@ -85,7 +85,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       buffer_direction16(&gk, b + k, &cl, nesterov, &bi, &u);
       if (store) *(v16f *)(b + k) = bi;
       if (store && nesterov) *(v16f *)(u_out + k) = u;
-      adampi__lanes_add16(&lanes, w + k, &u);
+      adampi__lanes_add16(&lanes, w + k, (const float *)&u);
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float bi, u = buffer_direction(adampi__grad_at(g, g16, k + j, gdiv, gt), b[k + j], &cl, nesterov, &bi);
