@@ -447,28 +447,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   }
   if (!shm || half) w = huge_alloc(full * sizeof *w), g = huge_alloc(full * sizeof *g);
   if (half && !shm) w16 = huge_alloc(full * 2), g16 = huge_alloc(full * 2);
-  uint64_t seed = 12345;
-  for (size_t k = 0; k + 1 < full; k++) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    w[k] = (float)((seed >> 40) & 0xffff) / 65536.0f - 0.5f;
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    g[k] = ((float)((seed >> 40) & 0xffff) / 65536.0f - 0.5f) * 0.01f;
-  }
-  if (!strcmp(c->grads, "orthogonal")) { /* every row orthogonal to its weights: the channel view projects */
-    for (int i = 0; i < nt; i++) {
-      adampi_tensor_info t;
-      adampi_tensor(opt, i, &t);
-      if (t.ndim < 2) continue;
-      int64_t len = t.numel / t.shape[0], base = dp ? 0 : lo;
-      for (int64_t r = 0; r < t.shape[0]; r++) {
-        int64_t s = t.offset + r * len - base;
-        if (s < 0 || s + len > (int64_t)full - 1) continue;
-        double gw = 0, ww = 0;
-        for (int64_t k = 0; k < len; k++) gw += (double)g[s + k] * w[s + k], ww += (double)w[s + k] * w[s + k];
-        for (int64_t k = 0; k < len; k++) g[s + k] = (float)(g[s + k] - w[s + k] * (gw / ww));
-      }
-    }
-  }
+  bench_fill(w, g, (int64_t)full - 1, dp ? 0 : lo, ts, nt, !strcmp(c->grads, "orthogonal"));
   if (half) { /* the 16-bit model: w and g rounded (the master starts from the rounded w) */
     adampi_round_to(dt, w, w16, (int64_t)full - 1);
     adampi_round_to(dt, g, g16, (int64_t)full - 1);

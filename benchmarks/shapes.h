@@ -102,4 +102,40 @@ static int shapes_sweep(bench_tensor *t, int64_t elements, int64_t row_len)
   return n;
 }
 
+/* Elements of tensor t. */
+static int64_t bench_numel(const bench_tensor *t)
+{
+  int64_t n = 1;
+  for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+  return n;
+}
+
+/* The benchmarks' model: count weights and gradients for the flat positions [base, base + count)
+ * of the tensors ts (laid out one after the other, as adampi_commit lays them), from a fixed
+ * generator that starts at w[0] whatever base is. orthogonal: each whole row of a tensor with
+ * ndim >= 2 that lies in the range gets its gradient made orthogonal to its weights, so that the
+ * channel view projects. */
+static void bench_fill(float *w, float *g, int64_t count, int64_t base, const bench_tensor *ts, int nt, int orthogonal)
+{
+  uint64_t seed = 12345;
+  for (int64_t k = 0; k < count; k++) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    w[k] = (float)((seed >> 40) & 0xffff) / 65536.0f - 0.5f;
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    g[k] = ((float)((seed >> 40) & 0xffff) / 65536.0f - 0.5f) * 0.01f;
+  }
+  int64_t offset = 0;
+  for (int i = 0; i < nt && orthogonal; offset += bench_numel(&ts[i]), i++) {
+    if (ts[i].ndim < 2) continue;
+    int64_t len = bench_numel(&ts[i]) / ts[i].shape[0];
+    for (int64_t r = 0; r < ts[i].shape[0]; r++) {
+      int64_t s = offset + r * len - base;
+      if (s < 0 || s + len > count) continue;
+      double gw = 0, ww = 0;
+      for (int64_t k = 0; k < len; k++) gw += (double)g[s + k] * w[s + k], ww += (double)w[s + k] * w[s + k];
+      for (int64_t k = 0; k < len; k++) g[s + k] = (float)(g[s + k] - w[s + k] * (gw / ww));
+    }
+  }
+}
+
 #endif
