@@ -364,13 +364,33 @@ static adampi__task *make_tasks(adampi *opt, int64_t *count)
   return c;
 }
 
+/* Each thread's range of the tasks: the tasks in order, cut where the elements so far first reach
+ * t/T of the shard's, so that the ranges hold about equal work. (Cut into equal numbers of tasks,
+ * the ranges of ResNet-50's and GPT-2's shapes were uneven, as the small tensors' tasks are short:
+ * the thread with less work ran out first and helped the other at its front for the rest of the
+ * pass, task by task, the two taking turns. Alternating the two cuts step by step in one process,
+ * two threads, AMD EPYC (bench_ab): the step 0.949x on ResNet-50 shapes, 31 rounds of 31 faster,
+ * and 0.961x on GPT-2's, 29 of 31.) */
+static void thread_ranges(adampi *opt)
+{
+  int64_t n = opt->num_tasks, T = opt->threads, total = 0, q = 0, sum = 0;
+  for (int64_t k = 0; k < n; k++)
+    total += (opt->tasks[k].r1 - opt->tasks[k].r0) * opt->tensors[opt->tasks[k].tensor].leaf_len;
+  for (int64_t t = 0; t < T; t++) {
+    opt->cursors[t].first = q;
+    /* the last range takes the rest; the others end once their share is reached */
+    while (q < n && (t == T - 1 || sum < (total / T) * (t + 1) + (total % T) * (t + 1) / T)) {
+      sum += (opt->tasks[q].r1 - opt->tasks[q].r0) * opt->tensors[opt->tasks[q].tensor].leaf_len;
+      q++;
+    }
+    opt->cursors[t].end = q;
+  }
+}
+
 void adampi__tasks_start(adampi *opt)
 {
-  int64_t n = opt->num_tasks, T = opt->threads;
-  for (int64_t t = 0; t < T; t++) {
-    atomic_store_explicit(&opt->cursors[t].next, n * t / T, memory_order_relaxed);
-    opt->cursors[t].end = n * (t + 1) / T;
-  }
+  for (int t = 0; t < opt->threads; t++)
+    atomic_store_explicit(&opt->cursors[t].next, opt->cursors[t].first, memory_order_relaxed);
 }
 
 int64_t adampi__task_next(adampi *opt, int me)
@@ -485,6 +505,7 @@ adampi_status adampi__commit_layout(adampi *opt)
     *counted += opt->num_tasks * (int64_t)sizeof(adampi__task);
     opt->task_cos = alloc_zero((size_t)opt->num_tasks, sizeof(double), counted);
     opt->cursors = alloc_zero((size_t)opt->threads, sizeof(adampi__cursor), counted);
+    if (opt->cursors && opt->tasks) thread_ranges(opt);
     opt->coefs = alloc_zero((size_t)opt->num_tensors, sizeof(adampi__coef), counted);
     opt->packet_len = (int64_t)1 << 20; /* 4 MiB packets of the pairwise exchanges */
     opt->packet_buf = alloc_zero(opt->size > 1 ? (size_t)opt->packet_len : 0, sizeof(float), counted);
