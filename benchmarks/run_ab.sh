@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# run_ab.sh REV [-np N] [bench_ab options] - the library at git revision REV (A) against this
-# checkout's build (B), step by step in one process (bench_ab): which is faster, and whether they
-# compute the same bits. REV is built once, Release, in $AB_DIR/REV (default /tmp/adampi-ab);
-# BUILD_DIR (default build) must hold this checkout's build. Threads (--threads T > 1) run with
-# mpirun's binding off. Example, a change to the update kernels against the commit before it:
+# run_ab.sh REV [-np N] [bench_ab options] - the library at git revision REV against this
+# checkout's build, step by step in one process (bench_ab): which is faster, and whether they
+# compute the same bits. It runs bench_ab twice, REV as A and then as B, and prints the ratios of
+# both runs and their geometric mean, which cancels what favours one side of a run (on the
+# development VM, the second model copy of a run could be a few percent faster or slower for the
+# whole run). REV is built once, Release, in $AB_DIR/REV (default /tmp/adampi-ab); BUILD_DIR
+# (default build) must hold this checkout's build. Threads (--threads T > 1) run with mpirun's
+# binding off. Example, a change to the update kernels against the commit before it:
 #   benchmarks/run_ab.sh HEAD~1 --set resnet50 --opt adamp --grads orthogonal --rounds 41
 set -euo pipefail
-if [ $# -lt 1 ] || [ "$1" = "-h" ]; then sed -n '2,7p' "$0"; exit 2; fi
+if [ $# -lt 1 ] || [ "$1" = "-h" ]; then sed -n '2,10p' "$0"; exit 2; fi
 rev=$1; shift
 np=1
 if [ "${1:-}" = "-np" ]; then np=$2; shift 2; fi
@@ -26,6 +29,16 @@ fi
 flags=(--oversubscribe)
 [ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
 case " $* " in *" --threads "[2-9]*|*" --threads "[1-9][0-9]*) flags+=(--bind-to none) ;; esac
-echo "# A: $rev ($sha)"
-mpirun "${flags[@]}" -np "$np" "$BUILD_DIR/bin/bench_ab" --a "$bld/lib/libadampi.so" \
-  --b "$(cd "$BUILD_DIR" && pwd)/lib/libadampi.so" "$@"
+old=$bld/lib/libadampi.so new=$(cd "$BUILD_DIR" && pwd)/lib/libadampi.so
+ab() { mpirun "${flags[@]}" -np "$np" "$BUILD_DIR/bin/bench_ab" --a "$1" --b "$2" "${@:3}"; }
+echo "# old: $rev ($sha), new: $BUILD_DIR"
+out1=$(ab "$old" "$new" "$@") || { printf '%s\n' "$out1"; exit 1; }
+printf '%s\n' "$out1" | grep -v '^csv' | sed 's/^/run 1 (A old, B new): /'
+out2=$(ab "$new" "$old" "$@") || { printf '%s\n' "$out2"; exit 1; }
+printf '%s\n' "$out2" | grep -v '^csv' | sed 's/^/run 2 (A new, B old): /'
+# csv fields: 10 a_step 11 b_step 16 a_stats 17 b_stats 18 a_update 19 b_update 20 same_bits
+{ printf '%s\n' "$out1" | grep '^csv,' | tail -1; printf '%s\n' "$out2" | grep '^csv,' | tail -1; } | awk -F, '
+  NR == 1 { s1 = $11 / $10; t1 = $17 / $16; u1 = $19 / $18; same = $20 }
+  NR == 2 { s2 = $10 / $11; t2 = $16 / $17; u2 = $18 / $19; same = same && $20 }
+  END { printf "new/old, both runs and their geometric mean: step %.3f %.3f -> %.3f; statistics %.3f %.3f -> %.3f; update %.3f %.3f -> %.3f; same bits: %s\n",
+               s1, s2, sqrt(s1 * s2), t1, t2, sqrt(t1 * t2), u1, u2, sqrt(u1 * u2), same ? "yes" : "no" }'

@@ -369,8 +369,9 @@ static adampi__task *make_tasks(adampi *opt, int64_t *count)
  * the ranges of ResNet-50's and GPT-2's shapes were uneven, as the small tensors' tasks are short:
  * the thread with less work ran out first and helped the other at its front for the rest of the
  * pass, task by task, the two taking turns. Alternating the two cuts step by step in one process,
- * two threads, AMD EPYC (bench_ab): the step 0.949x on ResNet-50 shapes, 31 rounds of 31 faster,
- * and 0.961x on GPT-2's, 29 of 31.) */
+ * two threads, AMD EPYC (benchmarks/run_ab.sh, both orders): the step 0.974x with AdamP and 0.949x
+ * with SGDP on ResNet-50 shapes, 0.997x with AdamP on GPT-2's (its statistics pass 0.953x), when
+ * the VM gave the second thread its bandwidth; no change when it did not.) */
 static void thread_ranges(adampi *opt)
 {
   int64_t n = opt->num_tasks, T = opt->threads, total = 0, q = 0, sum = 0;
