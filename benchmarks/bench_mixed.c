@@ -77,30 +77,10 @@ static handle make(const bench_tensor *ts, int nt, int sgd, adampi_dtype dt, dou
 
 /* Parameters and orthogonal gradients (fp32, the same on every rank and for every handle),
  * written into the handle's buffers in its type. Returns the gradients' global norm. */
-static double fill(handle *h, adampi_dtype dt, float *w, float *g, int64_t N, int first)
+static double fill(handle *h, adampi_dtype dt, float *w, float *g, int64_t N, int first, const bench_tensor *ts, int nt)
 {
   double norm2 = 0.0;
-  if (first) {
-    uint64_t seed = 12345;
-    for (int64_t k = 0; k < N; k++) {
-      seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-      w[k] = (float)((seed >> 40) & 0xffff) / 65536.0f - 0.5f;
-      seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-      g[k] = ((float)((seed >> 40) & 0xffff) / 65536.0f - 0.5f) * 0.01f;
-    }
-    for (int i = 0; i < adampi_num_tensors(h->opt); i++) {
-      adampi_tensor_info t;
-      adampi_tensor(h->opt, i, &t);
-      if (t.ndim < 2) continue;
-      int64_t len = t.numel / t.shape[0];
-      for (int64_t r = 0; r < t.shape[0]; r++) {
-        float *gr = g + t.offset + r * len, *wr = w + t.offset + r * len;
-        double gw = 0, ww = 0;
-        for (int64_t k = 0; k < len; k++) gw += (double)gr[k] * wr[k], ww += (double)wr[k] * wr[k];
-        for (int64_t k = 0; k < len; k++) gr[k] = (float)(gr[k] - wr[k] * (gw / ww));
-      }
-    }
-  }
+  if (first) bench_fill(w, g, N, 0, ts, nt, 1);
   for (int64_t k = 0; k < N; k++) norm2 += (double)g[k] * g[k];
   adampi_round_to(dt, w, h->params, N);
   adampi_round_to(dt, g, h->grads, N);
@@ -139,7 +119,7 @@ int main(int argc, char **argv)
   adampi_shard(h[0].opt, rank_, &lo, &hi);
   float *w = malloc((size_t)N * sizeof(float)), *g = malloc((size_t)N * sizeof(float));
   double norm = 0.0;
-  for (int k = 0; k < 4; k++) norm = fill(&h[k], types[k], w, g, N, k == 0);
+  for (int k = 0; k < 4; k++) norm = fill(&h[k], types[k], w, g, N, k == 0, ts, nt);
   for (int k = 1; k < 4; k += 2) adampi_set_max_grad_norm(h[k].opt, 0.5 * norm);
   int64_t n = hi - lo;
   float *a = calloc((size_t)n + 1, sizeof(float)), *b = calloc((size_t)n + 1, sizeof(float));
