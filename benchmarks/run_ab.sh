@@ -6,10 +6,12 @@
 # development VM, the second model copy of a run could be a few percent faster or slower for the
 # whole run). REV is built once, Release, in $AB_DIR/REV (default /tmp/adampi-ab); BUILD_DIR
 # (default build) must hold this checkout's build. Threads (--threads T > 1) run with mpirun's
-# binding off. Example, a change to the update kernels against the commit before it:
+# binding off. RUNS=N (default 1) repeats the pair of runs N times and adds the geometric mean over
+# all of them (on GPT-2 shapes one pair is not enough here). Example, a change to the update
+# kernels against the commit before it:
 #   benchmarks/run_ab.sh HEAD~1 --set resnet50 --opt adamp --grads orthogonal --rounds 41
 set -euo pipefail
-if [ $# -lt 1 ] || [ "$1" = "-h" ]; then sed -n '2,10p' "$0"; exit 2; fi
+if [ $# -lt 1 ] || [ "$1" = "-h" ]; then sed -n '2,12p' "$0"; exit 2; fi
 rev=$1; shift
 np=1
 if [ "${1:-}" = "-np" ]; then np=$2; shift 2; fi
@@ -32,13 +34,20 @@ case " $* " in *" --threads "[2-9]*|*" --threads "[1-9][0-9]*) flags+=(--bind-to
 old=$bld/lib/libadampi.so new=$(cd "$BUILD_DIR" && pwd)/lib/libadampi.so
 ab() { mpirun "${flags[@]}" -np "$np" "$BUILD_DIR/bin/bench_ab" --a "$1" --b "$2" "${@:3}"; }
 echo "# old: $rev ($sha), new: $BUILD_DIR"
-out1=$(ab "$old" "$new" "$@") || { printf '%s\n' "$out1"; exit 1; }
-printf '%s\n' "$out1" | grep -v '^csv' | sed 's/^/run 1 (A old, B new): /'
-out2=$(ab "$new" "$old" "$@") || { printf '%s\n' "$out2"; exit 1; }
-printf '%s\n' "$out2" | grep -v '^csv' | sed 's/^/run 2 (A new, B old): /'
-# csv fields: 10 a_step 11 b_step 16 a_stats 17 b_stats 18 a_update 19 b_update 20 same_bits
-{ printf '%s\n' "$out1" | grep '^csv,' | tail -1; printf '%s\n' "$out2" | grep '^csv,' | tail -1; } | awk -F, '
-  NR == 1 { s1 = $11 / $10; t1 = $17 / $16; u1 = $19 / $18; same = $20 }
-  NR == 2 { s2 = $10 / $11; t2 = $16 / $17; u2 = $18 / $19; same = same && $20 }
-  END { printf "new/old, both runs and their geometric mean: step %.3f %.3f -> %.3f; statistics %.3f %.3f -> %.3f; update %.3f %.3f -> %.3f; same bits: %s\n",
-               s1, s2, sqrt(s1 * s2), t1, t2, sqrt(t1 * t2), u1, u2, sqrt(u1 * u2), same ? "yes" : "no" }'
+csvs=()
+for ((run = 1; run <= ${RUNS:-1}; run++)); do
+  out1=$(ab "$old" "$new" "$@") || { printf '%s\n' "$out1"; exit 1; }
+  printf '%s\n' "$out1" | grep -v '^csv' | sed 's/^/run 1 (A old, B new): /'
+  out2=$(ab "$new" "$old" "$@") || { printf '%s\n' "$out2"; exit 1; }
+  printf '%s\n' "$out2" | grep -v '^csv' | sed 's/^/run 2 (A new, B old): /'
+  csvs+=("$(printf '%s\n' "$out1" | grep '^csv,' | tail -1)" "$(printf '%s\n' "$out2" | grep '^csv,' | tail -1)")
+done
+# csv fields: 10 a_step 11 b_step 16 a_stats 17 b_stats 18 a_update 19 b_update 20 same_bits; odd
+# lines have the new build as B, even lines as A
+printf '%s\n' "${csvs[@]}" | awk -F, '
+  function add(s, t, u) { ls += log(s); lt += log(t); lu += log(u); n++; printf " %.3f/%.3f/%.3f", s, t, u }
+  BEGIN { same = 1; printf "new/old (step/statistics/update, medians) per run:" }
+  NR % 2 == 1 { add($11 / $10, $17 / $16, $19 / $18); same = same && $20 }
+  NR % 2 == 0 { add($10 / $11, $16 / $17, $18 / $19); same = same && $20 }
+  END { printf "\nnew/old, geometric mean of the %d runs: step %.3f; statistics %.3f; update %.3f; same bits: %s\n",
+               n, exp(ls / n), exp(lt / n), exp(lu / n), same ? "yes" : "no" }'
