@@ -517,6 +517,9 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   double *tb = calloc((size_t)c->steps, sizeof *tb), *tp = calloc((size_t)c->steps * ADAMPI_NUM_PHASES, sizeof *tp);
   /* the same reference kernels prefetching ahead (AHEAD): the update's pattern, the statistics reads */
   double *tbp = calloc((size_t)c->steps, sizeof *tbp), *trp = calloc((size_t)c->steps, sizeof *trp);
+  /* With threads: the update's prefetching pattern on one thread too, to show what the second and
+   * later threads add (the development VM at times runs two threads no faster than one). */
+  double *tb1 = calloc((size_t)c->steps, sizeof *tb1);
   for (int k = 0; k < c->steps; k++) {
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = MPI_Wtime();
@@ -553,6 +556,15 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       t0 = MPI_Wtime();
       if (n > 0) sink_ += bw_read2_ahead(gs, ws, n);
       trp[k] = max_over_ranks(MPI_Wtime() - t0);
+      if (c->threads > 1) {
+        threads_ = 1;
+        MPI_Barrier(MPI_COMM_WORLD);
+        t0 = MPI_Wtime();
+        if (n > 0 && sgd) bw_sgd_ahead(gs, s0, ws, n);
+        else if (n > 0) bw_adam_ahead(gs, s0, s1, ws, n);
+        tb1[k] = max_over_ranks(MPI_Wtime() - t0);
+        threads_ = c->threads;
+      }
     }
     if (half) { /* the 16-bit gradients in (the mean; or, sharded, both passes' reads), the copies out */
       MPI_Barrier(MPI_COMM_WORLD);
@@ -594,7 +606,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   /* Each floor part at the faster of its kernel's two versions, plain and prefetching (printed). */
   double t_bw_plain = median(in16 ? tb16 : tb, c->steps), t_bw_pf = median(tbp, c->steps);
   double t_rd_plain = median(in16 ? t16in : tr, c->steps), t_rd_pf = median(trp, c->steps);
-  double t_bw = median(tb, c->steps);
+  double t_bw = median(tb, c->steps), t_one = c->threads > 1 && !in16 ? median(tb1, c->steps) : 0.0;
   if (!in16) t_bw = t_bw_pf < t_bw ? t_bw_pf : t_bw;
   /* The floor of the design on this machine: a read-only pass over g and w, then the update's
    * access pattern, each at the speed the bandwidth kernels reach in this run. */
@@ -628,7 +640,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   for (int r = 0; r < P && half; r++) free(src16[r]), free(dst16[r]);
   free(wide);
   for (int q = 0; q < ADAMPI_NUM_PHASES; q++) phase[q] = median(tp + q * c->steps, c->steps);
-  free(t_steps), free(tf), free(tb), free(tp), free(tbp), free(trp);
+  free(t_steps), free(tf), free(tb), free(tp), free(tbp), free(trp), free(tb1);
   free(ws), free(s0), free(s1);
   for (int i = 0; i < nt; i++) { /* the decisions of the last timed step */
     adampi_diag d;
@@ -667,13 +679,14 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       printf("csv,set,opt,grads,mode,ranks,threads,numel,step_ms,reduce_scatter_ms,stats_ms,exchange_ms,update_ms,allgather_ms,"
              "fused_ms,bandwidth_kernel_ms,step_over_fused,design_bytes_per_elem,effective_GBps,kernel_GBps,"
              "effective_over_kernel,floor_ms,step_over_floor,exchange_alone_ms,exchange_bytes,exchange_over_grad_bytes,alloc_bytes_per_rank,"
-             "projected_tensors,rs_bytes_per_rank,ag_bytes_per_rank,readonly_ms,readonly_over_stats,dp_floor_ms,step_over_dp_floor,dtype\n");
-    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%s\n",
+             "projected_tensors,rs_bytes_per_rank,ag_bytes_per_rank,readonly_ms,readonly_over_stats,dp_floor_ms,step_over_dp_floor,"
+             "kernel_one_thread_ms,dtype\n");
+    printf("csv,%s,%s,%s,%s,%d,%d,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%.2f,%.2f,%.3f,%.3f,%.3f,%.4f,%lld,%.6f,%lld,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%s\n",
            c->set, c->opt, c->grads, c->mode, size_, c->threads, (long long)N, 1e3 * t_step, 1e3 * phase[0], 1e3 * phase[1],
            1e3 * phase[2], 1e3 * phase[3], 1e3 * phase[4], 1e3 * t_fused, 1e3 * t_bw, t_step / t_fused, design_bytes, eff,
            kern, eff / kern, 1e3 * t_floor, t_step / t_floor, 1e3 * t_xchg, (long long)p.exchange_bytes, (double)p.exchange_bytes / (4.0 * (double)N),
            (long long)alloc_max, views[1] + views[2], (long long)moved_max, (long long)moved_max, 1e3 * t_read,
-           t_read / phase[1], 1e3 * t_dp_floor, dp && !half ? t_step / t_dp_floor : 0.0, c->dtype);
+           t_read / phase[1], 1e3 * t_dp_floor, dp && !half ? t_step / t_dp_floor : 0.0, 1e3 * t_one, c->dtype);
     printf("  %-8s %-5s %-4s %-10s %-7s %d rank(s) x %d thr %6.1fM: step %8.2f ms = %.2f x fused (%7.2f ms); "
            "phases stats %.2f exch %.3f update %.2f rs %.2f ag %.2f ms; %.1f GB/s = %.2f of kernel (%.1f GB/s); "
            "%.2f x floor (%.2f ms); statistics pass at %.2f of the read-only kernel; "
@@ -692,6 +705,9 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
              P, 1e3 * t_reduce, 1e3 * t_read, 1e3 * t_bw, P - 1, 1e3 * t_store, 1e3 * t_dp_floor, t_step / t_dp_floor);
     printf("      floor's kernels, plain / prefetching: statistics reads %.2f / %.2f ms, the update's pattern %.2f / %.2f ms\n",
            1e3 * t_rd_plain, 1e3 * t_rd_pf, 1e3 * t_bw_plain, 1e3 * t_bw_pf);
+    if (t_one > 0)
+      printf("      the update's prefetching pattern on one thread %.2f ms: %d threads run it %.2fx as fast%s\n", 1e3 * t_one,
+             c->threads, t_one / t_bw_pf, t_one / t_bw_pf < 1.15 ? " (the extra threads added little bandwidth in this run)" : "");
     if (in16)
       printf("      16-bit floor (statistics reads %.2f, the update's pattern %.2f, the 16-bit parameters out %.2f) "
              "%.2f ms; the step's phases: statistics %.2f, update %.2f\n",
