@@ -6,7 +6,8 @@
  *       [--set resnet50|gpt2|sweep] [--millions M] [--row-len L] [--opt adamp|sgdp|adamw|sgd]
  *       [--grads random|orthogonal] [--mode sharded|dp|dp-shm] [--dtype fp32|bf16|fp16]
  *       [--threads T] [--rounds K] [--check-bits] [--perturb-b]
- *   (benchmarks/run_ab.sh REV builds REV and runs this against build/.)
+ *   (--threads T > 1 with mpirun's --bind-to none; benchmarks/run_ab.sh REV builds REV and runs this
+ *   against build/ in both orders.)
  *
  * On this project's VMs whole runs of bench_step differ by 10-50% and the machine drifts by 5-10%
  * within one, so a change of a few percent cannot be seen by comparing runs. Here both builds are
