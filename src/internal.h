@@ -93,8 +93,8 @@ typedef struct adampi__task {
  * the update 0.4-0.75 and 2.6 ms). One cursor per thread. */
 typedef struct adampi__cursor {
   _Atomic int64_t next; /* the range's next task */
-  int64_t first, end;   /* the range: tasks [first, end) */
-  char pad[40];
+  int64_t end;          /* its end; it starts at the previous range's end (0 for thread 0) */
+  char pad[48];
 } adampi__cursor;
 
 struct adampi {
@@ -237,7 +237,6 @@ adampi_status adampi__check_shard(adampi *opt, const char *what, const float *x,
 /* The thread count for a requested one (0: OpenMP's default; 1 without OpenMP). */
 int adampi__thread_count(int requested);
 
-/* memory.c: zeroed, touched, huge-page-advised allocation; free with the same byte count. */
 /* The passes' task hand-out (adampi__cursor). adampi__tasks_start: before a parallel region (not
  * inside it); adampi__task_next: in it, by thread `me`, the next task to run, or -1 when none is
  * left. */
@@ -254,6 +253,7 @@ static inline int adampi__thread_num(void)
 #endif
 }
 
+/* memory.c: zeroed, touched, huge-page-advised allocation; free with the same byte count. */
 void *adampi__alloc_zeroed(size_t bytes);
 void adampi__free_zeroed(void *p, size_t bytes);
 

@@ -364,6 +364,12 @@ static adampi__task *make_tasks(adampi *opt, int64_t *count)
   return c;
 }
 
+/* Elements of task k. */
+static int64_t task_numel(const adampi *opt, int64_t k)
+{
+  return (opt->tasks[k].r1 - opt->tasks[k].r0) * opt->tensors[opt->tasks[k].tensor].leaf_len;
+}
+
 /* Each thread's range of the tasks: the tasks in order, cut where the elements so far first reach
  * t/T of the shard's, so that the ranges hold about equal work. (Cut into equal numbers of tasks,
  * the ranges of ResNet-50's and GPT-2's shapes were uneven, as the small tensors' tasks are short:
@@ -375,23 +381,19 @@ static adampi__task *make_tasks(adampi *opt, int64_t *count)
 static void thread_ranges(adampi *opt)
 {
   int64_t n = opt->num_tasks, T = opt->threads, total = 0, q = 0, sum = 0;
-  for (int64_t k = 0; k < n; k++)
-    total += (opt->tasks[k].r1 - opt->tasks[k].r0) * opt->tensors[opt->tasks[k].tensor].leaf_len;
-  for (int64_t t = 0; t < T; t++) {
-    opt->cursors[t].first = q;
-    /* the last range takes the rest; the others end once their share is reached */
-    while (q < n && (t == T - 1 || sum < (total / T) * (t + 1) + (total % T) * (t + 1) / T)) {
-      sum += (opt->tasks[q].r1 - opt->tasks[q].r0) * opt->tensors[opt->tasks[q].tensor].leaf_len;
-      q++;
-    }
+  for (int64_t k = 0; k < n; k++) total += task_numel(opt, k);
+  for (int64_t t = 0; t < T; t++) { /* the last range takes the rest; the others end at their share */
+    while (q < n && (t == T - 1 || sum < (total / T) * (t + 1) + (total % T) * (t + 1) / T))
+      sum += task_numel(opt, q++);
     opt->cursors[t].end = q;
   }
 }
 
+/* Range t starts where range t - 1 ends. */
 void adampi__tasks_start(adampi *opt)
 {
   for (int t = 0; t < opt->threads; t++)
-    atomic_store_explicit(&opt->cursors[t].next, opt->cursors[t].first, memory_order_relaxed);
+    atomic_store_explicit(&opt->cursors[t].next, t ? opt->cursors[t - 1].end : 0, memory_order_relaxed);
 }
 
 int64_t adampi__task_next(adampi *opt, int me)
