@@ -35,9 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
-#define HUGE ((size_t)2 << 20)
 
 /* The library's entry points this program calls, resolved in each build. */
 #define BENCH_AB_FUNCS(X)                                                                                        \
@@ -65,16 +63,6 @@ typedef struct side {
 
 static int rank_, size_;
 
-static void *huge_alloc(size_t bytes)
-{
-  size_t len = (bytes + HUGE - 1) / HUGE * HUGE;
-  void *p = NULL;
-  if (posix_memalign(&p, HUGE, len ? len : HUGE) != 0) return NULL;
-#ifdef MADV_HUGEPAGE
-  madvise(p, len ? len : HUGE, MADV_HUGEPAGE);
-#endif
-  return p;
-}
 
 /* Loads path and resolves every entry point; 0, or -1 with the reason in msg. */
 static int lib_open(lib *L, const char *path, char *msg, size_t len)
@@ -126,12 +114,8 @@ static int side_setup(side *s, const config *c, const bench_tensor *ts, int nt, 
     snprintf(msg, len, "adampi_create: %s", err);
     return -1;
   }
-  /* bench_step's hyperparameters */
   adampi_hparams hp = sgd ? L->adampi_sgdp_defaults(1e-3) : L->adampi_adamp_defaults();
-  hp.weight_decay = 1e-2;
-  hp.momentum = sgd ? 0.9 : 0.0;
-  hp.delta = plain ? 0.0 : 0.1;
-  if (!strcmp(c->grads, "orthogonal")) hp.lr = sgd ? 1e-3 : 1e-7;
+  bench_hparams(&hp, sgd, plain, !strcmp(c->grads, "orthogonal")); /* bench_step's */
   if (perturb) hp.lr *= 1.0 + 0x1p-20;
   L->adampi_add_group(s->opt, &hp, NULL);
   for (int i = 0; i < nt; i++) L->adampi_add_tensor(s->opt, ts[i].name, ts[i].ndim, ts[i].shape, 0, NULL);

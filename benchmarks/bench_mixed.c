@@ -59,9 +59,7 @@ static handle make(const bench_tensor *ts, int nt, int sgd, adampi_dtype dt, dou
   char err[256];
   if (adampi_create(MPI_COMM_WORLD, &cfg, &h.opt, err, sizeof err) != ADAMPI_OK) die(err, NULL);
   adampi_hparams hp = sgd ? adampi_sgdp_defaults(1e-3) : adampi_adamp_defaults();
-  hp.weight_decay = 1e-2;
-  hp.momentum = sgd ? 0.9 : 0.0;
-  hp.lr = sgd ? 1e-3 : 1e-7; /* the weights move little: the gradients stay orthogonal to them */
+  bench_hparams(&hp, sgd, 0, 1); /* orthogonal gradients */
   adampi_add_group(h.opt, &hp, NULL);
   for (int i = 0; i < nt; i++) adampi_add_tensor(h.opt, ts[i].name, ts[i].ndim, ts[i].shape, 0, NULL);
   if (adampi_commit(h.opt) != ADAMPI_OK) die("commit", h.opt);

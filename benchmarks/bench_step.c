@@ -33,26 +33,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-#define HUGE ((size_t)2 << 20)
 
 static int rank_, size_;
 
-/* A buffer on transparent huge pages, as adampi allocates its own (a fair comparison). */
-static float *huge_alloc(size_t bytes)
-{
-  size_t len = (bytes + HUGE - 1) / HUGE * HUGE;
-  void *p = NULL;
-  if (posix_memalign(&p, HUGE, len) != 0) return NULL;
-#ifdef MADV_HUGEPAGE
-  madvise(p, len, MADV_HUGEPAGE);
-#endif
-  return p;
-}
 
 
 /* Fused Adam (no projection), one loop over the shard: 28 bytes per element. */
@@ -423,12 +410,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
   char err[256];
   if (adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) != ADAMPI_OK) MPI_Abort(MPI_COMM_WORLD, 1);
   adampi_hparams hp = sgd ? adampi_sgdp_defaults(1e-3) : adampi_adamp_defaults();
-  hp.weight_decay = 1e-2;
-  hp.momentum = sgd ? 0.9 : 0.0;
-  hp.delta = plain ? 0.0 : 0.1;
-  /* With orthogonal gradients the weights must move little, so that the gradients (fixed) stay
-   * orthogonal to them over all the steps and the projection path is what is timed. */
-  if (!strcmp(c->grads, "orthogonal")) hp.lr = sgd ? 1e-3 : 1e-7;
+  bench_hparams(&hp, sgd, plain, !strcmp(c->grads, "orthogonal"));
   adampi_add_group(opt, &hp, NULL);
   for (int i = 0; i < nt; i++) adampi_add_tensor(opt, ts[i].name, ts[i].ndim, ts[i].shape, 0, NULL);
   if (adampi_commit(opt) != ADAMPI_OK) {

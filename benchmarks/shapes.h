@@ -6,6 +6,8 @@
 #ifndef ADAMPI_BENCH_SHAPES_H
 #define ADAMPI_BENCH_SHAPES_H
 
+#include "adampi.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -136,6 +138,18 @@ static void bench_fill(float *w, float *g, int64_t count, int64_t base, const be
       for (int64_t k = 0; k < len; k++) g[s + k] = (float)(g[s + k] - w[s + k] * (gw / ww));
     }
   }
+}
+
+/* The benchmarks' hyper-parameters, set on the optimizer's defaults hp: weight decay 1e-2, SGDP's
+ * momentum 0.9, delta 0 for the plain optimizers (AdamW, SGD) and 0.1 otherwise. orthogonal: a
+ * learning rate small enough that the weights move little, so that the gradients (fixed) stay
+ * orthogonal to them over all the steps and the projection path is what is timed. */
+static inline void bench_hparams(adampi_hparams *hp, int sgd, int plain, int orthogonal)
+{
+  hp->weight_decay = 1e-2;
+  hp->momentum = sgd ? 0.9 : 0.0;
+  hp->delta = plain ? 0.0 : 0.1;
+  if (orthogonal) hp->lr = sgd ? 1e-3 : 1e-7;
 }
 
 #endif
