@@ -3,11 +3,12 @@
 # shapes (all four optimizers, random and orthogonal gradients, 1 thread; AdamP and SGDP with 2
 # threads; sharded on 2 and 4 ranks; data-parallel on 2 and 4 ranks with the caller's buffers and
 # with adampi_alloc_step_buffers), GPT-2-small shapes, and bf16/fp16 models. Prints the readable lines and writes every
-# CSV line to OUT (default results/bench_step.csv; results/ is git-ignored and kept by tests/run).
+# CSV line to OUT (default results/bench_step.csv; results/ is git-ignored and kept by tests/run),
+# after a "# cpu:" line; benchmarks/step_table.py makes the README's table from that file.
 set -euo pipefail
 BUILD_DIR=${BUILD_DIR:-build}
 OUT=${OUT:-results/bench_step.csv}
-if [ "${1:-}" = "-h" ]; then sed -n '2,6p' "$0"; exit 0; fi
+if [ "${1:-}" = "-h" ]; then sed -n '2,7p' "$0"; exit 0; fi
 mkdir -p "$(dirname "$OUT")"
 flags=(--oversubscribe)
 [ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
@@ -31,5 +32,5 @@ bench_threads() { mpirun "${flags[@]}" --bind-to none -np 1 "$BUILD_DIR/bin/benc
   for dt in bf16 fp16; do bench 1 --set resnet50 --opt sgdp --grads orthogonal --dtype "$dt"; done
   for dt in bf16 fp16; do bench 2 --set resnet50 --opt adamp --grads orthogonal --mode dp-shm --dtype "$dt"; done
   for dt in bf16 fp16; do bench 1 --set gpt2 --opt adamp --grads orthogonal --dtype "$dt"; done
-} | tee >(grep '^csv,' | awk '!/^csv,set/ || !seen++' > "$OUT") | grep -v '^csv,'
-echo "CSV: $OUT"
+} | tee >(grep -E '^(csv,|# cpu:)' | awk '!/^csv,set/ || !seen++' > "$OUT") | grep -v '^csv,'
+echo "CSV: $OUT (the README's table: /usr/bin/python3 benchmarks/step_table.py $OUT)"

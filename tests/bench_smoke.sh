@@ -2,10 +2,16 @@
 # bench_smoke.sh BENCH_STEP - the step benchmark behind the README's performance tables runs in
 # every mode (sharded, data-parallel with messages and with the step buffers) and element type
 # (float32, bfloat16, float16), on 2 ranks and a small sweep, and prints a finite ratio to its
-# floor: the tables' commands keep working as the library changes. Timings are not checked.
+# floor: the tables' commands keep working as the library changes; benchmarks/step_table.py makes
+# a table of all 18 lines, with the CPU, and refuses a file that is not such a CSV. Timings are not
+# checked.
 set -eu
 bench=$1
+table=$(dirname "$0")/../benchmarks/step_table.py
 fail() { echo "FAIL: $*"; exit 1; }
+csv=$(mktemp)
+trap 'rm -f "$csv"' EXIT
+echo "# cpu: smoke-test CPU" > "$csv"
 for opt in adamp sgdp; do
   for mode in sharded dp dp-shm; do
     for dt in fp32 bf16 fp16; do
@@ -16,7 +22,19 @@ for opt in adamp sgdp; do
       printf '%s\n' "$line" | grep -Eq ' [0-9]+\.[0-9]+ x floor' || fail "no floor ratio for $opt $mode $dt"
       printf '%s\n' "$line" | grep -Eqi '(^|[^a-z])(nan|inf)([^a-z]|$)' && fail "non-finite figure for $opt $mode $dt"
       printf '%s\n' "$out" | grep -q '^csv,.*,'"$dt"'$' || fail "no CSV line for $opt $mode $dt"
+      if grep -q '^csv,set' "$csv"; then printf '%s\n' "$out" | grep '^csv,' | grep -v '^csv,set' >> "$csv"
+      else printf '%s\n' "$out" | grep '^csv,' >> "$csv"; fi
     done
   done
 done
+# The README's table from these lines: one row per line, the CPU named, every ratio finite.
+rows=$(/usr/bin/python3 "$table" "$csv" "$csv") || fail "step_table.py failed on bench_step's CSV"
+printf '%s\n' "$rows" | grep -q '^CPU: smoke-test CPU;' || fail "step_table.py does not name the CPU"
+n=$(printf '%s\n' "$rows" | grep -c '^| sweep |') || true
+[ "$n" -eq 18 ] || fail "step_table.py printed $n rows for 18 CSV lines"
+printf '%s\n' "$rows" | grep -Eqi '(^|[^a-z])(nan|inf)([^a-z]|$)' && fail "non-finite figure in step_table.py's table"
+printf 'not,a,table\n1,2,3\n' > "$csv"
+msg=$(/usr/bin/python3 "$table" "$csv" 2>&1) && fail "step_table.py accepted a file that is not run_step.sh's CSV"
+printf '%s\n' "$msg" | grep -q "is not a CSV of benchmarks/run_step.sh" || fail "step_table.py's refusal does not say why: $msg"
+echo "step_table.py: 18 rows, and a wrong file refused"
 echo "bench_step: every mode and element type ran"
