@@ -30,6 +30,10 @@ OPTS = {"adamp": "AdamP", "adamw": "AdamW (delta 0)", "sgdp": "SGDP", "sgd": "SG
 MODES = {"sharded": "sharded", "dp": "data-parallel, caller's buffers",
          "dp-shm": "data-parallel, step buffers"}
 KEY = ("set", "opt", "grads", "mode", "ranks", "threads", "dtype")
+STEP_COLUMNS = KEY + ("step_ms", "step_over_fused", "step_over_floor", "step_over_dp_floor",
+                      "readonly_over_stats", "effective_over_kernel", "projected_tensors")
+MIXED_COLUMNS = ("set", "opt", "mode", "dtype", "ranks", "half_over_fp32", "clip_over_plain_fp32",
+                 "clip_over_plain_half", "bytes_per_param_fp32", "bytes_per_param_half")
 
 
 def read(path):
@@ -49,6 +53,14 @@ def read(path):
     rows = list(csv.DictReader(lines))
     if not rows or not ("step_over_floor" in rows[0] or "half_over_fp32" in rows[0]):
         raise SystemExit(f"step_table.py: {path} is not a CSV of benchmarks/run_step.sh or run_mixed.sh")
+    need = MIXED_COLUMNS if "half_over_fp32" in rows[0] else STEP_COLUMNS
+    missing = [c for c in need if c not in rows[0]]
+    if missing:
+        raise SystemExit(f"step_table.py: {path} has no column {', '.join(missing)} "
+                         "(written by an older benchmark? run the script again)")
+    for n, r in enumerate(rows, 1):
+        if any(r.get(c) in (None, "") for c in need):
+            raise SystemExit(f"step_table.py: {path}: result line {n} is cut short")
     return rows, cpu
 
 
@@ -143,4 +155,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    try:
+        sys.exit(main(sys.argv))
+    except BrokenPipeError:  # the table piped into head and the like
+        sys.stderr.close()
+        sys.exit(0)

@@ -3,14 +3,14 @@
 # every mode (sharded, data-parallel with messages and with the step buffers) and element type
 # (float32, bfloat16, float16), on 2 ranks and a small sweep, and prints a finite ratio to its
 # floor: the tables' commands keep working as the library changes; benchmarks/step_table.py makes
-# a table of all 18 lines, with the CPU, and refuses a file that is not such a CSV. Timings are not
-# checked.
+# a table of all 18 lines, with the CPU, and refuses a CSV cut short and a file that is not such a
+# CSV. Timings are not checked.
 set -eu
 bench=$1
 table=$(dirname "$0")/../benchmarks/step_table.py
 fail() { echo "FAIL: $*"; exit 1; }
 csv=$(mktemp)
-trap 'rm -f "$csv"' EXIT
+trap 'rm -f "$csv" "$csv.cut"' EXIT
 echo "# cpu: smoke-test CPU" > "$csv"
 for opt in adamp sgdp; do
   for mode in sharded dp dp-shm; do
@@ -33,8 +33,13 @@ printf '%s\n' "$rows" | grep -q '^CPU: smoke-test CPU;' || fail "step_table.py d
 n=$(printf '%s\n' "$rows" | grep -c '^| sweep |') || true
 [ "$n" -eq 18 ] || fail "step_table.py printed $n rows for 18 CSV lines"
 printf '%s\n' "$rows" | grep -Eqi '(^|[^a-z])(nan|inf)([^a-z]|$)' && fail "non-finite figure in step_table.py's table"
+# A run cut off in the middle of a line: refused, naming the line.
+head -n 3 "$csv" > "$csv.cut" && sed -n 4p "$csv" | cut -c1-60 >> "$csv.cut"
+msg=$(/usr/bin/python3 "$table" "$csv.cut" 2>&1) && fail "step_table.py accepted a CSV cut short"
+rm -f "$csv.cut"
+printf '%s\n' "$msg" | grep -q "result line 2 is cut short" || fail "step_table.py's refusal of a cut CSV: $msg"
 printf 'not,a,table\n1,2,3\n' > "$csv"
 msg=$(/usr/bin/python3 "$table" "$csv" 2>&1) && fail "step_table.py accepted a file that is not run_step.sh's CSV"
 printf '%s\n' "$msg" | grep -q "is not a CSV of benchmarks/run_step.sh" || fail "step_table.py's refusal does not say why: $msg"
-echo "step_table.py: 18 rows, and a wrong file refused"
+echo "step_table.py: 18 rows; a cut and a wrong file refused"
 echo "bench_step: every mode and element type ran"
