@@ -18,6 +18,6 @@ n=$(wc -l <"$tmp/declared")
 [ "$n" -ge 40 ] || fail "found only $n ADAMPI_API declarations in $header (the pattern no longer fits it)"
 extra=$(comm -13 "$tmp/declared" "$tmp/exported")
 missing=$(comm -23 "$tmp/declared" "$tmp/exported")
-[ -z "$extra" ] || fail "exported but not declared in $(basename "$header"): $(echo $extra)"
-[ -z "$missing" ] || fail "declared in $(basename "$header") but not exported: $(echo $missing)"
+[ -z "$extra" ] || fail "exported but not declared in $(basename "$header"): $(printf "%s" "$extra" | tr "\n" " ")"
+[ -z "$missing" ] || fail "declared in $(basename "$header") but not exported: $(printf "%s" "$missing" | tr "\n" " ")"
 echo "libadampi exports the $n functions of $(basename "$header") and nothing else"
