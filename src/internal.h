@@ -405,14 +405,21 @@ static inline int adampi__update_blocks(int gt, int dt)
   return gt == ADAMPI_FLOAT16 || (gt == ADAMPI_FLOAT32 && dt != ADAMPI_BFLOAT16);
 }
 
-/* One block of the unprojected update's gradients: the 16 from k into out, as adampi__grad_at gives
- * them, their stream prefetched ahead. */
-static inline void adampi__grads_ahead16(const float *g, const uint16_t *g16, int64_t k, float gdiv, int gt,
-                                         float *out)
+/* One block of the unprojected update's gradients, the 16 from k as adampi__grad_at gives them,
+ * their stream prefetched ahead: widened into buf (16-bit), copied into buf (float32, wide: the
+ * AVX-512 clones, adampi__wide_vectors; their update ran 2% faster so than with the next form), or
+ * g + k itself (float32 elsewhere: a copy into buf made the AVX2 clone load each half of it back
+ * before its two 16-byte stores had reached the cache, GCC 12 copying 64 bytes in 16-byte pieces
+ * there, and that clone's update took 3.2-3.5x the AVX-512 clone's time on unprojected rows, AMD
+ * EPYC). wide is a constant where this is inlined. */
+static inline const float *adampi__grads_ahead16(const float *g, const uint16_t *g16, int64_t k, float gdiv, int gt,
+                                                 float *buf, int wide)
 {
   adampi__prefetch_grads(g, g16, k, gt);
-  if (gt) adampi__grads16(g16, k, gdiv, gt, out);
-  else memcpy(out, g + k, 16 * sizeof *out);
+  if (gt) adampi__grads16(g16, k, gdiv, gt, buf);
+  else if (wide) memcpy(buf, g + k, 16 * sizeof *buf);
+  else return g + k;
+  return buf;
 }
 
 /* w[i] = x and, when the step rounds into 16-bit parameters (dt: ADAMPI_BFLOAT16 or
@@ -452,7 +459,11 @@ extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
  * compares them with the software ones. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
 #define ADAMPI__HW_CONVERSIONS 1
+#if defined(ADAMPI_CLONES_AVX2)
+#define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
 #define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 #else
 #define ADAMPI_CLONES
 #endif
@@ -522,6 +533,86 @@ static inline void adampi__lanes_fold(adampi__v8d acc[2], const adampi__block_la
   adampi__v8d hi = {b->l[8], b->l[9], b->l[10], b->l[11], b->l[12], b->l[13], b->l[14], b->l[15]};
   acc[0] += lo;
   acc[1] += hi;
+}
+
+/* Where the kernels run as their x86-64-v4 clones, 1: AVX-512's 64-byte vectors live in registers
+ * there. Elsewhere (the x86-64-v3 clones, AVX2, and the baseline) GCC 12 keeps a 64-byte vector in
+ * memory and moves it piece by piece, and the loops that need one (the row sums) use 32-byte vectors
+ * instead: the same operations on the same lanes, the same bits (the statistics pass of the AVX2
+ * clone ran at 0.09 of a read-only pass with 64-byte vectors, benchmarks/bench_stats.c, AMD EPYC).
+ * Set once, when the library is loaded (stats.c), as the dispatcher chooses the clones. */
+extern int adampi__wide_vectors;
+
+typedef double adampi__v4d __attribute__((vector_size(32)));
+
+/* 8 (4) floats as doubles (exact), element by element: GCC 12 makes one vcvtps2pd zmm of this in
+ * the AVX-512 clone, where its __builtin_convertvector of 8 floats takes two 256-bit conversions, an
+ * extract and an insert (the pass ran 6% faster with this, measured on AMD EPYC). */
+#define ADAMPI__WIDEN8(p) ((adampi__v8d){(p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]})
+#define ADAMPI__WIDEN4(p) ((adampi__v4d){(p)[0], (p)[1], (p)[2], (p)[3]})
+
+/* The row sums' main loop over the whole blocks of 16 elements, with the 16 lanes in two 64-byte
+ * vectors per sum (wide) or four 32-byte ones; the lanes into gw, gg, ww. Returns where it stopped. */
+static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const float *g, const float *w, int64_t n,
+                                                                      double *gw, double *gg, double *ww, int wide)
+{
+  int64_t i = 0;
+  if (wide) {
+    adampi__v8d gw0 = {0}, gw1 = {0}, gg0 = {0}, gg1 = {0}, ww0 = {0}, ww1 = {0};
+    for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
+      adampi__v8d g0 = ADAMPI__WIDEN8(g + i), g1 = ADAMPI__WIDEN8(g + i + 8);
+      adampi__v8d w0 = ADAMPI__WIDEN8(w + i), w1 = ADAMPI__WIDEN8(w + i + 8);
+      gw0 += g0 * w0, gw1 += g1 * w1; /* products of floats are exact in double */
+      gg0 += g0 * g0, gg1 += g1 * g1;
+      ww0 += w0 * w0, ww1 += w1 * w1;
+    }
+    for (int j = 0; j < 8; j++) {
+      gw[j] = gw0[j], gw[j + 8] = gw1[j];
+      gg[j] = gg0[j], gg[j + 8] = gg1[j];
+      ww[j] = ww0[j], ww[j + 8] = ww1[j];
+    }
+    return i;
+  }
+  adampi__v4d gw0 = {0}, gw1 = {0}, gw2 = {0}, gw3 = {0}, gg0 = {0}, gg1 = {0}, gg2 = {0}, gg3 = {0};
+  adampi__v4d ww0 = {0}, ww1 = {0}, ww2 = {0}, ww3 = {0};
+  for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
+    adampi__v4d g0 = ADAMPI__WIDEN4(g + i), w0 = ADAMPI__WIDEN4(w + i);
+    gw0 += g0 * w0, gg0 += g0 * g0, ww0 += w0 * w0;
+    adampi__v4d g1 = ADAMPI__WIDEN4(g + i + 4), w1 = ADAMPI__WIDEN4(w + i + 4);
+    gw1 += g1 * w1, gg1 += g1 * g1, ww1 += w1 * w1;
+    adampi__v4d g2 = ADAMPI__WIDEN4(g + i + 8), w2 = ADAMPI__WIDEN4(w + i + 8);
+    gw2 += g2 * w2, gg2 += g2 * g2, ww2 += w2 * w2;
+    adampi__v4d g3 = ADAMPI__WIDEN4(g + i + 12), w3 = ADAMPI__WIDEN4(w + i + 12);
+    gw3 += g3 * w3, gg3 += g3 * g3, ww3 += w3 * w3;
+  }
+  for (int j = 0; j < 4; j++) {
+    gw[j] = gw0[j], gw[j + 4] = gw1[j], gw[j + 8] = gw2[j], gw[j + 12] = gw3[j];
+    gg[j] = gg0[j], gg[j + 4] = gg1[j], gg[j + 8] = gg2[j], gg[j + 12] = gg3[j];
+    ww[j] = ww0[j], ww[j + 4] = ww1[j], ww[j + 8] = ww2[j], ww[j + 12] = ww3[j];
+  }
+  return i;
+}
+
+/* The row sums of the statistics pass (adampi__row_sums, stats.c): <g,w>, <g,g>, <w,w> over n
+ * elements in ADAMPI_LANES double lanes (lane j takes elements j, j + 16, ... from g and w, each
+ * product of two floats exact in double), then the lane tree. The same bits wherever it is
+ * inlined, with or without contraction into fused multiply-adds, wide or not (a constant where it
+ * is inlined: adampi__wide_vectors) and at any vector width; here so that benchmarks/bench_stats.c
+ * times this very loop for each vector width. */
+static inline __attribute__((always_inline)) void adampi__row_sums_body(const float *g, const float *w, int64_t n,
+                                                                        adampi__sums *out, int wide)
+{
+  double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
+  int64_t i = adampi__row_lanes(g, w, n, gw, gg, ww, wide);
+  for (int j = 0; i + j < n; j++) {
+    double gj = g[i + j], wj = w[i + j];
+    gw[j] += gj * wj;
+    gg[j] += gj * gj;
+    ww[j] += wj * wj;
+  }
+  out->gw = adampi__lanes_sum(gw);
+  out->gg = adampi__lanes_sum(gg);
+  out->ww = adampi__lanes_sum(ww);
 }
 
 #endif /* ADAMPI_INTERNAL_H */

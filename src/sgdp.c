@@ -131,14 +131,14 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
 static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g16,
                                                          float gdiv, int gt, float *restrict b,
                                                          float *restrict w, uint16_t *restrict w16, int64_t n,
-                                                         const adampi__coef *c, int proj, float k, int dt)
+                                                         const adampi__coef *c, int proj, float k, int dt, int wide)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   int64_t i = 0;
   for (; adampi__update_blocks(gt, dt) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
-    float gk[16];
+    float buf[16];
     adampi__prefetch_write(b + i), adampi__prefetch_write(w + i);
-    adampi__grads_ahead16(g, g16, i, gdiv, gt, gk);
+    const float *gk = adampi__grads_ahead16(g, g16, i, gdiv, gt, buf, wide);
     if (proj)
       for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, &cl, 1, k, dt);
     else
@@ -147,19 +147,28 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
   for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gdiv, gt), b, w, w16, i, &cl, proj, k, dt);
 }
 
+/* apply_t for the gradients' and parameters' types (wide: adampi__wide_vectors, a constant). */
+static inline __attribute__((always_inline)) void apply_types(const float *g, const uint16_t *g16, float gdiv, int gt,
+                                                             float *b, float *w, uint16_t *w16, int dt, int64_t n,
+                                                             const adampi__coef *c, int proj, float k, int wide)
+{
+  if (gt == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
+    apply_t(g, g16, gdiv, ADAMPI_BFLOAT16, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
+  else if (gt == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
+    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
+  else if (gt == ADAMPI_FLOAT16)
+    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
+  else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
+  else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
+  else apply_t(g, NULL, 1.0f, 0, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
+}
+
 ADAMPI_CLONES
 static void apply(const float *g, const uint16_t *g16, float gdiv, int gt, float *b, float *w, uint16_t *w16, int dt,
                   int64_t n, const adampi__coef *c, int proj, float k)
 {
-  if (gt == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
-    apply_t(g, g16, gdiv, ADAMPI_BFLOAT16, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
-  else if (gt == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
-    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
-  else if (gt == ADAMPI_FLOAT16)
-    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
-  else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16);
-  else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16);
-  else apply_t(g, NULL, 1.0f, 0, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32);
+  if (adampi__wide_vectors) apply_types(g, g16, gdiv, gt, b, w, w16, dt, n, c, proj, k, 1);
+  else apply_types(g, g16, gdiv, gt, b, w, w16, dt, n, c, proj, k, 0);
 }
 
 /* A channel-projected row in two passes, once its decision is known (same bits as

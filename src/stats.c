@@ -16,43 +16,28 @@
 #include <math.h>
 #include <string.h>
 
-typedef adampi__v8d v8d;
-
-/* 8 floats as doubles (exact), element by element: GCC 12 makes one vcvtps2pd zmm of this in the
- * AVX-512 clone, where its __builtin_convertvector of 8 floats takes two 256-bit conversions, an
- * extract and an insert (the pass ran 6% faster with this, measured on AMD EPYC). */
-#define WIDEN8(p) ((v8d){(p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]})
-
 /* Contraction into fused multiply-adds is allowed here, and only here: every product is of two
  * floats, exact in double, so fma(g, w, acc) rounds once, exactly as g * w + acc does, and the bits
  * are those of every other clone. It saves the pass a third of its arithmetic (measured on AMD EPYC
- * with AVX-512: 0.85 -> 0.96 of a read-only pass over g and w, rows of 2304). */
+ * with AVX-512: 0.85 -> 0.96 of a read-only pass over g and w, rows of 2304). The loop is
+ * adampi__row_sums_body (internal.h), which benchmarks/bench_stats.c builds for each vector width. */
 ADAMPI_CLONES __attribute__((optimize("fp-contract=fast")))
 void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  v8d gw0 = {0}, gw1 = {0}, gg0 = {0}, gg1 = {0}, ww0 = {0}, ww1 = {0};
-  int64_t i = 0;
-  for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
-    v8d g0 = WIDEN8(g + i), g1 = WIDEN8(g + i + 8), w0 = WIDEN8(w + i), w1 = WIDEN8(w + i + 8);
-    gw0 += g0 * w0, gw1 += g1 * w1; /* products of floats are exact in double */
-    gg0 += g0 * g0, gg1 += g1 * g1;
-    ww0 += w0 * w0, ww1 += w1 * w1;
-  }
-  double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
-  for (int j = 0; j < 8; j++) {
-    gw[j] = gw0[j], gw[j + 8] = gw1[j];
-    gg[j] = gg0[j], gg[j + 8] = gg1[j];
-    ww[j] = ww0[j], ww[j + 8] = ww1[j];
-  }
-  for (int j = 0; i + j < n; j++) {
-    double gj = g[i + j], wj = w[i + j];
-    gw[j] += gj * wj;
-    gg[j] += gj * gj;
-    ww[j] += wj * wj;
-  }
-  out->gw = adampi__lanes_sum(gw);
-  out->gg = adampi__lanes_sum(gg);
-  out->ww = adampi__lanes_sum(ww);
+  if (adampi__wide_vectors) adampi__row_sums_body(g, w, n, out, 1);
+  else adampi__row_sums_body(g, w, n, out, 0);
+}
+
+int adampi__wide_vectors;
+
+/* adampi__wide_vectors, when the library is loaded: 1 where the dispatcher runs the x86-64-v4
+ * clones (the CPU has AVX-512 F, BW, CD, DQ and VL, and the build has those clones). */
+__attribute__((constructor)) static void find_wide_vectors(void)
+{
+#if defined(ADAMPI__HW_CONVERSIONS) && !defined(ADAMPI_CLONES_AVX2)
+  __builtin_cpu_init();
+  adampi__wide_vectors = __builtin_cpu_supports("x86-64-v4") != 0;
+#endif
 }
 
 /* |cos| with each norm clamped to eps separately (PyTorch >= 1.12). NaN in, NaN out. */
