@@ -44,7 +44,7 @@ static inline void *huge_alloc(size_t bytes)
 }
 
 /* The slowest rank's value. Collective over MPI_COMM_WORLD. */
-static double max_over_ranks(double x)
+static inline double max_over_ranks(double x)
 {
   double m;
   MPI_Allreduce(&x, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
