@@ -52,18 +52,20 @@ static inline float moments_direction(float g, float m, float v, const adampi__c
  * and added to the lanes while in registers (internal.h, adampi__block_lanes). store: write the
  * new moments and u (the first half of a channel-projected row; w16: the row's 16-bit parameters,
  * adampi__prefetch_w16); else write nothing. gt: the gradients' type, g16's where it is 16-bit
- * (adampi__grad_at; a constant). */
+ * (adampi__grad_at; a constant). wide: adampi__wide_vectors (a constant), the lanes' form. */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
                                                            float gdiv, int gt, float *restrict m,
                                                            float *restrict v, const float *restrict w,
                                                            float *restrict u_out, const uint16_t *w16, int64_t n,
-                                                           const adampi__coef *c, int store)
+                                                           const adampi__coef *c, int store, int wide)
 {
   const adampi__coef cl = *c; /* locals: stores to m, v, u could alias *c otherwise */
-  adampi__v8d acc[2] = {{0}, {0}};
+  adampi__v8d acc[2] = {{0}, {0}};            /* wide */
+  adampi__v4d acc4[4] = {{0}, {0}, {0}, {0}}; /* not wide: the same lanes in 32-byte vectors */
   for (int64_t i = 0; i < n; i += 256) {
     int64_t end = n - i < 256 ? n : i + 256, k = i;
     adampi__block_lanes lanes = {{0}};
+    adampi__block_lanes8 lanes8 = {{{0}, {0}}};
     for (; k + 16 <= end; k += 16) {
       float u[16], taken[16];
       const float *gk = g + k;
@@ -79,17 +81,20 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
         u[j] = moments_direction(gk[j], m[k + j], v[k + j], &cl, &mi, &vi);
         if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u[j];
       }
-      adampi__lanes_add16(&lanes, w + k, u);
+      if (wide) adampi__lanes_add16(&lanes, w + k, u);
+      else adampi__lanes8_add16(&lanes8, w + k, u);
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float mi, vi;
       float u = moments_direction(adampi__grad_at(g, g16, k + j, gdiv, gt), m[k + j], v[k + j], &cl, &mi, &vi);
       if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u;
-      adampi__lanes_add1(&lanes, j, w[k + j] * u);
+      if (wide) adampi__lanes_add1(&lanes, j, w[k + j] * u);
+      else adampi__lanes8_add1(&lanes8, j, w[k + j] * u);
     }
-    adampi__lanes_fold(acc, &lanes);
+    if (wide) adampi__lanes_fold(acc, &lanes);
+    else adampi__lanes8_fold(acc4, &lanes8);
   }
-  return adampi__lanes_total(acc);
+  return wide ? adampi__lanes_total(acc) : adampi__lanes8_total(acc4);
 }
 
 /* <w, u> with the moments as this step will make them; writes nothing. */
@@ -98,9 +103,16 @@ static double dot_wu(const float *g, const uint16_t *g16, float gdiv, int gt, co
                      const float *w, int64_t n, const adampi__coef *c)
 {
   float *mw = (float *)m, *vw = (float *)v; /* not written: store is 0 */
-  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, mw, vw, w, NULL, NULL, n, c, 0);
-  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, mw, vw, w, NULL, NULL, n, c, 0);
-  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, mw, vw, w, NULL, NULL, n, c, 0);
+#define WU(GT, G16, GDIV, WIDE) return wu_pass(g, G16, GDIV, GT, mw, vw, w, NULL, NULL, n, c, 0, WIDE)
+  if (adampi__wide_vectors) {
+    if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, g16, gdiv, 1);
+    if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, g16, gdiv, 1);
+    WU(ADAMPI_FLOAT32, NULL, 1.0f, 1);
+  }
+  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, g16, gdiv, 0);
+  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, g16, gdiv, 0);
+  WU(ADAMPI_FLOAT32, NULL, 1.0f, 0);
+#undef WU
 }
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
@@ -111,9 +123,16 @@ ADAMPI_CLONES
 static double moments_wu(const float *g, const uint16_t *g16, float gdiv, int gt, float *m, float *v,
                          const float *w, float *u, const uint16_t *w16, int64_t n, const adampi__coef *c)
 {
-  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, m, v, w, u, w16, n, c, 1);
-  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, m, v, w, u, w16, n, c, 1);
-  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, m, v, w, u, w16, n, c, 1);
+#define WU(GT, G16, GDIV, WIDE) return wu_pass(g, G16, GDIV, GT, m, v, w, u, w16, n, c, 1, WIDE)
+  if (adampi__wide_vectors) {
+    if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, g16, gdiv, 1);
+    if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, g16, gdiv, 1);
+    WU(ADAMPI_FLOAT32, NULL, 1.0f, 1);
+  }
+  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, g16, gdiv, 0);
+  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, g16, gdiv, 0);
+  WU(ADAMPI_FLOAT32, NULL, 1.0f, 0);
+#undef WU
 }
 
 /* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply; rounded into w16

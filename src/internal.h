@@ -545,6 +545,41 @@ extern int adampi__wide_vectors;
 
 typedef double adampi__v4d __attribute__((vector_size(32)));
 
+/* The narrow form of the lanes above (adampi__wide_vectors 0: the AVX2 and baseline clones): the
+ * same 16 float lanes of a block, lane j element j % 8 of h[j / 8], and the row's 16 double lanes
+ * in four 32-byte vectors, lane j element j % 4 of acc[j / 4]; the same additions in the same order,
+ * so the same bits (with the 64-byte form, GCC 12 kept the lanes in memory in the AVX2 clones). */
+typedef float adampi__v8fa __attribute__((vector_size(32)));
+typedef struct adampi__block_lanes8 {
+  adampi__v8fa h[2];
+} adampi__block_lanes8;
+
+static inline void adampi__lanes8_add16(adampi__block_lanes8 *b, const float *w, const float *u)
+{
+  adampi__v8fa w0, w1, u0, u1;
+  memcpy(&w0, w, sizeof w0), memcpy(&w1, w + 8, sizeof w1);
+  memcpy(&u0, u, sizeof u0), memcpy(&u1, u + 8, sizeof u1);
+  b->h[0] += w0 * u0;
+  b->h[1] += w1 * u1;
+}
+
+static inline void adampi__lanes8_add1(adampi__block_lanes8 *b, int j, float p) { b->h[j >> 3][j & 7] += p; }
+
+static inline void adampi__lanes8_fold(adampi__v4d acc[4], const adampi__block_lanes8 *b)
+{
+  acc[0] += (adampi__v4d){b->h[0][0], b->h[0][1], b->h[0][2], b->h[0][3]};
+  acc[1] += (adampi__v4d){b->h[0][4], b->h[0][5], b->h[0][6], b->h[0][7]};
+  acc[2] += (adampi__v4d){b->h[1][0], b->h[1][1], b->h[1][2], b->h[1][3]};
+  acc[3] += (adampi__v4d){b->h[1][4], b->h[1][5], b->h[1][6], b->h[1][7]};
+}
+
+static inline double adampi__lanes8_total(const adampi__v4d acc[4])
+{
+  double l[ADAMPI_LANES];
+  for (int j = 0; j < 4; j++) l[j] = acc[0][j], l[j + 4] = acc[1][j], l[j + 8] = acc[2][j], l[j + 12] = acc[3][j];
+  return adampi__lanes_sum(l);
+}
+
 /* 8 (4) floats as doubles (exact), element by element: GCC 12 makes one vcvtps2pd zmm of this in
  * the AVX-512 clone, where its __builtin_convertvector of 8 floats takes two 256-bit conversions, an
  * extract and an insert (the pass ran 6% faster with this, measured on AMD EPYC). */

@@ -60,42 +60,73 @@ static inline void buffer_direction16(const v16f *g, const float *b, const adamp
   *uo = nesterov ? gi + c->mom * bi : bi;
 }
 
+/* buffer_direction16 on 8 elements, in 32-byte vectors: the narrower clones' form (wu_pass). */
+typedef float v8f __attribute__((vector_size(32), aligned(4)));
+static inline void buffer_direction8(const float *g, const float *b, const adampi__coef *c, int nesterov, v8f *bo,
+                                     v8f *uo)
+{
+  v8f gi = *(const v8f *)g * c->gmul;
+  v8f bi = c->mom * *(const v8f *)b + c->omd * gi;
+  *bo = bi;
+  *uo = nesterov ? gi + c->mom * bi : bi;
+}
+
 /* <w, u> over n elements with the buffer as this step will make it, u added to the lanes 16 at a
  * time while in registers, as in adamp.c. store: write the new buffer and, with nesterov, u (and
  * prefetch w16, the row's 16-bit parameters: adampi__prefetch_w16); else write nothing. nesterov
  * must be c->nesterov (a constant here, so that the loops vectorize); gt: the gradients' type,
- * g16's where it is 16-bit (adampi__grad_at; a constant too). */
+ * g16's where it is 16-bit (adampi__grad_at; a constant too); wide: adampi__wide_vectors (a
+ * constant), the form of the lanes and of the 16 elements' arithmetic: 64-byte vectors, or two
+ * 32-byte ones (same operations, same bits; GCC 12 left a plain loop over the 16 scalar there). */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
                                                            float gdiv, int gt, float *restrict b,
                                                            const float *restrict w, float *restrict u_out,
                                                            const uint16_t *w16, int64_t n, const adampi__coef *c,
-                                                           int store, int nesterov)
+                                                           int store, int nesterov, int wide)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
-  adampi__v8d acc[2] = {{0}, {0}};
+  adampi__v8d acc[2] = {{0}, {0}};            /* wide */
+  adampi__v4d acc4[4] = {{0}, {0}, {0}, {0}}; /* not wide */
   for (int64_t i = 0; i < n; i += 256) {
     int64_t end = n - i < 256 ? n : i + 256, k = i;
     adampi__block_lanes lanes = {{0}};
+    adampi__block_lanes8 lanes8 = {{{0}, {0}}};
     for (; k + 16 <= end; k += 16) {
-      v16f gk, bi, u;
       adampi__prefetch_write(b + k), adampi__prefetch_read(w + k);
       adampi__prefetch_grads(g, g16, k, gt);
       adampi__prefetch_w16(w16, k);
-      grads16(g, g16, k, gdiv, gt, &gk);
-      buffer_direction16(&gk, b + k, &cl, nesterov, &bi, &u);
-      if (store) *(v16f *)(b + k) = bi;
-      if (store && nesterov) *(v16f *)(u_out + k) = u;
-      adampi__lanes_add16(&lanes, w + k, (const float *)&u);
+      if (wide) {
+        v16f gk, bi, u;
+        grads16(g, g16, k, gdiv, gt, &gk);
+        buffer_direction16(&gk, b + k, &cl, nesterov, &bi, &u);
+        if (store) *(v16f *)(b + k) = bi;
+        if (store && nesterov) *(v16f *)(u_out + k) = u;
+        adampi__lanes_add16(&lanes, w + k, (const float *)&u);
+      } else {
+        float taken[16];
+        const float *gk = g + k;
+        v8f u[2];
+        if (gt) adampi__grads16(g16, k, gdiv, gt, taken), gk = taken;
+        for (int h = 0; h < 2; h++) {
+          v8f bi;
+          buffer_direction8(gk + 8 * h, b + k + 8 * h, &cl, nesterov, &bi, &u[h]);
+          if (store) *(v8f *)(b + k + 8 * h) = bi;
+          if (store && nesterov) *(v8f *)(u_out + k + 8 * h) = u[h];
+        }
+        adampi__lanes8_add16(&lanes8, w + k, (const float *)u);
+      }
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float bi, u = buffer_direction(adampi__grad_at(g, g16, k + j, gdiv, gt), b[k + j], &cl, nesterov, &bi);
       if (store) b[k + j] = bi;
       if (store && nesterov) u_out[k + j] = u;
-      adampi__lanes_add1(&lanes, j, w[k + j] * u);
+      if (wide) adampi__lanes_add1(&lanes, j, w[k + j] * u);
+      else adampi__lanes8_add1(&lanes8, j, w[k + j] * u);
     }
-    adampi__lanes_fold(acc, &lanes);
+    if (wide) adampi__lanes_fold(acc, &lanes);
+    else adampi__lanes8_fold(acc4, &lanes8);
   }
-  return adampi__lanes_total(acc);
+  return wide ? adampi__lanes_total(acc) : adampi__lanes8_total(acc4);
 }
 
 /* <w, u> with the buffer as this step will make it; writes nothing. */
@@ -103,12 +134,17 @@ ADAMPI_CLONES
 static double dot_wu(const float *g, const uint16_t *g16, float gdiv, int gt, const float *b, const float *w,
                      int64_t n, const adampi__coef *c)
 {
-#define WU(GT)                                                                          \
-  return c->nesterov ? wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 1) \
-                     : wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 0)
-  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
-  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
-  WU(ADAMPI_FLOAT32);
+#define WU(GT, WIDE)                                                                          \
+  return c->nesterov ? wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, WIDE) \
+                     : wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, WIDE)
+  if (adampi__wide_vectors) {
+    if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, 1);
+    if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, 1);
+    WU(ADAMPI_FLOAT32, 1);
+  }
+  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, 0);
+  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, 0);
+  WU(ADAMPI_FLOAT32, 0);
 #undef WU
 }
 
@@ -178,12 +214,17 @@ ADAMPI_CLONES
 static double buffer_wu(const float *g, const uint16_t *g16, float gdiv, int gt, float *b, const float *w, float *u,
                         const uint16_t *w16, int64_t n, const adampi__coef *c)
 {
-#define WU(GT)                                                             \
-  return c->nesterov ? wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 1) \
-                     : wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 0)
-  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
-  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
-  WU(ADAMPI_FLOAT32);
+#define WU(GT, WIDE)                                                             \
+  return c->nesterov ? wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 1, WIDE) \
+                     : wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 0, WIDE)
+  if (adampi__wide_vectors) {
+    if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, 1);
+    if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, 1);
+    WU(ADAMPI_FLOAT32, 1);
+  }
+  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, 0);
+  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, 0);
+  WU(ADAMPI_FLOAT32, 0);
 #undef WU
 }
 
