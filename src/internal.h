@@ -288,7 +288,8 @@ double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
 
 /* Row-lane sums: 16 lanes relative to the row start, combined in a fixed tree. */
 #define ADAMPI_LANES 16
-void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out);
+void adampi__row_sums_wide(const float *g, const float *w, int64_t n, adampi__sums *out);
+void adampi__row_sums_narrow(const float *g, const float *w, int64_t n, adampi__sums *out);
 
 /* The arrays one kernel call works on: n elements of the shard from one position. */
 typedef struct adampi__span {
@@ -349,16 +350,52 @@ static inline void adampi__bf16x16(const uint16_t *h, adampi__v16f *out)
   *out = (adampi__v16f)(__builtin_convertvector(hv, adampi__v16u) << 16);
 }
 
+/* adampi__f16x16 and adampi__bf16x16 on 8 elements, in 32-byte vectors: the narrower clones' form
+ * (adampi__wide_vectors 0), the same operations lane by lane. */
+typedef uint16_t adampi__v8h __attribute__((vector_size(16)));
+typedef uint32_t adampi__v8u __attribute__((vector_size(32)));
+typedef float adampi__v8fn __attribute__((vector_size(32)));
+static inline void adampi__f16x8(const uint16_t *h, adampi__v8fn *out)
+{
+  adampi__v8h hv;
+  memcpy(&hv, h, sizeof hv);
+  adampi__v8u x = __builtin_convertvector(hv, adampi__v8u);
+  adampi__v8u sign = (x & 0x8000u) << 16, sh = (x & 0x7FFFu) << 13;
+  adampi__v8u normal = sh + 0x38000000u;
+  adampi__v8u sub = (adampi__v8u)((adampi__v8fn)(sh + 0x38800000u) - 0x1p-14f);
+  adampi__v8u is_normal = (adampi__v8u)(sh >= (0x0400u << 13));
+  *out = (adampi__v8fn)(sign | (normal & is_normal) | (sub & ~is_normal));
+}
+static inline void adampi__bf16x8(const uint16_t *h, adampi__v8fn *out)
+{
+  adampi__v8h hv;
+  memcpy(&hv, h, sizeof hv);
+  *out = (adampi__v8fn)(__builtin_convertvector(hv, adampi__v8u) << 16);
+}
+
 /* The 16 gradients from k into out, as adampi__grad_at gives them (gt a constant, not
  * ADAMPI_FLOAT32): bfloat16 by the shift, float16 by adampi__f16x16, each then divided by gdiv,
- * all as vectors (written element by element, GCC 12 loaded bfloat16 gradients one at a time). */
-static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gdiv, int gt, float *out)
+ * all as vectors (written element by element, GCC 12 loaded bfloat16 gradients one at a time): one
+ * 64-byte vector (wide: adampi__wide_vectors, a constant), or two 32-byte ones (the narrower clones,
+ * where GCC 12 keeps a 64-byte vector in memory; AMD EPYC, AdamP with float16 gradients on the AVX2
+ * clones: the update took 1.8-1.9x the AVX-512 clones' time with one). */
+static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gdiv, int gt, float *out, int wide)
 {
-  adampi__v16f x;
-  if (gt == ADAMPI_FLOAT16) adampi__f16x16(g16 + k, &x);
-  else adampi__bf16x16(g16 + k, &x);
-  x = x / gdiv;
-  memcpy(out, &x, sizeof x);
+  if (wide) {
+    adampi__v16f x;
+    if (gt == ADAMPI_FLOAT16) adampi__f16x16(g16 + k, &x);
+    else adampi__bf16x16(g16 + k, &x);
+    x = x / gdiv;
+    memcpy(out, &x, sizeof x);
+    return;
+  }
+  for (int h = 0; h < 2; h++) {
+    adampi__v8fn x;
+    if (gt == ADAMPI_FLOAT16) adampi__f16x8(g16 + k + 8 * h, &x);
+    else adampi__bf16x8(g16 + k + 8 * h, &x);
+    x = x / gdiv;
+    memcpy(out + 8 * h, &x, sizeof x);
+  }
 }
 
 /* The kernels' software prefetch: the line ADAMPI__AHEAD bytes past p, for reading or for
@@ -416,7 +453,7 @@ static inline const float *adampi__grads_ahead16(const float *g, const uint16_t 
                                                  float *buf, int wide)
 {
   adampi__prefetch_grads(g, g16, k, gt);
-  if (gt) adampi__grads16(g16, k, gdiv, gt, buf);
+  if (gt) adampi__grads16(g16, k, gdiv, gt, buf, wide);
   else if (wide) memcpy(buf, g + k, 16 * sizeof *buf);
   else return g + k;
   return buf;
@@ -542,6 +579,13 @@ static inline void adampi__lanes_fold(adampi__v8d acc[2], const adampi__block_la
  * clone ran at 0.09 of a read-only pass with 64-byte vectors, benchmarks/bench_stats.c, AMD EPYC).
  * Set once, when the library is loaded (stats.c), as the dispatcher chooses the clones. */
 extern int adampi__wide_vectors;
+
+/* The statistics pass's row sums (stats.c): the clones of the form adampi__wide_vectors says. */
+static inline void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out)
+{
+  if (adampi__wide_vectors) adampi__row_sums_wide(g, w, n, out);
+  else adampi__row_sums_narrow(g, w, n, out);
+}
 
 typedef double adampi__v4d __attribute__((vector_size(32)));
 

@@ -44,7 +44,7 @@ static inline void grads16(const float *g, const uint16_t *g16, int64_t k, float
     return;
   }
   float t[16];
-  adampi__grads16(g16, k, gdiv, gt, t);
+  adampi__grads16(g16, k, gdiv, gt, t, 1);
   memcpy(out, t, sizeof t);
 }
 
@@ -106,7 +106,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
         float taken[16];
         const float *gk = g + k;
         v8f u[2];
-        if (gt) adampi__grads16(g16, k, gdiv, gt, taken), gk = taken;
+        if (gt) adampi__grads16(g16, k, gdiv, gt, taken, 0), gk = taken;
         for (int h = 0; h < 2; h++) {
           v8f bi;
           buffer_direction8(gk + 8 * h, b + k + 8 * h, &cl, nesterov, &bi, &u[h]);
@@ -129,24 +129,24 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
   return wide ? adampi__lanes_total(acc) : adampi__lanes8_total(acc4);
 }
 
-/* <w, u> with the buffer as this step will make it; writes nothing. */
-ADAMPI_CLONES
-static double dot_wu(const float *g, const uint16_t *g16, float gdiv, int gt, const float *b, const float *w,
-                     int64_t n, const adampi__coef *c)
+/* <w, u> with the buffer as this step will make it; writes nothing. Each kernel below comes in two
+ * sets of clones, wide and narrow, as in adamp.c. */
+static inline __attribute__((always_inline)) double dot_wu_t(const float *g, const uint16_t *g16, float gdiv, int gt,
+                                                            const float *b, const float *w, int64_t n,
+                                                            const adampi__coef *c, int wide)
 {
-#define WU(GT, WIDE)                                                                          \
-  return c->nesterov ? wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, WIDE) \
-                     : wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, WIDE)
-  if (adampi__wide_vectors) {
-    if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, 1);
-    if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, 1);
-    WU(ADAMPI_FLOAT32, 1);
-  }
-  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, 0);
-  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, 0);
-  WU(ADAMPI_FLOAT32, 0);
+#define WU(GT)                                                                                \
+  return c->nesterov ? wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, wide) \
+                     : wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, wide)
+  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
+  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
+  WU(ADAMPI_FLOAT32);
 #undef WU
 }
+#define DOT_WU_ARGS \
+  const float *g, const uint16_t *g16, float gdiv, int gt, const float *b, const float *w, int64_t n, const adampi__coef *c
+ADAMPI_CLONES static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gdiv, gt, b, w, n, c, 1); }
+ADAMPI_CLONES static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gdiv, gt, b, w, n, c, 0); }
 
 /* One element of an SGDP step, g its gradient before clipping (proj a constant). */
 static inline __attribute__((always_inline)) void apply_one(float g, float *restrict b, float *restrict w,
@@ -163,24 +163,49 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
 
 /* apply_one over n elements; w rounded into w16 as adampi__store_w says (dt a constant where it is
  * inlined); the gradients as in wu_pass, 16-bit ones widened 16 at a time (adampi__grads16) so
- * that the loop vectorizes. */
-static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g16,
-                                                         float gdiv, int gt, float *restrict b,
-                                                         float *restrict w, uint16_t *restrict w16, int64_t n,
-                                                         const adampi__coef *c, int proj, float k, int dt, int wide)
+ * that the loop vectorizes. cl: the coefficients, a local copy. */
+static inline __attribute__((always_inline)) void apply_body(const float *restrict g, const uint16_t *restrict g16,
+                                                            float gdiv, int gt, float *restrict b,
+                                                            float *restrict w, uint16_t *restrict w16, int64_t n,
+                                                            const adampi__coef *cl, int proj, float k, int dt, int wide)
 {
-  const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   int64_t i = 0;
   for (; adampi__update_blocks(gt, dt) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
     float buf[16];
     adampi__prefetch_write(b + i), adampi__prefetch_write(w + i);
     const float *gk = adampi__grads_ahead16(g, g16, i, gdiv, gt, buf, wide);
     if (proj)
-      for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, &cl, 1, k, dt);
+      for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, cl, 1, k, dt);
     else
-      for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, &cl, 0, k, dt);
+      for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, cl, 0, k, dt);
   }
-  for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gdiv, gt), b, w, w16, i, &cl, proj, k, dt);
+  for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gdiv, gt), b, w, w16, i, cl, proj, k, dt);
+}
+
+/* apply_body with proj and nesterov constants in the narrower clones' plain loop (wide:
+ * adampi__wide_vectors, a constant), as adamp.c's apply_t does and for the same reason; their loop
+ * of blocks (adampi__update_blocks) ran faster without (AMD EPYC, the AVX2 clones on ResNet-50
+ * shapes: SGDP's update with float32 gradients took 1.9x the AVX-512 clones' time with the
+ * constants, 1.0x without). */
+static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g16,
+                                                         float gdiv, int gt, float *restrict b,
+                                                         float *restrict w, uint16_t *restrict w16, int64_t n,
+                                                         const adampi__coef *c, int proj, float k, int dt, int wide)
+{
+  if (wide) {
+    const adampi__coef clw = *c; /* a local: the stores could alias *c otherwise */
+    apply_body(g, g16, gdiv, gt, b, w, w16, n, &clw, proj, k, dt, 1);
+    return;
+  }
+  adampi__coef cl = *c;
+  if (adampi__update_blocks(gt, dt)) {
+    apply_body(g, g16, gdiv, gt, b, w, w16, n, &cl, proj, k, dt, 0);
+    return;
+  }
+#define BODY(PROJ, NESTEROV) (cl.nesterov = NESTEROV, apply_body(g, g16, gdiv, gt, b, w, w16, n, &cl, PROJ, k, dt, 0))
+  if (proj) cl.nesterov ? BODY(1, 1) : BODY(1, 0);
+  else cl.nesterov ? BODY(0, 1) : BODY(0, 0);
+#undef BODY
 }
 
 /* apply_t for the gradients' and parameters' types (wide: adampi__wide_vectors, a constant). */
@@ -199,33 +224,35 @@ static inline __attribute__((always_inline)) void apply_types(const float *g, co
   else apply_t(g, NULL, 1.0f, 0, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
 }
 
-ADAMPI_CLONES
-static void apply(const float *g, const uint16_t *g16, float gdiv, int gt, float *b, float *w, uint16_t *w16, int dt,
-                  int64_t n, const adampi__coef *c, int proj, float k)
-{
-  if (adampi__wide_vectors) apply_types(g, g16, gdiv, gt, b, w, w16, dt, n, c, proj, k, 1);
-  else apply_types(g, g16, gdiv, gt, b, w, w16, dt, n, c, proj, k, 0);
-}
+#define APPLY_ARGS                                                                                              \
+  const float *g, const uint16_t *g16, float gdiv, int gt, float *b, float *w, uint16_t *w16, int dt, int64_t n, \
+      const adampi__coef *c, int proj, float k
+ADAMPI_CLONES static void apply(APPLY_ARGS) { apply_types(g, g16, gdiv, gt, b, w, w16, dt, n, c, proj, k, 1); }
+ADAMPI_CLONES static void apply_narrow(APPLY_ARGS) { apply_types(g, g16, gdiv, gt, b, w, w16, dt, n, c, proj, k, 0); }
 
 /* A channel-projected row in two passes, once its decision is known (same bits as
  * apply with proj): first the new buffer is stored and <w, u> returned, with u the
  * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish. */
-ADAMPI_CLONES
-static double buffer_wu(const float *g, const uint16_t *g16, float gdiv, int gt, float *b, const float *w, float *u,
-                        const uint16_t *w16, int64_t n, const adampi__coef *c)
+static inline __attribute__((always_inline)) double buffer_wu_t(const float *g, const uint16_t *g16, float gdiv,
+                                                               int gt, float *b, const float *w, float *u,
+                                                               const uint16_t *w16, int64_t n, const adampi__coef *c,
+                                                               int wide)
 {
-#define WU(GT, WIDE)                                                             \
-  return c->nesterov ? wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 1, WIDE) \
-                     : wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 0, WIDE)
-  if (adampi__wide_vectors) {
-    if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, 1);
-    if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, 1);
-    WU(ADAMPI_FLOAT32, 1);
-  }
-  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16, 0);
-  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16, 0);
-  WU(ADAMPI_FLOAT32, 0);
+#define WU(GT)                                                                   \
+  return c->nesterov ? wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 1, wide) \
+                     : wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 0, wide)
+  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
+  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
+  WU(ADAMPI_FLOAT32);
 #undef WU
+}
+#define BUFFER_WU_ARGS                                                                                     \
+  const float *g, const uint16_t *g16, float gdiv, int gt, float *b, const float *w, float *u, \
+      const uint16_t *w16, int64_t n, const adampi__coef *c
+ADAMPI_CLONES static double buffer_wu(BUFFER_WU_ARGS) { return buffer_wu_t(g, g16, gdiv, gt, b, w, u, w16, n, c, 1); }
+ADAMPI_CLONES static double buffer_wu_narrow(BUFFER_WU_ARGS)
+{
+  return buffer_wu_t(g, g16, gdiv, gt, b, w, u, w16, n, c, 0);
 }
 
 /* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u,
@@ -260,19 +287,20 @@ static void finish(float *b, float *w, uint16_t *w16, int dt, const float *u, in
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
-  return dot_wu(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
+  return (adampi__wide_vectors ? dot_wu : dot_wu_narrow)(s->g, s->g16, s->gdiv, s->g16_type,
+                                                          s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  apply(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w, s->w16, s->dtype16,
-        s->n, c, proj, k);
+  (adampi__wide_vectors ? apply : apply_narrow)(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM],
+                                                s->w, s->w16, s->dtype16, s->n, c, proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
 {
-  return buffer_wu(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w, u, s->w16,
-                   s->n, c);
+  return (adampi__wide_vectors ? buffer_wu : buffer_wu_narrow)(s->g, s->g16, s->gdiv, s->g16_type,
+                                                                s->state[ADAMPI__MOMENTUM], s->w, u, s->w16, s->n, c);
 }
 
 static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)

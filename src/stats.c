@@ -22,10 +22,15 @@
  * with AVX-512: 0.85 -> 0.96 of a read-only pass over g and w, rows of 2304). The loop is
  * adampi__row_sums_body (internal.h), which benchmarks/bench_stats.c builds for each vector width. */
 ADAMPI_CLONES __attribute__((optimize("fp-contract=fast")))
-void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out)
+void adampi__row_sums_wide(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  if (adampi__wide_vectors) adampi__row_sums_body(g, w, n, out, 1);
-  else adampi__row_sums_body(g, w, n, out, 0);
+  adampi__row_sums_body(g, w, n, out, 1);
+}
+
+ADAMPI_CLONES __attribute__((optimize("fp-contract=fast")))
+void adampi__row_sums_narrow(const float *g, const float *w, int64_t n, adampi__sums *out)
+{
+  adampi__row_sums_body(g, w, n, out, 0);
 }
 
 int adampi__wide_vectors;
