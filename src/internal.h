@@ -443,12 +443,12 @@ static inline int adampi__update_blocks(int gt, int dt)
 }
 
 /* One block of the unprojected update's gradients, the 16 from k as adampi__grad_at gives them,
- * their stream prefetched ahead: widened into buf (16-bit), copied into buf (float32, wide: the
- * AVX-512 clones, adampi__wide_vectors; their update ran 2% faster so than with the next form), or
- * g + k itself (float32 elsewhere: a copy into buf made the AVX2 clone load each half of it back
- * before its two 16-byte stores had reached the cache, GCC 12 copying 64 bytes in 16-byte pieces
- * there, and that clone's update took 3.2-3.5x the AVX-512 clone's time on unprojected rows, AMD
- * EPYC). wide is a constant where this is inlined. */
+ * their stream prefetched ahead: widened into buf (16-bit); copied into buf (float32, wide: the
+ * AVX-512 clones, adampi__wide_vectors, whose update ran 2% faster with the copy than with g + k);
+ * or g + k itself (float32 in the narrower clones: there GCC 12 copies 64 bytes in 16-byte pieces,
+ * the loop read each 32-byte half back before those stores had reached the cache, and the AVX2
+ * clones' update took 3.2-3.5x the AVX-512 clones' time on unprojected rows, AMD EPYC). wide is a
+ * constant where this is inlined. */
 static inline const float *adampi__grads_ahead16(const float *g, const uint16_t *g16, int64_t k, float gdiv, int gt,
                                                  float *buf, int wide)
 {
@@ -574,10 +574,14 @@ static inline void adampi__lanes_fold(adampi__v8d acc[2], const adampi__block_la
 
 /* Where the kernels run as their x86-64-v4 clones, 1: AVX-512's 64-byte vectors live in registers
  * there. Elsewhere (the x86-64-v3 clones, AVX2, and the baseline) GCC 12 keeps a 64-byte vector in
- * memory and moves it piece by piece, and the loops that need one (the row sums) use 32-byte vectors
- * instead: the same operations on the same lanes, the same bits (the statistics pass of the AVX2
- * clone ran at 0.09 of a read-only pass with 64-byte vectors, benchmarks/bench_stats.c, AMD EPYC).
- * Set once, when the library is loaded (stats.c), as the dispatcher chooses the clones. */
+ * memory and moves it piece by piece, so the kernels that hold 16 lanes in one (the row sums, the
+ * projected rows' <w,u> lanes, SGDP's first pass, the 16-bit widening) hold them in 32-byte vectors
+ * there instead: the same operations on the same lanes, the same bits. (AMD EPYC, the AVX2 clones
+ * with 64-byte vectors: the row-sum loop at 0.23-0.28 of a read-only pass against 0.81-0.98,
+ * benchmarks/bench_stats.c; the step 2.2-8.3x the AVX-512 clones', benchmarks/run_widths.sh.)
+ * Set once, when the library is loaded (stats.c), as the dispatcher chooses the clones; the kernels
+ * come in a wide and a narrow set of clones (adamp.c, sgdp.c), and the kernel tables call the set
+ * this says. */
 extern int adampi__wide_vectors;
 
 /* The statistics pass's row sums (stats.c): the clones of the form adampi__wide_vectors says. */
