@@ -54,7 +54,7 @@ static inline float moments_direction(float g, float m, float v, const adampi__c
  * adampi__prefetch_w16); else write nothing. gt: the gradients' type, g16's where it is 16-bit
  * (adampi__grad_at; a constant). wide: adampi__wide_vectors (a constant), the lanes' form. */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
-                                                           float gdiv, int gt, float *restrict m,
+                                                           float gq, int gt, float *restrict m,
                                                            float *restrict v, const float *restrict w,
                                                            float *restrict u_out, const uint16_t *w16, int64_t n,
                                                            const adampi__coef *c, int store, int wide)
@@ -73,7 +73,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       adampi__prefetch_grads(g, g16, k, gt);
       adampi__prefetch_w16(w16, k);
       if (gt) { /* widened first, on their own: GCC 12 then keeps the 16-wide vectors */
-        adampi__grads16(g16, k, gdiv, gt, taken, wide);
+        adampi__grads16(g16, k, gq, gt, taken, wide);
         gk = taken;
       }
       for (int j = 0; j < 16; j++) {
@@ -86,7 +86,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float mi, vi;
-      float u = moments_direction(adampi__grad_at(g, g16, k + j, gdiv, gt), m[k + j], v[k + j], &cl, &mi, &vi);
+      float u = moments_direction(adampi__grad_at(g, g16, k + j, gq, gt), m[k + j], v[k + j], &cl, &mi, &vi);
       if (store) m[k + j] = mi, v[k + j] = vi, u_out[k + j] = u;
       if (wide) adampi__lanes_add1(&lanes, j, w[k + j] * u);
       else adampi__lanes8_add1(&lanes8, j, w[k + j] * u);
@@ -100,44 +100,44 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
 /* <w, u> with the moments as this step will make them; writes nothing. Each kernel below comes in
  * two sets of clones, wide (adampi__wide_vectors) and narrow, so that the AVX-512 clones hold no
  * code for the others' form (the kernel table calls the set the dispatcher's clones want). */
-static inline __attribute__((always_inline)) double dot_wu_t(const float *g, const uint16_t *g16, float gdiv, int gt,
+static inline __attribute__((always_inline)) double dot_wu_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                             const float *m, const float *v, const float *w, int64_t n,
                                                             const adampi__coef *c, int wide)
 {
   float *mw = (float *)m, *vw = (float *)v; /* not written: store is 0 */
-  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, mw, vw, w, NULL, NULL, n, c, 0, wide);
-  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, mw, vw, w, NULL, NULL, n, c, 0, wide);
-  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, mw, vw, w, NULL, NULL, n, c, 0, wide);
+#define WU(GT) return wu_pass(g, g16, gq, GT, mw, vw, w, NULL, NULL, n, c, 0, wide)
+  ADAMPI__GRAD_CASES(gt, WU);
+#undef WU
 }
 #define DOT_WU_ARGS                                                                                              \
-  const float *g, const uint16_t *g16, float gdiv, int gt, const float *m, const float *v, const float *w, int64_t n, \
+  const float *g, const uint16_t *g16, float gq, int gt, const float *m, const float *v, const float *w, int64_t n, \
       const adampi__coef *c
-ADAMPI_CLONES static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gdiv, gt, m, v, w, n, c, 1); }
-ADAMPI_CLONES static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gdiv, gt, m, v, w, n, c, 0); }
+ADAMPI_CLONES static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 1); }
+ADAMPI_CLONES static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 0); }
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
  * moments are stored (m, v are this step's from here on), the directions go to u, and <w, u> is
  * returned, summed like dot_wu. finish_w completes the row from u and w alone, so the second pass
  * over the row reads 2 arrays instead of 5 and recomputes nothing. */
-static inline __attribute__((always_inline)) double moments_wu_t(const float *g, const uint16_t *g16, float gdiv,
+static inline __attribute__((always_inline)) double moments_wu_t(const float *g, const uint16_t *g16, float gq,
                                                                 int gt, float *m, float *v, const float *w, float *u,
                                                                 const uint16_t *w16, int64_t n, const adampi__coef *c,
                                                                 int wide)
 {
-  if (gt == ADAMPI_BFLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_BFLOAT16, m, v, w, u, w16, n, c, 1, wide);
-  if (gt == ADAMPI_FLOAT16) return wu_pass(g, g16, gdiv, ADAMPI_FLOAT16, m, v, w, u, w16, n, c, 1, wide);
-  return wu_pass(g, NULL, 1.0f, ADAMPI_FLOAT32, m, v, w, u, w16, n, c, 1, wide);
+#define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, wide)
+  ADAMPI__GRAD_CASES(gt, WU);
+#undef WU
 }
 #define MOMENTS_WU_ARGS                                                                                       \
-  const float *g, const uint16_t *g16, float gdiv, int gt, float *m, float *v, const float *w, float *u, \
+  const float *g, const uint16_t *g16, float gq, int gt, float *m, float *v, const float *w, float *u, \
       const uint16_t *w16, int64_t n, const adampi__coef *c
 ADAMPI_CLONES static double moments_wu(MOMENTS_WU_ARGS)
 {
-  return moments_wu_t(g, g16, gdiv, gt, m, v, w, u, w16, n, c, 1);
+  return moments_wu_t(g, g16, gq, gt, m, v, w, u, w16, n, c, 1);
 }
 ADAMPI_CLONES static double moments_wu_narrow(MOMENTS_WU_ARGS)
 {
-  return moments_wu_t(g, g16, gdiv, gt, m, v, w, u, w16, n, c, 0);
+  return moments_wu_t(g, g16, gq, gt, m, v, w, u, w16, n, c, 0);
 }
 
 /* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply; rounded into w16
@@ -182,7 +182,7 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
  * a constant where it is inlined); the gradients as in wu_pass, 16-bit ones widened 16 at a time
  * (adampi__grads16) so that the loop vectorizes. cl: the coefficients, a local copy. */
 static inline __attribute__((always_inline)) void apply_body(const float *restrict g, const uint16_t *restrict g16,
-                                                            float gdiv, int gt, float *restrict m,
+                                                            float gq, int gt, float *restrict m,
                                                             float *restrict v, float *restrict w,
                                                             uint16_t *restrict w16, int64_t n, const adampi__coef *cl,
                                                             int proj, float k, int dt, int wide)
@@ -191,13 +191,13 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
   for (; adampi__update_blocks(gt, dt) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
     float buf[16];
     adampi__prefetch_write(m + i), adampi__prefetch_write(v + i), adampi__prefetch_write(w + i);
-    const float *gk = adampi__grads_ahead16(g, g16, i, gdiv, gt, buf, wide);
+    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide);
     if (proj)
       for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, cl, 1, k, dt);
     else
       for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, cl, 0, k, dt);
   }
-  for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gdiv, gt), m, v, w, w16, i, cl, proj, k, dt);
+  for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gq, gt), m, v, w, w16, i, cl, proj, k, dt);
 }
 
 /* apply_body with proj and nesterov constants in the narrower clones (wide: adampi__wide_vectors, a
@@ -205,67 +205,79 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
  * masks (AMD EPYC, AdamP with bfloat16 gradients on the AVX2 clones: the update took 10x the
  * AVX-512 clones' time with the tests inside). */
 static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g16,
-                                                         float gdiv, int gt, float *restrict m,
+                                                         float gq, int gt, float *restrict m,
                                                          float *restrict v, float *restrict w,
                                                          uint16_t *restrict w16, int64_t n, const adampi__coef *c,
                                                          int proj, float k, int dt, int wide)
 {
   if (wide) {
     const adampi__coef clw = *c;
-    apply_body(g, g16, gdiv, gt, m, v, w, w16, n, &clw, proj, k, dt, 1);
+    apply_body(g, g16, gq, gt, m, v, w, w16, n, &clw, proj, k, dt, 1);
     return;
   }
   adampi__coef cl = *c;
-#define BODY(PROJ, NESTEROV) (cl.nesterov = NESTEROV, apply_body(g, g16, gdiv, gt, m, v, w, w16, n, &cl, PROJ, k, dt, 0))
+#define BODY(PROJ, NESTEROV) (cl.nesterov = NESTEROV, apply_body(g, g16, gq, gt, m, v, w, w16, n, &cl, PROJ, k, dt, 0))
   if (proj) cl.nesterov ? BODY(1, 1) : BODY(1, 0);
   else cl.nesterov ? BODY(0, 1) : BODY(0, 0);
 #undef BODY
 }
 
-/* apply_t for the gradients' and parameters' types (wide: adampi__wide_vectors, a constant). */
-static inline __attribute__((always_inline)) void apply_types(const float *g, const uint16_t *g16, float gdiv, int gt,
-                                                             float *m, float *v, float *w, uint16_t *w16, int dt,
-                                                             int64_t n, const adampi__coef *c, int proj, float k,
-                                                             int wide)
+/* apply_t for the parameters' type, gt a constant (wide: adampi__wide_vectors, a constant too). */
+static inline __attribute__((always_inline)) void apply_dt(const float *g, const uint16_t *g16, float gq, int gt,
+                                                          float *m, float *v, float *w, uint16_t *w16, int dt,
+                                                          int64_t n, const adampi__coef *c, int proj, float k,
+                                                          int wide)
 {
-  if (gt == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
-    apply_t(g, g16, gdiv, ADAMPI_BFLOAT16, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
-  else if (gt == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
-    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
-  else if (gt == ADAMPI_FLOAT16)
-    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
+  const int type = ADAMPI__GRAD_TYPE(gt);
+  if (type == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
+    apply_t(g, g16, gq, gt, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
+  else if (type == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
+    apply_t(g, g16, gq, gt, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
+  else if (type == ADAMPI_FLOAT16)
+    apply_t(g, g16, gq, gt, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
   else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
   else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
   else apply_t(g, NULL, 1.0f, 0, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
 }
 
+/* apply_dt for the gradients' type and scaling, then the parameters'. */
+static inline __attribute__((always_inline)) void apply_types(const float *g, const uint16_t *g16, float gq, int gt,
+                                                             float *m, float *v, float *w, uint16_t *w16, int dt,
+                                                             int64_t n, const adampi__coef *c, int proj, float k,
+                                                             int wide)
+{
+#define DT(GT) apply_dt(g, g16, gq, GT, m, v, w, w16, dt, n, c, proj, k, wide)
+  ADAMPI__GRAD_CASES(gt, DT);
+#undef DT
+}
+
 #define APPLY_ARGS                                                                                 \
-  const float *g, const uint16_t *g16, float gdiv, int gt, float *m, float *v, float *w, uint16_t *w16, \
+  const float *g, const uint16_t *g16, float gq, int gt, float *m, float *v, float *w, uint16_t *w16, \
       int dt, int64_t n, const adampi__coef *c, int proj, float k
-ADAMPI_CLONES static void apply(APPLY_ARGS) { apply_types(g, g16, gdiv, gt, m, v, w, w16, dt, n, c, proj, k, 1); }
+ADAMPI_CLONES static void apply(APPLY_ARGS) { apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 1); }
 ADAMPI_CLONES static void apply_narrow(APPLY_ARGS)
 {
-  apply_types(g, g16, gdiv, gt, m, v, w, w16, dt, n, c, proj, k, 0);
+  apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 0);
 }
 
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
-  return (adampi__wide_vectors ? dot_wu : dot_wu_narrow)(s->g, s->g16, s->gdiv, s->g16_type,
+  return (adampi__wide_vectors ? dot_wu : dot_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
                                                           s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ],
                                                           s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  (adampi__wide_vectors ? apply : apply_narrow)(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__EXP_AVG],
+  (adampi__wide_vectors ? apply : apply_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__EXP_AVG],
                                                 s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, c,
                                                 proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
 {
-  return (adampi__wide_vectors ? moments_wu : moments_wu_narrow)(s->g, s->g16, s->gdiv, s->g16_type,
+  return (adampi__wide_vectors ? moments_wu : moments_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
                                                                   s->state[ADAMPI__EXP_AVG],
                                                                   s->state[ADAMPI__EXP_AVG_SQ], s->w, u, s->w16,
                                                                   s->n, c);

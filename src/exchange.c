@@ -39,7 +39,7 @@ static void add_block(float *restrict mine, const float *restrict own, const flo
 }
 
 /* Elements per block: 16-bit terms are widened into two blocks of scratch that stay in L1, and a
- * gradient scale divides the block while it is there. */
+ * gradient scale unscales the block while it is there (adampi__unscale_array). */
 #define BLOCK 2048
 
 void adampi__add_round(const adampi *opt, float *mine, const void *own, const void *in, int64_t len, int first,
@@ -58,8 +58,7 @@ void adampi__add_round(const adampi *opt, float *mine, const void *own, const vo
       o = a, x = b;
     }
     add_block(mine + k, o, x, m, first, last, ranks);
-    if (last && scale != 1.0f)
-      for (int64_t i = 0; i < m; i++) mine[k + i] = mine[k + i] / scale;
+    if (last) adampi__unscale_array(mine + k, m, scale);
   }
 }
 

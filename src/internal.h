@@ -300,22 +300,72 @@ typedef struct adampi__span {
   uint16_t *w16; /* where the kernels that write w also write it rounded to dtype16, or NULL */
   int dtype16;   /* ADAMPI_BFLOAT16 or ADAMPI_FLOAT16 when w16 is set, else ADAMPI_FLOAT32 */
   /* The caller's 16-bit gradients (g16_type ADAMPI_BFLOAT16 or ADAMPI_FLOAT16), read by the
-   * kernels in place of g: each widened (exactly) and divided by gdiv (the step's grad_scale; 1
-   * leaves every finite value as it is), the floats the statistics pass made of them
-   * (adampi__grad_at). NULL, with g16_type ADAMPI_FLOAT32: g. */
+   * kernels in place of g: each widened (exactly) and divided by the step's grad_scale (1 leaves
+   * every finite value as it is), as adampi__grad_scaling applies it, the floats the statistics
+   * pass made of them (adampi__grad_at). NULL, with g16_type ADAMPI_FLOAT32: g. */
   const uint16_t *g16;
-  int g16_type;
-  float gdiv;
+  int g16_type; /* with ADAMPI__GRAD_MUL where gq multiplies (adampi__grad_scaling) */
+  float gq;     /* the gradient scale, or its reciprocal (ADAMPI__GRAD_MUL) */
 } adampi__span;
 
+/* The gradient scale s as every loop that unscales gradients applies it (the kernels, the intake
+ * and the data-parallel reduction): x / s, or x * (1/s) where s is a power of two with s and 1/s
+ * normal floats (2^-126 to 2^126). There the two are the same number, x/s rounded once, for every
+ * x (no operand is subnormal, so a denormals-are-zero mode changes neither), and the
+ * multiplication takes a fraction of the division's time: the update divides twice per element
+ * already, and with 16-bit gradients a third division weighed on it (AMD EPYC, ResNet-50 shapes,
+ * AdamP with bfloat16 gradients: see the README's "Mixed precision and clipping"). Loss scalers
+ * use powers of two (adampi_loss_scaler, torch's GradScaler); any other scale divides. Returns 1
+ * and *q = 1/s for a multiplication, 0 and *q = s for a division. */
+static inline int adampi__grad_scaling(float s, float *q)
+{
+  uint32_t u = adampi__f32_bits(s), e = u >> 23; /* s > 0: the sign bit is 0 */
+  if ((u & 0x7FFFFFu) == 0 && e >= 127 - 126 && e <= 127 + 126) {
+    *q = adampi__bits_f32((254u - e) << 23); /* 2^-(e-127) */
+    return 1;
+  }
+  *q = s;
+  return 0;
+}
+
+/* In a kernel's gt (a gradients' type, a constant where it is inlined): gq multiplies (*q of
+ * adampi__grad_scaling's 1), rather than divides. Only with the 16-bit types. */
+#define ADAMPI__GRAD_MUL 4
+#define ADAMPI__GRAD_TYPE(gt) ((gt) & 3)
+
+/* X(GT), with GT the constant that equals a span's g16_type gt (a kernel's entry: every loop below
+ * it is built for one gradients' type and scaling). */
+#define ADAMPI__GRAD_CASES(gt, X)                                                      \
+  do {                                                                                 \
+    if ((gt) == ADAMPI_BFLOAT16) X(ADAMPI_BFLOAT16);                                   \
+    else if ((gt) == (ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL)) X(ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL); \
+    else if ((gt) == ADAMPI_FLOAT16) X(ADAMPI_FLOAT16);                                \
+    else if ((gt) == (ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL)) X(ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL);   \
+    else X(ADAMPI_FLOAT32);                                                            \
+  } while (0)
+
+/* x unscaled by a kernel's gq (gt as above). */
+static inline float adampi__unscale(float x, float gq, int gt) { return gt & ADAMPI__GRAD_MUL ? x * gq : x / gq; }
+
+/* x[0..n) unscaled by the scale s in place, as adampi__grad_scaling says (s 1: nothing to do). */
+static inline void adampi__unscale_array(float *x, int64_t n, float s)
+{
+  float q;
+  if (s == 1.0f) return;
+  if (adampi__grad_scaling(s, &q))
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] * q;
+  else
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] / q;
+}
+
 /* Gradient i of a kernel's span as float32: g[i] (gt ADAMPI_FLOAT32), or g16[i] of type gt widened
- * and divided by gdiv, as adampi__intake makes it (gt a constant wherever it is inlined, so that
+ * and unscaled by gq, as adampi__intake makes it (gt a constant wherever it is inlined, so that
  * the loops vectorize). The update runs only on finite gradients, where x / 1 is x and where F16C's
  * widening (adampi__intake's, where the CPU has it) gives adampi__from_f16's bits. */
-static inline float adampi__grad_at(const float *g, const uint16_t *g16, int64_t i, float gdiv, int gt)
+static inline float adampi__grad_at(const float *g, const uint16_t *g16, int64_t i, float gq, int gt)
 {
-  if (gt == ADAMPI_BFLOAT16) return adampi__from_bf16(g16[i]) / gdiv;
-  if (gt == ADAMPI_FLOAT16) return adampi__from_f16(g16[i]) / gdiv;
+  if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_BFLOAT16) return adampi__unscale(adampi__from_bf16(g16[i]), gq, gt);
+  if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16) return adampi__unscale(adampi__from_f16(g16[i]), gq, gt);
   return g[i];
 }
 
@@ -374,26 +424,26 @@ static inline void adampi__bf16x8(const uint16_t *h, adampi__v8fn *out)
 }
 
 /* The 16 gradients from k into out, as adampi__grad_at gives them (gt a constant, not
- * ADAMPI_FLOAT32): bfloat16 by the shift, float16 by adampi__f16x16, each then divided by gdiv,
+ * ADAMPI_FLOAT32): bfloat16 by the shift, float16 by adampi__f16x16, each then unscaled by gq,
  * all as vectors (written element by element, GCC 12 loaded bfloat16 gradients one at a time): one
  * 64-byte vector (wide: adampi__wide_vectors, a constant), or two 32-byte ones (the narrower clones,
  * where GCC 12 keeps a 64-byte vector in memory; AMD EPYC, AdamP with float16 gradients on the AVX2
  * clones: the update took 1.8-1.9x the AVX-512 clones' time with one). */
-static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gdiv, int gt, float *out, int wide)
+static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gq, int gt, float *out, int wide)
 {
   if (wide) {
     adampi__v16f x;
-    if (gt == ADAMPI_FLOAT16) adampi__f16x16(g16 + k, &x);
+    if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16) adampi__f16x16(g16 + k, &x);
     else adampi__bf16x16(g16 + k, &x);
-    x = x / gdiv;
+    x = gt & ADAMPI__GRAD_MUL ? x * gq : x / gq;
     memcpy(out, &x, sizeof x);
     return;
   }
   for (int h = 0; h < 2; h++) {
     adampi__v8fn x;
-    if (gt == ADAMPI_FLOAT16) adampi__f16x8(g16 + k + 8 * h, &x);
+    if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16) adampi__f16x8(g16 + k + 8 * h, &x);
     else adampi__bf16x8(g16 + k + 8 * h, &x);
-    x = x / gdiv;
+    x = gt & ADAMPI__GRAD_MUL ? x * gq : x / gq;
     memcpy(out + 8 * h, &x, sizeof x);
   }
 }
@@ -439,7 +489,7 @@ static inline void adampi__prefetch_w16(const uint16_t *w16, int64_t k)
  * bfloat16 parameters 1.2-1.3x). gt and dt as in the kernels' apply. */
 static inline int adampi__update_blocks(int gt, int dt)
 {
-  return gt == ADAMPI_FLOAT16 || (gt == ADAMPI_FLOAT32 && dt != ADAMPI_BFLOAT16);
+  return ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16 || (gt == ADAMPI_FLOAT32 && dt != ADAMPI_BFLOAT16);
 }
 
 /* One block of the unprojected update's gradients, the 16 from k as adampi__grad_at gives them,
@@ -449,11 +499,11 @@ static inline int adampi__update_blocks(int gt, int dt)
  * the loop read each 32-byte half back before those stores had reached the cache, and the AVX2
  * clones' update took 3.2-3.5x the AVX-512 clones' time on unprojected rows, AMD EPYC). wide is a
  * constant where this is inlined. */
-static inline const float *adampi__grads_ahead16(const float *g, const uint16_t *g16, int64_t k, float gdiv, int gt,
+static inline const float *adampi__grads_ahead16(const float *g, const uint16_t *g16, int64_t k, float gq, int gt,
                                                  float *buf, int wide)
 {
   adampi__prefetch_grads(g, g16, k, gt);
-  if (gt) adampi__grads16(g16, k, gdiv, gt, buf, wide);
+  if (gt) adampi__grads16(g16, k, gq, gt, buf, wide);
   else if (wide) memcpy(buf, g + k, 16 * sizeof *buf);
   else return g + k;
   return buf;

@@ -189,7 +189,7 @@ adampi_status adampi_widen(adampi_dtype dtype, const void *in, float *out, int64
   return ADAMPI_OK;
 }
 
-/* Elements per block of the intake: the division reads each block back from L1, so the shard is
+/* Elements per block of the intake: the unscaling reads each block back from L1, so the shard is
  * read and written once. */
 #define INTAKE_BLOCK 4096
 
@@ -200,8 +200,7 @@ void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, fl
     int64_t m = n - k < INTAKE_BLOCK ? n - k : INTAKE_BLOCK;
     const void *in = (const char *)g + (size_t)k * elem;
     if (in != out + k) adampi__widen(dtype, in, out + k, m);
-    if (scale != 1.0f)
-      for (int64_t i = k; i < k + m; i++) out[i] = out[i] / scale;
+    adampi__unscale_array(out + k, m, scale);
   }
 }
 

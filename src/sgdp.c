@@ -37,14 +37,14 @@ static inline float buffer_direction(float g, float b, const adampi__coef *c, in
 typedef float v16f __attribute__((vector_size(64), aligned(4)));
 
 /* The 16 gradients from k into *out, as adampi__grad_at gives them (gt a constant). */
-static inline void grads16(const float *g, const uint16_t *g16, int64_t k, float gdiv, int gt, v16f *out)
+static inline void grads16(const float *g, const uint16_t *g16, int64_t k, float gq, int gt, v16f *out)
 {
   if (!gt) {
     *out = *(const v16f *)(g + k);
     return;
   }
   float t[16];
-  adampi__grads16(g16, k, gdiv, gt, t, 1);
+  adampi__grads16(g16, k, gq, gt, t, 1);
   memcpy(out, t, sizeof t);
 }
 
@@ -79,7 +79,7 @@ static inline void buffer_direction8(const float *g, const float *b, const adamp
  * constant), the form of the lanes and of the 16 elements' arithmetic: 64-byte vectors, or two
  * 32-byte ones (same operations, same bits; GCC 12 left a plain loop over the 16 scalar there). */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
-                                                           float gdiv, int gt, float *restrict b,
+                                                           float gq, int gt, float *restrict b,
                                                            const float *restrict w, float *restrict u_out,
                                                            const uint16_t *w16, int64_t n, const adampi__coef *c,
                                                            int store, int nesterov, int wide)
@@ -97,7 +97,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       adampi__prefetch_w16(w16, k);
       if (wide) {
         v16f gk, bi, u;
-        grads16(g, g16, k, gdiv, gt, &gk);
+        grads16(g, g16, k, gq, gt, &gk);
         buffer_direction16(&gk, b + k, &cl, nesterov, &bi, &u);
         if (store) *(v16f *)(b + k) = bi;
         if (store && nesterov) *(v16f *)(u_out + k) = u;
@@ -106,7 +106,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
         float taken[16];
         const float *gk = g + k;
         v8f u[2];
-        if (gt) adampi__grads16(g16, k, gdiv, gt, taken, 0), gk = taken;
+        if (gt) adampi__grads16(g16, k, gq, gt, taken, 0), gk = taken;
         for (int h = 0; h < 2; h++) {
           v8f bi;
           buffer_direction8(gk + 8 * h, b + k + 8 * h, &cl, nesterov, &bi, &u[h]);
@@ -117,7 +117,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       }
     }
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
-      float bi, u = buffer_direction(adampi__grad_at(g, g16, k + j, gdiv, gt), b[k + j], &cl, nesterov, &bi);
+      float bi, u = buffer_direction(adampi__grad_at(g, g16, k + j, gq, gt), b[k + j], &cl, nesterov, &bi);
       if (store) b[k + j] = bi;
       if (store && nesterov) u_out[k + j] = u;
       if (wide) adampi__lanes_add1(&lanes, j, w[k + j] * u);
@@ -131,22 +131,20 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
 
 /* <w, u> with the buffer as this step will make it; writes nothing. Each kernel below comes in two
  * sets of clones, wide and narrow, as in adamp.c. */
-static inline __attribute__((always_inline)) double dot_wu_t(const float *g, const uint16_t *g16, float gdiv, int gt,
+static inline __attribute__((always_inline)) double dot_wu_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                             const float *b, const float *w, int64_t n,
                                                             const adampi__coef *c, int wide)
 {
 #define WU(GT)                                                                                \
-  return c->nesterov ? wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, wide) \
-                     : wu_pass(g, g16, gdiv, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, wide)
-  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
-  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
-  WU(ADAMPI_FLOAT32);
+  return c->nesterov ? wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, wide) \
+                     : wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, wide)
+  ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
 #define DOT_WU_ARGS \
-  const float *g, const uint16_t *g16, float gdiv, int gt, const float *b, const float *w, int64_t n, const adampi__coef *c
-ADAMPI_CLONES static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gdiv, gt, b, w, n, c, 1); }
-ADAMPI_CLONES static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gdiv, gt, b, w, n, c, 0); }
+  const float *g, const uint16_t *g16, float gq, int gt, const float *b, const float *w, int64_t n, const adampi__coef *c
+ADAMPI_CLONES static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, b, w, n, c, 1); }
+ADAMPI_CLONES static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, b, w, n, c, 0); }
 
 /* One element of an SGDP step, g its gradient before clipping (proj a constant). */
 static inline __attribute__((always_inline)) void apply_one(float g, float *restrict b, float *restrict w,
@@ -165,7 +163,7 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
  * inlined); the gradients as in wu_pass, 16-bit ones widened 16 at a time (adampi__grads16) so
  * that the loop vectorizes. cl: the coefficients, a local copy. */
 static inline __attribute__((always_inline)) void apply_body(const float *restrict g, const uint16_t *restrict g16,
-                                                            float gdiv, int gt, float *restrict b,
+                                                            float gq, int gt, float *restrict b,
                                                             float *restrict w, uint16_t *restrict w16, int64_t n,
                                                             const adampi__coef *cl, int proj, float k, int dt, int wide)
 {
@@ -173,13 +171,13 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
   for (; adampi__update_blocks(gt, dt) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
     float buf[16];
     adampi__prefetch_write(b + i), adampi__prefetch_write(w + i);
-    const float *gk = adampi__grads_ahead16(g, g16, i, gdiv, gt, buf, wide);
+    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide);
     if (proj)
       for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, cl, 1, k, dt);
     else
       for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, cl, 0, k, dt);
   }
-  for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gdiv, gt), b, w, w16, i, cl, proj, k, dt);
+  for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gq, gt), b, w, w16, i, cl, proj, k, dt);
 }
 
 /* apply_body with proj and nesterov constants in the narrower clones' plain loop (wide:
@@ -188,71 +186,80 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
  * shapes: SGDP's update with float32 gradients took 1.9x the AVX-512 clones' time with the
  * constants, 1.0x without). */
 static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g16,
-                                                         float gdiv, int gt, float *restrict b,
+                                                         float gq, int gt, float *restrict b,
                                                          float *restrict w, uint16_t *restrict w16, int64_t n,
                                                          const adampi__coef *c, int proj, float k, int dt, int wide)
 {
   if (wide) {
     const adampi__coef clw = *c; /* a local: the stores could alias *c otherwise */
-    apply_body(g, g16, gdiv, gt, b, w, w16, n, &clw, proj, k, dt, 1);
+    apply_body(g, g16, gq, gt, b, w, w16, n, &clw, proj, k, dt, 1);
     return;
   }
   adampi__coef cl = *c;
   if (adampi__update_blocks(gt, dt)) {
-    apply_body(g, g16, gdiv, gt, b, w, w16, n, &cl, proj, k, dt, 0);
+    apply_body(g, g16, gq, gt, b, w, w16, n, &cl, proj, k, dt, 0);
     return;
   }
-#define BODY(PROJ, NESTEROV) (cl.nesterov = NESTEROV, apply_body(g, g16, gdiv, gt, b, w, w16, n, &cl, PROJ, k, dt, 0))
+#define BODY(PROJ, NESTEROV) (cl.nesterov = NESTEROV, apply_body(g, g16, gq, gt, b, w, w16, n, &cl, PROJ, k, dt, 0))
   if (proj) cl.nesterov ? BODY(1, 1) : BODY(1, 0);
   else cl.nesterov ? BODY(0, 1) : BODY(0, 0);
 #undef BODY
 }
 
-/* apply_t for the gradients' and parameters' types (wide: adampi__wide_vectors, a constant). */
-static inline __attribute__((always_inline)) void apply_types(const float *g, const uint16_t *g16, float gdiv, int gt,
-                                                             float *b, float *w, uint16_t *w16, int dt, int64_t n,
-                                                             const adampi__coef *c, int proj, float k, int wide)
+/* apply_t for the parameters' type, gt a constant (wide: adampi__wide_vectors, a constant too). */
+static inline __attribute__((always_inline)) void apply_dt(const float *g, const uint16_t *g16, float gq, int gt,
+                                                          float *b, float *w, uint16_t *w16, int dt, int64_t n,
+                                                          const adampi__coef *c, int proj, float k, int wide)
 {
-  if (gt == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
-    apply_t(g, g16, gdiv, ADAMPI_BFLOAT16, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
-  else if (gt == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
-    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
-  else if (gt == ADAMPI_FLOAT16)
-    apply_t(g, g16, gdiv, ADAMPI_FLOAT16, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
+  const int type = ADAMPI__GRAD_TYPE(gt);
+  if (type == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
+    apply_t(g, g16, gq, gt, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
+  else if (type == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
+    apply_t(g, g16, gq, gt, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
+  else if (type == ADAMPI_FLOAT16)
+    apply_t(g, g16, gq, gt, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
   else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
   else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
   else apply_t(g, NULL, 1.0f, 0, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
 }
 
+/* apply_dt for the gradients' type and scaling, then the parameters'. */
+static inline __attribute__((always_inline)) void apply_types(const float *g, const uint16_t *g16, float gq, int gt,
+                                                             float *b, float *w, uint16_t *w16, int dt, int64_t n,
+                                                             const adampi__coef *c, int proj, float k, int wide)
+{
+#define DT(GT) apply_dt(g, g16, gq, GT, b, w, w16, dt, n, c, proj, k, wide)
+  ADAMPI__GRAD_CASES(gt, DT);
+#undef DT
+}
+
 #define APPLY_ARGS                                                                                              \
-  const float *g, const uint16_t *g16, float gdiv, int gt, float *b, float *w, uint16_t *w16, int dt, int64_t n, \
+  const float *g, const uint16_t *g16, float gq, int gt, float *b, float *w, uint16_t *w16, int dt, int64_t n, \
       const adampi__coef *c, int proj, float k
-ADAMPI_CLONES static void apply(APPLY_ARGS) { apply_types(g, g16, gdiv, gt, b, w, w16, dt, n, c, proj, k, 1); }
-ADAMPI_CLONES static void apply_narrow(APPLY_ARGS) { apply_types(g, g16, gdiv, gt, b, w, w16, dt, n, c, proj, k, 0); }
+ADAMPI_CLONES static void apply(APPLY_ARGS) { apply_types(g, g16, gq, gt, b, w, w16, dt, n, c, proj, k, 1); }
+ADAMPI_CLONES static void apply_narrow(APPLY_ARGS) { apply_types(g, g16, gq, gt, b, w, w16, dt, n, c, proj, k, 0); }
 
 /* A channel-projected row in two passes, once its decision is known (same bits as
  * apply with proj): first the new buffer is stored and <w, u> returned, with u the
  * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish. */
-static inline __attribute__((always_inline)) double buffer_wu_t(const float *g, const uint16_t *g16, float gdiv,
+static inline __attribute__((always_inline)) double buffer_wu_t(const float *g, const uint16_t *g16, float gq,
                                                                int gt, float *b, const float *w, float *u,
                                                                const uint16_t *w16, int64_t n, const adampi__coef *c,
                                                                int wide)
 {
 #define WU(GT)                                                                   \
-  return c->nesterov ? wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 1, wide) \
-                     : wu_pass(g, g16, gdiv, GT, b, w, u, w16, n, c, 1, 0, wide)
-  if (gt == ADAMPI_BFLOAT16) WU(ADAMPI_BFLOAT16);
-  if (gt == ADAMPI_FLOAT16) WU(ADAMPI_FLOAT16);
-  WU(ADAMPI_FLOAT32);
+  return c->nesterov ? wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 1, wide) \
+                     : wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 0, wide)
+  ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
 #define BUFFER_WU_ARGS                                                                                     \
-  const float *g, const uint16_t *g16, float gdiv, int gt, float *b, const float *w, float *u, \
+  const float *g, const uint16_t *g16, float gq, int gt, float *b, const float *w, float *u, \
       const uint16_t *w16, int64_t n, const adampi__coef *c
-ADAMPI_CLONES static double buffer_wu(BUFFER_WU_ARGS) { return buffer_wu_t(g, g16, gdiv, gt, b, w, u, w16, n, c, 1); }
+ADAMPI_CLONES static double buffer_wu(BUFFER_WU_ARGS) { return buffer_wu_t(g, g16, gq, gt, b, w, u, w16, n, c, 1); }
 ADAMPI_CLONES static double buffer_wu_narrow(BUFFER_WU_ARGS)
 {
-  return buffer_wu_t(g, g16, gdiv, gt, b, w, u, w16, n, c, 0);
+  return buffer_wu_t(g, g16, gq, gt, b, w, u, w16, n, c, 0);
 }
 
 /* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u,
@@ -287,19 +294,19 @@ static void finish(float *b, float *w, uint16_t *w16, int dt, const float *u, in
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
-  return (adampi__wide_vectors ? dot_wu : dot_wu_narrow)(s->g, s->g16, s->gdiv, s->g16_type,
+  return (adampi__wide_vectors ? dot_wu : dot_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
                                                           s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  (adampi__wide_vectors ? apply : apply_narrow)(s->g, s->g16, s->gdiv, s->g16_type, s->state[ADAMPI__MOMENTUM],
+  (adampi__wide_vectors ? apply : apply_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__MOMENTUM],
                                                 s->w, s->w16, s->dtype16, s->n, c, proj, k);
 }
 
 static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
 {
-  return (adampi__wide_vectors ? buffer_wu : buffer_wu_narrow)(s->g, s->g16, s->gdiv, s->g16_type,
+  return (adampi__wide_vectors ? buffer_wu : buffer_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
                                                                 s->state[ADAMPI__MOMENTUM], s->w, u, s->w16, s->n, c);
 }
 

@@ -69,8 +69,10 @@ static adampi__span span_at(const adampi *opt, const adampi__tensor *t, float *w
   adampi__span s = {g + e, w + e, {NULL}, n, NULL, ADAMPI_FLOAT32, NULL, ADAMPI_FLOAT32, 1.0f};
   for (int j = 0; j < kernels_of(opt)->num_state; j++) s.state[j] = opt->state[j] + e;
   if (opt->round_out) s.w16 = (uint16_t *)opt->round_out + e, s.dtype16 = opt->cfg.dtype;
-  if (adampi__direct_grads(opt, t))
-    s.g16 = (const uint16_t *)opt->intake + e, s.g16_type = opt->cfg.dtype, s.gdiv = opt->intake_scale;
+  if (adampi__direct_grads(opt, t)) {
+    s.g16 = (const uint16_t *)opt->intake + e, s.g16_type = opt->cfg.dtype;
+    if (adampi__grad_scaling(opt->intake_scale, &s.gq)) s.g16_type |= ADAMPI__GRAD_MUL;
+  }
   return s;
 }
 
@@ -95,7 +97,7 @@ static void write_w(const adampi__kernels *kn, const adampi__span *s, const floa
   }
   for (int64_t i = 0; i < s->n; i += F16_BLOCK) {
     adampi__span b = {s->g + i, s->w + i, {NULL}, s->n - i < F16_BLOCK ? s->n - i : F16_BLOCK, NULL, ADAMPI_FLOAT32,
-                      s->g16 ? s->g16 + i : NULL, s->g16_type, s->gdiv};
+                      s->g16 ? s->g16 + i : NULL, s->g16_type, s->gq};
     for (int j = 0; j < kn->num_state; j++) b.state[j] = s->state[j] + i;
     if (u) kn->finish(&b, u + i, c, k);
     else kn->apply(&b, c, proj, k);

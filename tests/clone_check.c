@@ -16,9 +16,9 @@
 #define STEPS 8
 
 /* STEPS data-parallel steps through the step buffers in the given type, each rank with its own
- * gradients (a loss scale of 4, clipping at 10); the master or fp32 parameters, the state and the
- * 16-bit parameters go to out. sharded: sharded steps instead, every rank with the same gradients,
- * in buffers of its own; the 16-bit parameters of rank 0's shard go to out. */
+ * gradients (loss scales of 4 and 3 in turn, clipping at 10); the master or fp32 parameters, the
+ * state and the 16-bit parameters go to out. sharded: sharded steps instead, every rank with the
+ * same gradients, in buffers of its own; the 16-bit parameters of rank 0's shard go to out. */
 static void data_parallel(const problem_variant *v, adampi_dtype dt, int sharded, FILE *out)
 {
   adampi_config cfg = adampi_config_defaults(v->kind);
@@ -52,11 +52,12 @@ static void data_parallel(const problem_variant *v, adampi_dtype dt, int sharded
       adampi_tensor(opt, i, &t);
       problem_grad(&t, i, step * 64 + (sharded ? 0 : test_rank()), w + t.offset, g + t.offset);
     }
-    for (int64_t k = 0; k < N; k++) g[k] *= 4.0f;
+    const float scale = step % 2 ? 3.0f : 4.0f; /* divided by, and multiplied by 1/4 (adampi__grad_scaling) */
+    for (int64_t k = 0; k < N; k++) g[k] *= scale;
     adampi_round_to(dt, g, grads, N);
     adampi_step_options o = adampi_step_defaults();
     o.has_grad = has;
-    o.grad_scale = 4.0;
+    o.grad_scale = scale;
     adampi_status st = sharded ? adampi_step_sharded_ex(opt, (char *)params + skip, (char *)grads + skip, &o)
                                : adampi_step_ex(opt, params, grads, &o);
     if (st != ADAMPI_OK) {

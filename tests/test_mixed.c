@@ -259,9 +259,11 @@ static void mixed_run(MPI_Comm comm, const problem_variant *v, const mixed_setup
   adampi_free(&opt);
 }
 
-/* A threshold of 11 clips most steps of the problem (norms 7.8-11.4) but not all. */
+/* A threshold of 11 clips most steps of the problem (norms 7.8-11.4) but not all. The scales:
+ * powers of two, which the code multiplies by their reciprocal, and 3, which it divides by
+ * (adampi__grad_scaling), for 16-bit gradients read in place and for float32 ones. */
 static const mixed_setup invariance_setups[] = {
-  {ADAMPI_BFLOAT16, 11.0, 1.0}, {ADAMPI_FLOAT16, 11.0, 1024.0}, {ADAMPI_FLOAT32, 11.0, 3.0}, {ADAMPI_BFLOAT16, 0.0, 1.0},
+  {ADAMPI_BFLOAT16, 11.0, 1.0}, {ADAMPI_FLOAT16, 11.0, 1024.0}, {ADAMPI_FLOAT32, 11.0, 3.0}, {ADAMPI_BFLOAT16, 0.0, 3.0},
 };
 #define NSETUPS ((int)(sizeof invariance_setups / sizeof invariance_setups[0]))
 
@@ -380,10 +382,11 @@ static uint16_t dp_grad(adampi_dtype dt, int rank, int64_t k)
 
 START_TEST(data_parallel_16_bit_step_is_the_fp32_step_on_the_mean)
 {
-  const adampi_dtype dt = _i < 2 ? ADAMPI_BFLOAT16 : ADAMPI_FLOAT16;
+  const adampi_dtype dt = _i % 4 < 2 ? ADAMPI_BFLOAT16 : ADAMPI_FLOAT16;
   const int shared = _i % 2; /* the step buffers, or the caller's */
+  const float scale = _i < 4 ? 2.0f : 3.0f; /* multiplied by 1/2, divided by 3 (adampi__grad_scaling) */
   const problem_variant *v = &problem_variants[0];
-  mixed_setup m16 = {dt, 0.0, 2.0}, m32 = {ADAMPI_FLOAT32, 0.0, 1.0};
+  mixed_setup m16 = {dt, 0.0, scale}, m32 = {ADAMPI_FLOAT32, 0.0, 1.0};
   adampi *o16 = mixed_create(MPI_COMM_WORLD, v, &m16, ADAMPI_NONFINITE_ERROR);
   adampi *o32 = mixed_create(MPI_COMM_WORLD, v, &m32, ADAMPI_NONFINITE_ERROR);
   int64_t N = adampi_numel(o16), lo, hi;
@@ -414,10 +417,10 @@ START_TEST(data_parallel_16_bit_step_is_the_fp32_step_on_the_mean)
         adampi_widen(dt, &h, &x, 1);
         sum += x;
       }
-      mean[k] = (float)sum / (float)P / 2.0f; /* the sum is exact; then / P, then / grad_scale */
+      mean[k] = (float)sum / (float)P / scale; /* the sum is exact; then / P, then / grad_scale */
     }
     adampi_step_options o = adampi_step_defaults();
-    o.grad_scale = 2.0;
+    o.grad_scale = scale;
     ck_assert_ok(o16, adampi_step_ex(o16, p16, g16, &o));
     ck_assert_ok(o32, adampi_step_sharded(o32, w32 + lo, mean + lo, NULL));
     memcpy(shard, w32 + lo, (size_t)(hi - lo) * sizeof(float));
@@ -640,6 +643,72 @@ START_TEST(bad_input_is_refused_with_nothing_changed)
 }
 END_TEST
 
+/* ---- the gradient scale ------------------------------------------------------------------------ */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define HAVE_MXCSR 1
+#endif
+
+/* The scales adampi__grad_scaling multiplies by the reciprocal of: every power of two from 2^-126
+ * to 2^126 and nothing else. There, for every float x (the bits of every bfloat16 value, with
+ * each pattern's low half set too: every exponent, both signs, subnormals, Inf), x * q gives the
+ * bits of x / s, in the default floating-point mode and with denormals-are-zero and
+ * flush-to-zero set, where a subnormal q (2^127's reciprocal) would read as 0. Elsewhere it divides
+ * by s itself. */
+START_TEST(gradient_scale_multiplies_exactly_where_it_gives_the_division_bits)
+{
+  float scales[256 + 8];
+  int ns = 0;
+  for (uint32_t e = 0; e < 255; e++) scales[ns++] = from_bits(e ? e << 23 : 1u); /* 2^-149 (subnormal), 2^-126 .. 2^127 */
+  const float others[] = {3.0f, 0.75f, 1.5f * 65536.0f, 0x1.000002p0f, 0x1.fffffep127f, 0x1p-127f, 0x1p-149f * 3.0f};
+  for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) scales[ns++] = others[i];
+#ifdef HAVE_MXCSR
+  const unsigned int mode = _mm_getcsr();
+  const int modes = 2;
+#else
+  const int modes = 1;
+#endif
+  for (int i = 0; i < ns; i++) {
+    const float s = scales[i];
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    const int pow2 = (u & 0x7FFFFFu) == 0 && (u >> 23) >= 1 && (u >> 23) <= 253;
+    float q;
+    const int mul = adampi__grad_scaling(s, &q);
+    ck_assert_msg(mul == pow2, "scale %a: %s, expected %s", (double)s, mul ? "multiplies" : "divides",
+                  pow2 ? "a multiplication" : "a division");
+    if (!mul) {
+      ck_assert_msg(q == s, "scale %a: divides by %a", (double)s, (double)q);
+      continue;
+    }
+    ck_assert_msg(q * s == 1.0f, "scale %a: reciprocal %a", (double)s, (double)q);
+    for (int m = 0; m < modes; m++) {
+#ifdef HAVE_MXCSR
+      if (m) _mm_setcsr(mode | 0x8040u); /* FTZ and DAZ */
+#endif
+      for (uint32_t h = 0; h < 0x20000u; h++) {
+        volatile float x = from_bits((h >> 1) << 16 | (h & 1 ? 0x8001u : 0u)), d = x / s, p = x * q;
+        uint32_t a, b;
+        float dv = d, pv = p;
+        memcpy(&a, &dv, 4);
+        memcpy(&b, &pv, 4);
+        if (a != b && !(isnan(dv) && isnan(pv))) {
+#ifdef HAVE_MXCSR
+          _mm_setcsr(mode);
+#endif
+          ck_abort_msg("scale %a%s: %a / s = 0x%08x but * (1/s) = 0x%08x", (double)s, m ? " (FTZ, DAZ)" : "",
+                       (double)x, a, b);
+        }
+      }
+#ifdef HAVE_MXCSR
+      _mm_setcsr(mode);
+#endif
+    }
+  }
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
   Suite *s = suite_create("mixed");
@@ -648,12 +717,13 @@ static Suite *make_suite(void)
                       (int)(sizeof rounding_cases / sizeof rounding_cases[0]));
   tcase_add_test(tc, nan_stays_nan_and_every_float16_round_trips);
   tcase_add_test(tc, float16_conversions_give_the_software_bits_for_every_value);
+  tcase_add_test(tc, gradient_scale_multiplies_exactly_where_it_gives_the_division_bits);
   suite_add_tcase(s, tc);
   tc = tcase_create("steps");
   tcase_set_timeout(tc, 300);
   tcase_add_loop_test(tc, bitwise_identical_on_every_rank_count_for_every_type, 0, 4 * NSETUPS);
   tcase_add_loop_test(tc, clipping_is_clip_grad_norm, 0, 4);
-  tcase_add_loop_test(tc, data_parallel_16_bit_step_is_the_fp32_step_on_the_mean, 0, 4);
+  tcase_add_loop_test(tc, data_parallel_16_bit_step_is_the_fp32_step_on_the_mean, 0, 8);
   tcase_add_loop_test(tc, float16_overflow_skips_or_fails_and_changes_nothing, 0, 2);
   tcase_add_test(tc, bad_input_is_refused_with_nothing_changed);
   suite_add_tcase(s, tc);

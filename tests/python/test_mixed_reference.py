@@ -37,6 +37,8 @@ CASES = [
      [dict(lr=0.05, momentum=0.9, nesterov=1, weight_decay=1e-3), dict(lr=0.02, momentum=0.5, nesterov=1)]),
     ("sgdp_fp16_dampening_noclip", "sgdp", "fp16", 8.0, 0.0,
      [dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3), dict(lr=0.02, momentum=0.5)]),
+    ("adamp_bf16_odd_scale", "adamp", "bf16", 3.0, 0.0,  # divided by; the powers of two multiply
+     [dict(lr=1e-2, weight_decay=1e-2), dict(lr=5e-3, nesterov=1)]),
     ("adamp_float32_clip_scale", "adamp", "float32", 4.0, "mid",
      [dict(lr=1e-2, weight_decay=1e-2), dict(lr=5e-3)]),
 ]
