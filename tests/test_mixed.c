@@ -112,7 +112,8 @@ END_TEST
  * instructions; they must give the bits of the software conversions (src/dtype.h, which the
  * baseline build and machines without F16C use) for every input: all 2^32 floats, shared among the
  * ranks (1/64 of them, every exponent, in the sanitizer build), and all 2^16 halves, the
- * signalling NaNs among them (which vcvtph2ps would quiet). */
+ * signalling NaNs among them (which vcvtph2ps would quiet). The bfloat16 rounding too, the
+ * library's vector loop (its clone for this CPU) against the formula element by element here. */
 #ifdef __SANITIZE_ADDRESS__
 #define F16_CHUNK_STRIDE 64 /* instrumented builds: every 64th chunk, every exponent still met */
 #else
@@ -125,8 +126,8 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
   static uint16_t got[CHUNK], want[CHUNK];
   int rank = test_rank(), size = test_size();
   uint64_t per = ((1ull << 32) / CHUNK + (uint64_t)size - 1) / (uint64_t)size;
-  long bad = 0;
-  uint32_t first_bad = 0;
+  long bad = 0, bad_bf16 = 0;
+  uint32_t first_bad = 0, first_bad_bf16 = 0;
   for (uint64_t c = (uint64_t)rank * per; c < (uint64_t)(rank + 1) * per && c < (1ull << 32) / CHUNK; c++) {
     if (c % F16_CHUNK_STRIDE != 0) continue;
     for (uint32_t j = 0; j < CHUNK; j++) in[j] = from_bits((uint32_t)(c * CHUNK) + j);
@@ -135,9 +136,19 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
     if (memcmp(got, want, sizeof got) != 0)
       for (uint32_t j = 0; j < CHUNK; j++)
         if (got[j] != want[j] && bad++ == 0) first_bad = (uint32_t)(c * CHUNK) + j;
+    ck_assert_int_eq(adampi_round_to(ADAMPI_BFLOAT16, in, got, CHUNK), ADAMPI_OK);
+    for (uint32_t j = 0; j < CHUNK; j++) {
+      volatile float x = in[j]; /* one element at a time, not the library's vector loop */
+      want[j] = adampi__to_bf16(x);
+    }
+    if (memcmp(got, want, sizeof got) != 0)
+      for (uint32_t j = 0; j < CHUNK; j++)
+        if (got[j] != want[j] && bad_bf16++ == 0) first_bad_bf16 = (uint32_t)(c * CHUNK) + j;
   }
   ck_assert_msg(bad == 0, "rank %d: %ld floats round to other float16 bits than the software's, the first 0x%08x", rank,
                 bad, first_bad);
+  ck_assert_msg(bad_bf16 == 0, "rank %d: %ld floats round to other bfloat16 bits than the formula's, the first 0x%08x",
+                rank, bad_bf16, first_bad_bf16);
   uint16_t halves[CHUNK];
   float wide[CHUNK];
   for (uint32_t x = 0; x < CHUNK; x++) halves[x] = (uint16_t)x;
