@@ -290,6 +290,11 @@ double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
 #define ADAMPI_LANES 16
 void adampi__row_sums_wide(const float *g, const float *w, int64_t n, adampi__sums *out);
 void adampi__row_sums_narrow(const float *g, const float *w, int64_t n, adampi__sums *out);
+/* The same from a row of bfloat16 gradients g16 (gt ADAMPI_BFLOAT16, with ADAMPI__GRAD_MUL where gq
+ * multiplies: adampi__grad_scaling), widened and unscaled in registers: the floats, and so the
+ * bits, of adampi__intake into a row buffer and adampi__row_sums over it, without that buffer.
+ * Where adampi__wide_vectors is 1 only (adampi__row_lanes). */
+void adampi__row_sums_bf16(const uint16_t *g16, float gq, int gt, const float *w, int64_t n, adampi__sums *out);
 
 /* The arrays one kernel call works on: n elements of the shard from one position. */
 typedef struct adampi__span {
@@ -686,15 +691,31 @@ static inline double adampi__lanes8_total(const adampi__v4d acc[4])
 #define ADAMPI__WIDEN4(p) ((adampi__v4d){(p)[0], (p)[1], (p)[2], (p)[3]})
 
 /* The row sums' main loop over the whole blocks of 16 elements, with the 16 lanes in two 64-byte
- * vectors per sum (wide) or four 32-byte ones; the lanes into gw, gg, ww. Returns where it stopped. */
-static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const float *g, const float *w, int64_t n,
+ * vectors per sum (wide) or four 32-byte ones; the lanes into gw, gg, ww. Returns where it stopped.
+ * The gradients: float32 g (gt ADAMPI_FLOAT32), or, in the wide form only, bfloat16 g16 widened (a
+ * shift, exact for every value, Inf and NaN too) and unscaled by gq in float, as adampi__grad_at
+ * gives them (gt a constant: ADAMPI_BFLOAT16, with or without ADAMPI__GRAD_MUL), the floats
+ * adampi__intake would have written, without writing them. (The narrow form of that loop ran out
+ * of AVX2's 16 registers and kept two sums on the stack: AMD EPYC, the AVX2 clones' statistics
+ * phase with bfloat16 gradients took 1.17x its time with it, so they widen each row first.) */
+static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const float *g, const uint16_t *g16, float gq,
+                                                                      int gt, const float *w, int64_t n,
                                                                       double *gw, double *gg, double *ww, int wide)
 {
   int64_t i = 0;
   if (wide) {
     adampi__v8d gw0 = {0}, gw1 = {0}, gg0 = {0}, gg1 = {0}, ww0 = {0}, ww1 = {0};
     for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
-      adampi__v8d g0 = ADAMPI__WIDEN8(g + i), g1 = ADAMPI__WIDEN8(g + i + 8);
+      adampi__v8d g0, g1;
+      if (gt) {
+        adampi__v16f x;
+        adampi__bf16x16(g16 + i, &x);
+        x = gt & ADAMPI__GRAD_MUL ? x * gq : x / gq;
+        g0 = (adampi__v8d){x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]};
+        g1 = (adampi__v8d){x[8], x[9], x[10], x[11], x[12], x[13], x[14], x[15]};
+      } else {
+        g0 = ADAMPI__WIDEN8(g + i), g1 = ADAMPI__WIDEN8(g + i + 8);
+      }
       adampi__v8d w0 = ADAMPI__WIDEN8(w + i), w1 = ADAMPI__WIDEN8(w + i + 8);
       gw0 += g0 * w0, gw1 += g1 * w1; /* products of floats are exact in double */
       gg0 += g0 * g0, gg1 += g1 * g1;
@@ -733,13 +754,14 @@ static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const flo
  * inlined, with or without contraction into fused multiply-adds, wide or not (a constant where it
  * is inlined: adampi__wide_vectors) and at any vector width; here so that benchmarks/bench_stats.c
  * times this very loop for each vector width. */
-static inline __attribute__((always_inline)) void adampi__row_sums_body(const float *g, const float *w, int64_t n,
-                                                                        adampi__sums *out, int wide)
+static inline __attribute__((always_inline)) void adampi__row_sums_body16(const float *g, const uint16_t *g16,
+                                                                          float gq, int gt, const float *w, int64_t n,
+                                                                          adampi__sums *out, int wide)
 {
   double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
-  int64_t i = adampi__row_lanes(g, w, n, gw, gg, ww, wide);
+  int64_t i = adampi__row_lanes(g, g16, gq, gt, w, n, gw, gg, ww, wide);
   for (int j = 0; i + j < n; j++) {
-    double gj = g[i + j], wj = w[i + j];
+    double gj = gt ? adampi__unscale(adampi__from_bf16(g16[i + j]), gq, gt) : g[i + j], wj = w[i + j];
     gw[j] += gj * wj;
     gg[j] += gj * gj;
     ww[j] += wj * wj;
@@ -747,6 +769,11 @@ static inline __attribute__((always_inline)) void adampi__row_sums_body(const fl
   out->gw = adampi__lanes_sum(gw);
   out->gg = adampi__lanes_sum(gg);
   out->ww = adampi__lanes_sum(ww);
+}
+static inline __attribute__((always_inline)) void adampi__row_sums_body(const float *g, const float *w, int64_t n,
+                                                                        adampi__sums *out, int wide)
+{
+  adampi__row_sums_body16(g, NULL, 1.0f, ADAMPI_FLOAT32, w, n, out, wide);
 }
 
 #endif /* ADAMPI_INTERNAL_H */
