@@ -528,13 +528,15 @@ static void shard16_close(shard16 *f)
   adampi_free(&f->opt);
 }
 
-/* _i / 2 == 0: float16 gradients that overflow; 1: bfloat16 gradients with Inf and NaN among
- * them, in the tensors of more than one dimension only (every 7th element of the last rank's
- * shard of them): the rows that the statistics pass reads in place (adampi__row_sums_bf16). */
+/* _i / 2 == 0: float16 gradients that overflow; 1, 2: bfloat16, float16 gradients with Inf and NaN
+ * among them, in the tensors of more than one dimension only (every 7th element, in their rows'
+ * whole blocks of 16, on the ranks that hold such elements): the vector loops of the rows that the
+ * statistics pass reads in place (adampi__row_sums_bf16; float16 rows through g_row). */
 START_TEST(float16_overflow_skips_or_fails_and_changes_nothing)
 {
   const adampi_nonfinite_policy policy = _i % 2 ? ADAMPI_NONFINITE_SKIP : ADAMPI_NONFINITE_ERROR;
-  const int bf16 = _i / 2;
+  const int spoil = _i / 2 != 0, bf16 = _i / 2 == 1;
+  const uint16_t inf = bf16 ? 0x7F80 : 0x7C00, nan = bf16 ? 0xFFC1 : 0xFC01; /* NaNs with the quiet bit clear */
   const problem_variant *v = &problem_variants[0];
   mixed_setup m = {bf16 ? ADAMPI_BFLOAT16 : ADAMPI_FLOAT16, 1.0, 65536.0};
   shard16 f;
@@ -551,18 +553,20 @@ START_TEST(float16_overflow_skips_or_fails_and_changes_nothing)
   /* A loss scale of 2^24 makes the gradients overflow float16 on the last rank only. */
   mixed_setup big = m;
   big.grad_scale = test_rank() == test_size() - 1 ? 16777216.0 : m.grad_scale;
-  shard16_grads(&f, bf16 ? &m : &big, 1);
+  shard16_grads(&f, spoil ? &m : &big, 1);
   int hit = 0;
-  for (int i = 0; bf16 && test_rank() == test_size() - 1 && i < PROBLEM_NT; i++) {
+  for (int i = 0; spoil && i < PROBLEM_NT; i++) {
     adampi_tensor_info t;
     adampi_tensor(opt, i, &t);
     if (t.ndim < 2) continue;
+    const int64_t row = t.numel / t.shape[0], blocks = row - row % 16; /* the rows' whole blocks of 16 */
     for (int64_t k = t.offset; k < t.offset + t.numel; k++)
-      if (k >= f.lo && k < f.hi && k % 7 == 0) grads[k - f.lo] = (k / 7) % 2 ? 0x7F80 : 0xFFC1, hit = 1; /* Inf, NaN */
+      if (k >= f.lo && k < f.hi && k % 7 == 0 && (k - t.offset) % row < blocks)
+        grads[k - f.lo] = (k / 7) % 2 ? inf : nan, hit = 1;
   }
   int any_hit = 0;
   MPI_Allreduce(&hit, &any_hit, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  ck_assert_msg(!bf16 || any_hit, "no element of a matrix on the last rank to spoil");
+  ck_assert_msg(!spoil || any_hit, "no element of a matrix to spoil");
   adampi_status st = adampi_step_sharded_ex(opt, params, grads, &o);
   adampi_step_info info;
   adampi_last_step(opt, &info);
@@ -577,7 +581,7 @@ START_TEST(float16_overflow_skips_or_fails_and_changes_nothing)
   ck_assert_msg(info.nonfinite_tensor >= 0, "the tensor with the overflow is named");
   ck_assert_msg(!isfinite(info.grad_norm), "the norm of an overflowed step is not finite (%g)", info.grad_norm);
   take(opt, v, params, n * 2, &after);
-  assert_unchanged(&before, &after, bf16 ? "a bfloat16 step with Inf and NaN" : "an overflowed float16 step");
+  assert_unchanged(&before, &after, spoil ? "a 16-bit step with Inf and NaN" : "an overflowed float16 step");
   /* The loss scaler's answer to it, and its growth. */
   adampi_loss_scaler ls = adampi_loss_scaler_defaults();
   ck_assert(ls.scale == 65536.0 && ls.growth_interval == 2000);
@@ -750,7 +754,7 @@ static Suite *make_suite(void)
   tcase_add_loop_test(tc, bitwise_identical_on_every_rank_count_for_every_type, 0, 4 * NSETUPS);
   tcase_add_loop_test(tc, clipping_is_clip_grad_norm, 0, 4);
   tcase_add_loop_test(tc, data_parallel_16_bit_step_is_the_fp32_step_on_the_mean, 0, 8);
-  tcase_add_loop_test(tc, float16_overflow_skips_or_fails_and_changes_nothing, 0, 4);
+  tcase_add_loop_test(tc, float16_overflow_skips_or_fails_and_changes_nothing, 0, 6);
   tcase_add_test(tc, bad_input_is_refused_with_nothing_changed);
   suite_add_tcase(s, tc);
   return s;
