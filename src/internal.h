@@ -341,13 +341,13 @@ static inline int adampi__grad_scaling(float s, float *q)
 
 /* X(GT), with GT the constant that equals a span's g16_type gt (a kernel's entry: every loop below
  * it is built for one gradients' type and scaling). */
-#define ADAMPI__GRAD_CASES(gt, X)                                                      \
-  do {                                                                                 \
-    if ((gt) == ADAMPI_BFLOAT16) X(ADAMPI_BFLOAT16);                                   \
+#define ADAMPI__GRAD_CASES(gt, X)                                                                 \
+  do {                                                                                            \
+    if ((gt) == ADAMPI_BFLOAT16) X(ADAMPI_BFLOAT16);                                              \
     else if ((gt) == (ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL)) X(ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL); \
-    else if ((gt) == ADAMPI_FLOAT16) X(ADAMPI_FLOAT16);                                \
+    else if ((gt) == ADAMPI_FLOAT16) X(ADAMPI_FLOAT16);                                           \
     else if ((gt) == (ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL)) X(ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL);   \
-    else X(ADAMPI_FLOAT32);                                                            \
+    else X(ADAMPI_FLOAT32);                                                                       \
   } while (0)
 
 /* x unscaled by a kernel's gq (gt as above). */
