@@ -170,9 +170,9 @@ void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const 
      * g_row (adampi__direct_grads), else the task's into g (which is then opt->grad_shard), and
      * read back from cache; bfloat16 rows read in place are widened and unscaled inside the row
      * sums instead, in the AVX-512 clones (adampi__row_sums_bf16; AMD EPYC, bfloat16 models,
-     * run_ab.sh: the pass took 0.88-0.94 of its time with g_row, ResNet-50 and GPT-2 shapes, four
-     * runs each, and 0.65-0.85 in a slow phase of the VM). A tensor without a gradient is not read
-     * by the step at all. */
+     * run_ab.sh: the pass took 0.88-0.94 of the time it took through g_row, ResNet-50 and GPT-2
+     * shapes, four runs each, and 0.65-0.85 in a slow phase of the VM). A tensor without a
+     * gradient is not read by the step at all. */
     for (int64_t k; (k = adampi__task_next(opt, me)) >= 0;) {
       const adampi__task *task = &opt->tasks[k];
       const adampi__tensor *t = &opt->tensors[task->tensor];
