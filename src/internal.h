@@ -350,8 +350,10 @@ static inline int adampi__grad_scaling(float s, float *q)
     else X(ADAMPI_FLOAT32);                                                                       \
   } while (0)
 
-/* x unscaled by a kernel's gq (gt as above). */
-static inline float adampi__unscale(float x, float gq, int gt) { return gt & ADAMPI__GRAD_MUL ? x * gq : x / gq; }
+/* x unscaled by a kernel's gq (gt as above): a float, or a vector of floats (GCC vector
+ * extensions), in the kernels' 16-bit loops. */
+#define ADAMPI__UNSCALE(x, gq, gt) ((gt) & ADAMPI__GRAD_MUL ? (x) * (gq) : (x) / (gq))
+static inline float adampi__unscale(float x, float gq, int gt) { return ADAMPI__UNSCALE(x, gq, gt); }
 
 /* x[0..n) unscaled by the scale s in place, as adampi__grad_scaling says (s 1: nothing to do). */
 static inline void adampi__unscale_array(float *x, int64_t n, float s)
@@ -441,7 +443,7 @@ static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gq, int
     adampi__v16f x;
     if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16) adampi__f16x16(g16 + k, &x);
     else adampi__bf16x16(g16 + k, &x);
-    x = gt & ADAMPI__GRAD_MUL ? x * gq : x / gq;
+    x = ADAMPI__UNSCALE(x, gq, gt);
     memcpy(out, &x, sizeof x);
     return;
   }
@@ -449,7 +451,7 @@ static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gq, int
     adampi__v8fn x;
     if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16) adampi__f16x8(g16 + k + 8 * h, &x);
     else adampi__bf16x8(g16 + k + 8 * h, &x);
-    x = gt & ADAMPI__GRAD_MUL ? x * gq : x / gq;
+    x = ADAMPI__UNSCALE(x, gq, gt);
     memcpy(out + 8 * h, &x, sizeof x);
   }
 }
@@ -710,7 +712,7 @@ static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const flo
       if (gt) {
         adampi__v16f x;
         adampi__bf16x16(g16 + i, &x);
-        x = gt & ADAMPI__GRAD_MUL ? x * gq : x / gq;
+        x = ADAMPI__UNSCALE(x, gq, gt);
         g0 = (adampi__v8d){x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]};
         g1 = (adampi__v8d){x[8], x[9], x[10], x[11], x[12], x[13], x[14], x[15]};
       } else {
