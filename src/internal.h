@@ -214,9 +214,10 @@ adampi__round_fn adampi__f16_rounding(void);
 void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale);
 /* Does this step read t's gradients where the caller passed them (opt->intake), in every pass,
  * instead of from grad_shard? 16-bit gradients of projectable tensors whose rows fit g_row: the
- * statistics pass widens each row into g_row for its sums, the update's kernels widen each element
- * as they read it (adampi__span.g16: a shift for bfloat16, adampi__f16x16's integer formula 16 at
- * a time for float16), both dividing by the gradient scale, to the same floats. Each pass then
+ * statistics pass sums each row in place (adampi__row_sums16, where the AVX-512 clones run) or
+ * widens it into g_row for its sums, the update's kernels widen each element as they read it
+ * (adampi__span.g16: a shift for bfloat16, adampi__f16x16's integer formula 16 at a time for
+ * float16), all unscaling by the gradient scale alike, to the same floats. Each pass then
  * reads 2 bytes per element, where writing grad_shard and reading it back would move 8 more (the
  * bfloat16 step took 0.78-0.91 of its time, ResNet-50 and GPT-2 shapes, AMD EPYC). float32
  * gradients with a scale are not worth a path of their own. */
@@ -290,12 +291,6 @@ double adampi__combine_wu(adampi *opt, const adampi__tensor *t);
 #define ADAMPI_LANES 16
 void adampi__row_sums_wide(const float *g, const float *w, int64_t n, adampi__sums *out);
 void adampi__row_sums_narrow(const float *g, const float *w, int64_t n, adampi__sums *out);
-/* The same from a row of bfloat16 gradients g16 (gt ADAMPI_BFLOAT16, with ADAMPI__GRAD_MUL where gq
- * multiplies: adampi__grad_scaling), widened and unscaled in registers: the floats, and so the
- * bits, of adampi__intake into a row buffer and adampi__row_sums over it, without that buffer.
- * Where adampi__wide_vectors is 1 only (adampi__row_lanes). */
-void adampi__row_sums_bf16(const uint16_t *g16, float gq, int gt, const float *w, int64_t n, adampi__sums *out);
-
 /* The arrays one kernel call works on: n elements of the shard from one position. */
 typedef struct adampi__span {
   const float *g;                  /* averaged gradients (float32; unused where g16 is set) */
@@ -558,6 +553,7 @@ extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
 #define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define ADAMPI__WIDE_CLONES 1 /* the build has x86-64-v4 clones (adampi__wide_vectors) */
 #endif
 #else
 #define ADAMPI_CLONES
@@ -649,6 +645,15 @@ static inline void adampi__row_sums(const float *g, const float *w, int64_t n, a
   else adampi__row_sums_narrow(g, w, n, out);
 }
 
+#if defined(ADAMPI__WIDE_CLONES)
+/* The same from a row of 16-bit gradients g16 read in place (gt ADAMPI_BFLOAT16 or ADAMPI_FLOAT16,
+ * with ADAMPI__GRAD_MUL where gq multiplies: adampi__grad_scaling), widened and unscaled in
+ * registers: the floats, and so the bits, of adampi__intake into a row buffer and adampi__row_sums
+ * over it, without that buffer (stats.c). Built for x86-64-v4 alone: call it only where
+ * adampi__wide_vectors is 1. */
+void adampi__row_sums16(const uint16_t *g16, float gq, int gt, const float *w, int64_t n, adampi__sums *out);
+#endif
+
 typedef double adampi__v4d __attribute__((vector_size(32)));
 
 /* The narrow form of the lanes above (adampi__wide_vectors 0: the AVX2 and baseline clones): the
@@ -692,42 +697,48 @@ static inline double adampi__lanes8_total(const adampi__v4d acc[4])
 #define ADAMPI__WIDEN8(p) ((adampi__v8d){(p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]})
 #define ADAMPI__WIDEN4(p) ((adampi__v4d){(p)[0], (p)[1], (p)[2], (p)[3]})
 
-/* The row sums' main loop over the whole blocks of 16 elements, with the 16 lanes in two 64-byte
- * vectors per sum (wide) or four 32-byte ones; the lanes into gw, gg, ww. Returns where it stopped.
- * The gradients: float32 g (gt ADAMPI_FLOAT32), or, in the wide form only, bfloat16 g16 widened (a
- * shift, exact for every value, Inf and NaN too) and unscaled by gq in float, as adampi__grad_at
- * gives them (gt a constant: ADAMPI_BFLOAT16, with or without ADAMPI__GRAD_MUL), the floats
- * adampi__intake would have written, without writing them. (The narrow form of that loop ran out
- * of AVX2's 16 registers and kept two sums on the stack: AMD EPYC, the AVX2 clones' statistics
- * phase with bfloat16 gradients took 1.17x its time with it, so they widen each row first.) */
-static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const float *g, const uint16_t *g16, float gq,
-                                                                      int gt, const float *w, int64_t n,
+/* The wide form's lanes of the row sums: <g,w>, <g,g>, <w,w>, 16 double lanes each, lane j
+ * element j % 8 of [j / 8]. */
+typedef struct adampi__row_acc {
+  adampi__v8d gw[2], gg[2], ww[2];
+} adampi__row_acc;
+
+/* 16 gradients (g0 lanes 0-7, g1 lanes 8-15, each float as a double) and the 16 weights from w
+ * added to a's lanes: products of floats are exact in double. Always inlined, as the vectors it
+ * takes are passed in registers of the caller's width. */
+static inline __attribute__((always_inline)) void adampi__row_acc_add(adampi__row_acc *a, adampi__v8d g0,
+                                                                      adampi__v8d g1, const float *w)
+{
+  adampi__v8d w0 = ADAMPI__WIDEN8(w), w1 = ADAMPI__WIDEN8(w + 8);
+  a->gw[0] += g0 * w0, a->gw[1] += g1 * w1;
+  a->gg[0] += g0 * g0, a->gg[1] += g1 * g1;
+  a->ww[0] += w0 * w0, a->ww[1] += w1 * w1;
+}
+
+/* a's lanes into gw, gg, ww. */
+static inline __attribute__((always_inline)) void adampi__row_acc_lanes(const adampi__row_acc *a, double *gw,
+                                                                        double *gg, double *ww)
+{
+  memcpy(gw, a->gw, sizeof a->gw);
+  memcpy(gg, a->gg, sizeof a->gg);
+  memcpy(ww, a->ww, sizeof a->ww);
+}
+
+/* The row sums' main loop over the whole blocks of 16 float32 gradients g and weights w, with the
+ * 16 lanes in two 64-byte vectors per sum (wide: adampi__row_acc) or four 32-byte ones; the lanes
+ * into gw, gg, ww. Returns where it stopped. (The 16-bit rows of adampi__row_sums16 go through the
+ * same adampi__row_acc_add; in the narrow form that loop ran out of AVX2's 16 registers and kept two
+ * sums on the stack, AMD EPYC: the AVX2 clones' statistics phase with bfloat16 gradients took
+ * 1.17x its time, so there they widen each row into a buffer first.) */
+static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const float *g, const float *w, int64_t n,
                                                                       double *gw, double *gg, double *ww, int wide)
 {
   int64_t i = 0;
   if (wide) {
-    adampi__v8d gw0 = {0}, gw1 = {0}, gg0 = {0}, gg1 = {0}, ww0 = {0}, ww1 = {0};
-    for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
-      adampi__v8d g0, g1;
-      if (gt) {
-        adampi__v16f x;
-        adampi__bf16x16(g16 + i, &x);
-        x = ADAMPI__UNSCALE(x, gq, gt);
-        g0 = (adampi__v8d){x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]};
-        g1 = (adampi__v8d){x[8], x[9], x[10], x[11], x[12], x[13], x[14], x[15]};
-      } else {
-        g0 = ADAMPI__WIDEN8(g + i), g1 = ADAMPI__WIDEN8(g + i + 8);
-      }
-      adampi__v8d w0 = ADAMPI__WIDEN8(w + i), w1 = ADAMPI__WIDEN8(w + i + 8);
-      gw0 += g0 * w0, gw1 += g1 * w1; /* products of floats are exact in double */
-      gg0 += g0 * g0, gg1 += g1 * g1;
-      ww0 += w0 * w0, ww1 += w1 * w1;
-    }
-    for (int j = 0; j < 8; j++) {
-      gw[j] = gw0[j], gw[j + 8] = gw1[j];
-      gg[j] = gg0[j], gg[j + 8] = gg1[j];
-      ww[j] = ww0[j], ww[j + 8] = ww1[j];
-    }
+    adampi__row_acc a = {{{0}}, {{0}}, {{0}}};
+    for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES)
+      adampi__row_acc_add(&a, ADAMPI__WIDEN8(g + i), ADAMPI__WIDEN8(g + i + 8), w + i);
+    adampi__row_acc_lanes(&a, gw, gg, ww);
     return i;
   }
   adampi__v4d gw0 = {0}, gw1 = {0}, gw2 = {0}, gw3 = {0}, gg0 = {0}, gg1 = {0}, gg2 = {0}, gg3 = {0};
@@ -750,20 +761,16 @@ static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const flo
   return i;
 }
 
-/* The row sums of the statistics pass (adampi__row_sums, stats.c): <g,w>, <g,g>, <w,w> over n
- * elements in ADAMPI_LANES double lanes (lane j takes elements j, j + 16, ... from g and w, each
- * product of two floats exact in double), then the lane tree. The same bits wherever it is
- * inlined, with or without contraction into fused multiply-adds, wide or not (a constant where it
- * is inlined: adampi__wide_vectors) and at any vector width; here so that benchmarks/bench_stats.c
- * times this very loop for each vector width. */
-static inline __attribute__((always_inline)) void adampi__row_sums_body16(const float *g, const uint16_t *g16,
-                                                                          float gq, int gt, const float *w, int64_t n,
-                                                                          adampi__sums *out, int wide)
+/* The end of a row's sums: elements i..n (fewer than 16) into lanes 0.. of gw, gg, ww, each
+ * gradient as adampi__grad_at gives it (gt a constant where this is inlined), then the lane tree
+ * into out. */
+static inline __attribute__((always_inline)) void adampi__row_finish(const float *g, const uint16_t *g16, float gq,
+                                                                     int gt, const float *w, int64_t i, int64_t n,
+                                                                     double *gw, double *gg, double *ww,
+                                                                     adampi__sums *out)
 {
-  double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
-  int64_t i = adampi__row_lanes(g, g16, gq, gt, w, n, gw, gg, ww, wide);
   for (int j = 0; i + j < n; j++) {
-    double gj = gt ? adampi__unscale(adampi__from_bf16(g16[i + j]), gq, gt) : g[i + j], wj = w[i + j];
+    double gj = adampi__grad_at(g, g16, i + j, gq, gt), wj = w[i + j];
     gw[j] += gj * wj;
     gg[j] += gj * gj;
     ww[j] += wj * wj;
@@ -772,10 +779,19 @@ static inline __attribute__((always_inline)) void adampi__row_sums_body16(const 
   out->gg = adampi__lanes_sum(gg);
   out->ww = adampi__lanes_sum(ww);
 }
+
+/* The row sums of the statistics pass (adampi__row_sums, stats.c): <g,w>, <g,g>, <w,w> over n
+ * elements in ADAMPI_LANES double lanes (lane j takes elements j, j + 16, ... from g and w, each
+ * product of two floats exact in double), then the lane tree. The same bits wherever it is
+ * inlined, with or without contraction into fused multiply-adds, wide or not (a constant where it
+ * is inlined: adampi__wide_vectors) and at any vector width; here so that benchmarks/bench_stats.c
+ * times this very loop for each vector width. */
 static inline __attribute__((always_inline)) void adampi__row_sums_body(const float *g, const float *w, int64_t n,
                                                                         adampi__sums *out, int wide)
 {
-  adampi__row_sums_body16(g, NULL, 1.0f, ADAMPI_FLOAT32, w, n, out, wide);
+  double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
+  int64_t i = adampi__row_lanes(g, w, n, gw, gg, ww, wide);
+  adampi__row_finish(g, NULL, 1.0f, ADAMPI_FLOAT32, w, i, n, gw, gg, ww, out);
 }
 
 #endif /* ADAMPI_INTERNAL_H */

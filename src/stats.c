@@ -33,15 +33,54 @@ void adampi__row_sums_narrow(const float *g, const float *w, int64_t n, adampi__
   adampi__row_sums_body(g, w, n, out, 0);
 }
 
-/* The bfloat16 rows: one loop for each scaling, so that gt is a constant in each. */
-ADAMPI_CLONES __attribute__((optimize("fp-contract=fast")))
-void adampi__row_sums_bf16(const uint16_t *g16, float gq, int gt, const float *w, int64_t n, adampi__sums *out)
+#if defined(ADAMPI__WIDE_CLONES)
+#include <immintrin.h>
+
+/* adampi__row_sums16's loop, built for x86-64-v4 alone (no clones: its only callers run where
+ * adampi__wide_vectors is 1), with contraction as above. */
+#define WIDE_ONLY __attribute__((target("arch=x86-64-v4"), optimize("fp-contract=fast")))
+
+/* The 16 gradients from h (gt a constant) as floats, widened exactly: bfloat16 by the shift,
+ * float16 by F16C's vcvtph2ps, one instruction, which keeps Inf and turns a signalling NaN into
+ * the quiet NaN of the same payload, as the unscaling after it (or the widening to double, where
+ * the scale is 1) does to adampi__from_f16's. The sums are those of the row buffer for every
+ * input. (adampi__f16x16, the update's software form, is for finite values only.) */
+WIDE_ONLY static inline __attribute__((always_inline)) adampi__v16f widen16(const uint16_t *h, int gt)
 {
-  if (gt & ADAMPI__GRAD_MUL)
-    adampi__row_sums_body16(NULL, g16, gq, ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL, w, n, out, 1);
+  adampi__v16f x;
+  if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16)
+    x = (adampi__v16f)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
   else
-    adampi__row_sums_body16(NULL, g16, gq, ADAMPI_BFLOAT16, w, n, out, 1);
+    adampi__bf16x16(h, &x);
+  return x;
 }
+
+WIDE_ONLY static inline __attribute__((always_inline)) void row_sums16(const uint16_t *g16, float gq, int gt,
+                                                                        const float *w, int64_t n, adampi__sums *out)
+{
+  double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
+  adampi__row_acc a = {{{0}}, {{0}}, {{0}}};
+  int64_t i = 0;
+  for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
+    adampi__v16f x = ADAMPI__UNSCALE(widen16(g16 + i, gt), gq, gt);
+    adampi__v8d g0 = {x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]};
+    adampi__v8d g1 = {x[8], x[9], x[10], x[11], x[12], x[13], x[14], x[15]};
+    adampi__row_acc_add(&a, g0, g1, w + i);
+  }
+  adampi__row_acc_lanes(&a, gw, gg, ww);
+  adampi__row_finish(NULL, g16, gq, gt, w, i, n, gw, gg, ww, out);
+}
+
+/* One loop for each type and scaling, so that gt is a constant in each. */
+WIDE_ONLY void adampi__row_sums16(const uint16_t *g16, float gq, int gt, const float *w, int64_t n, adampi__sums *out)
+{
+  if (gt == ADAMPI_BFLOAT16) row_sums16(g16, gq, ADAMPI_BFLOAT16, w, n, out);
+  else if (gt == (ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL))
+    row_sums16(g16, gq, ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
+  else if (gt == ADAMPI_FLOAT16) row_sums16(g16, gq, ADAMPI_FLOAT16, w, n, out);
+  else row_sums16(g16, gq, ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
+}
+#endif
 
 int adampi__wide_vectors;
 
@@ -49,7 +88,7 @@ int adampi__wide_vectors;
  * clones (the CPU has AVX-512 F, BW, CD, DQ and VL, and the build has those clones). */
 __attribute__((constructor)) static void find_wide_vectors(void)
 {
-#if defined(ADAMPI__HW_CONVERSIONS) && !defined(ADAMPI_CLONES_AVX2)
+#if defined(ADAMPI__WIDE_CLONES)
   __builtin_cpu_init();
   adampi__wide_vectors = __builtin_cpu_supports("x86-64-v4") != 0;
 #endif
@@ -162,15 +201,20 @@ void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const 
    * tensor's results are computed by the same code whichever thread takes them, so the bits do not
    * depend on the thread count. */
   adampi__tasks_start(opt);
+#if defined(ADAMPI__WIDE_CLONES)
+  /* The 16-bit gradients' type and scaling, for adampi__row_sums16. */
+  float gq;
+  const int gt = (int)opt->cfg.dtype | (adampi__grad_scaling(opt->intake_scale, &gq) ? ADAMPI__GRAD_MUL : 0);
+#endif
 #pragma omp parallel num_threads(opt->threads) if (opt->threads > 1)
   {
     const int me = adampi__thread_num();
     /* The row sums: the bulk of the pass, over tasks (whole rows). Where the gradients arrive
      * 16-bit or scaled, they are made float32 and unscaled first: row by row into this thread's
      * g_row (adampi__direct_grads), else the task's into g (which is then opt->grad_shard), and
-     * read back from cache; bfloat16 rows read in place are widened and unscaled inside the row
-     * sums instead, in the AVX-512 clones (adampi__row_sums_bf16; AMD EPYC, bfloat16 models,
-     * run_ab.sh: the pass took 0.88-0.94 of the time it took through g_row, ResNet-50 and GPT-2
+     * read back from cache; where the AVX-512 clones run, 16-bit rows read in place are widened
+     * and unscaled inside the row sums instead (adampi__row_sums16; AMD EPYC, run_ab.sh: the pass
+     * took 0.88-0.94 of the time it took through g_row with bfloat16 models, ResNet-50 and GPT-2
      * shapes, four runs each, and 0.65-0.85 in a slow phase of the VM). A tensor without a
      * gradient is not read by the step at all. */
     for (int64_t k; (k = adampi__task_next(opt, me)) >= 0;) {
@@ -190,16 +234,16 @@ void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const 
        * pass took 0.7-1.1 ms less on GPT-2 shapes than with the cosines computed after it, one
        * row after the other, and 0.01-0.12 ms less on ResNet-50 shapes.) */
       double eps = opt->groups[t->group].eps, maxcos = 0.0;
-      float gq; /* for adampi__row_sums_bf16 */
-      const int gt = ADAMPI_BFLOAT16 | (adampi__grad_scaling(opt->intake_scale, &gq) ? ADAMPI__GRAD_MUL : 0);
-      const int fused = direct && opt->cfg.dtype == ADAMPI_BFLOAT16 && adampi__wide_vectors;
       for (int64_t r = task->r0; r < task->r1; r++) {
         int64_t e = t->offset + r * t->leaf_len - opt->lo; /* in the shard */
         const float *gr = g + e;
         adampi__sums *rs = &opt->row_sums[t->my_row_base + r - t->my_leaf_lo];
-        if (fused) {
-          adampi__row_sums_bf16((const uint16_t *)opt->intake + e, gq, gt, w + e, t->leaf_len, rs);
-        } else {
+#if defined(ADAMPI__WIDE_CLONES)
+        if (direct && adampi__wide_vectors) {
+          adampi__row_sums16((const uint16_t *)opt->intake + e, gq, gt, w + e, t->leaf_len, rs);
+        } else
+#endif
+        {
           if (direct) {
             adampi__intake(opt->cfg.dtype, (const char *)opt->intake + (size_t)e * opt->elem, g_row, t->leaf_len,
                            opt->intake_scale);

@@ -531,7 +531,7 @@ static void shard16_close(shard16 *f)
 /* _i / 2 == 0: float16 gradients that overflow; 1, 2: bfloat16, float16 gradients with Inf and NaN
  * among them, in the tensors of more than one dimension only (every 7th element, in their rows'
  * whole blocks of 16, on the ranks that hold such elements): the vector loops of the rows that the
- * statistics pass reads in place (adampi__row_sums_bf16; float16 rows through g_row). */
+ * statistics pass reads in place (adampi__row_sums16, where the AVX-512 clones run). */
 START_TEST(float16_overflow_skips_or_fails_and_changes_nothing)
 {
   const adampi_nonfinite_policy policy = _i % 2 ? ADAMPI_NONFINITE_SKIP : ADAMPI_NONFINITE_ERROR;
