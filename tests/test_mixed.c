@@ -460,6 +460,95 @@ START_TEST(data_parallel_16_bit_step_is_the_fp32_step_on_the_mean)
 }
 END_TEST
 
+/* Every finite 16-bit value as a gradient (_i / 3: bfloat16, float16; _i % 3: a scale of 1, of 4,
+ * which multiplies by 1/4, and of 3, which divides), shuffled into the rows of a matrix of 40
+ * columns (two blocks of 16 and a tail of 8): the 16-bit handle reads them in place (the statistics
+ * pass widens them inside its row sums where the AVX-512 clones run, float16 by F16C's vcvtph2ps,
+ * and the update by the kernels' own widening) and must compute the bits of a float32 handle given
+ * the same gradients widened: the tensor's diagnostics (the largest row cosine, the tensor's
+ * cosine and norms, from the statistics pass's sums), the step's norm, the master and the state.
+ * Subnormals, signed zeros and each type's largest values included. */
+START_TEST(every_finite_16_bit_gradient_gives_the_float32_step)
+{
+  const adampi_dtype dt = _i / 3 ? ADAMPI_FLOAT16 : ADAMPI_BFLOAT16;
+  const float scales[3] = {1.0f, 4.0f, 3.0f}, scale = scales[_i % 3];
+  enum { COLS = 40 };
+  static uint16_t values[1 << 16];
+  int64_t n = 0;
+  for (uint32_t x = 0; x < (1u << 16); x++) {
+    uint16_t h = (uint16_t)x;
+    float f;
+    adampi_widen(dt, &h, &f, 1);
+    if (isfinite(f)) values[n++] = h;
+  }
+  uint64_t seed = 11;
+  for (int64_t k = n - 1; k > 0; k--) { /* the same shuffle on every rank */
+    int64_t j = (int64_t)(test_rng(&seed) % (uint64_t)(k + 1));
+    uint16_t t = values[k];
+    values[k] = values[j], values[j] = t;
+  }
+  const int64_t shape[2] = {(n + COLS - 1) / COLS, COLS}, N = shape[0] * COLS;
+  adampi *opt[2]; /* [0] 16-bit, [1] float32 */
+  char err[512];
+  for (int h = 0; h < 2; h++) {
+    adampi_config cfg = adampi_config_defaults(ADAMPI_ADAMP);
+    cfg.dtype = h ? ADAMPI_FLOAT32 : dt;
+    ck_assert_msg(adampi_create(MPI_COMM_WORLD, &cfg, &opt[h], err, sizeof err) == ADAMPI_OK, "%s", err);
+    adampi_hparams hp = problem_hparams(&problem_variants[0], 0);
+    ck_assert_ok(opt[h], adampi_add_group(opt[h], &hp, NULL));
+    ck_assert_ok(opt[h], adampi_add_tensor(opt[h], "every_value", 2, shape, 0, NULL));
+    ck_assert_ok(opt[h], adampi_commit(opt[h]));
+  }
+  int64_t lo, hi;
+  adampi_shard(opt[0], adampi_rank(opt[0]), &lo, &hi);
+  const size_t m = (size_t)(hi - lo) + 1;
+  uint16_t *p16 = malloc(m * 2), *g16 = malloc(m * 2);
+  float *w32 = malloc(m * sizeof(float)), *g32 = malloc(m * sizeof(float));
+  seed = 12;
+  for (int64_t k = 0; k < N; k++) {
+    float x = 0.5f * test_uniform(&seed);
+    uint16_t xh, gh = k < n ? values[k] : 0;
+    if (k < lo || k >= hi) continue;
+    adampi_round_to(dt, &x, &xh, 1);
+    adampi_widen(dt, &xh, &w32[k - lo], 1); /* a value of the type: both handles start alike */
+    g16[k - lo] = gh;
+    adampi_widen(dt, &gh, &g32[k - lo], 1);
+  }
+  ck_assert_ok(opt[0], adampi_set_master(opt[0], w32, ADAMPI_PARAMS_SHARD, p16));
+  adampi_step_options o = adampi_step_defaults();
+  o.grad_scale = scale;
+  ck_assert_ok(opt[0], adampi_step_sharded_ex(opt[0], p16, g16, &o));
+  ck_assert_ok(opt[1], adampi_step_sharded_ex(opt[1], w32, g32, &o));
+  adampi_step_info info[2];
+  adampi_diag d[2];
+  for (int h = 0; h < 2; h++) {
+    ck_assert_ok(opt[h], adampi_last_step(opt[h], &info[h]));
+    ck_assert_msg(info[h].applied, "%s step not applied", h ? "float32" : adampi_dtype_name(dt));
+    ck_assert_ok(opt[h], adampi_diag_get(opt[h], 0, &d[h]));
+  }
+  const char *what = adampi_dtype_name(dt);
+  const double got[4] = {d[0].cos_channel, d[0].cos_layer, d[0].weight_norm, info[0].grad_norm};
+  const double want[4] = {d[1].cos_channel, d[1].cos_layer, d[1].weight_norm, info[1].grad_norm};
+  const char *names[4] = {"largest row cosine", "tensor cosine", "weight norm", "gradient norm"};
+  for (int k = 0; k < 4; k++)
+    ck_assert_msg(memcmp(&got[k], &want[k], sizeof got[k]) == 0, "%s, scale %g: %s %.17g, float32 %.17g", what,
+                  (double)scale, names[k], got[k], want[k]);
+  const float *a[3] = {adampi_master_shard(opt[0]), adampi_state_shard(opt[0], ADAMPI_STATE_EXP_AVG),
+                       adampi_state_shard(opt[0], ADAMPI_STATE_EXP_AVG_SQ)};
+  const float *b[3] = {w32, adampi_state_shard(opt[1], ADAMPI_STATE_EXP_AVG),
+                       adampi_state_shard(opt[1], ADAMPI_STATE_EXP_AVG_SQ)};
+  const char *arrays[3] = {"master", "exp_avg", "exp_avg_sq"};
+  for (int s = 0; s < 3; s++)
+    for (int64_t k = 0; k < hi - lo; k++)
+      ck_assert_msg(memcmp(&a[s][k], &b[s][k], sizeof(float)) == 0 || (isnan(a[s][k]) && isnan(b[s][k])),
+                    "%s, scale %g: %s[%lld] = %a, float32 %a (gradient 0x%04x)", what, (double)scale, arrays[s],
+                    (long long)(lo + k), (double)a[s][k], (double)b[s][k], g16[k]);
+  free(p16), free(g16), free(w32), free(g32);
+  adampi_free(&opt[0]);
+  adampi_free(&opt[1]);
+}
+END_TEST
+
 /* ---- overflow and bad input -------------------------------------------------------------------- */
 
 typedef struct snapshot {
@@ -754,6 +843,7 @@ static Suite *make_suite(void)
   tcase_add_loop_test(tc, bitwise_identical_on_every_rank_count_for_every_type, 0, 4 * NSETUPS);
   tcase_add_loop_test(tc, clipping_is_clip_grad_norm, 0, 4);
   tcase_add_loop_test(tc, data_parallel_16_bit_step_is_the_fp32_step_on_the_mean, 0, 8);
+  tcase_add_loop_test(tc, every_finite_16_bit_gradient_gives_the_float32_step, 0, 6);
   tcase_add_loop_test(tc, float16_overflow_skips_or_fails_and_changes_nothing, 0, 6);
   tcase_add_test(tc, bad_input_is_refused_with_nothing_changed);
   suite_add_tcase(s, tc);
