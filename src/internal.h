@@ -214,7 +214,7 @@ adampi__round_fn adampi__f16_rounding(void);
 void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale);
 /* Does this step read t's gradients where the caller passed them (opt->intake), in every pass,
  * instead of from grad_shard? 16-bit gradients of projectable tensors whose rows fit g_row: the
- * statistics pass sums each row in place (adampi__row_sums16, where the AVX-512 clones run) or
+ * statistics pass sums each row in place (adampi__row_sums16, where the CPU has AVX2 or AVX-512) or
  * widens it into g_row for its sums, the update's kernels widen each element as they read it
  * (adampi__span.g16: a shift for bfloat16, adampi__f16x16's integer formula 16 at a time for
  * float16), all unscaling by the gradient scale alike, to the same floats. Each pass then
@@ -645,14 +645,13 @@ static inline void adampi__row_sums(const float *g, const float *w, int64_t n, a
   else adampi__row_sums_narrow(g, w, n, out);
 }
 
-#if defined(ADAMPI__WIDE_CLONES)
 /* The same from a row of 16-bit gradients g16 read in place (gt ADAMPI_BFLOAT16 or ADAMPI_FLOAT16,
  * with ADAMPI__GRAD_MUL where gq multiplies: adampi__grad_scaling), widened and unscaled in
  * registers: the floats, and so the bits, of adampi__intake into a row buffer and adampi__row_sums
- * over it, without that buffer (stats.c). Built for x86-64-v4 alone: call it only where
- * adampi__wide_vectors is 1. */
-void adampi__row_sums16(const uint16_t *g16, float gq, int gt, const float *w, int64_t n, adampi__sums *out);
-#endif
+ * over it, without that buffer (stats.c). Set when the library is loaded, to the loop of the width
+ * the kernels run at (x86-64-v4 or x86-64-v3); NULL where the CPU or the build has neither. */
+extern void (*adampi__row_sums16)(const uint16_t *g16, float gq, int gt, const float *w, int64_t n,
+                                  adampi__sums *out);
 
 typedef double adampi__v4d __attribute__((vector_size(32)));
 

@@ -33,11 +33,13 @@ void adampi__row_sums_narrow(const float *g, const float *w, int64_t n, adampi__
   adampi__row_sums_body(g, w, n, out, 0);
 }
 
-#if defined(ADAMPI__WIDE_CLONES)
+/* The 16-bit rows read in place (adampi__row_sums16): a loop for each of the two vector forms, each
+ * built for its instruction set alone with a target attribute (not clones, so that it may use F16C's
+ * instructions), and called only where the CPU has it. Contraction as above. */
+#if defined(ADAMPI__HW_CONVERSIONS)
 #include <immintrin.h>
 
-/* adampi__row_sums16's loop, built for x86-64-v4 alone (no clones: its only callers run where
- * adampi__wide_vectors is 1), with contraction as above. */
+#if defined(ADAMPI__WIDE_CLONES)
 #define WIDE_ONLY __attribute__((target("arch=x86-64-v4"), optimize("fp-contract=fast")))
 
 /* The 16 gradients from h (gt a constant) as floats, widened exactly: bfloat16 by the shift,
@@ -55,8 +57,9 @@ WIDE_ONLY static inline __attribute__((always_inline)) adampi__v16f widen16(cons
   return x;
 }
 
-WIDE_ONLY static inline __attribute__((always_inline)) void row_sums16(const uint16_t *g16, float gq, int gt,
-                                                                        const float *w, int64_t n, adampi__sums *out)
+/* The wide form (the AVX-512 clones'): the lanes of adampi__row_lanes, through adampi__row_acc_add. */
+WIDE_ONLY static inline __attribute__((always_inline)) void wide_body(const uint16_t *g16, float gq, int gt,
+                                                                       const float *w, int64_t n, adampi__sums *out)
 {
   double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
   adampi__row_acc a = {{{0}}, {{0}}, {{0}}};
@@ -71,26 +74,81 @@ WIDE_ONLY static inline __attribute__((always_inline)) void row_sums16(const uin
   adampi__row_finish(NULL, g16, gq, gt, w, i, n, gw, gg, ww, out);
 }
 
-/* One loop for each type and scaling, so that gt is a constant in each. */
-WIDE_ONLY void adampi__row_sums16(const uint16_t *g16, float gq, int gt, const float *w, int64_t n, adampi__sums *out)
+/* Each loop is built for one gradients' type and scaling (gt a constant in it; ADAMPI_FLOAT32, the
+ * last case of ADAMPI__GRAD_CASES, is not a type these rows have). */
+WIDE_ONLY static void row_sums16_wide(const uint16_t *g16, float gq, int gt, const float *w, int64_t n,
+                                      adampi__sums *out)
 {
-  if (gt == ADAMPI_BFLOAT16) row_sums16(g16, gq, ADAMPI_BFLOAT16, w, n, out);
-  else if (gt == (ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL))
-    row_sums16(g16, gq, ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
-  else if (gt == ADAMPI_FLOAT16) row_sums16(g16, gq, ADAMPI_FLOAT16, w, n, out);
-  else row_sums16(g16, gq, ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
+#define WIDE(GT) wide_body(g16, gq, GT, w, n, out)
+  ADAMPI__GRAD_CASES(gt, WIDE);
+#undef WIDE
 }
 #endif
 
+#define NARROW_ONLY __attribute__((target("arch=x86-64-v3"), optimize("fp-contract=fast")))
+
+/* 4 gradients from h (gt a constant), widened as widen16 does and unscaled, as doubles. */
+NARROW_ONLY static inline __attribute__((always_inline)) __m256d grads4(const uint16_t *h, float gq, int gt)
+{
+  __m128i x = _mm_loadl_epi64((const __m128i *)h);
+  __m128 f = ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16 ? _mm_cvtph_ps(x)
+                                                     : _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(x), 16));
+  f = gt & ADAMPI__GRAD_MUL ? _mm_mul_ps(f, _mm_set1_ps(gq)) : _mm_div_ps(f, _mm_set1_ps(gq));
+  return _mm256_cvtps_pd(f);
+}
+
+/* The narrow form (the AVX2 clones'): the lanes of adampi__row_lanes's narrow form, lane j element
+ * j % 4 of the (j / 4)th vector of each sum, the same additions in the same order. Twelve sums in
+ * AVX2's sixteen registers leave four for the rest, so each block of 16 goes four elements at a
+ * time, from their loads to their three multiply-adds (written with GCC's vector extensions, 16 at
+ * a time, the loop kept two sums on the stack and took 1.17x the time of the row buffer's). */
+NARROW_ONLY static inline __attribute__((always_inline)) void narrow_body(const uint16_t *g16, float gq, int gt,
+                                                                           const float *w, int64_t n,
+                                                                           adampi__sums *out)
+{
+  double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
+  __m256d a[12]; /* gw, gg, ww of lanes 0-3, then of 4-7, 8-11, 12-15 */
+  for (int j = 0; j < 12; j++) a[j] = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES)
+    for (int q = 0; q < 4; q++) {
+      __m256d g = grads4(g16 + i + 4 * q, gq, gt), x = _mm256_cvtps_pd(_mm_loadu_ps(w + i + 4 * q));
+      a[3 * q] = _mm256_fmadd_pd(g, x, a[3 * q]);
+      a[3 * q + 1] = _mm256_fmadd_pd(g, g, a[3 * q + 1]);
+      a[3 * q + 2] = _mm256_fmadd_pd(x, x, a[3 * q + 2]);
+    }
+  for (int q = 0; q < 4; q++) {
+    _mm256_storeu_pd(gw + 4 * q, a[3 * q]);
+    _mm256_storeu_pd(gg + 4 * q, a[3 * q + 1]);
+    _mm256_storeu_pd(ww + 4 * q, a[3 * q + 2]);
+  }
+  adampi__row_finish(NULL, g16, gq, gt, w, i, n, gw, gg, ww, out);
+}
+
+NARROW_ONLY static void row_sums16_narrow(const uint16_t *g16, float gq, int gt, const float *w, int64_t n,
+                                          adampi__sums *out)
+{
+#define NARROW(GT) narrow_body(g16, gq, GT, w, n, out)
+  ADAMPI__GRAD_CASES(gt, NARROW);
+#undef NARROW
+}
+#endif
+
+void (*adampi__row_sums16)(const uint16_t *g16, float gq, int gt, const float *w, int64_t n, adampi__sums *out);
 int adampi__wide_vectors;
 
 /* adampi__wide_vectors, when the library is loaded: 1 where the dispatcher runs the x86-64-v4
- * clones (the CPU has AVX-512 F, BW, CD, DQ and VL, and the build has those clones). */
+ * clones (the CPU has AVX-512 F, BW, CD, DQ and VL, and the build has those clones); and
+ * adampi__row_sums16, the loop of the same width where the CPU has x86-64-v3 at least. */
 __attribute__((constructor)) static void find_wide_vectors(void)
 {
-#if defined(ADAMPI__WIDE_CLONES)
+#if defined(ADAMPI__HW_CONVERSIONS)
   __builtin_cpu_init();
+#if defined(ADAMPI__WIDE_CLONES)
   adampi__wide_vectors = __builtin_cpu_supports("x86-64-v4") != 0;
+  if (adampi__wide_vectors) adampi__row_sums16 = row_sums16_wide;
+#endif
+  if (!adampi__wide_vectors && __builtin_cpu_supports("x86-64-v3")) adampi__row_sums16 = row_sums16_narrow;
 #endif
 }
 
@@ -201,22 +259,20 @@ void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const 
    * tensor's results are computed by the same code whichever thread takes them, so the bits do not
    * depend on the thread count. */
   adampi__tasks_start(opt);
-#if defined(ADAMPI__WIDE_CLONES)
   /* The 16-bit gradients' type and scaling, for adampi__row_sums16. */
   float gq;
   const int gt = (int)opt->cfg.dtype | (adampi__grad_scaling(opt->intake_scale, &gq) ? ADAMPI__GRAD_MUL : 0);
-#endif
 #pragma omp parallel num_threads(opt->threads) if (opt->threads > 1)
   {
     const int me = adampi__thread_num();
     /* The row sums: the bulk of the pass, over tasks (whole rows). Where the gradients arrive
      * 16-bit or scaled, they are made float32 and unscaled first: row by row into this thread's
      * g_row (adampi__direct_grads), else the task's into g (which is then opt->grad_shard), and
-     * read back from cache; where the AVX-512 clones run, 16-bit rows read in place are widened
-     * and unscaled inside the row sums instead (adampi__row_sums16; AMD EPYC, run_ab.sh: the pass
-     * took 0.88-0.94 of the time it took through g_row with bfloat16 models, ResNet-50 and GPT-2
-     * shapes, four runs each, and 0.65-0.85 in a slow phase of the VM). A tensor without a
-     * gradient is not read by the step at all. */
+     * read back from cache; where the CPU has AVX2 or AVX-512, 16-bit rows read in place are
+     * widened and unscaled inside the row sums instead (adampi__row_sums16; AMD EPYC, run_ab.sh:
+     * the AVX-512 pass took 0.88-0.94 of the time it took through g_row with bfloat16 models and
+     * 0.54-0.92 with float16 ones, ResNet-50 and GPT-2 shapes; the AVX2 pass 0.85-0.98). A tensor
+     * without a gradient is not read by the step at all. */
     for (int64_t k; (k = adampi__task_next(opt, me)) >= 0;) {
       const adampi__task *task = &opt->tasks[k];
       const adampi__tensor *t = &opt->tensors[task->tensor];
@@ -238,12 +294,9 @@ void adampi__statistics_pass(adampi *opt, const float *w, const float *g, const 
         int64_t e = t->offset + r * t->leaf_len - opt->lo; /* in the shard */
         const float *gr = g + e;
         adampi__sums *rs = &opt->row_sums[t->my_row_base + r - t->my_leaf_lo];
-#if defined(ADAMPI__WIDE_CLONES)
-        if (direct && adampi__wide_vectors) {
+        if (direct && adampi__row_sums16) {
           adampi__row_sums16((const uint16_t *)opt->intake + e, gq, gt, w + e, t->leaf_len, rs);
-        } else
-#endif
-        {
+        } else {
           if (direct) {
             adampi__intake(opt->cfg.dtype, (const char *)opt->intake + (size_t)e * opt->elem, g_row, t->leaf_len,
                            opt->intake_scale);

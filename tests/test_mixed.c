@@ -463,7 +463,7 @@ END_TEST
 /* Every finite 16-bit value as a gradient (_i / 3: bfloat16, float16; _i % 3: a scale of 1, of 4,
  * which multiplies by 1/4, and of 3, which divides), shuffled into the rows of a matrix of 40
  * columns (two blocks of 16 and a tail of 8): the 16-bit handle reads them in place (the statistics
- * pass widens them inside its row sums where the AVX-512 clones run, float16 by F16C's vcvtph2ps,
+ * pass widens them inside its row sums where the CPU has AVX2 or AVX-512, float16 by F16C,
  * and the update by the kernels' own widening) and must compute the bits of a float32 handle given
  * the same gradients widened: the tensor's diagnostics (the largest row cosine, the tensor's
  * cosine and norms, from the statistics pass's sums), the step's norm, the master and the state.
@@ -620,7 +620,8 @@ static void shard16_close(shard16 *f)
 /* _i / 2 == 0: float16 gradients that overflow; 1, 2: bfloat16, float16 gradients with Inf and NaN
  * among them, in the tensors of more than one dimension only (every 7th element, in their rows'
  * whole blocks of 16, on the ranks that hold such elements): the vector loops of the rows that the
- * statistics pass reads in place (adampi__row_sums16, where the AVX-512 clones run). */
+ * statistics pass reads in place (adampi__row_sums16, where the CPU has AVX2 or AVX-512; the
+ * AVX2 loop in test_mixed_avx2clones). */
 START_TEST(float16_overflow_skips_or_fails_and_changes_nothing)
 {
   const adampi_nonfinite_policy policy = _i % 2 ? ADAMPI_NONFINITE_SKIP : ADAMPI_NONFINITE_ERROR;
