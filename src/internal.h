@@ -725,10 +725,8 @@ static inline __attribute__((always_inline)) void adampi__row_acc_lanes(const ad
 
 /* The row sums' main loop over the whole blocks of 16 float32 gradients g and weights w, with the
  * 16 lanes in two 64-byte vectors per sum (wide: adampi__row_acc) or four 32-byte ones; the lanes
- * into gw, gg, ww. Returns where it stopped. (The 16-bit rows of adampi__row_sums16 go through the
- * same adampi__row_acc_add; in the narrow form that loop ran out of AVX2's 16 registers and kept two
- * sums on the stack, AMD EPYC: the AVX2 clones' statistics phase with bfloat16 gradients took
- * 1.17x its time, so there they widen each row into a buffer first.) */
+ * into gw, gg, ww. Returns where it stopped. (adampi__row_sums16's wide loop, over 16-bit rows,
+ * goes through the same adampi__row_acc_add; its narrow loop is its own, in stats.c.) */
 static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const float *g, const float *w, int64_t n,
                                                                       double *gw, double *gg, double *ww, int wide)
 {
