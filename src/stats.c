@@ -93,8 +93,7 @@ NARROW_ONLY static inline __attribute__((always_inline)) __m256d grads4(const ui
   __m128i x = _mm_loadl_epi64((const __m128i *)h);
   __m128 f = ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16 ? _mm_cvtph_ps(x)
                                                      : _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(x), 16));
-  f = gt & ADAMPI__GRAD_MUL ? _mm_mul_ps(f, _mm_set1_ps(gq)) : _mm_div_ps(f, _mm_set1_ps(gq));
-  return _mm256_cvtps_pd(f);
+  return _mm256_cvtps_pd(ADAMPI__UNSCALE(f, gq, gt));
 }
 
 /* The narrow form (the AVX2 clones'): the lanes of adampi__row_lanes's narrow form, lane j element
