@@ -3,7 +3,8 @@
  * parameters, state and the double statistics behind every decision after many steps, on every
  * number of ranks from 1 to the world size. One run on MPI_COMM_WORLD is compared with runs on
  * sub-communicators of every smaller size, for AdamP and SGDP with and without nesterov, on the
- * problem of problem.h (shards start and end inside tensors; both projection views occur).
+ * problem of problem.h (shards start and end inside tensors; both projection views occur). And
+ * the rows of one tensor, several to a task, against the same rows as tensors of one row each.
  */
 #include "problem.h"
 
@@ -69,6 +70,110 @@ START_TEST(bitwise_identical_on_every_rank_count)
 }
 END_TEST
 
+/* ---- a tensor's rows against as many one-row tensors ------------------------------------------ */
+
+#define ROWS 520 /* 520 rows of 130: more elements than one task holds (ADAMPI_TASK_LEN) */
+#define LEN 130
+#define ROW_STEPS 4
+
+/* A handle of v's kind and dtype on MPI_COMM_WORLD holding the rows as one tensor (split 0) or as
+ * ROWS tensors of one row each. */
+static adampi *rows_handle(const problem_variant *v, adampi_dtype dtype, int split)
+{
+  adampi_config cfg = adampi_config_defaults(v->kind);
+  cfg.dtype = dtype;
+  if (getenv("TEST_THREADS")) cfg.threads = atoi(getenv("TEST_THREADS"));
+  adampi *opt = NULL;
+  char err[512];
+  ck_assert_msg(adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err) == ADAMPI_OK, "%s", err);
+  adampi_hparams hp = problem_hparams(v, 0);
+  ck_assert_ok(opt, adampi_add_group(opt, &hp, NULL));
+  const int64_t shape[2] = {split ? 1 : ROWS, LEN};
+  for (int r = 0; r < (split ? ROWS : 1); r++) {
+    char name[32];
+    snprintf(name, sizeof name, "row%d", r);
+    ck_assert_ok(opt, adampi_add_tensor(opt, split ? name : "rows", 2, shape, 0, NULL));
+  }
+  ck_assert_ok(opt, adampi_commit(opt));
+  return opt;
+}
+
+/* The gradients of step `step`: random, then made orthogonal to each row of w, so that every row
+ * is projected under the channel view whether it is a row of one tensor or a tensor of its own. */
+static void rows_grad(int step, const float *w, float *g)
+{
+  for (int64_t r = 0; r < ROWS; r++) {
+    uint64_t seed = 7001 * (uint64_t)step + (uint64_t)r;
+    double gw = 0, ww = 0;
+    for (int64_t k = r * LEN; k < (r + 1) * LEN; k++) {
+      g[k] = 0.1f * test_uniform(&seed);
+      gw += (double)g[k] * w[k], ww += (double)w[k] * w[k];
+    }
+    for (int64_t k = r * LEN; k < (r + 1) * LEN; k++) g[k] = (float)(g[k] - w[k] * (gw / ww));
+  }
+}
+
+/* ROW_STEPS steps of the handle; out: its fp32 parameters (the master of a 16-bit handle) and
+ * state arrays, gathered, ROWS * LEN floats each. */
+static void rows_run(adampi *opt, const problem_variant *v, adampi_dtype dtype, float *out[3])
+{
+  const int64_t N = (int64_t)ROWS * LEN;
+  int64_t lo, hi;
+  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+  size_t es = adampi_dtype_size(dtype);
+  float *full = malloc((size_t)N * sizeof(float)), *g = malloc((size_t)N * sizeof(float));
+  void *params = malloc((size_t)(hi - lo + 1) * es), *grads = malloc((size_t)(hi - lo + 1) * es);
+  uint64_t seed = 42;
+  for (int64_t k = 0; k < N; k++) full[k] = 0.5f * test_uniform(&seed);
+  ck_assert_ok(opt, adampi_set_master(opt, full + lo, ADAMPI_PARAMS_SHARD, params));
+  for (int step = 0; step < ROW_STEPS; step++) {
+    gather_full(opt, MPI_COMM_WORLD, dtype == ADAMPI_FLOAT32 ? params : adampi_master_shard(opt), full);
+    rows_grad(step, full, g);
+    ck_assert_ok(opt, adampi_round_to(dtype, g + lo, grads, hi - lo));
+    ck_assert_ok(opt, adampi_step_sharded_ex(opt, params, grads, NULL));
+    for (int i = 0; i < adampi_num_tensors(opt); i++) {
+      adampi_diag d;
+      ck_assert_ok(opt, adampi_diag_get(opt, i, &d));
+      ck_assert_msg(d.updated && d.view == ADAMPI_VIEW_CHANNEL, "step %d: tensor %d not projected row by row", step, i);
+    }
+  }
+  const int adamp = v->kind == ADAMPI_ADAMP;
+  const float *arrays[3] = {dtype == ADAMPI_FLOAT32 ? params : adampi_master_shard(opt),
+                            adampi_state_shard(opt, adamp ? ADAMPI_STATE_EXP_AVG : ADAMPI_STATE_MOMENTUM),
+                            adamp ? adampi_state_shard(opt, ADAMPI_STATE_EXP_AVG_SQ) : NULL};
+  for (int a = 0; a < 3; a++) {
+    out[a] = calloc((size_t)N, sizeof(float));
+    if (a < 2 || arrays[a]) gather_full(opt, MPI_COMM_WORLD, arrays[a], out[a]);
+  }
+  free(full), free(g), free(params), free(grads);
+}
+
+/* The rows of a tensor are updated task by task, several rows to a call (the kernel tables' rows):
+ * the same bits as the same rows held as tensors of one row, each in a task of its own, for every
+ * kind, element type and rank count. */
+START_TEST(rows_of_one_tensor_give_the_bits_of_one_row_tensors)
+{
+  const problem_variant *v = &problem_variants[_i % 4];
+  const adampi_dtype types[3] = {ADAMPI_FLOAT32, ADAMPI_BFLOAT16, ADAMPI_FLOAT16};
+  const adampi_dtype dtype = types[_i / 4];
+  const char *what[3] = {"parameters", "state 0", "state 1"};
+  float *res[2][3];
+  for (int split = 0; split < 2; split++) {
+    adampi *opt = rows_handle(v, dtype, split);
+    rows_run(opt, v, dtype, res[split]);
+    adampi_free(&opt);
+  }
+  for (int a = 0; a < 3; a++) {
+    for (int64_t k = 0; k < (int64_t)ROWS * LEN; k++)
+      ck_assert_msg(!memcmp(&res[0][a][k], &res[1][a][k], sizeof(float)),
+                    "%s, variant %d: %s differ at row %lld, element %lld: %.9g as one tensor, %.9g as one-row tensors",
+                    adampi_dtype_name(dtype), _i % 4, what[a], (long long)(k / LEN), (long long)(k % LEN),
+                    res[0][a][k], res[1][a][k]);
+    free(res[0][a]), free(res[1][a]);
+  }
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
   Suite *s = suite_create("invariance");
@@ -76,6 +181,10 @@ static Suite *make_suite(void)
   tcase_set_timeout(tc, 300);
   tcase_add_loop_test(tc, bitwise_identical_on_every_rank_count, 0, 4);
   suite_add_tcase(s, tc);
+  TCase *rows = tcase_create("rows");
+  tcase_set_timeout(rows, 300);
+  tcase_add_loop_test(rows, rows_of_one_tensor_give_the_bits_of_one_row_tensors, 0, 12);
+  suite_add_tcase(s, rows);
   return s;
 }
 
