@@ -117,7 +117,7 @@ ADAMPI_CLONES static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16,
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
  * moments are stored (m, v are this step's from here on), the directions go to u, and <w, u> is
- * returned, summed like dot_wu. finish_w completes the row from u and w alone, so the second pass
+ * returned, summed like dot_wu. finish_t completes the row from u and w alone, so the second pass
  * over the row reads 2 arrays instead of 5 and recomputes nothing. */
 static inline __attribute__((always_inline)) double moments_wu_t(const float *g, const uint16_t *g16, float gq,
                                                                 int gt, float *m, float *v, const float *w, float *u,
@@ -127,17 +127,6 @@ static inline __attribute__((always_inline)) double moments_wu_t(const float *g,
 #define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
-}
-#define MOMENTS_WU_ARGS                                                                                       \
-  const float *g, const uint16_t *g16, float gq, int gt, float *m, float *v, const float *w, float *u, \
-      const uint16_t *w16, int64_t n, const adampi__coef *c
-ADAMPI_CLONES static double moments_wu(MOMENTS_WU_ARGS)
-{
-  return moments_wu_t(g, g16, gq, gt, m, v, w, u, w16, n, c, 1);
-}
-ADAMPI_CLONES static double moments_wu_narrow(MOMENTS_WU_ARGS)
-{
-  return moments_wu_t(g, g16, gq, gt, m, v, w, u, w16, n, c, 0);
 }
 
 /* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply; rounded into w16
@@ -153,12 +142,44 @@ static inline __attribute__((always_inline)) void finish_t(float *restrict w, ui
   }
 }
 
-ADAMPI_CLONES
-static void finish_w(float *w, uint16_t *w16, int dt, const float *u, int64_t n, const adampi__coef *c, float k)
+/* The kernel table's rows (internal.h) over n elements of rows of len: each row's first half,
+ * its k, then its second half, rounded as round16 or the parameters' type dt says. */
+static inline __attribute__((always_inline)) void rows_t(const float *g, const uint16_t *g16, float gq, int gt,
+                                                        float *m, float *v, float *w, uint16_t *w16, int dt,
+                                                        int64_t n, int64_t len, const adampi__sums *ww, double eps,
+                                                        float *u, adampi__round_fn round16, const adampi__coef *c,
+                                                        int wide)
 {
-  if (dt == ADAMPI_BFLOAT16) finish_t(w, w16, u, n, c, k, ADAMPI_BFLOAT16);
-  else if (dt == ADAMPI_FLOAT16) finish_t(w, w16, u, n, c, k, ADAMPI_FLOAT16);
-  else finish_t(w, NULL, u, n, c, k, ADAMPI_FLOAT32);
+  for (int64_t o = 0, r = 0; o < n; o += len, r++) {
+    double wu =
+        moments_wu_t(g + o, g16 ? g16 + o : NULL, gq, gt, m + o, v + o, w + o, u, w16 ? w16 + o : NULL, len, c, wide);
+    float k = adampi__radial_coefficient(wu, ww[r].ww, eps);
+    if (round16) {
+      for (int64_t i = 0; i < len; i += ADAMPI__F16_BLOCK) {
+        int64_t b = len - i < ADAMPI__F16_BLOCK ? len - i : ADAMPI__F16_BLOCK;
+        finish_t(w + o + i, NULL, u + i, b, c, k, ADAMPI_FLOAT32);
+        round16(w + o + i, w16 + o + i, b);
+      }
+    } else if (dt == ADAMPI_BFLOAT16) {
+      finish_t(w + o, w16 + o, u, len, c, k, ADAMPI_BFLOAT16);
+    } else if (dt == ADAMPI_FLOAT16) {
+      finish_t(w + o, w16 + o, u, len, c, k, ADAMPI_FLOAT16);
+    } else {
+      finish_t(w + o, NULL, u, len, c, k, ADAMPI_FLOAT32);
+    }
+  }
+}
+#define ROWS_ARGS                                                                                             \
+  const float *g, const uint16_t *g16, float gq, int gt, float *m, float *v, float *w, uint16_t *w16, int dt, \
+      int64_t n, int64_t len, const adampi__sums *ww, double eps, float *u, adampi__round_fn round16,         \
+      const adampi__coef *c
+ADAMPI_CLONES static void rows(ROWS_ARGS)
+{
+  rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 1);
+}
+ADAMPI_CLONES static void rows_narrow(ROWS_ARGS)
+{
+  rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0);
 }
 
 /* One element of an AdamP step: moments, direction, optional projection u - w*k (proj a constant),
@@ -275,17 +296,12 @@ static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, f
                                                 proj, k);
 }
 
-static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
+static void span_rows(const adampi__span *s, int64_t len, const adampi__sums *ww, double eps, float *u,
+                      adampi__round_fn round16, const adampi__coef *c)
 {
-  return (adampi__wide_vectors ? moments_wu : moments_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
-                                                                  s->state[ADAMPI__EXP_AVG],
-                                                                  s->state[ADAMPI__EXP_AVG_SQ], s->w, u, s->w16,
-                                                                  s->n, c);
+  (adampi__wide_vectors ? rows : rows_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__EXP_AVG],
+                                              s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, len, ww,
+                                              eps, u, round16, c);
 }
 
-static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)
-{
-  finish_w(s->w, s->w16, s->dtype16, u, s->n, c, k);
-}
-
-const adampi__kernels adampi__adamp_kernels = {2, coefficients, span_wu, span_apply, span_state_wu, span_finish};
+const adampi__kernels adampi__adamp_kernels = {2, coefficients, span_wu, span_apply, span_rows};

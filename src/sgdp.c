@@ -241,7 +241,7 @@ ADAMPI_CLONES static void apply_narrow(APPLY_ARGS) { apply_types(g, g16, gq, gt,
 
 /* A channel-projected row in two passes, once its decision is known (same bits as
  * apply with proj): first the new buffer is stored and <w, u> returned, with u the
- * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish. */
+ * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish_t. */
 static inline __attribute__((always_inline)) double buffer_wu_t(const float *g, const uint16_t *g16, float gq,
                                                                int gt, float *b, const float *w, float *u,
                                                                const uint16_t *w16, int64_t n, const adampi__coef *c,
@@ -252,14 +252,6 @@ static inline __attribute__((always_inline)) double buffer_wu_t(const float *g, 
                      : wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 0, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
-}
-#define BUFFER_WU_ARGS                                                                                     \
-  const float *g, const uint16_t *g16, float gq, int gt, float *b, const float *w, float *u, \
-      const uint16_t *w16, int64_t n, const adampi__coef *c
-ADAMPI_CLONES static double buffer_wu(BUFFER_WU_ARGS) { return buffer_wu_t(g, g16, gq, gt, b, w, u, w16, n, c, 1); }
-ADAMPI_CLONES static double buffer_wu_narrow(BUFFER_WU_ARGS)
-{
-  return buffer_wu_t(g, g16, gq, gt, b, w, u, w16, n, c, 0);
 }
 
 /* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u,
@@ -283,12 +275,38 @@ static inline __attribute__((always_inline)) void finish_t(float *restrict b, fl
   }
 }
 
-ADAMPI_CLONES
-static void finish(float *b, float *w, uint16_t *w16, int dt, const float *u, int64_t n, const adampi__coef *c, float k)
+/* The kernel table's rows (internal.h) over n elements of rows of len: each row's first pass, its
+ * k, then its second pass, rounded as round16 or the parameters' type dt says. */
+static inline __attribute__((always_inline)) void rows_t(const float *g, const uint16_t *g16, float gq, int gt,
+                                                        float *b, float *w, uint16_t *w16, int dt, int64_t n,
+                                                        int64_t len, const adampi__sums *ww, double eps, float *u,
+                                                        adampi__round_fn round16, const adampi__coef *c, int wide)
 {
-  if (dt == ADAMPI_BFLOAT16) finish_t(b, w, w16, u, n, c, k, ADAMPI_BFLOAT16);
-  else if (dt == ADAMPI_FLOAT16) finish_t(b, w, w16, u, n, c, k, ADAMPI_FLOAT16);
-  else finish_t(b, w, NULL, u, n, c, k, ADAMPI_FLOAT32);
+  for (int64_t o = 0, r = 0; o < n; o += len, r++) {
+    double wu = buffer_wu_t(g + o, g16 ? g16 + o : NULL, gq, gt, b + o, w + o, u, w16 ? w16 + o : NULL, len, c, wide);
+    float k = adampi__radial_coefficient(wu, ww[r].ww, eps);
+    if (round16) {
+      for (int64_t i = 0; i < len; i += ADAMPI__F16_BLOCK) {
+        int64_t nb = len - i < ADAMPI__F16_BLOCK ? len - i : ADAMPI__F16_BLOCK;
+        finish_t(b + o + i, w + o + i, NULL, u + i, nb, c, k, ADAMPI_FLOAT32);
+        round16(w + o + i, w16 + o + i, nb);
+      }
+    } else if (dt == ADAMPI_BFLOAT16) {
+      finish_t(b + o, w + o, w16 + o, u, len, c, k, ADAMPI_BFLOAT16);
+    } else if (dt == ADAMPI_FLOAT16) {
+      finish_t(b + o, w + o, w16 + o, u, len, c, k, ADAMPI_FLOAT16);
+    } else {
+      finish_t(b + o, w + o, NULL, u, len, c, k, ADAMPI_FLOAT32);
+    }
+  }
+}
+#define ROWS_ARGS                                                                                                     \
+  const float *g, const uint16_t *g16, float gq, int gt, float *b, float *w, uint16_t *w16, int dt, int64_t n,        \
+      int64_t len, const adampi__sums *ww, double eps, float *u, adampi__round_fn round16, const adampi__coef *c
+ADAMPI_CLONES static void rows(ROWS_ARGS) { rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 1); }
+ADAMPI_CLONES static void rows_narrow(ROWS_ARGS)
+{
+  rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 0);
 }
 
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
@@ -304,15 +322,11 @@ static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, f
                                                 s->w, s->w16, s->dtype16, s->n, c, proj, k);
 }
 
-static double span_state_wu(const adampi__span *s, float *u, const adampi__coef *c)
+static void span_rows(const adampi__span *s, int64_t len, const adampi__sums *ww, double eps, float *u,
+                      adampi__round_fn round16, const adampi__coef *c)
 {
-  return (adampi__wide_vectors ? buffer_wu : buffer_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
-                                                                s->state[ADAMPI__MOMENTUM], s->w, u, s->w16, s->n, c);
+  (adampi__wide_vectors ? rows : rows_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w,
+                                              s->w16, s->dtype16, s->n, len, ww, eps, u, round16, c);
 }
 
-static void span_finish(const adampi__span *s, const float *u, const adampi__coef *c, float k)
-{
-  finish(s->state[ADAMPI__MOMENTUM], s->w, s->w16, s->dtype16, u, s->n, c, k);
-}
-
-const adampi__kernels adampi__sgdp_kernels = {1, coefficients, span_wu, span_apply, span_state_wu, span_finish};
+const adampi__kernels adampi__sgdp_kernels = {1, coefficients, span_wu, span_apply, span_rows};

@@ -76,40 +76,31 @@ static adampi__span span_at(const adampi *opt, const adampi__tensor *t, float *w
   return s;
 }
 
-/* Elements per block when the update pass rounds w into float16 by the CPU's conversion: the
- * kernel writes a block of w (8 KiB), which is then rounded from L1. */
-#define F16_BLOCK 2048
-
-/* The kernels that write w, over span s: apply (u NULL; proj, k as there) or finish (the directions
- * u of the row, and k). When the step rounds into float16 parameters and the CPU converts
- * (adampi__f16_rounding: vcvtps2ph, one instruction per vector where adampi__to_f16 takes about
- * fifteen, same bits), block by block: the kernel writes the block of w alone, then it is rounded
- * from L1. Otherwise the kernel rounds each element as it writes it. Blocks change nothing in the
- * maths: these kernels compute each element on its own. */
-static void write_w(const adampi__kernels *kn, const adampi__span *s, const float *u, const adampi__coef *c, int proj,
-                    float k)
+/* The CPU's float16 rounding where span s's parameters are float16 and the CPU converts
+ * (adampi__f16_rounding), else NULL: the kernels that write w then write it as float32 block by
+ * block and round each block from L1. */
+static adampi__round_fn cpu_rounding(const adampi__span *s)
 {
-  adampi__round_fn hw = s->dtype16 == ADAMPI_FLOAT16 ? adampi__f16_rounding() : NULL;
-  if (hw == NULL) {
-    if (u) kn->finish(s, u, c, k);
-    else kn->apply(s, c, proj, k);
-    return;
-  }
-  for (int64_t i = 0; i < s->n; i += F16_BLOCK) {
-    adampi__span b = {s->g + i, s->w + i, {NULL}, s->n - i < F16_BLOCK ? s->n - i : F16_BLOCK, NULL, ADAMPI_FLOAT32,
-                      s->g16 ? s->g16 + i : NULL, s->g16_type, s->gq};
-    for (int j = 0; j < kn->num_state; j++) b.state[j] = s->state[j] + i;
-    if (u) kn->finish(&b, u + i, c, k);
-    else kn->apply(&b, c, proj, k);
-    hw(b.w, s->w16 + i, b.n);
-  }
+  return s->dtype16 == ADAMPI_FLOAT16 ? adampi__f16_rounding() : NULL;
 }
 
-/* k such that u - w*k removes the radial part: <w,u> / (||w|| + eps)^2 (MATHS.md "The radial coefficient"). */
-static float radial_coefficient(double wu, double ww, double eps)
+/* apply over span s (proj, k as there), rounding as cpu_rounding says: block by block by the CPU,
+ * or each element as the kernel writes it. Blocks change nothing in the maths: apply computes each
+ * element on its own. */
+static void write_w(const adampi__kernels *kn, const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  double norm = sqrt(ww) + eps;
-  return (float)(wu / (norm * norm));
+  adampi__round_fn hw = cpu_rounding(s);
+  if (hw == NULL) {
+    kn->apply(s, c, proj, k);
+    return;
+  }
+  for (int64_t i = 0; i < s->n; i += ADAMPI__F16_BLOCK) {
+    adampi__span b = {s->g + i, s->w + i, {NULL}, s->n - i < ADAMPI__F16_BLOCK ? s->n - i : ADAMPI__F16_BLOCK, NULL,
+                      ADAMPI_FLOAT32, s->g16 ? s->g16 + i : NULL, s->g16_type, s->gq};
+    for (int j = 0; j < kn->num_state; j++) b.state[j] = s->state[j] + i;
+    kn->apply(&b, c, proj, k);
+    hw(b.w, s->w16 + i, b.n);
+  }
 }
 
 /* Layer-view tensors need <w,u> over all their rows before any row is updated. */
@@ -138,7 +129,7 @@ static adampi_status layer_coefficients(adampi *opt, float *w, const float *g)
   for (int i = 0; i < opt->num_tensors && any; i++) {
     adampi__tensor *t = &opt->tensors[i];
     if (opt->view[i] != ADAMPI_VIEW_LAYER || t->my_nodes == 0) continue;
-    opt->k_layer[i] = radial_coefficient(adampi__combine_wu(opt, t), t->sums.ww, opt->groups[t->group].eps);
+    opt->k_layer[i] = adampi__radial_coefficient(adampi__combine_wu(opt, t), t->sums.ww, opt->groups[t->group].eps);
   }
 done:
   return st;
@@ -152,25 +143,23 @@ static void update_task(const adampi *opt, const adampi__kernels *kn, const adam
   const adampi__tensor *t = &opt->tensors[task->tensor];
   const adampi__coef *c = &opt->coefs[task->tensor];
   int view = opt->view[task->tensor];
+  int64_t first = t->offset + task->r0 * t->leaf_len - opt->lo;
+  adampi__span s = span_at(opt, t, w, g, first, (task->r1 - task->r0) * t->leaf_len);
   if (view != ADAMPI_VIEW_CHANNEL) { /* one call over the task; the layer view with its k */
-    int64_t first = t->offset + task->r0 * t->leaf_len - opt->lo;
-    adampi__span s = span_at(opt, t, w, g, first, (task->r1 - task->r0) * t->leaf_len);
-    write_w(kn, &s, NULL, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f);
+    write_w(kn, &s, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f);
     return;
   }
-  /* Row by row: <w_r,u_r> while the row is read, then the update from cache (from u when the
-   * row fits the scratch: state stored and u computed once, then w from u). */
+  /* Row by row, each with its own k from <w_r,u_r>: in one call where the rows fit the scratch
+   * (the state stored and u computed once, then w from u), else <w_r,u_r> read first. */
   double eps = opt->groups[t->group].eps;
-  int keep_u = t->leaf_len <= opt->u_row_len;
+  const adampi__sums *ww = &opt->row_sums[t->my_row_base + task->r0 - t->my_leaf_lo];
+  if (t->leaf_len <= opt->u_row_len) {
+    kn->rows(&s, t->leaf_len, ww, eps, u_row, cpu_rounding(&s), c);
+    return;
+  }
   for (int64_t r = task->r0; r < task->r1; r++) {
-    adampi__span s = span_at(opt, t, w, g, t->offset + r * t->leaf_len - opt->lo, t->leaf_len);
-    double ww = opt->row_sums[t->my_row_base + r - t->my_leaf_lo].ww;
-    if (keep_u) {
-      double wu = kn->state_wu(&s, u_row, c);
-      write_w(kn, &s, u_row, c, 1, radial_coefficient(wu, ww, eps));
-    } else {
-      write_w(kn, &s, NULL, c, 1, radial_coefficient(kn->wu(&s, c), ww, eps));
-    }
+    adampi__span row = span_at(opt, t, w, g, first + (r - task->r0) * t->leaf_len, t->leaf_len);
+    write_w(kn, &row, c, 1, adampi__radial_coefficient(kn->wu(&row, c), ww[r - task->r0].ww, eps));
   }
 }
 
