@@ -12,6 +12,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <string.h>
 
 static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_factor)
 {
@@ -48,18 +49,57 @@ static inline float moments_direction(float g, float m, float v, const adampi__c
   return direction(gi, mi, vi, c);
 }
 
+/* The second half of a channel-projected row, over its float32 parameters (the rows' rounding
+ * follows, adampi__round_row): w <- w decay - lr_bc1 (u - w k), the same operations as apply. */
+static inline __attribute__((always_inline)) void finish_t(float *restrict w, const float *restrict u, int64_t n,
+                                                          const adampi__coef *c, float k)
+{
+  const float decay = c->decay, lr_bc1 = c->lr_bc1;
+  for (int64_t i = 0; i < n; i++) {
+    float p = u[i] - w[i] * k; /* remove the radial component */
+    w[i] = w[i] * decay - lr_bc1 * p;
+  }
+}
+
+/* finish_t on the 16 elements at w and u in GCC vector extensions (wide: one 64-byte vector, else
+ * two 32-byte ones; the same operations in every lane), for wu_pass's fused second half: there,
+ * as a plain loop, it stayed scalar (GCC 12). */
+static inline __attribute__((always_inline)) void finish16(float *w, const float *u, const adampi__coef *c, float k,
+                                                          int wide)
+{
+  if (wide) {
+    adampi__v16f wv, uv;
+    memcpy(&wv, w, sizeof wv), memcpy(&uv, u, sizeof uv);
+    adampi__v16f p = uv - wv * k, nw = wv * c->decay - c->lr_bc1 * p;
+    memcpy(w, &nw, sizeof nw);
+    return;
+  }
+  for (int h = 0; h < 16; h += 8) {
+    adampi__v8fa wv, uv;
+    memcpy(&wv, w + h, sizeof wv), memcpy(&uv, u + h, sizeof uv);
+    adampi__v8fa p = uv - wv * k, nw = wv * c->decay - c->lr_bc1 * p;
+    memcpy(w + h, &nw, sizeof nw);
+  }
+}
+
 /* <w, u> over n elements with the moments as this step will make them, u computed 16 at a time
  * and added to the lanes while in registers (internal.h, adampi__block_lanes). store: write the
  * new moments and u (the first half of a channel-projected row; w16: the row's 16-bit parameters,
- * adampi__prefetch_w16); else write nothing. gt: the gradients' type, g16's where it is 16-bit
- * (adampi__grad_at; a constant). wide: adampi__wide_vectors (a constant), the lanes' form. */
+ * adampi__prefetch_w16); else write nothing. fuse (with store): the second half of the previous
+ * row of the task, *prev, element by element alongside, its w as float32 (adampi__prev_row). gt:
+ * the gradients' type, g16's where it is 16-bit (adampi__grad_at). gt, store, fuse and wide
+ * (adampi__wide_vectors, the lanes' form) are constants. */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
                                                            float gq, int gt, float *restrict m,
                                                            float *restrict v, const float *restrict w,
                                                            float *restrict u_out, const uint16_t *w16, int64_t n,
-                                                           const adampi__coef *c, int store, int wide)
+                                                           const adampi__coef *c, int store,
+                                                           const adampi__prev_row *prev, int fuse, int wide)
 {
   const adampi__coef cl = *c; /* locals: stores to m, v, u could alias *c otherwise */
+  float *restrict pw = fuse ? prev->w : NULL;
+  const float *restrict pu = fuse ? prev->u : NULL;
+  const float pk = fuse ? prev->k : 0.0f;
   adampi__v8d acc[2] = {{0}, {0}};            /* wide */
   adampi__v4d acc4[4] = {{0}, {0}, {0}, {0}}; /* not wide: the same lanes in 32-byte vectors */
   for (int64_t i = 0; i < n; i += 256) {
@@ -83,7 +123,9 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       }
       if (wide) adampi__lanes_add16(&lanes, w + k, u);
       else adampi__lanes8_add16(&lanes8, w + k, u);
+      if (fuse) finish16(pw + k, pu + k, &cl, pk, wide);
     }
+    if (fuse && k < end) finish_t(pw + k, pu + k, end - k, &cl, pk);
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float mi, vi;
       float u = moments_direction(adampi__grad_at(g, g16, k + j, gq, gt), m[k + j], v[k + j], &cl, &mi, &vi);
@@ -105,7 +147,7 @@ static inline __attribute__((always_inline)) double dot_wu_t(const float *g, con
                                                             const adampi__coef *c, int wide)
 {
   float *mw = (float *)m, *vw = (float *)v; /* not written: store is 0 */
-#define WU(GT) return wu_pass(g, g16, gq, GT, mw, vw, w, NULL, NULL, n, c, 0, wide)
+#define WU(GT) return wu_pass(g, g16, gq, GT, mw, vw, w, NULL, NULL, n, c, 0, NULL, 0, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
@@ -117,57 +159,54 @@ ADAMPI_CLONES static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16,
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
  * moments are stored (m, v are this step's from here on), the directions go to u, and <w, u> is
- * returned, summed like dot_wu. finish_t completes the row from u and w alone, so the second pass
- * over the row reads 2 arrays instead of 5 and recomputes nothing. */
+ * returned, summed like dot_wu; with fuse, the previous row's second half alongside (wu_pass).
+ * finish_t completes a row from u and w alone, so that second half reads 2 arrays instead of 5
+ * and recomputes nothing. */
 static inline __attribute__((always_inline)) double moments_wu_t(const float *g, const uint16_t *g16, float gq,
                                                                 int gt, float *m, float *v, const float *w, float *u,
                                                                 const uint16_t *w16, int64_t n, const adampi__coef *c,
-                                                                int wide)
+                                                                const adampi__prev_row *prev, int fuse, int wide)
 {
-#define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, wide)
+#define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, prev, fuse, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
 
-/* Second half: w <- w decay - lr_bc1 (u - w k), the same operations as apply; rounded into w16
- * as adampi__store_w says (dt a constant where it is inlined). */
-static inline __attribute__((always_inline)) void finish_t(float *restrict w, uint16_t *restrict w16,
-                                                          const float *restrict u, int64_t n, const adampi__coef *c,
-                                                          float k, int dt)
-{
-  const float decay = c->decay, lr_bc1 = c->lr_bc1;
-  for (int64_t i = 0; i < n; i++) {
-    float p = u[i] - w[i] * k; /* remove the radial component */
-    adampi__store_w(w, w16, i, w[i] * decay - lr_bc1 * p, dt);
-  }
-}
-
-/* The kernel table's rows (internal.h) over n elements of rows of len: each row's first half,
- * its k, then its second half, rounded as round16 or the parameters' type dt says. */
+/* The kernel table's rows (internal.h) over n elements of rows of len (gt a constant): each row's
+ * first half fused with the previous row's second half (adampi__prev_row), u alternating between
+ * the two halves of the scratch. w is written as float32 and each row, once final, rounded from
+ * cache as the parameters' type dt says, by round16 where it is set. */
 static inline __attribute__((always_inline)) void rows_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                         float *m, float *v, float *w, uint16_t *w16, int dt,
                                                         int64_t n, int64_t len, const adampi__sums *ww, double eps,
                                                         float *u, adampi__round_fn round16, const adampi__coef *c,
                                                         int wide)
 {
-  for (int64_t o = 0, r = 0; o < n; o += len, r++) {
-    double wu =
-        moments_wu_t(g + o, g16 ? g16 + o : NULL, gq, gt, m + o, v + o, w + o, u, w16 ? w16 + o : NULL, len, c, wide);
-    float k = adampi__radial_coefficient(wu, ww[r].ww, eps);
-    if (round16) {
-      for (int64_t i = 0; i < len; i += ADAMPI__F16_BLOCK) {
-        int64_t b = len - i < ADAMPI__F16_BLOCK ? len - i : ADAMPI__F16_BLOCK;
-        finish_t(w + o + i, NULL, u + i, b, c, k, ADAMPI_FLOAT32);
-        round16(w + o + i, w16 + o + i, b);
-      }
-    } else if (dt == ADAMPI_BFLOAT16) {
-      finish_t(w + o, w16 + o, u, len, c, k, ADAMPI_BFLOAT16);
-    } else if (dt == ADAMPI_FLOAT16) {
-      finish_t(w + o, w16 + o, u, len, c, k, ADAMPI_FLOAT16);
-    } else {
-      finish_t(w + o, NULL, u, len, c, k, ADAMPI_FLOAT32);
+  adampi__prev_row prev = {NULL, NULL, NULL, 0.0f};
+  for (int64_t o = 0, r = 0; o <= n; o += len, r++) {
+    if (o < n) {
+      float *uo = u + (r & 1) * len;
+      const uint16_t *g16o = g16 ? g16 + o : NULL, *w16o = w16 ? w16 + o : NULL;
+      double wu = r == 0 ? moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, NULL, 0, wide)
+                         : moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, &prev, 1, wide);
+      if (r > 0) adampi__round_row(&prev, len, dt, round16);
+      prev = (adampi__prev_row){w + o, w16 ? w16 + o : NULL, uo, adampi__radial_coefficient(wu, ww[r].ww, eps)};
+    } else { /* the last row's second half */
+      finish_t(prev.w, prev.u, len, c, prev.k);
+      adampi__round_row(&prev, len, dt, round16);
     }
   }
+}
+
+static inline __attribute__((always_inline)) void rows_types(const float *g, const uint16_t *g16, float gq, int gt,
+                                                            float *m, float *v, float *w, uint16_t *w16, int dt,
+                                                            int64_t n, int64_t len, const adampi__sums *ww,
+                                                            double eps, float *u, adampi__round_fn round16,
+                                                            const adampi__coef *c, int wide)
+{
+#define ROWS(GT) rows_t(g, g16, gq, GT, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, wide)
+  ADAMPI__GRAD_CASES(gt, ROWS);
+#undef ROWS
 }
 #define ROWS_ARGS                                                                                             \
   const float *g, const uint16_t *g16, float gq, int gt, float *m, float *v, float *w, uint16_t *w16, int dt, \
@@ -175,11 +214,11 @@ static inline __attribute__((always_inline)) void rows_t(const float *g, const u
       const adampi__coef *c
 ADAMPI_CLONES static void rows(ROWS_ARGS)
 {
-  rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 1);
+  rows_types(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 1);
 }
 ADAMPI_CLONES static void rows_narrow(ROWS_ARGS)
 {
-  rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0);
+  rows_types(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0);
 }
 
 /* One element of an AdamP step: moments, direction, optional projection u - w*k (proj a constant),

@@ -141,9 +141,9 @@ struct adampi {
   double *wu_nodes;  /* one per node: <w,u> exchange of layer-projected tensors */
   unsigned char *view; /* decision of this step, per tensor */
   float *k_layer;      /* layer-view projection coefficient, per tensor */
-  float *u_row;        /* AdamP: directions of one channel row per thread, computed once */
+  float *u_row;        /* per thread ADAMPI__U_ROWS rows of u_row_len: the directions of channel rows */
   float *g_row;        /* 16-bit handles, per thread: a row of adampi__direct_grads, widened */
-  int64_t u_row_len;   /* per thread: the longest local projectable row, at most 65536 */
+  int64_t u_row_len;   /* the longest local projectable row, at most 65536 */
   adampi__task *tasks; /* the local pieces cut into tasks of about ADAMPI_TASK_LEN elements */
   int64_t num_tasks;
   double *task_cos;    /* per task of a projectable tensor: its rows' largest cosine, this step */
@@ -537,6 +537,40 @@ static inline float adampi__radial_coefficient(double wu, double ww, double eps)
  * fifteen, same bits): the kernel writes a block of w (8 KiB), which is then rounded from L1. */
 #define ADAMPI__F16_BLOCK 2048
 
+/* w[0..n) rounded into w16 as adampi__store_w rounds each element (dt ADAMPI_BFLOAT16 or
+ * ADAMPI_FLOAT16, a constant where it is inlined): the rounding of a row of w the kernels wrote
+ * as float32, from cache. Always inlined, as what follows, so that each clone vectorizes it. */
+static inline __attribute__((always_inline)) void adampi__round_w(const float *restrict w, uint16_t *restrict w16,
+                                                                 int64_t n, int dt)
+{
+  for (int64_t i = 0; i < n; i++) w16[i] = dt == ADAMPI_BFLOAT16 ? adampi__to_bf16(w[i]) : adampi__to_f16(w[i]);
+}
+
+/* Rows of u_row_len floats in each thread's u_row: the kernel tables' rows keep the directions of
+ * a row and of the row before it. */
+#define ADAMPI__U_ROWS 2
+
+/* The previous row of a task's channel-projected rows (the kernel tables' rows), whose second half
+ * (w from its directions u and its k) the kernels do alongside the next row's first half, element
+ * by element: its own first half and k are done, and the two touch different elements. The rows'
+ * memory streams then never stop for a second half. */
+typedef struct adampi__prev_row {
+  float *w;
+  uint16_t *w16; /* its 16-bit parameters, or NULL */
+  float *u;      /* SGDP without nesterov: its buffer, which the second half projects */
+  float k;
+} adampi__prev_row;
+
+/* The rounding of a finished row p of a task's channel-projected rows (the kernel tables' rows),
+ * from cache: by round16 where it is set, else as the parameters' type dt says (float32: none). */
+static inline __attribute__((always_inline)) void adampi__round_row(const adampi__prev_row *p, int64_t len, int dt,
+                                                                   adampi__round_fn round16)
+{
+  if (round16) round16(p->w, p->w16, len);
+  else if (dt == ADAMPI_BFLOAT16) adampi__round_w(p->w, p->w16, len, ADAMPI_BFLOAT16);
+  else if (dt == ADAMPI_FLOAT16) adampi__round_w(p->w, p->w16, len, ADAMPI_FLOAT16);
+}
+
 /* An optimizer's update kernels, per MATHS.md (adamp.c, sgdp.c): the one table the update pass
  * (step.c, update_task) dispatches on. A new optimizer or element type is one more table. */
 typedef struct adampi__kernels {
@@ -550,9 +584,10 @@ typedef struct adampi__kernels {
   void (*apply)(const adampi__span *s, const adampi__coef *c, int proj, float k);
   /* The channel-projected rows of s, s->n / len rows of len elements (len at most u's), row r's
    * <w,w> at ww[r].ww; the same bits as apply with proj, row by row, with the row's k. Each row
-   * in two passes: the state stored and the directions written to u (a scratch of len floats,
-   * this thread's) while <w, u> is summed; then w from u and w alone, once k is known
-   * (adampi__radial_coefficient). round16: NULL, or the CPU's float16 rounding (float16
+   * in two halves: the state stored and the directions written to u (this thread's scratch,
+   * ADAMPI__U_ROWS rows of len floats) while <w, u> is summed; then w from u and w alone, once k
+   * is known (adampi__radial_coefficient), alongside the next row's first half
+   * (adampi__prev_row). round16: NULL, or the CPU's float16 rounding (float16
    * parameters, adampi__f16_rounding): w is then written block by block (ADAMPI__F16_BLOCK) as
    * float32 and each block rounded from L1 into s->w16. All the rows of a task in one call, not a
    * call per row through this table and the clones' dispatch (AMD EPYC, AdamP, the update with

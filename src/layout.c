@@ -437,7 +437,7 @@ void adampi__free_layout(adampi *opt)
   adampi__free_zeroed(opt->view, (size_t)opt->num_tensors);
   adampi__free_zeroed(opt->k_layer, (size_t)opt->num_tensors * sizeof(float));
   adampi__free_zeroed(opt->bounds, ((size_t)opt->size + 1) * sizeof(int64_t));
-  adampi__free_zeroed(opt->u_row, (size_t)opt->u_row_len * (size_t)opt->threads * sizeof(float));
+  adampi__free_zeroed(opt->u_row, (size_t)opt->u_row_len * ADAMPI__U_ROWS * (size_t)opt->threads * sizeof(float));
   adampi__free_zeroed(opt->g_row, g_row_floats(opt) * sizeof(float));
   opt->u_row = opt->g_row = NULL;
   free(opt->tasks);
@@ -501,7 +501,7 @@ adampi_status adampi__commit_layout(adampi *opt)
       if (t->projectable && t->my_leaf_hi > t->my_leaf_lo && t->leaf_len > opt->u_row_len) opt->u_row_len = t->leaf_len;
     }
     if (opt->u_row_len > 65536) opt->u_row_len = 65536;
-    opt->u_row = alloc_zero((size_t)opt->u_row_len * (size_t)opt->threads, sizeof(float), counted);
+    opt->u_row = alloc_zero((size_t)opt->u_row_len * ADAMPI__U_ROWS * (size_t)opt->threads, sizeof(float), counted);
     opt->g_row = alloc_zero(g_row_floats(opt), sizeof(float), counted);
     opt->num_tasks = 0; /* where make_tasks fails */
     opt->tasks = make_tasks(opt, &opt->num_tasks);

@@ -71,20 +71,60 @@ static inline void buffer_direction8(const float *g, const float *b, const adamp
   *uo = nesterov ? gi + c->mom * bi : bi;
 }
 
+/* The second half of a channel-projected row, over its float32 parameters (the rows' rounding
+ * follows, adampi__round_row): p = d - w k from its directions d (with nesterov u; without, the
+ * buffer itself, which takes the projected p, as the official package stores it); w <- w decay -
+ * lr p. nesterov is a constant where it is inlined. */
+static inline __attribute__((always_inline)) void finish_t(float *restrict d, float *restrict w, int64_t n,
+                                                          const adampi__coef *c, float k, int nesterov)
+{
+  const float decay = c->decay, lr = c->lr;
+  for (int64_t i = 0; i < n; i++) {
+    float p = d[i] - w[i] * k;
+    if (!nesterov) d[i] = p;
+    w[i] = w[i] * decay - lr * p;
+  }
+}
+
+/* finish_t on the 16 elements at d and w in GCC vector extensions (wide: one 64-byte vector, else
+ * two 32-byte ones; the same operations in every lane), for wu_pass's fused second half: there,
+ * as a plain loop, it stayed scalar (GCC 12). */
+static inline __attribute__((always_inline)) void finish16(float *d, float *w, const adampi__coef *c, float k,
+                                                          int nesterov, int wide)
+{
+  if (wide) {
+    v16f wv = *(const v16f *)w, p = *(const v16f *)d - wv * k;
+    if (!nesterov) *(v16f *)d = p;
+    *(v16f *)w = wv * c->decay - c->lr * p;
+    return;
+  }
+  for (int h = 0; h < 16; h += 8) {
+    v8f wv = *(const v8f *)(w + h), p = *(const v8f *)(d + h) - wv * k;
+    if (!nesterov) *(v8f *)(d + h) = p;
+    *(v8f *)(w + h) = wv * c->decay - c->lr * p;
+  }
+}
+
 /* <w, u> over n elements with the buffer as this step will make it, u added to the lanes 16 at a
  * time while in registers, as in adamp.c. store: write the new buffer and, with nesterov, u (and
  * prefetch w16, the row's 16-bit parameters: adampi__prefetch_w16); else write nothing. nesterov
  * must be c->nesterov (a constant here, so that the loops vectorize); gt: the gradients' type,
  * g16's where it is 16-bit (adampi__grad_at; a constant too); wide: adampi__wide_vectors (a
  * constant), the form of the lanes and of the 16 elements' arithmetic: 64-byte vectors, or two
- * 32-byte ones (same operations, same bits; GCC 12 left a plain loop over the 16 scalar there). */
+ * 32-byte ones (same operations, same bits; GCC 12 left a plain loop over the 16 scalar there).
+ * fuse (with store): the second half of the previous row of the task, *prev, element by element
+ * alongside, its w as float32 (adampi__prev_row, its u the d of finish_t); fuse is a constant
+ * too. */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
                                                            float gq, int gt, float *restrict b,
                                                            const float *restrict w, float *restrict u_out,
                                                            const uint16_t *w16, int64_t n, const adampi__coef *c,
-                                                           int store, int nesterov, int wide)
+                                                           int store, int nesterov, const adampi__prev_row *prev,
+                                                           int fuse, int wide)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
+  float *restrict pw = fuse ? prev->w : NULL, *restrict pd = fuse ? prev->u : NULL;
+  const float pk = fuse ? prev->k : 0.0f;
   adampi__v8d acc[2] = {{0}, {0}};            /* wide */
   adampi__v4d acc4[4] = {{0}, {0}, {0}, {0}}; /* not wide */
   for (int64_t i = 0; i < n; i += 256) {
@@ -115,7 +155,9 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
         }
         adampi__lanes8_add16(&lanes8, w + k, (const float *)u);
       }
+      if (fuse) finish16(pd + k, pw + k, &cl, pk, nesterov, wide);
     }
+    if (fuse && k < end) finish_t(pd + k, pw + k, end - k, &cl, pk, nesterov);
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float bi, u = buffer_direction(adampi__grad_at(g, g16, k + j, gq, gt), b[k + j], &cl, nesterov, &bi);
       if (store) b[k + j] = bi;
@@ -136,8 +178,8 @@ static inline __attribute__((always_inline)) double dot_wu_t(const float *g, con
                                                             const adampi__coef *c, int wide)
 {
 #define WU(GT)                                                                                \
-  return c->nesterov ? wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, wide) \
-                     : wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, wide)
+  return c->nesterov ? wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, NULL, 0, wide) \
+                     : wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, NULL, 0, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
@@ -239,74 +281,68 @@ static inline __attribute__((always_inline)) void apply_types(const float *g, co
 ADAMPI_CLONES static void apply(APPLY_ARGS) { apply_types(g, g16, gq, gt, b, w, w16, dt, n, c, proj, k, 1); }
 ADAMPI_CLONES static void apply_narrow(APPLY_ARGS) { apply_types(g, g16, gq, gt, b, w, w16, dt, n, c, proj, k, 0); }
 
-/* A channel-projected row in two passes, once its decision is known (same bits as
- * apply with proj): first the new buffer is stored and <w, u> returned, with u the
- * buffer itself, or (nesterov) g + momentum * buffer written to u; then finish_t. */
+/* The first half of a channel-projected row, once its decision is known (same bits as apply with
+ * proj): the new buffer is stored and <w, u> returned, with u the buffer itself, or (nesterov)
+ * g + momentum * buffer written to u; with fuse, the previous row's second half alongside
+ * (wu_pass). finish_t is the second half. */
 static inline __attribute__((always_inline)) double buffer_wu_t(const float *g, const uint16_t *g16, float gq,
                                                                int gt, float *b, const float *w, float *u,
                                                                const uint16_t *w16, int64_t n, const adampi__coef *c,
-                                                               int wide)
+                                                               const adampi__prev_row *prev, int fuse, int wide)
 {
-#define WU(GT)                                                                   \
-  return c->nesterov ? wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 1, wide) \
-                     : wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 0, wide)
+#define WU(GT)                                                                                   \
+  return c->nesterov ? wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 1, prev, fuse, wide) \
+                     : wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 0, prev, fuse, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
 
-/* Second pass: u <- u - w k; without nesterov the projected u is the buffer; w <- w decay - lr u,
- * rounded into w16 as adampi__store_w says (dt a constant where it is inlined). */
-static inline __attribute__((always_inline)) void finish_t(float *restrict b, float *restrict w,
-                                                          uint16_t *restrict w16, const float *restrict u, int64_t n,
-                                                          const adampi__coef *c, float k, int dt)
-{
-  const float decay = c->decay, lr = c->lr;
-  if (c->nesterov) {
-    for (int64_t i = 0; i < n; i++) {
-      float p = u[i] - w[i] * k;
-      adampi__store_w(w, w16, i, w[i] * decay - lr * p, dt);
-    }
-  } else {
-    for (int64_t i = 0; i < n; i++) {
-      float p = b[i] - w[i] * k;
-      b[i] = p;
-      adampi__store_w(w, w16, i, w[i] * decay - lr * p, dt);
-    }
-  }
-}
-
-/* The kernel table's rows (internal.h) over n elements of rows of len: each row's first pass, its
- * k, then its second pass, rounded as round16 or the parameters' type dt says. */
+/* The kernel table's rows (internal.h) over n elements of rows of len (gt a constant): each row's
+ * first half fused with the previous row's second half (adampi__prev_row), u (with nesterov)
+ * alternating between the two halves of the scratch. w is written as float32 and each row, once
+ * final, rounded from cache as the parameters' type dt says, by round16 where it is set. */
 static inline __attribute__((always_inline)) void rows_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                         float *b, float *w, uint16_t *w16, int dt, int64_t n,
                                                         int64_t len, const adampi__sums *ww, double eps, float *u,
                                                         adampi__round_fn round16, const adampi__coef *c, int wide)
 {
-  for (int64_t o = 0, r = 0; o < n; o += len, r++) {
-    double wu = buffer_wu_t(g + o, g16 ? g16 + o : NULL, gq, gt, b + o, w + o, u, w16 ? w16 + o : NULL, len, c, wide);
-    float k = adampi__radial_coefficient(wu, ww[r].ww, eps);
-    if (round16) {
-      for (int64_t i = 0; i < len; i += ADAMPI__F16_BLOCK) {
-        int64_t nb = len - i < ADAMPI__F16_BLOCK ? len - i : ADAMPI__F16_BLOCK;
-        finish_t(b + o + i, w + o + i, NULL, u + i, nb, c, k, ADAMPI_FLOAT32);
-        round16(w + o + i, w16 + o + i, nb);
-      }
-    } else if (dt == ADAMPI_BFLOAT16) {
-      finish_t(b + o, w + o, w16 + o, u, len, c, k, ADAMPI_BFLOAT16);
-    } else if (dt == ADAMPI_FLOAT16) {
-      finish_t(b + o, w + o, w16 + o, u, len, c, k, ADAMPI_FLOAT16);
-    } else {
-      finish_t(b + o, w + o, NULL, u, len, c, k, ADAMPI_FLOAT32);
+  adampi__prev_row prev = {NULL, NULL, NULL, 0.0f};
+  for (int64_t o = 0, r = 0; o <= n; o += len, r++) {
+    if (o < n) {
+      float *uo = u + (r & 1) * len;
+      const uint16_t *g16o = g16 ? g16 + o : NULL, *w16o = w16 ? w16 + o : NULL;
+      double wu = r == 0 ? buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, NULL, 0, wide)
+                         : buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, &prev, 1, wide);
+      if (r > 0) adampi__round_row(&prev, len, dt, round16);
+      prev = (adampi__prev_row){w + o, w16 ? w16 + o : NULL, c->nesterov ? uo : b + o,
+                                adampi__radial_coefficient(wu, ww[r].ww, eps)};
+    } else { /* the last row's second half */
+      finish_t(prev.u, prev.w, len, c, prev.k, c->nesterov);
+      adampi__round_row(&prev, len, dt, round16);
     }
   }
 }
-#define ROWS_ARGS                                                                                                     \
-  const float *g, const uint16_t *g16, float gq, int gt, float *b, float *w, uint16_t *w16, int dt, int64_t n,        \
+
+static inline __attribute__((always_inline)) void rows_types(const float *g, const uint16_t *g16, float gq, int gt,
+                                                            float *b, float *w, uint16_t *w16, int dt, int64_t n,
+                                                            int64_t len, const adampi__sums *ww, double eps,
+                                                            float *u, adampi__round_fn round16,
+                                                            const adampi__coef *c, int wide)
+{
+#define ROWS(GT) rows_t(g, g16, gq, GT, b, w, w16, dt, n, len, ww, eps, u, round16, c, wide)
+  ADAMPI__GRAD_CASES(gt, ROWS);
+#undef ROWS
+}
+#define ROWS_ARGS                                                                                              \
+  const float *g, const uint16_t *g16, float gq, int gt, float *b, float *w, uint16_t *w16, int dt, int64_t n, \
       int64_t len, const adampi__sums *ww, double eps, float *u, adampi__round_fn round16, const adampi__coef *c
-ADAMPI_CLONES static void rows(ROWS_ARGS) { rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 1); }
+ADAMPI_CLONES static void rows(ROWS_ARGS)
+{
+  rows_types(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 1);
+}
 ADAMPI_CLONES static void rows_narrow(ROWS_ARGS)
 {
-  rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 0);
+  rows_types(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 0);
 }
 
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */

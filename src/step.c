@@ -185,7 +185,7 @@ static void apply_update(adampi *opt, float *w, const float *g, const unsigned c
 #pragma omp parallel num_threads(opt->threads) if (opt->threads > 1)
   for (int64_t q, me = adampi__thread_num(); (q = adampi__task_next(opt, (int)me)) >= 0;) {
     const adampi__task *task = &opt->tasks[q];
-    float *u_row = opt->u_row + (size_t)me * (size_t)opt->u_row_len;
+    float *u_row = opt->u_row + (size_t)me * ADAMPI__U_ROWS * (size_t)opt->u_row_len;
     /* The kernels that write w also round it into opt->round_out. Without a gradient the task is
      * unchanged, but rounded and stored all the same, as an all-gather would. */
     const adampi__tensor *t = &opt->tensors[task->tensor];
