@@ -63,41 +63,46 @@ static inline __attribute__((always_inline)) void finish_t(float *restrict w, co
 
 /* finish_t on the 16 elements at w and u in GCC vector extensions (wide: one 64-byte vector, else
  * two 32-byte ones; the same operations in every lane), for wu_pass's fused second half: there,
- * as a plain loop, it stayed scalar (GCC 12). */
-static inline __attribute__((always_inline)) void finish16(float *w, const float *u, const adampi__coef *c, float k,
-                                                          int wide)
+ * as a plain loop, it stayed scalar (GCC 12). bf16 (a constant): w also rounded into w16. */
+static inline __attribute__((always_inline)) void finish16(float *w, uint16_t *w16, const float *u,
+                                                          const adampi__coef *c, float k, int bf16, int wide)
 {
+  float x[16];
   if (wide) {
     adampi__v16f wv, uv;
     memcpy(&wv, w, sizeof wv), memcpy(&uv, u, sizeof uv);
     adampi__v16f p = uv - wv * k, nw = wv * c->decay - c->lr_bc1 * p;
-    memcpy(w, &nw, sizeof nw);
-    return;
+    memcpy(w, &nw, sizeof nw), memcpy(x, &nw, sizeof nw);
+  } else {
+    for (int h = 0; h < 16; h += 8) {
+      adampi__v8fa wv, uv;
+      memcpy(&wv, w + h, sizeof wv), memcpy(&uv, u + h, sizeof uv);
+      adampi__v8fa p = uv - wv * k, nw = wv * c->decay - c->lr_bc1 * p;
+      memcpy(w + h, &nw, sizeof nw), memcpy(x + h, &nw, sizeof nw);
+    }
   }
-  for (int h = 0; h < 16; h += 8) {
-    adampi__v8fa wv, uv;
-    memcpy(&wv, w + h, sizeof wv), memcpy(&uv, u + h, sizeof uv);
-    adampi__v8fa p = uv - wv * k, nw = wv * c->decay - c->lr_bc1 * p;
-    memcpy(w + h, &nw, sizeof nw);
-  }
+  if (bf16) adampi__bf16_round16(x, w16, wide);
 }
 
 /* <w, u> over n elements with the moments as this step will make them, u computed 16 at a time
  * and added to the lanes while in registers (internal.h, adampi__block_lanes). store: write the
  * new moments and u (the first half of a channel-projected row; w16: the row's 16-bit parameters,
  * adampi__prefetch_w16); else write nothing. fuse (with store): the second half of the previous
- * row of the task, *prev, element by element alongside, its w as float32 (adampi__prev_row). gt:
- * the gradients' type, g16's where it is 16-bit (adampi__grad_at). gt, store, fuse and wide
- * (adampi__wide_vectors, the lanes' form) are constants. */
+ * row of the task, *prev, element by element alongside, its w as float32 and, with bf16, rounded
+ * into its bfloat16 parameters (adampi__prev_row). gt: the gradients' type, g16's where it is
+ * 16-bit (adampi__grad_at). gt, store, fuse, bf16 and wide (adampi__wide_vectors, the lanes'
+ * form) are constants. */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
                                                            float gq, int gt, float *restrict m,
                                                            float *restrict v, const float *restrict w,
                                                            float *restrict u_out, const uint16_t *w16, int64_t n,
                                                            const adampi__coef *c, int store,
-                                                           const adampi__prev_row *prev, int fuse, int wide)
+                                                           const adampi__prev_row *prev, int fuse, int bf16,
+                                                           int wide)
 {
   const adampi__coef cl = *c; /* locals: stores to m, v, u could alias *c otherwise */
   float *restrict pw = fuse ? prev->w : NULL;
+  uint16_t *restrict pw16 = fuse && bf16 ? prev->w16 : NULL;
   const float *restrict pu = fuse ? prev->u : NULL;
   const float pk = fuse ? prev->k : 0.0f;
   adampi__v8d acc[2] = {{0}, {0}};            /* wide */
@@ -123,9 +128,10 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       }
       if (wide) adampi__lanes_add16(&lanes, w + k, u);
       else adampi__lanes8_add16(&lanes8, w + k, u);
-      if (fuse) finish16(pw + k, pu + k, &cl, pk, wide);
+      if (fuse) finish16(pw + k, bf16 ? pw16 + k : NULL, pu + k, &cl, pk, bf16, wide);
     }
     if (fuse && k < end) finish_t(pw + k, pu + k, end - k, &cl, pk);
+    if (fuse && bf16 && k < end) adampi__round_w(pw + k, pw16 + k, end - k, ADAMPI_BFLOAT16);
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float mi, vi;
       float u = moments_direction(adampi__grad_at(g, g16, k + j, gq, gt), m[k + j], v[k + j], &cl, &mi, &vi);
@@ -147,7 +153,7 @@ static inline __attribute__((always_inline)) double dot_wu_t(const float *g, con
                                                             const adampi__coef *c, int wide)
 {
   float *mw = (float *)m, *vw = (float *)v; /* not written: store is 0 */
-#define WU(GT) return wu_pass(g, g16, gq, GT, mw, vw, w, NULL, NULL, n, c, 0, NULL, 0, wide)
+#define WU(GT) return wu_pass(g, g16, gq, GT, mw, vw, w, NULL, NULL, n, c, 0, NULL, 0, 0, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
@@ -165,31 +171,34 @@ ADAMPI_CLONES static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16,
 static inline __attribute__((always_inline)) double moments_wu_t(const float *g, const uint16_t *g16, float gq,
                                                                 int gt, float *m, float *v, const float *w, float *u,
                                                                 const uint16_t *w16, int64_t n, const adampi__coef *c,
-                                                                const adampi__prev_row *prev, int fuse, int wide)
+                                                                const adampi__prev_row *prev, int fuse, int bf16,
+                                                                int wide)
 {
-#define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, prev, fuse, wide)
+#define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, prev, fuse, bf16, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
 
 /* The kernel table's rows (internal.h) over n elements of rows of len (gt a constant): each row's
  * first half fused with the previous row's second half (adampi__prev_row), u alternating between
- * the two halves of the scratch. w is written as float32 and each row, once final, rounded from
- * cache as the parameters' type dt says, by round16 where it is set. */
+ * the two halves of the scratch. w is written as float32 and rounded as the parameters' type dt
+ * says: bfloat16 (bf16, a constant) as each chunk is written, float16 after each row, from cache
+ * (adampi__round_row; by round16 where it is set). */
 static inline __attribute__((always_inline)) void rows_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                         float *m, float *v, float *w, uint16_t *w16, int dt,
                                                         int64_t n, int64_t len, const adampi__sums *ww, double eps,
                                                         float *u, adampi__round_fn round16, const adampi__coef *c,
-                                                        int wide)
+                                                        int bf16, int wide)
 {
   adampi__prev_row prev = {NULL, NULL, NULL, 0.0f};
   for (int64_t o = 0, r = 0; o <= n; o += len, r++) {
     if (o < n) {
       float *uo = u + (r & 1) * len;
       const uint16_t *g16o = g16 ? g16 + o : NULL, *w16o = w16 ? w16 + o : NULL;
-      double wu = r == 0 ? moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, NULL, 0, wide)
-                         : moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, &prev, 1, wide);
-      if (r > 0) adampi__round_row(&prev, len, dt, round16);
+      double wu = r == 0
+                      ? moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, NULL, 0, bf16, wide)
+                      : moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, &prev, 1, bf16, wide);
+      if (r > 0 && !bf16) adampi__round_row(&prev, len, dt, round16);
       prev = (adampi__prev_row){w + o, w16 ? w16 + o : NULL, uo, adampi__radial_coefficient(wu, ww[r].ww, eps)};
     } else { /* the last row's second half */
       finish_t(prev.w, prev.u, len, c, prev.k);
@@ -198,13 +207,28 @@ static inline __attribute__((always_inline)) void rows_t(const float *g, const u
   }
 }
 
+/* rows_t for the gradients' type gt (a constant) and the parameters' (bfloat16 ones with bfloat16
+ * or float32 gradients; float16 ones only with float16 gradients or float32 ones). */
+static inline __attribute__((always_inline)) void rows_dt(const float *g, const uint16_t *g16, float gq, int gt,
+                                                         float *m, float *v, float *w, uint16_t *w16, int dt,
+                                                         int64_t n, int64_t len, const adampi__sums *ww, double eps,
+                                                         float *u, adampi__round_fn round16, const adampi__coef *c,
+                                                         int wide)
+{
+  const int type = ADAMPI__GRAD_TYPE(gt);
+  if (type == ADAMPI_BFLOAT16 || (type == ADAMPI_FLOAT32 && dt == ADAMPI_BFLOAT16))
+    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 1, wide);
+  else
+    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0, wide);
+}
+
 static inline __attribute__((always_inline)) void rows_types(const float *g, const uint16_t *g16, float gq, int gt,
                                                             float *m, float *v, float *w, uint16_t *w16, int dt,
                                                             int64_t n, int64_t len, const adampi__sums *ww,
                                                             double eps, float *u, adampi__round_fn round16,
                                                             const adampi__coef *c, int wide)
 {
-#define ROWS(GT) rows_t(g, g16, gq, GT, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, wide)
+#define ROWS(GT) rows_dt(g, g16, gq, GT, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, wide)
   ADAMPI__GRAD_CASES(gt, ROWS);
 #undef ROWS
 }

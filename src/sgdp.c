@@ -88,21 +88,27 @@ static inline __attribute__((always_inline)) void finish_t(float *restrict d, fl
 
 /* finish_t on the 16 elements at d and w in GCC vector extensions (wide: one 64-byte vector, else
  * two 32-byte ones; the same operations in every lane), for wu_pass's fused second half: there,
- * as a plain loop, it stayed scalar (GCC 12). */
-static inline __attribute__((always_inline)) void finish16(float *d, float *w, const adampi__coef *c, float k,
-                                                          int nesterov, int wide)
+ * as a plain loop, it stayed scalar (GCC 12). bf16 (a constant): w also rounded into w16. */
+static inline __attribute__((always_inline)) void finish16(float *d, float *w, uint16_t *w16, const adampi__coef *c,
+                                                          float k, int nesterov, int bf16, int wide)
 {
+  float x[16];
   if (wide) {
     v16f wv = *(const v16f *)w, p = *(const v16f *)d - wv * k;
     if (!nesterov) *(v16f *)d = p;
-    *(v16f *)w = wv * c->decay - c->lr * p;
-    return;
+    v16f nw = wv * c->decay - c->lr * p;
+    *(v16f *)w = nw;
+    memcpy(x, &nw, sizeof nw);
+  } else {
+    for (int h = 0; h < 16; h += 8) {
+      v8f wv = *(const v8f *)(w + h), p = *(const v8f *)(d + h) - wv * k;
+      if (!nesterov) *(v8f *)(d + h) = p;
+      v8f nw = wv * c->decay - c->lr * p;
+      *(v8f *)(w + h) = nw;
+      memcpy(x + h, &nw, sizeof nw);
+    }
   }
-  for (int h = 0; h < 16; h += 8) {
-    v8f wv = *(const v8f *)(w + h), p = *(const v8f *)(d + h) - wv * k;
-    if (!nesterov) *(v8f *)(d + h) = p;
-    *(v8f *)(w + h) = wv * c->decay - c->lr * p;
-  }
+  if (bf16) adampi__bf16_round16(x, w16, wide);
 }
 
 /* <w, u> over n elements with the buffer as this step will make it, u added to the lanes 16 at a
@@ -113,17 +119,18 @@ static inline __attribute__((always_inline)) void finish16(float *d, float *w, c
  * constant), the form of the lanes and of the 16 elements' arithmetic: 64-byte vectors, or two
  * 32-byte ones (same operations, same bits; GCC 12 left a plain loop over the 16 scalar there).
  * fuse (with store): the second half of the previous row of the task, *prev, element by element
- * alongside, its w as float32 (adampi__prev_row, its u the d of finish_t); fuse is a constant
- * too. */
+ * alongside, its w as float32 and, with bf16, rounded into its bfloat16 parameters
+ * (adampi__prev_row, its u the d of finish_t); fuse and bf16 are constants too. */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
                                                            float gq, int gt, float *restrict b,
                                                            const float *restrict w, float *restrict u_out,
                                                            const uint16_t *w16, int64_t n, const adampi__coef *c,
                                                            int store, int nesterov, const adampi__prev_row *prev,
-                                                           int fuse, int wide)
+                                                           int fuse, int bf16, int wide)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   float *restrict pw = fuse ? prev->w : NULL, *restrict pd = fuse ? prev->u : NULL;
+  uint16_t *restrict pw16 = fuse && bf16 ? prev->w16 : NULL;
   const float pk = fuse ? prev->k : 0.0f;
   adampi__v8d acc[2] = {{0}, {0}};            /* wide */
   adampi__v4d acc4[4] = {{0}, {0}, {0}, {0}}; /* not wide */
@@ -155,9 +162,10 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
         }
         adampi__lanes8_add16(&lanes8, w + k, (const float *)u);
       }
-      if (fuse) finish16(pd + k, pw + k, &cl, pk, nesterov, wide);
+      if (fuse) finish16(pd + k, pw + k, bf16 ? pw16 + k : NULL, &cl, pk, nesterov, bf16, wide);
     }
     if (fuse && k < end) finish_t(pd + k, pw + k, end - k, &cl, pk, nesterov);
+    if (fuse && bf16 && k < end) adampi__round_w(pw + k, pw16 + k, end - k, ADAMPI_BFLOAT16);
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float bi, u = buffer_direction(adampi__grad_at(g, g16, k + j, gq, gt), b[k + j], &cl, nesterov, &bi);
       if (store) b[k + j] = bi;
@@ -178,8 +186,8 @@ static inline __attribute__((always_inline)) double dot_wu_t(const float *g, con
                                                             const adampi__coef *c, int wide)
 {
 #define WU(GT)                                                                                \
-  return c->nesterov ? wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, NULL, 0, wide) \
-                     : wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, NULL, 0, wide)
+  return c->nesterov ? wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, NULL, 0, 0, wide) \
+                     : wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, NULL, 0, 0, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
@@ -288,32 +296,35 @@ ADAMPI_CLONES static void apply_narrow(APPLY_ARGS) { apply_types(g, g16, gq, gt,
 static inline __attribute__((always_inline)) double buffer_wu_t(const float *g, const uint16_t *g16, float gq,
                                                                int gt, float *b, const float *w, float *u,
                                                                const uint16_t *w16, int64_t n, const adampi__coef *c,
-                                                               const adampi__prev_row *prev, int fuse, int wide)
+                                                               const adampi__prev_row *prev, int fuse, int bf16,
+                                                               int wide)
 {
-#define WU(GT)                                                                                   \
-  return c->nesterov ? wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 1, prev, fuse, wide) \
-                     : wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 0, prev, fuse, wide)
+#define WU(GT)                                                                                         \
+  return c->nesterov ? wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 1, prev, fuse, bf16, wide) \
+                     : wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 0, prev, fuse, bf16, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
 
 /* The kernel table's rows (internal.h) over n elements of rows of len (gt a constant): each row's
  * first half fused with the previous row's second half (adampi__prev_row), u (with nesterov)
- * alternating between the two halves of the scratch. w is written as float32 and each row, once
- * final, rounded from cache as the parameters' type dt says, by round16 where it is set. */
+ * alternating between the two halves of the scratch. w is written as float32 and rounded as the
+ * parameters' type dt says: bfloat16 (bf16, a constant) as each chunk is written, float16 after
+ * each row, from cache (adampi__round_row; by round16 where it is set). */
 static inline __attribute__((always_inline)) void rows_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                         float *b, float *w, uint16_t *w16, int dt, int64_t n,
                                                         int64_t len, const adampi__sums *ww, double eps, float *u,
-                                                        adampi__round_fn round16, const adampi__coef *c, int wide)
+                                                        adampi__round_fn round16, const adampi__coef *c, int bf16,
+                                                        int wide)
 {
   adampi__prev_row prev = {NULL, NULL, NULL, 0.0f};
   for (int64_t o = 0, r = 0; o <= n; o += len, r++) {
     if (o < n) {
       float *uo = u + (r & 1) * len;
       const uint16_t *g16o = g16 ? g16 + o : NULL, *w16o = w16 ? w16 + o : NULL;
-      double wu = r == 0 ? buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, NULL, 0, wide)
-                         : buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, &prev, 1, wide);
-      if (r > 0) adampi__round_row(&prev, len, dt, round16);
+      double wu = r == 0 ? buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, NULL, 0, bf16, wide)
+                         : buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, &prev, 1, bf16, wide);
+      if (r > 0 && !bf16) adampi__round_row(&prev, len, dt, round16);
       prev = (adampi__prev_row){w + o, w16 ? w16 + o : NULL, c->nesterov ? uo : b + o,
                                 adampi__radial_coefficient(wu, ww[r].ww, eps)};
     } else { /* the last row's second half */
@@ -323,13 +334,27 @@ static inline __attribute__((always_inline)) void rows_t(const float *g, const u
   }
 }
 
+/* rows_t for the gradients' type gt (a constant) and the parameters' (bfloat16 ones with bfloat16
+ * or float32 gradients; float16 ones only with float16 gradients or float32 ones). */
+static inline __attribute__((always_inline)) void rows_dt(const float *g, const uint16_t *g16, float gq, int gt,
+                                                         float *b, float *w, uint16_t *w16, int dt, int64_t n,
+                                                         int64_t len, const adampi__sums *ww, double eps, float *u,
+                                                         adampi__round_fn round16, const adampi__coef *c, int wide)
+{
+  const int type = ADAMPI__GRAD_TYPE(gt);
+  if (type == ADAMPI_BFLOAT16 || (type == ADAMPI_FLOAT32 && dt == ADAMPI_BFLOAT16))
+    rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 1, wide);
+  else
+    rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 0, wide);
+}
+
 static inline __attribute__((always_inline)) void rows_types(const float *g, const uint16_t *g16, float gq, int gt,
                                                             float *b, float *w, uint16_t *w16, int dt, int64_t n,
                                                             int64_t len, const adampi__sums *ww, double eps,
                                                             float *u, adampi__round_fn round16,
                                                             const adampi__coef *c, int wide)
 {
-#define ROWS(GT) rows_t(g, g16, gq, GT, b, w, w16, dt, n, len, ww, eps, u, round16, c, wide)
+#define ROWS(GT) rows_dt(g, g16, gq, GT, b, w, w16, dt, n, len, ww, eps, u, round16, c, wide)
   ADAMPI__GRAD_CASES(gt, ROWS);
 #undef ROWS
 }

@@ -113,7 +113,8 @@ END_TEST
  * baseline build and machines without F16C use) for every input: all 2^32 floats, shared among the
  * ranks (1/64 of them, every exponent, in the sanitizer build), and all 2^16 halves, the
  * signalling NaNs among them (which vcvtph2ps would quiet). The bfloat16 rounding too, the
- * library's vector loop (its clone for this CPU) against the formula element by element here. */
+ * library's vector loop (its clone for this CPU) and the projected rows' 16 at a time
+ * (adampi__bf16_round16, both forms) against the formula element by element here. */
 #ifdef __SANITIZE_ADDRESS__
 #define F16_CHUNK_STRIDE 64 /* instrumented builds: every 64th chunk, every exponent still met */
 #else
@@ -126,8 +127,8 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
   static uint16_t got[CHUNK], want[CHUNK];
   int rank = test_rank(), size = test_size();
   uint64_t per = ((1ull << 32) / CHUNK + (uint64_t)size - 1) / (uint64_t)size;
-  long bad = 0, bad_bf16 = 0;
-  uint32_t first_bad = 0, first_bad_bf16 = 0;
+  long bad = 0, bad_bf16 = 0, bad_bf16_16 = 0;
+  uint32_t first_bad = 0, first_bad_bf16 = 0, first_bad_bf16_16 = 0;
   for (uint64_t c = (uint64_t)rank * per; c < (uint64_t)(rank + 1) * per && c < (1ull << 32) / CHUNK; c++) {
     if (c % F16_CHUNK_STRIDE != 0) continue;
     for (uint32_t j = 0; j < CHUNK; j++) in[j] = from_bits((uint32_t)(c * CHUNK) + j);
@@ -144,11 +145,20 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
     if (memcmp(got, want, sizeof got) != 0)
       for (uint32_t j = 0; j < CHUNK; j++)
         if (got[j] != want[j] && bad_bf16++ == 0) first_bad_bf16 = (uint32_t)(c * CHUNK) + j;
+    for (int wide = 0; wide < 2; wide++) { /* the projected rows' rounding, 16 at a time, both forms */
+      for (uint32_t j = 0; j < CHUNK; j += 16) adampi__bf16_round16(in + j, got + j, wide);
+      if (memcmp(got, want, sizeof got) != 0)
+        for (uint32_t j = 0; j < CHUNK; j++)
+          if (got[j] != want[j] && bad_bf16_16++ == 0) first_bad_bf16_16 = (uint32_t)(c * CHUNK) + j;
+    }
   }
   ck_assert_msg(bad == 0, "rank %d: %ld floats round to other float16 bits than the software's, the first 0x%08x", rank,
                 bad, first_bad);
   ck_assert_msg(bad_bf16 == 0, "rank %d: %ld floats round to other bfloat16 bits than the formula's, the first 0x%08x",
                 rank, bad_bf16, first_bad_bf16);
+  ck_assert_msg(bad_bf16_16 == 0,
+                "rank %d: adampi__bf16_round16 rounds %ld floats to other bfloat16 bits than the formula's, the first 0x%08x",
+                rank, bad_bf16_16, first_bad_bf16_16);
   uint16_t halves[CHUNK];
   float wide[CHUNK];
   for (uint32_t x = 0; x < CHUNK; x++) halves[x] = (uint16_t)x;
