@@ -41,7 +41,7 @@ static inline uint32_t adampi__select(uint32_t c, uint32_t a, uint32_t b)
  * 12 narrowed both candidates and the mask to 16 bits each before selecting, about twice the
  * instructions per vector (AMD EPYC, ResNet-50 shapes, bfloat16 models: the AVX2 clones' step took
  * 0.84-0.89 of its time with the select first, the AVX-512 clones' update 0.96-0.98). */
-static inline uint16_t adampi__to_bf16(float f)
+static inline __attribute__((always_inline)) uint16_t adampi__to_bf16(float f)
 {
   uint32_t u = adampi__f32_bits(f);
   uint32_t r = adampi__select((u & 0x7FFFFFFFu) > 0x7F800000u, u | 0x00400000u, u + 0x7FFFu + ((u >> 16) & 1u));
@@ -59,7 +59,7 @@ static inline float adampi__from_bf16(uint16_t h) { return adampi__bits_f32((uin
  * whose mantissa is even) is Inf; NaN stays a quiet NaN with the top of its payload (as F16C's
  * vcvtps2ph). Float additions that round to nearest, as the library's build keeps them (no
  * -ffast-math, no flush to zero), and selects that vectorize. */
-static inline uint16_t adampi__to_f16(float f)
+static inline __attribute__((always_inline)) uint16_t adampi__to_f16(float f)
 {
   uint32_t u = adampi__f32_bits(f), a = u & 0x7FFFFFFFu;
   uint32_t ea = a & 0x7F800000u;

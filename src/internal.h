@@ -366,7 +366,8 @@ static inline void adampi__unscale_array(float *x, int64_t n, float s)
  * and unscaled by gq, as adampi__intake makes it (gt a constant wherever it is inlined, so that
  * the loops vectorize). The update runs only on finite gradients, where x / 1 is x and where F16C's
  * widening (adampi__intake's, where the CPU has it) gives adampi__from_f16's bits. */
-static inline float adampi__grad_at(const float *g, const uint16_t *g16, int64_t i, float gq, int gt)
+static inline __attribute__((always_inline)) float adampi__grad_at(const float *g, const uint16_t *g16, int64_t i,
+                                                                  float gq, int gt)
 {
   if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_BFLOAT16) return adampi__unscale(adampi__from_bf16(g16[i]), gq, gt);
   if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16) return adampi__unscale(adampi__from_f16(g16[i]), gq, gt);
@@ -384,7 +385,7 @@ static inline float adampi__grad_at(const float *g, const uint16_t *g16, int64_t
 typedef uint16_t adampi__v16h __attribute__((vector_size(32)));
 typedef uint32_t adampi__v16u __attribute__((vector_size(64)));
 typedef float adampi__v16f __attribute__((vector_size(64)));
-static inline void adampi__f16x16(const uint16_t *h, adampi__v16f *out)
+static inline __attribute__((always_inline)) void adampi__f16x16(const uint16_t *h, adampi__v16f *out)
 {
   adampi__v16h hv;
   memcpy(&hv, h, sizeof hv);
@@ -397,7 +398,7 @@ static inline void adampi__f16x16(const uint16_t *h, adampi__v16f *out)
 }
 
 /* adampi__from_bf16 on 16 elements at once (a shift), in the same vector form. */
-static inline void adampi__bf16x16(const uint16_t *h, adampi__v16f *out)
+static inline __attribute__((always_inline)) void adampi__bf16x16(const uint16_t *h, adampi__v16f *out)
 {
   adampi__v16h hv;
   memcpy(&hv, h, sizeof hv);
@@ -409,7 +410,7 @@ static inline void adampi__bf16x16(const uint16_t *h, adampi__v16f *out)
 typedef uint16_t adampi__v8h __attribute__((vector_size(16)));
 typedef uint32_t adampi__v8u __attribute__((vector_size(32)));
 typedef float adampi__v8fn __attribute__((vector_size(32)));
-static inline void adampi__f16x8(const uint16_t *h, adampi__v8fn *out)
+static inline __attribute__((always_inline)) void adampi__f16x8(const uint16_t *h, adampi__v8fn *out)
 {
   adampi__v8h hv;
   memcpy(&hv, h, sizeof hv);
@@ -420,7 +421,7 @@ static inline void adampi__f16x8(const uint16_t *h, adampi__v8fn *out)
   adampi__v8u is_normal = (adampi__v8u)(sh >= (0x0400u << 13));
   *out = (adampi__v8fn)(sign | (normal & is_normal) | (sub & ~is_normal));
 }
-static inline void adampi__bf16x8(const uint16_t *h, adampi__v8fn *out)
+static inline __attribute__((always_inline)) void adampi__bf16x8(const uint16_t *h, adampi__v8fn *out)
 {
   adampi__v8h hv;
   memcpy(&hv, h, sizeof hv);
@@ -431,7 +432,7 @@ static inline void adampi__bf16x8(const uint16_t *h, adampi__v8fn *out)
  * (the narrower clones' form), the same bits for every input. The projected rows' second halves
  * round each chunk as they write it (adamp.c, sgdp.c): a pass over each row from cache afterwards,
  * as float16 takes by the CPU's conversion, made the bfloat16 update 5-9% slower (AMD EPYC). */
-static inline void adampi__bf16_round16(const float *x, uint16_t *out, int wide)
+static inline __attribute__((always_inline)) void adampi__bf16_round16(const float *x, uint16_t *out, int wide)
 {
   if (wide) {
     adampi__v16u u;
@@ -458,7 +459,8 @@ static inline void adampi__bf16_round16(const float *x, uint16_t *out, int wide)
  * 64-byte vector (wide: adampi__wide_vectors, a constant), or two 32-byte ones (the narrower clones,
  * where GCC 12 keeps a 64-byte vector in memory; AMD EPYC, AdamP with float16 gradients on the AVX2
  * clones: the update took 1.8-1.9x the AVX-512 clones' time with one). */
-static inline void adampi__grads16(const uint16_t *g16, int64_t k, float gq, int gt, float *out, int wide)
+static inline __attribute__((always_inline)) void adampi__grads16(const uint16_t *g16, int64_t k, float gq, int gt,
+                                                                  float *out, int wide)
 {
   if (wide) {
     adampi__v16f x;
@@ -528,8 +530,9 @@ static inline int adampi__update_blocks(int gt, int dt)
  * the loop read each 32-byte half back before those stores had reached the cache, and the AVX2
  * clones' update took 3.2-3.5x the AVX-512 clones' time on unprojected rows, AMD EPYC). wide is a
  * constant where this is inlined. */
-static inline const float *adampi__grads_ahead16(const float *g, const uint16_t *g16, int64_t k, float gq, int gt,
-                                                 float *buf, int wide)
+static inline __attribute__((always_inline)) const float *adampi__grads_ahead16(const float *g, const uint16_t *g16,
+                                                                                int64_t k, float gq, int gt,
+                                                                                float *buf, int wide)
 {
   adampi__prefetch_grads(g, g16, k, gt);
   if (gt) adampi__grads16(g16, k, gq, gt, buf, wide);
@@ -627,7 +630,10 @@ extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
  * one contraction, in adampi__row_sums, is of exact products and rounds alike too).
  * ADAMPI_NO_CLONES builds the baseline only, for the test that compares the two; it also leaves
  * out the float16 conversions by F16C (ADAMPI__HW_CONVERSIONS, precision.c), so that the same test
- * compares them with the software ones. */
+ * compares them with the software ones. The helpers the kernels call are always inlined: one that
+ * GCC leaves out of line is built once, for the baseline, and every clone calls it (once the rows
+ * kernels had grown, GCC left adampi__grads16 out of the AVX2 clones, whose float16 update then
+ * took 2.9x its time, AMD EPYC). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
 #define ADAMPI__HW_CONVERSIONS 1
 #if defined(ADAMPI_CLONES_AVX2)
