@@ -615,11 +615,11 @@ typedef struct adampi__kernels {
    * in two halves: the state stored and the directions written to u (this thread's scratch,
    * ADAMPI__U_ROWS rows of len floats) while <w, u> is summed; then w from u and w alone, once k
    * is known (adampi__radial_coefficient), alongside the next row's first half
-   * (adampi__prev_row). round16: NULL, or the CPU's float16 rounding (float16
-   * parameters, adampi__f16_rounding): w is then written block by block (ADAMPI__F16_BLOCK) as
-   * float32 and each block rounded from L1 into s->w16. All the rows of a task in one call, not a
-   * call per row through this table and the clones' dispatch (AMD EPYC, AdamP, the update with
-   * projected rows: 0.66 of the time on rows of 64, 0.96 on ResNet-50 shapes, 0.92 on GPT-2's). */
+   * (adampi__prev_row). round16: NULL, or the CPU's float16 rounding (float16 parameters,
+   * adampi__f16_rounding), which then rounds each row from cache into s->w16 once it is final.
+   * All the rows of a task in one call, not a call per row through this table and the clones'
+   * dispatch (AMD EPYC, AdamP, the update with projected rows: 0.58-0.66 of the time on rows of
+   * 64, 0.96 on ResNet-50 shapes, 0.92 on GPT-2's). */
   void (*rows)(const adampi__span *s, int64_t len, const adampi__sums *ww, double eps, float *u,
                adampi__round_fn round16, const adampi__coef *c);
 } adampi__kernels;
@@ -630,10 +630,11 @@ extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
  * one contraction, in adampi__row_sums, is of exact products and rounds alike too).
  * ADAMPI_NO_CLONES builds the baseline only, for the test that compares the two; it also leaves
  * out the float16 conversions by F16C (ADAMPI__HW_CONVERSIONS, precision.c), so that the same test
- * compares them with the software ones. The helpers the kernels call are always inlined: one that
- * GCC leaves out of line is built once, for the baseline, and every clone calls it (once the rows
- * kernels had grown, GCC left adampi__grads16 out of the AVX2 clones, whose float16 update then
- * took 2.9x its time, AMD EPYC). */
+ * compares them with the software ones. A helper of the kernels that GCC leaves out of line is
+ * built once, for the baseline, and every clone calls it: the 16-bit conversions and gradient
+ * reads are always inlined for that reason (once the rows kernels had grown, GCC left
+ * adampi__grads16 out of the AVX2 clones, whose float16 update then took 2.9x its time, AMD
+ * EPYC). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
 #define ADAMPI__HW_CONVERSIONS 1
 #if defined(ADAMPI_CLONES_AVX2)
