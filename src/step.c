@@ -77,8 +77,9 @@ static adampi__span span_at(const adampi *opt, const adampi__tensor *t, float *w
 }
 
 /* The CPU's float16 rounding where span s's parameters are float16 and the CPU converts
- * (adampi__f16_rounding), else NULL: the kernels that write w then write it as float32 block by
- * block and round each block from L1. */
+ * (adampi__f16_rounding), else NULL: the kernels that write w then write it as float32 and round
+ * it by the CPU afterwards (apply block by block, from L1, write_w; the rows row by row, from
+ * cache). */
 static adampi__round_fn cpu_rounding(const adampi__span *s)
 {
   return s->dtype16 == ADAMPI_FLOAT16 ? adampi__f16_rounding() : NULL;
