@@ -160,8 +160,8 @@ static inline __attribute__((always_inline)) double dot_wu_t(const float *g, con
 #define DOT_WU_ARGS                                                                                              \
   const float *g, const uint16_t *g16, float gq, int gt, const float *m, const float *v, const float *w, int64_t n, \
       const adampi__coef *c
-ADAMPI_CLONES static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 1); }
-ADAMPI_CLONES static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 0); }
+ADAMPI_CLONES_WIDE static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 1); }
+ADAMPI_CLONES_NARROW static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 0); }
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
  * moments are stored (m, v are this step's from here on), the directions go to u, and <w, u> is
@@ -236,11 +236,11 @@ static inline __attribute__((always_inline)) void rows_types(const float *g, con
   const float *g, const uint16_t *g16, float gq, int gt, float *m, float *v, float *w, uint16_t *w16, int dt, \
       int64_t n, int64_t len, const adampi__sums *ww, double eps, float *u, adampi__round_fn round16,         \
       const adampi__coef *c
-ADAMPI_CLONES static void rows(ROWS_ARGS)
+ADAMPI_CLONES_WIDE static void rows(ROWS_ARGS)
 {
   rows_types(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 1);
 }
-ADAMPI_CLONES static void rows_narrow(ROWS_ARGS)
+ADAMPI_CLONES_NARROW static void rows_narrow(ROWS_ARGS)
 {
   rows_types(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0);
 }
@@ -338,8 +338,8 @@ static inline __attribute__((always_inline)) void apply_types(const float *g, co
 #define APPLY_ARGS                                                                                 \
   const float *g, const uint16_t *g16, float gq, int gt, float *m, float *v, float *w, uint16_t *w16, \
       int dt, int64_t n, const adampi__coef *c, int proj, float k
-ADAMPI_CLONES static void apply(APPLY_ARGS) { apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 1); }
-ADAMPI_CLONES static void apply_narrow(APPLY_ARGS)
+ADAMPI_CLONES_WIDE static void apply(APPLY_ARGS) { apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 1); }
+ADAMPI_CLONES_NARROW static void apply_narrow(APPLY_ARGS)
 {
   apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 0);
 }

@@ -647,6 +647,19 @@ extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
 #define ADAMPI_CLONES
 #endif
 
+/* The two sets of a kernel (adamp.c, sgdp.c): the wide one runs only where adampi__wide_vectors is
+ * set, that is on x86-64-v4 CPUs in builds with such clones, and the narrow one only elsewhere, so
+ * each is built for those targets alone (where both were ADAMPI_CLONES, half of the clones were
+ * never called, and the rows kernels doubled the library's compile time). Elsewhere both are
+ * ADAMPI_CLONES: the wide set is then never called. */
+#if defined(ADAMPI__WIDE_CLONES)
+#define ADAMPI_CLONES_WIDE __attribute__((target("arch=x86-64-v4")))
+#define ADAMPI_CLONES_NARROW __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ADAMPI_CLONES_WIDE ADAMPI_CLONES
+#define ADAMPI_CLONES_NARROW ADAMPI_CLONES
+#endif
+
 /* 16 lanes as two vectors of 8 doubles (GCC vector extensions): every target clone performs the
  * same additions per lane, whatever its register width. */
 typedef float adampi__v8f __attribute__((vector_size(32), aligned(4)));
