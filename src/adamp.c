@@ -63,9 +63,10 @@ static inline __attribute__((always_inline)) void finish_t(float *restrict w, co
 
 /* finish_t on the 16 elements at w and u in GCC vector extensions (wide: one 64-byte vector, else
  * two 32-byte ones; the same operations in every lane), for wu_pass's fused second half: there,
- * as a plain loop, it stayed scalar (GCC 12). bf16 (a constant): w also rounded into w16. */
+ * as a plain loop, it stayed scalar (GCC 12). r16 (a constant): the 16-bit type w is also rounded
+ * into, at w16 (adampi__round16), or 0. */
 static inline __attribute__((always_inline)) void finish16(float *w, uint16_t *w16, const float *u,
-                                                          const adampi__coef *c, float k, int bf16, int wide)
+                                                          const adampi__coef *c, float k, int r16, int wide)
 {
   float x[16];
   if (wide) {
@@ -81,28 +82,28 @@ static inline __attribute__((always_inline)) void finish16(float *w, uint16_t *w
       memcpy(w + h, &nw, sizeof nw), memcpy(x + h, &nw, sizeof nw);
     }
   }
-  if (bf16) adampi__bf16_round16(x, w16, wide);
+  if (r16) adampi__round16(x, w16, r16, wide);
 }
 
 /* <w, u> over n elements with the moments as this step will make them, u computed 16 at a time
  * and added to the lanes while in registers (internal.h, adampi__block_lanes). store: write the
  * new moments and u (the first half of a channel-projected row; w16: the row's 16-bit parameters,
  * adampi__prefetch_w16); else write nothing. fuse (with store): the second half of the previous
- * row of the task, *prev, element by element alongside, its w as float32 and, with bf16, rounded
- * into its bfloat16 parameters (adampi__prev_row). gt: the gradients' type, g16's where it is
- * 16-bit (adampi__grad_at). gt, store, fuse, bf16 and wide (adampi__wide_vectors, the lanes'
+ * row of the task, *prev, element by element alongside, its w as float32 and, with r16, rounded
+ * into its 16-bit parameters (adampi__prev_row, finish16). gt: the gradients' type, g16's where it
+ * is 16-bit (adampi__grad_at). gt, store, fuse, r16 and wide (adampi__wide_vectors, the lanes'
  * form) are constants. */
 static inline __attribute__((always_inline)) double wu_pass(const float *restrict g, const uint16_t *restrict g16,
                                                            float gq, int gt, float *restrict m,
                                                            float *restrict v, const float *restrict w,
                                                            float *restrict u_out, const uint16_t *w16, int64_t n,
                                                            const adampi__coef *c, int store,
-                                                           const adampi__prev_row *prev, int fuse, int bf16,
+                                                           const adampi__prev_row *prev, int fuse, int r16,
                                                            int wide)
 {
   const adampi__coef cl = *c; /* locals: stores to m, v, u could alias *c otherwise */
   float *restrict pw = fuse ? prev->w : NULL;
-  uint16_t *restrict pw16 = fuse && bf16 ? prev->w16 : NULL;
+  uint16_t *restrict pw16 = fuse && r16 ? prev->w16 : NULL;
   const float *restrict pu = fuse ? prev->u : NULL;
   const float pk = fuse ? prev->k : 0.0f;
   adampi__v8d acc[2] = {{0}, {0}};            /* wide */
@@ -128,10 +129,10 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       }
       if (wide) adampi__lanes_add16(&lanes, w + k, u);
       else adampi__lanes8_add16(&lanes8, w + k, u);
-      if (fuse) finish16(pw + k, bf16 ? pw16 + k : NULL, pu + k, &cl, pk, bf16, wide);
+      if (fuse) finish16(pw + k, r16 ? pw16 + k : NULL, pu + k, &cl, pk, r16, wide);
     }
     if (fuse && k < end) finish_t(pw + k, pu + k, end - k, &cl, pk);
-    if (fuse && bf16 && k < end) adampi__round_w(pw + k, pw16 + k, end - k, ADAMPI_BFLOAT16);
+    if (fuse && r16 && k < end) adampi__round_w(pw + k, pw16 + k, end - k, r16);
     for (int j = 0; k + j < end; j++) { /* the row's last, partial chunk */
       float mi, vi;
       float u = moments_direction(adampi__grad_at(g, g16, k + j, gq, gt), m[k + j], v[k + j], &cl, &mi, &vi);
@@ -171,10 +172,10 @@ ADAMPI_CLONES_NARROW static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(
 static inline __attribute__((always_inline)) double moments_wu_t(const float *g, const uint16_t *g16, float gq,
                                                                 int gt, float *m, float *v, const float *w, float *u,
                                                                 const uint16_t *w16, int64_t n, const adampi__coef *c,
-                                                                const adampi__prev_row *prev, int fuse, int bf16,
+                                                                const adampi__prev_row *prev, int fuse, int r16,
                                                                 int wide)
 {
-#define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, prev, fuse, bf16, wide)
+#define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, prev, fuse, r16, wide)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
@@ -182,13 +183,13 @@ static inline __attribute__((always_inline)) double moments_wu_t(const float *g,
 /* The kernel table's rows (internal.h) over n elements of rows of len (gt a constant): each row's
  * first half fused with the previous row's second half (adampi__prev_row), u alternating between
  * the two halves of the scratch. w is written as float32 and rounded as the parameters' type dt
- * says: bfloat16 (bf16, a constant) as each chunk is written, float16 after each row, from cache
- * (adampi__round_row; by round16 where it is set). */
+ * says: into the type r16 (a constant: bfloat16, or float16 in the wide kernels) as each chunk is
+ * written, else after each row, from cache (adampi__round_row; by round16 where it is set). */
 static inline __attribute__((always_inline)) void rows_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                         float *m, float *v, float *w, uint16_t *w16, int dt,
                                                         int64_t n, int64_t len, const adampi__sums *ww, double eps,
                                                         float *u, adampi__round_fn round16, const adampi__coef *c,
-                                                        int bf16, int wide)
+                                                        int r16, int wide)
 {
   adampi__prev_row prev = {NULL, NULL, NULL, 0.0f};
   for (int64_t o = 0, r = 0; o <= n; o += len, r++) {
@@ -196,9 +197,9 @@ static inline __attribute__((always_inline)) void rows_t(const float *g, const u
       float *uo = u + (r & 1) * len;
       const uint16_t *g16o = g16 ? g16 + o : NULL, *w16o = w16 ? w16 + o : NULL;
       double wu = r == 0
-                      ? moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, NULL, 0, bf16, wide)
-                      : moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, &prev, 1, bf16, wide);
-      if (r > 0 && !bf16) adampi__round_row(&prev, len, dt, round16);
+                      ? moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, NULL, 0, r16, wide)
+                      : moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, &prev, 1, r16, wide);
+      if (r > 0 && !r16) adampi__round_row(&prev, len, dt, round16);
       prev = (adampi__prev_row){w + o, w16 ? w16 + o : NULL, uo, adampi__radial_coefficient(wu, ww[r].ww, eps)};
     } else { /* the last row's second half */
       finish_t(prev.w, prev.u, len, c, prev.k);
@@ -217,7 +218,9 @@ static inline __attribute__((always_inline)) void rows_dt(const float *g, const 
 {
   const int type = ADAMPI__GRAD_TYPE(gt);
   if (type == ADAMPI_BFLOAT16 || (type == ADAMPI_FLOAT32 && dt == ADAMPI_BFLOAT16))
-    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 1, wide);
+    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_BFLOAT16, wide);
+  else if (ADAMPI__F16_WIDE(wide, dt))
+    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_FLOAT16, wide);
   else
     rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0, wide);
 }
@@ -263,7 +266,8 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
 }
 
 /* One AdamP step over n elements (apply_one each); w rounded into w16 as adampi__store_w says (dt
- * a constant where it is inlined); the gradients as in wu_pass, 16-bit ones widened 16 at a time
+ * a constant where it is inlined), or in the wide set each 16 after the block (ADAMPI__ROUNDS16:
+ * float16 parameters; bfloat16 ones take the plain loop); the gradients as in wu_pass, 16-bit ones widened 16 at a time
  * (adampi__grads16) so that the loop vectorizes. cl: the coefficients, a local copy. */
 static inline __attribute__((always_inline)) void apply_body(const float *restrict g, const uint16_t *restrict g16,
                                                             float gq, int gt, float *restrict m,
@@ -272,14 +276,16 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
                                                             int proj, float k, int dt, int wide)
 {
   int64_t i = 0;
-  for (; adampi__update_blocks(gt, dt) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
+  for (; adampi__update_blocks(gt, dt, 0) && i + 16 <= n; i += 16) { /* the rest: the plain loop (0: internal.h) */
     float buf[16];
     adampi__prefetch_write(m + i), adampi__prefetch_write(v + i), adampi__prefetch_write(w + i);
     const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide);
+    const int r16 = ADAMPI__ROUNDS16(wide, dt), d = r16 ? ADAMPI_FLOAT32 : dt; /* r16: rounded after the 16 */
     if (proj)
-      for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, cl, 1, k, dt);
+      for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, cl, 1, k, d);
     else
-      for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, cl, 0, k, dt);
+      for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, cl, 0, k, d);
+    if (r16) adampi__round16(w + i, w16 + i, dt, wide);
   }
   for (; i < n; i++) apply_one(adampi__grad_at(g, g16, i, gq, gt), m, v, w, w16, i, cl, proj, k, dt);
 }

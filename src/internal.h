@@ -374,6 +374,41 @@ static inline __attribute__((always_inline)) float adampi__grad_at(const float *
   return g[i];
 }
 
+/* The element kernels are built for x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA, F16C) and the
+ * baseline, chosen at load time (GCC on x86-64); every clone rounds alike (-ffp-contract=off; the
+ * one contraction, in adampi__row_sums, is of exact products and rounds alike too).
+ * ADAMPI_NO_CLONES builds the baseline only, for the test that compares the two; it also leaves
+ * out the float16 conversions by F16C (ADAMPI__HW_CONVERSIONS, precision.c), so that the same test
+ * compares them with the software ones. A helper of the kernels that GCC leaves out of line is
+ * built once, for the baseline, and every clone calls it: the 16-bit conversions and gradient
+ * reads are always inlined for that reason (once the rows kernels had grown, GCC left
+ * adampi__grads16 out of the AVX2 clones, whose float16 update then took 2.9x its time, AMD
+ * EPYC). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
+#define ADAMPI__HW_CONVERSIONS 1
+#if defined(ADAMPI_CLONES_AVX2)
+#define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define ADAMPI__WIDE_CLONES 1 /* the build has x86-64-v4 clones (adampi__wide_vectors) */
+#endif
+#else
+#define ADAMPI_CLONES
+#endif
+
+/* The two sets of a kernel (adamp.c, sgdp.c): the wide one runs only where adampi__wide_vectors is
+ * set, that is on x86-64-v4 CPUs in builds with such clones, and the narrow one only elsewhere, so
+ * each is built for those targets alone (where both were ADAMPI_CLONES, half of the clones were
+ * never called, and the rows kernels doubled the library's compile time). Elsewhere both are
+ * ADAMPI_CLONES: the wide set is then never called. */
+#if defined(ADAMPI__WIDE_CLONES)
+#define ADAMPI_CLONES_WIDE __attribute__((target("arch=x86-64-v4")))
+#define ADAMPI_CLONES_NARROW __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ADAMPI_CLONES_WIDE ADAMPI_CLONES
+#define ADAMPI_CLONES_NARROW ADAMPI_CLONES
+#endif
+
 /* adampi__from_f16 on 16 finite elements at once, the same bits (GCC vector extensions, every
  * clone alike; the update, its only user, sees finite gradients alone). Normal values rebias the
  * exponent; a subnormal m * 2^-24 is 2^-14 (1 + m/1024) - 2^-14, both normal floats, so the
@@ -431,7 +466,8 @@ static inline __attribute__((always_inline)) void adampi__bf16x8(const uint16_t 
 /* adampi__to_bf16 on the 16 floats at x, into out: one 64-byte vector (wide), or two 32-byte ones
  * (the narrower clones' form), the same bits for every input. The projected rows' second halves
  * round each chunk as they write it (adamp.c, sgdp.c): a pass over each row from cache afterwards,
- * as float16 takes by the CPU's conversion, made the bfloat16 update 5-9% slower (AMD EPYC). */
+ * as float16 takes in the narrower clones by the CPU's conversion, made the bfloat16 update 5-9%
+ * slower (AMD EPYC). */
 static inline __attribute__((always_inline)) void adampi__bf16_round16(const float *x, uint16_t *out, int wide)
 {
   if (wide) {
@@ -513,14 +549,54 @@ static inline void adampi__prefetch_w16(const uint16_t *w16, int64_t k)
   if (w16 && (k & 31) == 0) __builtin_prefetch(w16 + k, 1);
 }
 
+/* The 16 floats at w rounded into float16 at w16 by the CPU (vcvtps2ph, to nearest even: the bits
+ * of adampi__to_f16 for every float, as adampi__f16_rounding's; test_mixed checks all 2^32), for
+ * the wide kernels: x86-64-v4 CPUs all have F16C. Not always_inline: an always_inline function
+ * with a target of its own cannot sit in the kernels' shared helpers, which every set inlines; GCC
+ * inlines this one into the wide kernels, whose target it shares (nm shows no copy out of line).
+ * ADAMPI__F16_WIDE: whether a kernel of the wide set (wide, a constant) rounds float16 parameters
+ * (dt) so, 16 at a time as it writes them. Builds without x86-64-v4 clones never call the wide
+ * set; there it is 0, and the function the software rounding. */
+#if defined(ADAMPI__WIDE_CLONES)
+#include <immintrin.h>
+#define ADAMPI__F16_WIDE(wide, dt) ((wide) && (dt) == ADAMPI_FLOAT16)
+__attribute__((target("arch=x86-64-v4"))) static inline void adampi__f16_round16_wide(const float *w, uint16_t *w16)
+{
+  __m256i h = _mm512_cvtps_ph(_mm512_loadu_ps(w), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  _mm256_storeu_si256((__m256i *)w16, h);
+}
+#else
+#define ADAMPI__F16_WIDE(wide, dt) 0
+static inline void adampi__f16_round16_wide(const float *w, uint16_t *w16)
+{
+  for (int j = 0; j < 16; j++) w16[j] = adampi__to_f16(w[j]);
+}
+#endif
+
+/* The 16 floats at w rounded into the 16-bit type dt at w16 (a constant: bfloat16 in either form,
+ * float16 in the wide one alone, ADAMPI__F16_WIDE), where a kernel writes w as float32 and then
+ * rounds each 16 while they are in registers or L1. ADAMPI__ROUNDS16: whether the unprojected
+ * update of the wide set does so (it then writes no 16-bit value element by element). Where it
+ * does not, float16 parameters are rounded after each block of ADAMPI__F16_BLOCK (write_w, the
+ * narrower clones with F16C), or element by element. */
+#define ADAMPI__ROUNDS16(wide, dt) ((wide) && ((dt) == ADAMPI_BFLOAT16 || ADAMPI__F16_WIDE(wide, dt)))
+static inline __attribute__((always_inline)) void adampi__round16(const float *w, uint16_t *w16, int dt, int wide)
+{
+  if (dt == ADAMPI_BFLOAT16) adampi__bf16_round16(w, w16, wide);
+  else adampi__f16_round16_wide(w, w16);
+}
+
 /* Whether the unprojected update goes 16 elements at a time, prefetching ahead
  * (adampi__grads_ahead16): for float16 gradients, and for float32 ones where w is not rounded to
- * bfloat16 in the same loop. The plain loop vectorizes better for the others (AMD EPYC: with
- * bfloat16 gradients the update took 1.6x as long in the blocked form, with float32 ones and
- * bfloat16 parameters 1.2-1.3x). gt and dt as in the kernels' apply. */
-static inline int adampi__update_blocks(int gt, int dt)
+ * bfloat16 in the same loop; blocks (a constant) for all of them (SGDP's wide set, which rounds
+ * bfloat16 parameters by adampi__round16: AMD EPYC, ResNet-50 shapes, bfloat16 gradients, its
+ * update took 0.87-0.92 of the plain loop's time; AdamP's 1.06, so AdamP passes 0). The plain loop
+ * vectorizes better for the others (AMD EPYC: with bfloat16 gradients the update took 1.6x as long
+ * in the blocked form, with float32 ones and bfloat16 parameters 1.2-1.3x, each rounding element
+ * by element). gt and dt as in the kernels' apply. */
+static inline int adampi__update_blocks(int gt, int dt, int blocks)
 {
-  return ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16 || (gt == ADAMPI_FLOAT32 && dt != ADAMPI_BFLOAT16);
+  return blocks || ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16 || (gt == ADAMPI_FLOAT32 && dt != ADAMPI_BFLOAT16);
 }
 
 /* One block of the unprojected update's gradients, the 16 from k as adampi__grad_at gives them,
@@ -562,7 +638,10 @@ static inline float adampi__radial_coefficient(double wu, double ww, double eps)
 
 /* Elements per block where the update rounds w into float16 by the CPU's conversion
  * (adampi__f16_rounding: vcvtps2ph, one instruction per vector where adampi__to_f16 takes about
- * fifteen, same bits): the kernel writes a block of w (8 KiB), which is then rounded from L1. */
+ * fifteen, same bits): the kernel writes a block of w (8 KiB), which is then rounded from L1. Only
+ * the narrower clones do so since the fourteenth round; the wide ones round each 16
+ * (adampi__round16: AMD EPYC, ResNet-50 shapes, random gradients, float16 parameters, the AdamP
+ * update took 0.81-0.87 of its time, SGDP's 0.77). */
 #define ADAMPI__F16_BLOCK 2048
 
 /* w[0..n) rounded into w16 as adampi__store_w rounds each element (dt ADAMPI_BFLOAT16 or
@@ -616,7 +695,8 @@ typedef struct adampi__kernels {
    * ADAMPI__U_ROWS rows of len floats) while <w, u> is summed; then w from u and w alone, once k
    * is known (adampi__radial_coefficient), alongside the next row's first half
    * (adampi__prev_row). round16: NULL, or the CPU's float16 rounding (float16 parameters,
-   * adampi__f16_rounding), which then rounds each row from cache into s->w16 once it is final.
+   * adampi__f16_rounding), which then rounds each row from cache into s->w16 once it is final
+   * (the wide kernels round each chunk as they write it, adampi__round16, and the last row so).
    * All the rows of a task in one call, not a call per row through this table and the clones'
    * dispatch (AMD EPYC, AdamP, the update with projected rows: 0.58-0.66 of the time on rows of
    * 64, 0.96 on ResNet-50 shapes, 0.92 on GPT-2's). */
@@ -624,41 +704,6 @@ typedef struct adampi__kernels {
                adampi__round_fn round16, const adampi__coef *c);
 } adampi__kernels;
 extern const adampi__kernels adampi__adamp_kernels, adampi__sgdp_kernels;
-
-/* The element kernels are built for x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA, F16C) and the
- * baseline, chosen at load time (GCC on x86-64); every clone rounds alike (-ffp-contract=off; the
- * one contraction, in adampi__row_sums, is of exact products and rounds alike too).
- * ADAMPI_NO_CLONES builds the baseline only, for the test that compares the two; it also leaves
- * out the float16 conversions by F16C (ADAMPI__HW_CONVERSIONS, precision.c), so that the same test
- * compares them with the software ones. A helper of the kernels that GCC leaves out of line is
- * built once, for the baseline, and every clone calls it: the 16-bit conversions and gradient
- * reads are always inlined for that reason (once the rows kernels had grown, GCC left
- * adampi__grads16 out of the AVX2 clones, whose float16 update then took 2.9x its time, AMD
- * EPYC). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ADAMPI_NO_CLONES)
-#define ADAMPI__HW_CONVERSIONS 1
-#if defined(ADAMPI_CLONES_AVX2)
-#define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define ADAMPI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define ADAMPI__WIDE_CLONES 1 /* the build has x86-64-v4 clones (adampi__wide_vectors) */
-#endif
-#else
-#define ADAMPI_CLONES
-#endif
-
-/* The two sets of a kernel (adamp.c, sgdp.c): the wide one runs only where adampi__wide_vectors is
- * set, that is on x86-64-v4 CPUs in builds with such clones, and the narrow one only elsewhere, so
- * each is built for those targets alone (where both were ADAMPI_CLONES, half of the clones were
- * never called, and the rows kernels doubled the library's compile time). Elsewhere both are
- * ADAMPI_CLONES: the wide set is then never called. */
-#if defined(ADAMPI__WIDE_CLONES)
-#define ADAMPI_CLONES_WIDE __attribute__((target("arch=x86-64-v4")))
-#define ADAMPI_CLONES_NARROW __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define ADAMPI_CLONES_WIDE ADAMPI_CLONES
-#define ADAMPI_CLONES_NARROW ADAMPI_CLONES
-#endif
 
 /* 16 lanes as two vectors of 8 doubles (GCC vector extensions): every target clone performs the
  * same additions per lane, whatever its register width. */

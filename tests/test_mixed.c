@@ -112,7 +112,8 @@ END_TEST
  * instructions; they must give the bits of the software conversions (src/dtype.h, which the
  * baseline build and machines without F16C use) for every input: all 2^32 floats, shared among the
  * ranks (1/64 of them, every exponent, in the sanitizer build), and all 2^16 halves, the
- * signalling NaNs among them (which vcvtph2ps would quiet). The bfloat16 rounding too, the
+ * signalling NaNs among them (which vcvtph2ps would quiet); and, on x86-64-v4 CPUs, the wide
+ * kernels' float16 rounding 16 at a time (adampi__f16_round16_wide). The bfloat16 rounding too, the
  * library's vector loop (its clone for this CPU) and the projected rows' 16 at a time
  * (adampi__bf16_round16, both forms) against the formula element by element here. */
 #ifdef __SANITIZE_ADDRESS__
@@ -127,8 +128,11 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
   static uint16_t got[CHUNK], want[CHUNK];
   int rank = test_rank(), size = test_size();
   uint64_t per = ((1ull << 32) / CHUNK + (uint64_t)size - 1) / (uint64_t)size;
-  long bad = 0, bad_bf16 = 0, bad_bf16_16 = 0;
-  uint32_t first_bad = 0, first_bad_bf16 = 0, first_bad_bf16_16 = 0;
+  long bad = 0, bad_bf16 = 0, bad_bf16_16 = 0, bad_f16_16 = 0;
+  uint32_t first_bad = 0, first_bad_bf16 = 0, first_bad_bf16_16 = 0, first_bad_f16_16 = 0;
+#if defined(ADAMPI__WIDE_CLONES)
+  const int wide_cpu = __builtin_cpu_supports("x86-64-v4");
+#endif
   for (uint64_t c = (uint64_t)rank * per; c < (uint64_t)(rank + 1) * per && c < (1ull << 32) / CHUNK; c++) {
     if (c % F16_CHUNK_STRIDE != 0) continue;
     for (uint32_t j = 0; j < CHUNK; j++) in[j] = from_bits((uint32_t)(c * CHUNK) + j);
@@ -137,6 +141,14 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
     if (memcmp(got, want, sizeof got) != 0)
       for (uint32_t j = 0; j < CHUNK; j++)
         if (got[j] != want[j] && bad++ == 0) first_bad = (uint32_t)(c * CHUNK) + j;
+#if defined(ADAMPI__WIDE_CLONES)
+    if (wide_cpu) { /* the wide kernels' float16 rounding, 16 at a time */
+      for (uint32_t j = 0; j < CHUNK; j += 16) adampi__f16_round16_wide(in + j, got + j);
+      if (memcmp(got, want, sizeof got) != 0)
+        for (uint32_t j = 0; j < CHUNK; j++)
+          if (got[j] != want[j] && bad_f16_16++ == 0) first_bad_f16_16 = (uint32_t)(c * CHUNK) + j;
+    }
+#endif
     ck_assert_int_eq(adampi_round_to(ADAMPI_BFLOAT16, in, got, CHUNK), ADAMPI_OK);
     for (uint32_t j = 0; j < CHUNK; j++) {
       volatile float x = in[j]; /* one element at a time, not the library's vector loop */
@@ -154,6 +166,10 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
   }
   ck_assert_msg(bad == 0, "rank %d: %ld floats round to other float16 bits than the software's, the first 0x%08x", rank,
                 bad, first_bad);
+  ck_assert_msg(bad_f16_16 == 0,
+                "rank %d: adampi__f16_round16_wide rounds %ld floats to other float16 bits than the software's, "
+                "the first 0x%08x",
+                rank, bad_f16_16, first_bad_f16_16);
   ck_assert_msg(bad_bf16 == 0, "rank %d: %ld floats round to other bfloat16 bits than the formula's, the first 0x%08x",
                 rank, bad_bf16, first_bad_bf16);
   ck_assert_msg(bad_bf16_16 == 0,
