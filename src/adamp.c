@@ -267,8 +267,9 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
 
 /* One AdamP step over n elements (apply_one each); w rounded into w16 as adampi__store_w says (dt
  * a constant where it is inlined), or in the wide set each 16 after the block (ADAMPI__ROUNDS16:
- * float16 parameters; bfloat16 ones take the plain loop); the gradients as in wu_pass, 16-bit ones widened 16 at a time
- * (adampi__grads16) so that the loop vectorizes. cl: the coefficients, a local copy. */
+ * float16 parameters; bfloat16 ones take the plain loop, adampi__update_blocks); the gradients as
+ * in wu_pass, 16-bit ones widened 16 at a time (adampi__grads16) so that the loop vectorizes. cl:
+ * the coefficients, a local copy. */
 static inline __attribute__((always_inline)) void apply_body(const float *restrict g, const uint16_t *restrict g16,
                                                             float gq, int gt, float *restrict m,
                                                             float *restrict v, float *restrict w,
@@ -276,7 +277,7 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
                                                             int proj, float k, int dt, int wide)
 {
   int64_t i = 0;
-  for (; adampi__update_blocks(gt, dt, 0) && i + 16 <= n; i += 16) { /* the rest: the plain loop (0: internal.h) */
+  for (; adampi__update_blocks(gt, dt, 0) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
     float buf[16];
     adampi__prefetch_write(m + i), adampi__prefetch_write(v + i), adampi__prefetch_write(w + i);
     const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide);
