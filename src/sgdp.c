@@ -212,8 +212,8 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
 
 /* apply_one over n elements; w rounded into w16 as adampi__store_w says (dt a constant where it is
  * inlined), or in the wide set, which goes in blocks for every type, each 16 after the block
- * (ADAMPI__ROUNDS16); the gradients as in wu_pass, 16-bit ones widened 16 at a time (adampi__grads16) so
- * that the loop vectorizes. cl: the coefficients, a local copy. */
+ * (ADAMPI__ROUNDS16); the gradients as in wu_pass, 16-bit ones widened 16 at a time
+ * (adampi__grads16) so that the loop vectorizes. cl: the coefficients, a local copy. */
 static inline __attribute__((always_inline)) void apply_body(const float *restrict g, const uint16_t *restrict g16,
                                                             float gq, int gt, float *restrict b,
                                                             float *restrict w, uint16_t *restrict w16, int64_t n,

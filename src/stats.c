@@ -47,8 +47,8 @@ void adampi__row_sums_narrow(const float *g, const float *w, int64_t n, adampi__
  * pass on GPT-2 shapes took 0.92-1.03 of its time without them, 0.96 over four runs, ResNet-50's
  * 1.00, AMD EPYC); float16 by F16C's vcvtph2ps, one instruction, which keeps Inf and turns a
  * signalling NaN into the quiet NaN of the same payload, as the unscaling after it (or the widening
- * to double, where the scale is 1) does to adampi__from_f16's. The sums are those of the row buffer for every
- * input. (adampi__f16x16, the update's software form, is for finite values only.) */
+ * to double, where the scale is 1) does to adampi__from_f16's. The sums are those of the row buffer
+ * for every input. (adampi__f16x16, the update's software form, is for finite values only.) */
 WIDE_ONLY static inline __attribute__((always_inline)) adampi__v16f widen16(const uint16_t *h, int gt)
 {
   adampi__v16f x;
