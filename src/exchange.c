@@ -38,8 +38,25 @@ static void add_block(float *restrict mine, const float *restrict own, const flo
     for (int64_t i = 0; i < len; i++) mine[i] += in[i];
 }
 
-/* Elements per block: 16-bit terms are widened into two blocks of scratch that stay in L1, and a
- * gradient scale unscales the block while it is there (adampi__unscale_array). */
+/* add_block on bfloat16 terms, each widened as it is read (a shift: exact for every value). */
+ADAMPI_CLONES
+static void add_block_bf16(float *restrict mine, const uint16_t *restrict own, const uint16_t *restrict in, int64_t len,
+                           int first, int last, float ranks)
+{
+  if (first && last)
+    for (int64_t i = 0; i < len; i++) mine[i] = (adampi__from_bf16(own[i]) + adampi__from_bf16(in[i])) / ranks;
+  else if (first)
+    for (int64_t i = 0; i < len; i++) mine[i] = adampi__from_bf16(own[i]) + adampi__from_bf16(in[i]);
+  else if (last)
+    for (int64_t i = 0; i < len; i++) mine[i] = (mine[i] + adampi__from_bf16(in[i])) / ranks;
+  else
+    for (int64_t i = 0; i < len; i++) mine[i] += adampi__from_bf16(in[i]);
+}
+
+/* Elements per block: a gradient scale unscales the block while it is in L1
+ * (adampi__unscale_array). 16-bit terms are widened as they are added, bfloat16 by
+ * add_block_bf16 and float16 by the CPU's conversion (adampi__f16_adding); without it, into two
+ * blocks of scratch that stay in L1. */
 #define BLOCK 2048
 
 void adampi__add_round(const adampi *opt, float *mine, const void *own, const void *in, int64_t len, int first,
@@ -48,16 +65,23 @@ void adampi__add_round(const adampi *opt, float *mine, const void *own, const vo
   const adampi_dtype dt = opt->cfg.dtype;
   const size_t elem = opt->elem;
   const float ranks = (float)opt->size;
+  const adampi__add16_fn add_f16 = dt == ADAMPI_FLOAT16 ? adampi__f16_adding() : NULL;
   float a[BLOCK], b[BLOCK];
   for (int64_t k = 0; k < len; k += BLOCK) {
     int64_t m = len - k < BLOCK ? len - k : BLOCK;
     const float *o = at(own, k, elem), *x = at(in, k, elem);
-    if (dt != ADAMPI_FLOAT32) {
-      if (first) adampi__widen(dt, o, a, m);
-      adampi__widen(dt, x, b, m);
-      o = a, x = b;
+    if (dt == ADAMPI_BFLOAT16) {
+      add_block_bf16(mine + k, at(own, k, elem), at(in, k, elem), m, first, last, ranks);
+    } else if (add_f16) {
+      add_f16(mine + k, at(own, k, elem), at(in, k, elem), m, first, last, ranks);
+    } else {
+      if (dt != ADAMPI_FLOAT32) {
+        if (first) adampi__widen(dt, o, a, m);
+        adampi__widen(dt, x, b, m);
+        o = a, x = b;
+      }
+      add_block(mine + k, o, x, m, first, last, ranks);
     }
-    add_block(mine + k, o, x, m, first, last, ranks);
     if (last) adampi__unscale_array(mine + k, m, scale);
   }
 }

@@ -211,6 +211,13 @@ void adampi__round(adampi_dtype dtype, const float *in, void *out, int64_t n);
  * where the CPU lacks it or the build is ADAMPI_NO_CLONES. adampi__round uses it by itself; the
  * update pass calls it on blocks of w it has just written (step.c, write_w). */
 adampi__round_fn adampi__f16_rounding(void);
+/* One round of the gradient reduction over n float16 terms (exchange.c's add_block, widened as
+ * adampi__from_f16 widens): acc = (first ? own : acc) + in, then / ranks if last. The CPU's
+ * widening (F16C, AVX-512) in one pass, or NULL where the CPU lacks it or the build is
+ * ADAMPI_NO_CLONES. */
+typedef void (*adampi__add16_fn)(float *acc, const uint16_t *own, const uint16_t *in, int64_t n, int first, int last,
+                                 float ranks);
+adampi__add16_fn adampi__f16_adding(void);
 /* The gradients of a step as the passes read them: out <- widen(g) / scale (g may be out for float32). */
 void adampi__intake(adampi_dtype dtype, const void *g, float *out, int64_t n, float scale);
 /* Does this step read t's gradients where the caller passed them (opt->intake), in every pass,

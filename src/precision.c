@@ -111,6 +111,38 @@ __attribute__((target(F16_AVX2))) static void widen_f16_avx2(const uint16_t *in,
   for (; i < n; i++) out[i] = adampi__from_f16(in[i]);
 }
 
+/* One round of the data-parallel gradient reduction over float16 terms (exchange.c's add_block,
+ * adampi__f16_adding): acc = (first ? own : acc) + in, divided by ranks in the last round, each
+ * term widened by vcvtph2ps, and a vector holding a NaN by adampi__from_f16, as widen_f16_avx512
+ * does. One pass over both ranks' terms instead of two widenings into scratch and an addition.
+ * AVX-512 only: no machine here runs the AVX2 level, which keeps the widenings into scratch. */
+static inline float add_term(float a, float x, int last, float ranks)
+{
+  float s = a + x;
+  return last ? s / ranks : s;
+}
+
+__attribute__((target(F16_AVX512))) static void add_f16_avx512(float *acc, const uint16_t *own, const uint16_t *in,
+                                                                int64_t n, int first, int last, float ranks)
+{
+  const __m256i mag = _mm256_set1_epi16(0x7FFF), inf = _mm256_set1_epi16(0x7C00);
+  const __m512 r = _mm512_set1_ps(ranks);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256i hx = _mm256_loadu_si256((const __m256i *)(in + i));
+    __m256i ho = first ? _mm256_loadu_si256((const __m256i *)(own + i)) : _mm256_setzero_si256();
+    if (_mm256_cmpgt_epu16_mask(_mm256_and_si256(hx, mag), inf) |
+        _mm256_cmpgt_epu16_mask(_mm256_and_si256(ho, mag), inf)) {
+      for (int64_t j = i; j < i + 16; j++)
+        acc[j] = add_term(first ? adampi__from_f16(own[j]) : acc[j], adampi__from_f16(in[j]), last, ranks);
+      continue;
+    }
+    __m512 s = _mm512_add_ps(first ? _mm512_cvtph_ps(ho) : _mm512_loadu_ps(acc + i), _mm512_cvtph_ps(hx));
+    _mm512_storeu_ps(acc + i, last ? _mm512_div_ps(s, r) : s);
+  }
+  for (; i < n; i++) acc[i] = add_term(first ? adampi__from_f16(own[i]) : acc[i], adampi__from_f16(in[i]), last, ranks);
+}
+
 /* 2: AVX-512 with F16C, 1: AVX2 with F16C (the OS saving the registers: libgcc checks), 0: none.
  * Read once, when the library is loaded (one thread, before any call), so that the update pass's
  * threads only read it; 0 (the software conversions, the same bits) until then. */
@@ -134,6 +166,14 @@ adampi__round_fn adampi__f16_rounding(void)
   case 2: return round_f16_avx512;
   case 1: return round_f16_avx2;
   }
+#endif
+  return NULL;
+}
+
+adampi__add16_fn adampi__f16_adding(void)
+{
+#if defined(ADAMPI__HW_CONVERSIONS)
+  if (f16_level == 2) return add_f16_avx512;
 #endif
   return NULL;
 }
