@@ -69,12 +69,12 @@ void adampi__add_round(const adampi *opt, float *mine, const void *own, const vo
   float a[BLOCK], b[BLOCK];
   for (int64_t k = 0; k < len; k += BLOCK) {
     int64_t m = len - k < BLOCK ? len - k : BLOCK;
-    const float *o = at(own, k, elem), *x = at(in, k, elem);
     if (dt == ADAMPI_BFLOAT16) {
       add_block_bf16(mine + k, at(own, k, elem), at(in, k, elem), m, first, last, ranks);
     } else if (add_f16) {
       add_f16(mine + k, at(own, k, elem), at(in, k, elem), m, first, last, ranks);
     } else {
+      const float *o = at(own, k, elem), *x = at(in, k, elem);
       if (dt != ADAMPI_FLOAT32) {
         if (first) adampi__widen(dt, o, a, m);
         adampi__widen(dt, x, b, m);

@@ -52,7 +52,8 @@ adampi_status adampi__pairwise_share(adampi *opt, void *buf, size_t elem, void *
 
 /* Round s of the gradient mean over len elements: mine <- own + in (s = 1) or mine + in, and in
  * the last round (P - 1) divided by P, then by scale unless it is 1. own and in are in the caller's
- * element type and widened exactly first. The one place the reduction's additions are made. */
+ * element type, each term widened exactly as it is added (float16 by precision.c's
+ * adampi__f16_adding where the CPU has it). The one place the reduction's additions are made. */
 void adampi__add_round(const adampi *opt, float *mine, const void *own, const void *in, int64_t len, int first,
                        int last, float scale);
 
