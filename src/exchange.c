@@ -22,35 +22,42 @@ static MPI_Datatype mpi_elem(size_t elem) { return elem == sizeof(float) ? MPI_F
 
 static const void *at(const void *p, int64_t k, size_t elem) { return (const char *)p + (size_t)k * elem; }
 
+/* Term i of a round's operand: float32, or bfloat16 widened by its shift (exact for every value;
+ * bf16 a constant wherever it is inlined). */
+static inline __attribute__((always_inline)) float term(const void *p, int64_t i, int bf16)
+{
+  return bf16 ? adampi__from_bf16(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
 /* The additions of one round over a block: the first round adds in to this rank's own gradients,
  * later ones to the running sum, and the last also divides by the rank count. The same additions,
  * in the same order, as copy, add round by round, divide; in one pass instead of three. */
+static inline __attribute__((always_inline)) void add_terms(float *restrict mine, const void *restrict own,
+                                                            const void *restrict in, int64_t len, int first,
+                                                            int last, float ranks, int bf16)
+{
+  if (first && last)
+    for (int64_t i = 0; i < len; i++) mine[i] = (term(own, i, bf16) + term(in, i, bf16)) / ranks;
+  else if (first)
+    for (int64_t i = 0; i < len; i++) mine[i] = term(own, i, bf16) + term(in, i, bf16);
+  else if (last)
+    for (int64_t i = 0; i < len; i++) mine[i] = (mine[i] + term(in, i, bf16)) / ranks;
+  else
+    for (int64_t i = 0; i < len; i++) mine[i] += term(in, i, bf16);
+}
+
 static void add_block(float *restrict mine, const float *restrict own, const float *restrict in, int64_t len, int first,
                       int last, float ranks)
 {
-  if (first && last)
-    for (int64_t i = 0; i < len; i++) mine[i] = (own[i] + in[i]) / ranks;
-  else if (first)
-    for (int64_t i = 0; i < len; i++) mine[i] = own[i] + in[i];
-  else if (last)
-    for (int64_t i = 0; i < len; i++) mine[i] = (mine[i] + in[i]) / ranks;
-  else
-    for (int64_t i = 0; i < len; i++) mine[i] += in[i];
+  add_terms(mine, own, in, len, first, last, ranks, 0);
 }
 
-/* add_block on bfloat16 terms, each widened as it is read (a shift: exact for every value). */
+/* add_block on bfloat16 terms, each widened as it is read. */
 ADAMPI_CLONES
 static void add_block_bf16(float *restrict mine, const uint16_t *restrict own, const uint16_t *restrict in, int64_t len,
                            int first, int last, float ranks)
 {
-  if (first && last)
-    for (int64_t i = 0; i < len; i++) mine[i] = (adampi__from_bf16(own[i]) + adampi__from_bf16(in[i])) / ranks;
-  else if (first)
-    for (int64_t i = 0; i < len; i++) mine[i] = adampi__from_bf16(own[i]) + adampi__from_bf16(in[i]);
-  else if (last)
-    for (int64_t i = 0; i < len; i++) mine[i] = (mine[i] + adampi__from_bf16(in[i])) / ranks;
-  else
-    for (int64_t i = 0; i < len; i++) mine[i] += adampi__from_bf16(in[i]);
+  add_terms(mine, own, in, len, first, last, ranks, 1);
 }
 
 /* Elements per block: a gradient scale unscales the block while it is in L1
