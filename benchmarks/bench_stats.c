@@ -2,7 +2,7 @@
  * bench_stats - what limits the statistics pass on this machine. It times, over the same g and w
  * and interleaved round by round in one process (medians):
  *   - a read-only pass over g and w (16 float lanes; plain and prefetching 2 KiB ahead, the faster
- *     counts), the reference bench_step holds the statistics pass to;
+ *     counts), the reference bench_step holds the statistics pass to (its own kernels: floor.h);
  *   - the library's row sums, adampi__row_sums_body (internal.h: the very loop of stats.c), built
  *     for each vector width the library is built for (x86-64-v4: AVX-512, x86-64-v3: AVX2, and the
  *     baseline), one call per row as the pass makes them; the library's dispatcher runs the first
@@ -25,6 +25,7 @@
  * partial row dropped), R rounds (default 15). One process, one thread; no MPI.
  */
 #define _GNU_SOURCE
+#include "floor.h"
 #include "internal.h"
 #include "timing.h"
 
@@ -116,31 +117,9 @@ __attribute__((noinline)) static void blocks_base(const float *g, const float *w
   float_blocks_body(g, w, n, out);
 }
 
-/* The read-only references, as bench_step's bw_read2 and bw_read2_ahead (one thread). */
-typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
-CLONES __attribute__((noinline)) static float read_plain(const float *g, const float *w, int64_t n)
-{
-  bench_v16f a = {0}, b = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
-  for (; i < n; i++) a[0] += g[i] + w[i];
-  float total = 0.0f;
-  for (int j = 0; j < 16; j++) total += a[j] + b[j];
-  return total;
-}
-CLONES __attribute__((noinline)) static float read_ahead(const float *g, const float *w, int64_t n)
-{
-  bench_v16f a = {0}, b = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    __builtin_prefetch(g + i + 512, 0), __builtin_prefetch(w + i + 512, 0);
-    a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
-  }
-  for (; i < n; i++) a[0] += g[i] + w[i];
-  float total = 0.0f;
-  for (int j = 0; j < 16; j++) total += a[j] + b[j];
-  return total;
-}
+/* The read-only references are bench_step's own, read2 and read2_ahead of floor.h, on one thread,
+ * in the form of the clones this CPU runs (floor_select). */
+static const struct floor_kernels *floor_;
 
 enum { READ_PLAIN, READ_AHEAD, FIRST_ROWS }; /* the variants' first indices */
 enum kind { READ, READ_PREFETCHING, ROWS, ONE_ROW };
@@ -164,8 +143,8 @@ static volatile float sink_;
 static double run(const variant *v, const float *g, const float *w, int64_t len, int64_t rows, adampi__sums *out)
 {
   double t0 = now();
-  if (v->kind == READ) sink_ += read_plain(g, w, len * rows);
-  else if (v->kind == READ_PREFETCHING) sink_ += read_ahead(g, w, len * rows);
+  if (v->kind == READ) sink_ += floor_->read2(g, w, len * rows);
+  else if (v->kind == READ_PREFETCHING) sink_ += floor_->read2_ahead(g, w, len * rows);
   else if (v->kind == ONE_ROW) v->fn(g, w, len * rows, out);
   else
     for (int64_t r = 0; r < rows; r++) v->fn(g + r * len, w + r * len, len, out + r);
@@ -188,6 +167,7 @@ static int64_t positive(const char *opt, const char *s)
 int main(int argc, char **argv)
 {
   int64_t millions = 24, rounds = 15, lens[16], nlens = 0;
+  floor_ = floor_select();
   const char *len_list = "147,256,768,2304,3072";
   for (int i = 1; i < argc; i++) {
     if (i + 1 >= argc) {

@@ -25,6 +25,7 @@
  */
 #define _GNU_SOURCE /* madvise */
 #include "adampi.h"
+#include "floor.h"
 #include "shapes.h"
 #include "timing.h"
 
@@ -43,17 +44,6 @@ static int rank_, size_;
 
 
 /* Fused Adam (no projection), one loop over the shard: 28 bytes per element. */
-static int threads_ = 1;
-
-/* Software prefetch as the library's kernels do it (src/internal.h, adampi__prefetch_read): the
- * line 2 KiB ahead. The floor's kernels of the update's pattern and of the statistics reads run
- * both plain and prefetching in every round, and the floor takes the faster of the two medians:
- * what this machine reaches for the pattern, either way (on AMD EPYC the prefetching update kernels
- * of the library ran faster than the plain reference ones, which made the floor no floor). */
-#define AHEAD 2048
-static inline void ahead_r(const void *p) { __builtin_prefetch((const void *)((uintptr_t)p + AHEAD), 0); }
-static inline void ahead_w(const void *p) { __builtin_prefetch((const void *)((uintptr_t)p + AHEAD), 1); }
-
 CLONES static void fused_adam(const float *g, float *m, float *v, float *w, int64_t n, float b1, float b2, float lr,
                               float bc1, float bc2, float eps, float decay)
 {
@@ -77,56 +67,14 @@ CLONES static void fused_sgd(const float *g, float *b, float *w, int64_t n, floa
 
 /* The same access pattern with (almost) no arithmetic. It runs between adampi's steps on the same
  * buffers, so it keeps them plausible: v stays >= 0 and w moves as little as a real step. Each
- * kernel of the update's pattern has a version *_ahead: the same operations 16 elements at a time
- * (GCC vector extensions: written as loops, GCC left some of them scalar), after prefetching the
- * lines AHEAD bytes on. They are functions of their own, so that the plain kernels compile as they
- * did. */
-typedef float bench_v16f __attribute__((vector_size(64), aligned(4)));
-typedef uint16_t bench_v16h __attribute__((vector_size(32), aligned(2)));
-typedef uint32_t bench_v16u __attribute__((vector_size(64)));
-
-static inline void adam16(const bench_v16f *gp, float *m, float *v, float *w)
-{
-  const bench_v16f g = *gp;
-  bench_v16f *mv = (bench_v16f *)m, *vv = (bench_v16f *)v, *wv = (bench_v16f *)w;
-  bench_v16f mo = *mv * 0.5f + g, vo = *vv * 0.5f + g * g, wo = *wv * 0.99999f - 1e-6f * g;
-  *mv = mo, *vv = vo, *wv = wo; /* all loads, then all stores, as adampi's update */
-}
-
-static inline void sgd16(const bench_v16f *gp, float *b, float *w)
-{
-  const bench_v16f g = *gp;
-  bench_v16f *bv = (bench_v16f *)b, *wv = (bench_v16f *)w;
-  bench_v16f bo = *bv * 0.5f + g, wo = *wv * 0.99999f - 1e-6f * g;
-  *bv = bo, *wv = wo;
-}
-
-/* 16 bfloat16 values as floats (the shift of bench_bf16). Vectors cross these calls by pointer, so
- * that no clone's ABI depends on its vector width. */
-static inline void widen16(const uint16_t *h, bench_v16f *out)
-{
-  *out = (bench_v16f)(__builtin_convertvector(*(const bench_v16h *)h, bench_v16u) << 16);
-}
-
+ * kernel of the update's pattern has a version *_ahead (floor_kernels.h): the same operations 16
+ * elements at a time (GCC vector extensions: written as loops, GCC left some of them scalar), after
+ * prefetching the lines AHEAD bytes on. They are functions of their own, so that the plain kernels
+ * compile as they did. */
 CLONES static void bw_adam(const float *g, float *m, float *v, float *w, int64_t n)
 {
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = 0; i < n; i++) {
-    m[i] = m[i] * 0.5f + g[i];
-    v[i] = v[i] * 0.5f + g[i] * g[i];
-    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
-  }
-}
-
-CLONES static void bw_adam_ahead(const float *g, float *m, float *v, float *w, int64_t n)
-{
-  const int64_t n16 = n / 16 * 16;
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t k = 0; k < n16; k += 16) {
-    ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
-    adam16((const bench_v16f *)(g + k), m + k, v + k, w + k);
-  }
-  for (int64_t i = n16; i < n; i++) {
     m[i] = m[i] * 0.5f + g[i];
     v[i] = v[i] * 0.5f + g[i] * g[i];
     w[i] = w[i] * 0.99999f - 1e-6f * g[i];
@@ -142,28 +90,6 @@ CLONES static void bw_sgd(const float *g, float *b, float *w, int64_t n)
   }
 }
 
-CLONES static void bw_sgd_ahead(const float *g, float *b, float *w, int64_t n)
-{
-  const int64_t n16 = n / 16 * 16;
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t k = 0; k < n16; k += 16) {
-    ahead_r(g + k), ahead_w(b + k), ahead_w(w + k);
-    sgd16((const bench_v16f *)(g + k), b + k, w + k);
-  }
-  for (int64_t i = n16; i < n; i++) {
-    b[i] = b[i] * 0.5f + g[i];
-    w[i] = w[i] * 0.99999f - 1e-6f * g[i];
-  }
-}
-
-/* A bfloat16 value as float (a shift): the 16-bit floor's kernels widen the gradients with it. */
-static inline float bench_bf16(uint16_t h)
-{
-  uint32_t b = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &b, sizeof f);
-  return f;
-}
 
 /* The update's pattern with 16-bit gradients, as a sharded 16-bit step reads them (26 and 18 bytes
  * per element). */
@@ -178,48 +104,10 @@ CLONES static void bw_adam16(const uint16_t *g, float *m, float *v, float *w, in
   }
 }
 
-CLONES static void bw_adam16_ahead(const uint16_t *g, float *m, float *v, float *w, int64_t n)
-{
-  const int64_t n32 = n / 32 * 32;
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t k = 0; k < n32; k += 32) { /* 32 gradients per line */
-    ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
-    ahead_w(m + k + 16), ahead_w(v + k + 16), ahead_w(w + k + 16);
-    bench_v16f g0, g1;
-    widen16(g + k, &g0), widen16(g + k + 16, &g1);
-    adam16(&g0, m + k, v + k, w + k);
-    adam16(&g1, m + k + 16, v + k + 16, w + k + 16);
-  }
-  for (int64_t i = n32; i < n; i++) {
-    float gi = bench_bf16(g[i]);
-    m[i] = m[i] * 0.5f + gi;
-    v[i] = v[i] * 0.5f + gi * gi;
-    w[i] = w[i] * 0.99999f - 1e-6f * gi;
-  }
-}
-
 CLONES static void bw_sgd16(const uint16_t *g, float *b, float *w, int64_t n)
 {
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t i = 0; i < n; i++) {
-    float gi = bench_bf16(g[i]);
-    b[i] = b[i] * 0.5f + gi;
-    w[i] = w[i] * 0.99999f - 1e-6f * gi;
-  }
-}
-
-CLONES static void bw_sgd16_ahead(const uint16_t *g, float *b, float *w, int64_t n)
-{
-  const int64_t n32 = n / 32 * 32;
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1)
-  for (int64_t k = 0; k < n32; k += 32) {
-    ahead_r(g + k), ahead_w(b + k), ahead_w(w + k), ahead_w(b + k + 16), ahead_w(w + k + 16);
-    bench_v16f g0, g1;
-    widen16(g + k, &g0), widen16(g + k + 16, &g1);
-    sgd16(&g0, b + k, w + k);
-    sgd16(&g1, b + k + 16, w + k + 16);
-  }
-  for (int64_t i = n32; i < n; i++) {
     float gi = bench_bf16(g[i]);
     b[i] = b[i] * 0.5f + gi;
     w[i] = w[i] * 0.99999f - 1e-6f * gi;
@@ -258,15 +146,6 @@ static void bw_store(const float *w, float *const *out, int P, int64_t n)
       memcpy(out[r] + k, w, (size_t)(n - k < block ? n - k : block) * sizeof *w);
 }
 
-/* This thread's part of [0, n) in a parallel region: cut at multiples of 16 elements. */
-static void thread_range(int64_t n, int64_t *lo, int64_t *hi)
-{
-  *lo = 0, *hi = n;
-#ifdef _OPENMP
-  int t = omp_get_thread_num(), nt = omp_get_num_threads();
-  *lo = n * t / nt / 16 * 16, *hi = t == nt - 1 ? n : n * (t + 1) / nt / 16 * 16;
-#endif
-}
 
 /* The 16-bit steps' own traffic, for their floor (--dtype): a sharded step's statistics pass
  * reads the caller's 16-bit gradients with w (2 + 4 bytes per element: bw_read16, in place of
@@ -277,48 +156,6 @@ static void thread_range(int64_t n, int64_t *lo, int64_t *hi)
  * into 16-bit parameters in the update, once per copy (the caller's own, and in data-parallel
  * steps the P - 1 others'), which the floor counts as 2-byte writes of one L1-sized block. The
  * bf16 widening (a shift) stands for both types: the traffic is measured. */
-CLONES static float bw_read16(const uint16_t *g, const float *w, int64_t n)
-{
-  float total = 0.0f;
-#pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
-  {
-    int64_t lo, hi;
-    thread_range(n, &lo, &hi);
-    bench_v16f a = {0}, b = {0}; /* 16 lanes, so that the sums do not serialize the loop */
-    int64_t i = lo;
-    for (; i + 16 <= hi; i += 16) {
-      for (int j = 0; j < 16; j++) a[j] += bench_bf16(g[i + j]);
-      b += *(const bench_v16f *)(w + i);
-    }
-    for (; i < hi; i++) a[0] += bench_bf16(g[i]) + w[i];
-    for (int j = 0; j < 16; j++) total += a[j] + b[j];
-  }
-  return total;
-}
-
-/* The same, prefetching ahead (AHEAD): a function of its own, so that the plain one compiles as
- * it did (a second loop in it had made the 16-bit one take 8 ms instead of 5-6). */
-CLONES static float bw_read16_ahead(const uint16_t *g, const float *w, int64_t n)
-{
-  float total = 0.0f;
-#pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
-  {
-    int64_t lo, hi;
-    thread_range(n, &lo, &hi);
-    bench_v16f a = {0}, b = {0}; /* 16 lanes, so that the sums do not serialize the loop */
-    int64_t i = lo;
-    for (; i + 16 <= hi; i += 16) {
-      ahead_r(w + i);
-      if ((i & 31) == 0) ahead_r(g + i);
-      for (int j = 0; j < 16; j++) a[j] += bench_bf16(g[i + j]);
-      b += *(const bench_v16f *)(w + i);
-    }
-    for (; i < hi; i++) a[0] += bench_bf16(g[i]) + w[i];
-    for (int j = 0; j < 16; j++) total += a[j] + b[j];
-  }
-  return total;
-}
-
 CLONES static void bw_reduce16(float *out, uint16_t *const *in, int P, int64_t n)
 {
   const float inv = 1.0f / (float)P;
@@ -349,43 +186,8 @@ static void bw_store16(uint16_t *const *out, int copies, int64_t n)
 
 /* A read-only pass over g and w (what the statistics pass must read: 8 bytes per element), with
  * 16 float lanes so that it is not held back by the order of a scalar sum. */
-CLONES static float bw_read2(const float *g, const float *w, int64_t n)
-{
-  float total = 0.0f;
-#pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
-  {
-    int64_t lo, hi;
-    thread_range(n, &lo, &hi);
-    bench_v16f a = {0}, b = {0};
-    int64_t i = lo;
-    for (; i + 16 <= hi; i += 16) a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
-    for (; i < hi; i++) a[0] += g[i] + w[i];
-    for (int j = 0; j < 16; j++) total += a[j] + b[j];
-  }
-  return total;
-}
 
-/* The same, prefetching ahead (AHEAD): a function of its own, so that the plain one compiles as
- * it did (a second loop in it had made the 16-bit one take 8 ms instead of 5-6). */
-CLONES static float bw_read2_ahead(const float *g, const float *w, int64_t n)
-{
-  float total = 0.0f;
-#pragma omp parallel num_threads(threads_) if (threads_ > 1) reduction(+ : total)
-  {
-    int64_t lo, hi;
-    thread_range(n, &lo, &hi);
-    bench_v16f a = {0}, b = {0};
-    int64_t i = lo;
-    for (; i + 16 <= hi; i += 16) {
-      ahead_r(g + i), ahead_r(w + i);
-      a += *(const bench_v16f *)(g + i), b += *(const bench_v16f *)(w + i);
-    }
-    for (; i < hi; i++) a[0] += g[i] + w[i];
-    for (int j = 0; j < 16; j++) total += a[j] + b[j];
-  }
-  return total;
-}
-
+static const struct floor_kernels *floor_; /* the form of this CPU's clones (floor.h) */
 static volatile float sink_;
 
 
@@ -533,24 +335,24 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
     tb[k] = max_over_ranks(MPI_Wtime() - t0);
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = MPI_Wtime();
-    if (n > 0) sink_ += bw_read2(gs, wr, n);
+    if (n > 0) sink_ += floor_->read2(gs, wr, n);
     tr[k] = max_over_ranks(MPI_Wtime() - t0);
     if (!in16) { /* the float32 pattern and reads are the floor's: their prefetching versions too */
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
-      if (n > 0 && sgd) bw_sgd_ahead(gs, s0, ws, n);
-      else if (n > 0) bw_adam_ahead(gs, s0, s1, ws, n);
+      if (n > 0 && sgd) floor_->sgd_ahead(gs, s0, ws, n);
+      else if (n > 0) floor_->adam_ahead(gs, s0, s1, ws, n);
       tbp[k] = max_over_ranks(MPI_Wtime() - t0);
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
-      if (n > 0) sink_ += bw_read2_ahead(gs, wr, n);
+      if (n > 0) sink_ += floor_->read2_ahead(gs, wr, n);
       trp[k] = max_over_ranks(MPI_Wtime() - t0);
       if (c->threads > 1) {
         threads_ = 1;
         MPI_Barrier(MPI_COMM_WORLD);
         t0 = MPI_Wtime();
-        if (n > 0 && sgd) bw_sgd_ahead(gs, s0, ws, n);
-        else if (n > 0) bw_adam_ahead(gs, s0, s1, ws, n);
+        if (n > 0 && sgd) floor_->sgd_ahead(gs, s0, ws, n);
+        else if (n > 0) floor_->adam_ahead(gs, s0, s1, ws, n);
         tb1[k] = max_over_ranks(MPI_Wtime() - t0);
         threads_ = c->threads;
       }
@@ -559,7 +361,7 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
       MPI_Barrier(MPI_COMM_WORLD);
       t0 = MPI_Wtime();
       if (n > 0 && dp) bw_reduce16(wide, src16, P, n);
-      else if (n > 0) sink_ += bw_read16(src16[0], ws, n);
+      else if (n > 0) sink_ += floor_->read16(src16[0], ws, n);
       t16in[k] = max_over_ranks(MPI_Wtime() - t0);
       if (in16) {
         MPI_Barrier(MPI_COMM_WORLD);
@@ -569,12 +371,12 @@ static void run(const config *c, const bench_tensor *ts, int nt, int header)
         tb16[k] = max_over_ranks(MPI_Wtime() - t0);
         MPI_Barrier(MPI_COMM_WORLD); /* and prefetching: trp, tbp hold the 16-bit kernels' times */
         t0 = MPI_Wtime();
-        if (n > 0) sink_ += bw_read16_ahead(src16[0], ws, n);
+        if (n > 0) sink_ += floor_->read16_ahead(src16[0], ws, n);
         trp[k] = max_over_ranks(MPI_Wtime() - t0);
         MPI_Barrier(MPI_COMM_WORLD);
         t0 = MPI_Wtime();
-        if (n > 0 && sgd) bw_sgd16_ahead(src16[0], s0, ws, n);
-        else if (n > 0) bw_adam16_ahead(src16[0], s0, s1, ws, n);
+        if (n > 0 && sgd) floor_->sgd16_ahead(src16[0], s0, ws, n);
+        else if (n > 0) floor_->adam16_ahead(src16[0], s0, s1, ws, n);
         tbp[k] = max_over_ranks(MPI_Wtime() - t0);
       }
       t0 = MPI_Wtime();
@@ -730,6 +532,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[i], "--threads")) c.threads = atoi(argv[i + 1]);
   }
   threads_ = c.threads;
+  floor_ = floor_select();
   if (c.row_len < 1) c.row_len = 1024;
   static bench_tensor ts[512];
   int nt = !strcmp(c.set, "gpt2") ? shapes_gpt2(ts) : !strcmp(c.set, "sweep") ? shapes_sweep(ts, c.millions << 20, c.row_len) : shapes_resnet50(ts);
