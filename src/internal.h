@@ -213,7 +213,7 @@ void adampi__round(adampi_dtype dtype, const float *in, void *out, int64_t n);
 adampi__round_fn adampi__f16_rounding(void);
 /* One round of the gradient reduction over n float16 terms (exchange.c's add_block, widened as
  * adampi__from_f16 widens): acc = (first ? own : acc) + in, then / ranks if last. The CPU's
- * widening (F16C, AVX-512) in one pass, or NULL where the CPU lacks it or the build is
+ * widening (F16C, with AVX-512 or AVX2) in one pass, or NULL where the CPU lacks it or the build is
  * ADAMPI_NO_CLONES. */
 typedef void (*adampi__add16_fn)(float *acc, const uint16_t *own, const uint16_t *in, int64_t n, int first, int last,
                                  float ranks);
