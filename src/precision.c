@@ -166,17 +166,23 @@ __attribute__((target(F16_AVX2))) static void add_f16_avx2(float *acc, const uin
 
 /* 2: AVX-512 with F16C, 1: AVX2 with F16C (the OS saving the registers: libgcc checks), 0: none.
  * Read once, when the library is loaded (one thread, before any call), so that the update pass's
- * threads only read it; 0 (the software conversions, the same bits) until then. */
+ * threads only read it; 0 (the software conversions, the same bits) until then. A build with its
+ * clones capped at x86-64-v3 (ADAMPI_CLONES_AVX2, internal.h) stops at 1 too, so that on an
+ * AVX-512 machine its tests run the conversions an AVX2 CPU runs (tests/CMakeLists.txt). */
 static int f16_level;
 
 __attribute__((constructor)) static void f16_detect(void)
 {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
-    f16_level = 2;
-  else
-    f16_level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
+#if defined(ADAMPI_CLONES_AVX2)
+  (void)avx512;
+  f16_level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#else
+  if (avx512) f16_level = 2;
+  else f16_level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#endif
 }
 #endif
 
