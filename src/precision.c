@@ -143,8 +143,8 @@ __attribute__((target(F16_AVX512))) static void add_f16_avx512(float *acc, const
   for (; i < n; i++) acc[i] = add_term(first ? adampi__from_f16(own[i]) : acc[i], adampi__from_f16(in[i]), last, ranks);
 }
 
-__attribute__((target(F16_AVX2))) static void add_f16_avx2(float *acc, const uint16_t *own, const uint16_t *in, int64_t n,
-                                                            int first, int last, float ranks)
+__attribute__((target(F16_AVX2))) static void add_f16_avx2(float *acc, const uint16_t *own, const uint16_t *in,
+                                                            int64_t n, int first, int last, float ranks)
 {
   const __m128i mag = _mm_set1_epi16(0x7FFF), inf = _mm_set1_epi16(0x7C00);
   const __m256 r = _mm256_set1_ps(ranks);
@@ -152,8 +152,8 @@ __attribute__((target(F16_AVX2))) static void add_f16_avx2(float *acc, const uin
   for (; i + 8 <= n; i += 8) {
     __m128i hx = _mm_loadu_si128((const __m128i *)(in + i));
     __m128i ho = first ? _mm_loadu_si128((const __m128i *)(own + i)) : _mm_setzero_si128();
-    __m128i nan = _mm_or_si128(_mm_cmpgt_epi16(_mm_and_si128(hx, mag), inf), _mm_cmpgt_epi16(_mm_and_si128(ho, mag), inf));
-    if (_mm_movemask_epi8(nan)) {
+    __m128i nan_x = _mm_cmpgt_epi16(_mm_and_si128(hx, mag), inf), nan_o = _mm_cmpgt_epi16(_mm_and_si128(ho, mag), inf);
+    if (_mm_movemask_epi8(_mm_or_si128(nan_x, nan_o))) {
       for (int64_t j = i; j < i + 8; j++)
         acc[j] = add_term(first ? adampi__from_f16(own[j]) : acc[j], adampi__from_f16(in[j]), last, ranks);
       continue;
@@ -174,14 +174,11 @@ static int f16_level;
 __attribute__((constructor)) static void f16_detect(void)
 {
   __builtin_cpu_init();
-  const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
-#if defined(ADAMPI_CLONES_AVX2)
-  (void)avx512;
   f16_level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-#else
-  if (avx512) f16_level = 2;
-  else f16_level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#if !defined(ADAMPI_CLONES_AVX2)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
+    f16_level = 2;
 #endif
 }
 #endif
