@@ -3,9 +3,9 @@
  * width. floor.h includes it twice: with FLOOR_WIDE 1 (one 64-byte vector per 16 lanes, the
  * form these kernels always had, which the AVX-512 clones keep in registers) and FLOOR_WIDE 0 (two
  * 32-byte vectors). GCC 12 keeps a 64-byte vector in memory in an AVX2 or baseline clone and moves
- * it 16 bytes at a time: on an AMD EPYC without AVX-512 (Zen 3) the read-only kernel ran at 0.42 of
- * the statistics pass's speed that way, so the floor was no floor there. The library's own kernels
- * choose their form the same way (src/internal.h, adampi__wide_vectors).
+ * it 16 bytes at a time: on an AMD EPYC without AVX-512 (Zen 3) the read-only kernel ran at
+ * 0.39-0.47 of the statistics pass's speed that way, so the floor was no floor there. The library's
+ * own kernels choose their form the same way (src/internal.h, adampi__wide_vectors).
  *
  * Each inclusion defines bw_K_wide or bw_K_narrow for K in adam_ahead, sgd_ahead, adam16_ahead,
  * sgd16_ahead, read2, read2_ahead, read16 and read16_ahead, and their table, floor_kernels_wide or
