@@ -99,7 +99,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
                                                            float *restrict u_out, const uint16_t *w16, int64_t n,
                                                            const adampi__coef *c, int store,
                                                            const adampi__prev_row *prev, int fuse, int r16,
-                                                           int wide)
+                                                           int wide, int v3)
 {
   const adampi__coef cl = *c; /* locals: stores to m, v, u could alias *c otherwise */
   float *restrict pw = fuse ? prev->w : NULL;
@@ -119,7 +119,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
       adampi__prefetch_grads(g, g16, k, gt);
       adampi__prefetch_w16(w16, k);
       if (gt) { /* widened first, on their own: GCC 12 then keeps the 16-wide vectors */
-        adampi__grads16(g16, k, gq, gt, taken, wide);
+        adampi__grads16(g16, k, gq, gt, taken, wide, v3);
         gk = taken;
       }
       for (int j = 0; j < 16; j++) {
@@ -147,22 +147,24 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
 }
 
 /* <w, u> with the moments as this step will make them; writes nothing. Each kernel below comes in
- * two sets of clones, wide (adampi__wide_vectors) and narrow, so that the AVX-512 clones hold no
- * code for the others' form (the kernel table calls the set the dispatcher's clones want). */
+ * three sets, wide, x86-64-v3 and narrow (internal.h, ADAMPI__KERNEL_SET), each built for its one
+ * target, so that the AVX-512 set holds no code for the others' form and the x86-64-v3 set converts
+ * float16 by the CPU (wide and v3 are constants: the set's). */
 static inline __attribute__((always_inline)) double dot_wu_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                             const float *m, const float *v, const float *w, int64_t n,
-                                                            const adampi__coef *c, int wide)
+                                                            const adampi__coef *c, int wide, int v3)
 {
   float *mw = (float *)m, *vw = (float *)v; /* not written: store is 0 */
-#define WU(GT) return wu_pass(g, g16, gq, GT, mw, vw, w, NULL, NULL, n, c, 0, NULL, 0, 0, wide)
+#define WU(GT) return wu_pass(g, g16, gq, GT, mw, vw, w, NULL, NULL, n, c, 0, NULL, 0, 0, wide, v3)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
 #define DOT_WU_ARGS                                                                                              \
   const float *g, const uint16_t *g16, float gq, int gt, const float *m, const float *v, const float *w, int64_t n, \
       const adampi__coef *c
-ADAMPI_CLONES_WIDE static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 1); }
-ADAMPI_CLONES_NARROW static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 0); }
+ADAMPI_CLONES_WIDE static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 1, 0); }
+ADAMPI_CLONES_V3 static double dot_wu_v3(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 0, 1); }
+ADAMPI_CLONES_NARROW static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, m, v, w, n, c, 0, 0); }
 
 /* First half of the update of a channel-projected row, once its decision is known: the new
  * moments are stored (m, v are this step's from here on), the directions go to u, and <w, u> is
@@ -173,9 +175,9 @@ static inline __attribute__((always_inline)) double moments_wu_t(const float *g,
                                                                 int gt, float *m, float *v, const float *w, float *u,
                                                                 const uint16_t *w16, int64_t n, const adampi__coef *c,
                                                                 const adampi__prev_row *prev, int fuse, int r16,
-                                                                int wide)
+                                                                int wide, int v3)
 {
-#define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, prev, fuse, r16, wide)
+#define WU(GT) return wu_pass(g, g16, gq, GT, m, v, w, u, w16, n, c, 1, prev, fuse, r16, wide, v3)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
@@ -183,22 +185,24 @@ static inline __attribute__((always_inline)) double moments_wu_t(const float *g,
 /* The kernel table's rows (internal.h) over n elements of rows of len (gt a constant): each row's
  * first half fused with the previous row's second half (adampi__prev_row), u alternating between
  * the two halves of the scratch. w is written as float32 and rounded as the parameters' type dt
- * says: into the type r16 (a constant: bfloat16, or float16 in the wide kernels) as each chunk is
- * written, else after each row, from cache (adampi__round_row; by round16 where it is set). */
+ * says: into the type r16 (a constant: bfloat16, or float16 in the wide and x86-64-v3 sets) as each
+ * chunk is written, else after each row, from cache (adampi__round_row; by round16 where it is
+ * set). */
 static inline __attribute__((always_inline)) void rows_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                         float *m, float *v, float *w, uint16_t *w16, int dt,
                                                         int64_t n, int64_t len, const adampi__sums *ww, double eps,
                                                         float *u, adampi__round_fn round16, const adampi__coef *c,
-                                                        int r16, int wide)
+                                                        int r16, int wide, int v3)
 {
   adampi__prev_row prev = {NULL, NULL, NULL, 0.0f};
   for (int64_t o = 0, r = 0; o <= n; o += len, r++) {
     if (o < n) {
       float *uo = u + (r & 1) * len;
       const uint16_t *g16o = g16 ? g16 + o : NULL, *w16o = w16 ? w16 + o : NULL;
-      double wu = r == 0
-                      ? moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, NULL, 0, r16, wide)
-                      : moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, &prev, 1, r16, wide);
+      double wu = r == 0 ? moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, NULL, 0, r16,
+                                        wide, v3)
+                         : moments_wu_t(g + o, g16o, gq, gt, m + o, v + o, w + o, uo, w16o, len, c, &prev, 1, r16,
+                                        wide, v3);
       if (r > 0 && !r16) adampi__round_row(&prev, len, dt, round16);
       prev = (adampi__prev_row){w + o, w16 ? w16 + o : NULL, uo, adampi__radial_coefficient(wu, ww[r].ww, eps)};
     } else { /* the last row's second half */
@@ -214,24 +218,24 @@ static inline __attribute__((always_inline)) void rows_dt(const float *g, const 
                                                          float *m, float *v, float *w, uint16_t *w16, int dt,
                                                          int64_t n, int64_t len, const adampi__sums *ww, double eps,
                                                          float *u, adampi__round_fn round16, const adampi__coef *c,
-                                                         int wide)
+                                                         int wide, int v3)
 {
   const int type = ADAMPI__GRAD_TYPE(gt);
   if (type == ADAMPI_BFLOAT16 || (type == ADAMPI_FLOAT32 && dt == ADAMPI_BFLOAT16))
-    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_BFLOAT16, wide);
-  else if (ADAMPI__F16_WIDE(wide, dt))
-    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_FLOAT16, wide);
+    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_BFLOAT16, wide, v3);
+  else if (ADAMPI__F16_INLINE(wide, v3, dt))
+    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_FLOAT16, wide, v3);
   else
-    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0, wide);
+    rows_t(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0, wide, v3);
 }
 
 static inline __attribute__((always_inline)) void rows_types(const float *g, const uint16_t *g16, float gq, int gt,
                                                             float *m, float *v, float *w, uint16_t *w16, int dt,
                                                             int64_t n, int64_t len, const adampi__sums *ww,
                                                             double eps, float *u, adampi__round_fn round16,
-                                                            const adampi__coef *c, int wide)
+                                                            const adampi__coef *c, int wide, int v3)
 {
-#define ROWS(GT) rows_dt(g, g16, gq, GT, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, wide)
+#define ROWS(GT) rows_dt(g, g16, gq, GT, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, wide, v3)
   ADAMPI__GRAD_CASES(gt, ROWS);
 #undef ROWS
 }
@@ -241,11 +245,15 @@ static inline __attribute__((always_inline)) void rows_types(const float *g, con
       const adampi__coef *c
 ADAMPI_CLONES_WIDE static void rows(ROWS_ARGS)
 {
-  rows_types(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 1);
+  rows_types(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 1, 0);
+}
+ADAMPI_CLONES_V3 static void rows_v3(ROWS_ARGS)
+{
+  rows_types(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0, 1);
 }
 ADAMPI_CLONES_NARROW static void rows_narrow(ROWS_ARGS)
 {
-  rows_types(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0);
+  rows_types(g, g16, gq, gt, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, 0, 0);
 }
 
 /* One element of an AdamP step: moments, direction, optional projection u - w*k (proj a constant),
@@ -266,22 +274,23 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
 }
 
 /* One AdamP step over n elements (apply_one each); w rounded into w16 as adampi__store_w says (dt
- * a constant where it is inlined), or in the wide set each 16 after the block (ADAMPI__ROUNDS16:
- * float16 parameters; bfloat16 ones take the plain loop, adampi__update_blocks); the gradients as
+ * a constant where it is inlined), or each 16 after the block (ADAMPI__ROUNDS16: the wide set; the
+ * x86-64-v3 set for float16 parameters, its bfloat16 ones taking the plain loop,
+ * adampi__update_blocks); the gradients as
  * in wu_pass, 16-bit ones widened 16 at a time (adampi__grads16) so that the loop vectorizes. cl:
  * the coefficients, a local copy. */
 static inline __attribute__((always_inline)) void apply_body(const float *restrict g, const uint16_t *restrict g16,
                                                             float gq, int gt, float *restrict m,
                                                             float *restrict v, float *restrict w,
                                                             uint16_t *restrict w16, int64_t n, const adampi__coef *cl,
-                                                            int proj, float k, int dt, int wide)
+                                                            int proj, float k, int dt, int wide, int v3)
 {
   int64_t i = 0;
   for (; adampi__update_blocks(gt, dt, 0) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
     float buf[16];
     adampi__prefetch_write(m + i), adampi__prefetch_write(v + i), adampi__prefetch_write(w + i);
-    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide);
-    const int r16 = ADAMPI__ROUNDS16(wide, dt), d = r16 ? ADAMPI_FLOAT32 : dt; /* r16: rounded after the 16 */
+    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide, v3);
+    const int r16 = ADAMPI__ROUNDS16(wide, v3, dt), d = r16 ? ADAMPI_FLOAT32 : dt; /* r16: rounded after the 16 */
     if (proj)
       for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, cl, 1, k, d);
     else
@@ -299,15 +308,16 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
                                                          float gq, int gt, float *restrict m,
                                                          float *restrict v, float *restrict w,
                                                          uint16_t *restrict w16, int64_t n, const adampi__coef *c,
-                                                         int proj, float k, int dt, int wide)
+                                                         int proj, float k, int dt, int wide, int v3)
 {
   if (wide) {
     const adampi__coef clw = *c;
-    apply_body(g, g16, gq, gt, m, v, w, w16, n, &clw, proj, k, dt, 1);
+    apply_body(g, g16, gq, gt, m, v, w, w16, n, &clw, proj, k, dt, 1, 0);
     return;
   }
   adampi__coef cl = *c;
-#define BODY(PROJ, NESTEROV) (cl.nesterov = NESTEROV, apply_body(g, g16, gq, gt, m, v, w, w16, n, &cl, PROJ, k, dt, 0))
+#define BODY(PROJ, NESTEROV) \
+  (cl.nesterov = NESTEROV, apply_body(g, g16, gq, gt, m, v, w, w16, n, &cl, PROJ, k, dt, 0, v3))
   if (proj) cl.nesterov ? BODY(1, 1) : BODY(1, 0);
   else cl.nesterov ? BODY(0, 1) : BODY(0, 0);
 #undef BODY
@@ -317,27 +327,27 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
 static inline __attribute__((always_inline)) void apply_dt(const float *g, const uint16_t *g16, float gq, int gt,
                                                           float *m, float *v, float *w, uint16_t *w16, int dt,
                                                           int64_t n, const adampi__coef *c, int proj, float k,
-                                                          int wide)
+                                                          int wide, int v3)
 {
   const int type = ADAMPI__GRAD_TYPE(gt);
   if (type == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
-    apply_t(g, g16, gq, gt, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
+    apply_t(g, g16, gq, gt, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide, v3);
   else if (type == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
-    apply_t(g, g16, gq, gt, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
+    apply_t(g, g16, gq, gt, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide, v3);
   else if (type == ADAMPI_FLOAT16)
-    apply_t(g, g16, gq, gt, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
-  else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
-  else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
-  else apply_t(g, NULL, 1.0f, 0, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
+    apply_t(g, g16, gq, gt, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide, v3);
+  else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide, v3);
+  else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, m, v, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide, v3);
+  else apply_t(g, NULL, 1.0f, 0, m, v, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide, v3);
 }
 
 /* apply_dt for the gradients' type and scaling, then the parameters'. */
 static inline __attribute__((always_inline)) void apply_types(const float *g, const uint16_t *g16, float gq, int gt,
                                                              float *m, float *v, float *w, uint16_t *w16, int dt,
                                                              int64_t n, const adampi__coef *c, int proj, float k,
-                                                             int wide)
+                                                             int wide, int v3)
 {
-#define DT(GT) apply_dt(g, g16, gq, GT, m, v, w, w16, dt, n, c, proj, k, wide)
+#define DT(GT) apply_dt(g, g16, gq, GT, m, v, w, w16, dt, n, c, proj, k, wide, v3)
   ADAMPI__GRAD_CASES(gt, DT);
 #undef DT
 }
@@ -345,23 +355,30 @@ static inline __attribute__((always_inline)) void apply_types(const float *g, co
 #define APPLY_ARGS                                                                                 \
   const float *g, const uint16_t *g16, float gq, int gt, float *m, float *v, float *w, uint16_t *w16, \
       int dt, int64_t n, const adampi__coef *c, int proj, float k
-ADAMPI_CLONES_WIDE static void apply(APPLY_ARGS) { apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 1); }
+ADAMPI_CLONES_WIDE static void apply(APPLY_ARGS)
+{
+  apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 1, 0);
+}
+ADAMPI_CLONES_V3 static void apply_v3(APPLY_ARGS)
+{
+  apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 0, 1);
+}
 ADAMPI_CLONES_NARROW static void apply_narrow(APPLY_ARGS)
 {
-  apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 0);
+  apply_types(g, g16, gq, gt, m, v, w, w16, dt, n, c, proj, k, 0, 0);
 }
 
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
-  return (adampi__wide_vectors ? dot_wu : dot_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
+  return ADAMPI__KERNEL_SET(dot_wu, dot_wu_v3, dot_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
                                                           s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ],
                                                           s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  (adampi__wide_vectors ? apply : apply_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__EXP_AVG],
+  ADAMPI__KERNEL_SET(apply, apply_v3, apply_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__EXP_AVG],
                                                 s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, c,
                                                 proj, k);
 }
@@ -369,7 +386,7 @@ static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, f
 static void span_rows(const adampi__span *s, int64_t len, const adampi__sums *ww, double eps, float *u,
                       adampi__round_fn round16, const adampi__coef *c)
 {
-  (adampi__wide_vectors ? rows : rows_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__EXP_AVG],
+  ADAMPI__KERNEL_SET(rows, rows_v3, rows_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__EXP_AVG],
                                               s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, len, ww,
                                               eps, u, round16, c);
 }

@@ -403,18 +403,27 @@ static inline __attribute__((always_inline)) float adampi__grad_at(const float *
 #define ADAMPI_CLONES
 #endif
 
-/* The two sets of a kernel (adamp.c, sgdp.c): the wide one runs only where adampi__wide_vectors is
- * set, that is on x86-64-v4 CPUs in builds with such clones, and the narrow one only elsewhere, so
- * each is built for those targets alone (where both were ADAMPI_CLONES, half of the clones were
- * never called, and the rows kernels doubled the library's compile time). Elsewhere both are
- * ADAMPI_CLONES: the wide set is then never called. */
+/* The three sets of a kernel (adamp.c, sgdp.c), each built for the one target it runs on: the
+ * wide set where adampi__wide_vectors is set (x86-64-v4 CPUs, in builds with such clones); the
+ * x86-64-v3 set where adampi__v3_kernels is (AVX2, FMA and F16C: the narrow vectors, with float16
+ * parameters rounded by the CPU inside the loops, ADAMPI__F16_INLINE); the narrow set, the
+ * baseline, elsewhere. ADAMPI__KERNEL_SET picks the one to call. (Until the seventeenth round the
+ * narrow set was built as target_clones of x86-64-v3 and the baseline, so neither clone's loops
+ * could use F16C, the baseline having none; before that, where both sets were ADAMPI_CLONES, half
+ * of the clones were never called, and the rows kernels doubled the library's compile time.) In
+ * builds with neither (ADAMPI_NO_CLONES, other compilers) only the narrow set is called. */
 #if defined(ADAMPI__WIDE_CLONES)
 #define ADAMPI_CLONES_WIDE __attribute__((target("arch=x86-64-v4")))
-#define ADAMPI_CLONES_NARROW __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
-#define ADAMPI_CLONES_WIDE ADAMPI_CLONES
-#define ADAMPI_CLONES_NARROW ADAMPI_CLONES
+#define ADAMPI_CLONES_WIDE /* never called */
 #endif
+#if defined(ADAMPI__HW_CONVERSIONS)
+#define ADAMPI_CLONES_V3 __attribute__((target("arch=x86-64-v3")))
+#else
+#define ADAMPI_CLONES_V3 /* never called */
+#endif
+#define ADAMPI_CLONES_NARROW
+#define ADAMPI__KERNEL_SET(wide, v3, narrow) (adampi__wide_vectors ? (wide) : adampi__v3_kernels ? (v3) : (narrow))
 
 /* adampi__from_f16 on 16 finite elements at once, the same bits (GCC vector extensions, every
  * clone alike; the update, its only user, sees finite gradients alone). Normal values rebias the
@@ -473,8 +482,8 @@ static inline __attribute__((always_inline)) void adampi__bf16x8(const uint16_t 
 /* adampi__to_bf16 on the 16 floats at x, into out: one 64-byte vector (wide), or two 32-byte ones
  * (the narrower clones' form), the same bits for every input. The projected rows' second halves
  * round each chunk as they write it (adamp.c, sgdp.c): a pass over each row from cache afterwards,
- * as float16 takes in the narrower clones by the CPU's conversion, made the bfloat16 update 5-9%
- * slower (AMD EPYC). */
+ * as float16 took in the narrower clones by the CPU's conversion until the seventeenth round, made
+ * the bfloat16 update 5-9% slower (AMD EPYC). */
 static inline __attribute__((always_inline)) void adampi__bf16_round16(const float *x, uint16_t *out, int wide)
 {
   if (wide) {
@@ -496,14 +505,34 @@ static inline __attribute__((always_inline)) void adampi__bf16_round16(const flo
   }
 }
 
+/* adampi__f16x8 by the CPU (vcvtph2ps: the same value for every finite float16, subnormal ones
+ * included; the update sees no other), for the x86-64-v3 set (v3, a constant: the other sets
+ * never reach it), inlined there as adampi__f16_round16_v3 is (below). In builds without that set,
+ * adampi__f16x8 itself. */
+#if defined(ADAMPI__HW_CONVERSIONS)
+#include <immintrin.h>
+__attribute__((target("arch=x86-64-v3"))) static inline void adampi__f16x8_v3(const uint16_t *h, float *out)
+{
+  _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
+}
+#else
+static inline void adampi__f16x8_v3(const uint16_t *h, float *out)
+{
+  adampi__v8fn x;
+  adampi__f16x8(h, &x);
+  memcpy(out, &x, sizeof x);
+}
+#endif
+
 /* The 16 gradients from k into out, as adampi__grad_at gives them (gt a constant, not
- * ADAMPI_FLOAT32): bfloat16 by the shift, float16 by adampi__f16x16, each then unscaled by gq,
- * all as vectors (written element by element, GCC 12 loaded bfloat16 gradients one at a time): one
- * 64-byte vector (wide: adampi__wide_vectors, a constant), or two 32-byte ones (the narrower clones,
- * where GCC 12 keeps a 64-byte vector in memory; AMD EPYC, AdamP with float16 gradients on the AVX2
- * clones: the update took 1.8-1.9x the AVX-512 clones' time with one). */
+ * ADAMPI_FLOAT32): bfloat16 by the shift, float16 by adampi__f16x16 (by the CPU in the x86-64-v3
+ * set: v3, adampi__f16x8_v3), each then unscaled by gq, all as vectors (written element by element,
+ * GCC 12 loaded bfloat16 gradients one at a time): one 64-byte vector (wide: adampi__wide_vectors,
+ * a constant), or two 32-byte ones (the narrower sets, where GCC 12 keeps a 64-byte vector in
+ * memory; AMD EPYC, AdamP with float16 gradients on the AVX2 clones: the update took 1.8-1.9x the
+ * AVX-512 clones' time with one). */
 static inline __attribute__((always_inline)) void adampi__grads16(const uint16_t *g16, int64_t k, float gq, int gt,
-                                                                  float *out, int wide)
+                                                                  float *out, int wide, int v3)
 {
   if (wide) {
     adampi__v16f x;
@@ -515,7 +544,11 @@ static inline __attribute__((always_inline)) void adampi__grads16(const uint16_t
   }
   for (int h = 0; h < 2; h++) {
     adampi__v8fn x;
-    if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16) adampi__f16x8(g16 + k + 8 * h, &x);
+    if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16 && v3) {
+      float t[8];
+      adampi__f16x8_v3(g16 + k + 8 * h, t);
+      memcpy(&x, t, sizeof x);
+    } else if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16) adampi__f16x8(g16 + k + 8 * h, &x);
     else adampi__bf16x8(g16 + k + 8 * h, &x);
     x = ADAMPI__UNSCALE(x, gq, gt);
     memcpy(out + 8 * h, &x, sizeof x);
@@ -557,40 +590,57 @@ static inline void adampi__prefetch_w16(const uint16_t *w16, int64_t k)
 }
 
 /* The 16 floats at w rounded into float16 at w16 by the CPU (vcvtps2ph, to nearest even: the bits
- * of adampi__to_f16 for every float, as adampi__f16_rounding's; test_mixed checks all 2^32), for
- * the wide kernels: x86-64-v4 CPUs all have F16C. Not always_inline: an always_inline function
- * with a target of its own cannot sit in the kernels' shared helpers, which every set inlines; GCC
- * inlines this one into the wide kernels, whose target it shares (nm shows no copy out of line).
- * ADAMPI__F16_WIDE: whether a kernel of the wide set (wide, a constant) rounds float16 parameters
- * (dt) so, 16 at a time as it writes them. Builds without x86-64-v4 clones never call the wide
- * set; there it is 0, and the function the software rounding. */
-#if defined(ADAMPI__WIDE_CLONES)
+ * of adampi__to_f16 for every float, as adampi__f16_rounding's; test_mixed checks all 2^32): in one
+ * 64-byte vector for the wide kernels (x86-64-v4 CPUs all have F16C), in two 32-byte ones for the
+ * x86-64-v3 set. Not always_inline: an always_inline function with a target of its own cannot sit
+ * in the kernels' shared helpers, which every set inlines; GCC inlines each into the set whose
+ * target it shares (nm shows no copy out of line), and the other sets never reach it (a constant
+ * test). ADAMPI__F16_INLINE: whether a kernel of the wide set (wide) or of the x86-64-v3 set (v3;
+ * both constants) rounds float16 parameters (dt) so, 16 at a time as it writes them. In builds
+ * without such sets it is 0, and the functions the software rounding (adampi__f16_round16_soft). */
+static inline void adampi__f16_round16_soft(const float *w, uint16_t *w16)
+{
+  for (int j = 0; j < 16; j++) w16[j] = adampi__to_f16(w[j]);
+}
+#if defined(ADAMPI__HW_CONVERSIONS)
 #include <immintrin.h>
-#define ADAMPI__F16_WIDE(wide, dt) ((wide) && (dt) == ADAMPI_FLOAT16)
+__attribute__((target("arch=x86-64-v3"))) static inline void adampi__f16_round16_v3(const float *w, uint16_t *w16)
+{
+  for (int h = 0; h < 16; h += 8)
+    _mm_storeu_si128((__m128i *)(w16 + h),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(w + h), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#define ADAMPI__F16_V3(v3) (v3)
+#else
+#define adampi__f16_round16_v3 adampi__f16_round16_soft
+#define ADAMPI__F16_V3(v3) 0
+#endif
+#if defined(ADAMPI__WIDE_CLONES)
 __attribute__((target("arch=x86-64-v4"))) static inline void adampi__f16_round16_wide(const float *w, uint16_t *w16)
 {
   __m256i h = _mm512_cvtps_ph(_mm512_loadu_ps(w), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   _mm256_storeu_si256((__m256i *)w16, h);
 }
+#define ADAMPI__F16_WIDE(wide) (wide)
 #else
-#define ADAMPI__F16_WIDE(wide, dt) 0
-static inline void adampi__f16_round16_wide(const float *w, uint16_t *w16)
-{
-  for (int j = 0; j < 16; j++) w16[j] = adampi__to_f16(w[j]);
-}
+#define adampi__f16_round16_wide adampi__f16_round16_soft
+#define ADAMPI__F16_WIDE(wide) 0
 #endif
+#define ADAMPI__F16_INLINE(wide, v3, dt) ((ADAMPI__F16_WIDE(wide) || ADAMPI__F16_V3(v3)) && (dt) == ADAMPI_FLOAT16)
 
-/* The 16 floats at w rounded into the 16-bit type dt at w16 (a constant: bfloat16 in either form,
- * float16 in the wide one alone, ADAMPI__F16_WIDE), where a kernel writes w as float32 and then
- * rounds each 16 while they are in registers or L1. ADAMPI__ROUNDS16: whether the unprojected
- * update of the wide set does so (it then writes no 16-bit value element by element). Where it
- * does not, float16 parameters are rounded after each block of ADAMPI__F16_BLOCK (write_w, the
- * narrower clones with F16C), or element by element. */
-#define ADAMPI__ROUNDS16(wide, dt) ((wide) && ((dt) == ADAMPI_BFLOAT16 || ADAMPI__F16_WIDE(wide, dt)))
+/* The 16 floats at w rounded into the 16-bit type dt at w16 (a constant: bfloat16 in either
+ * vector form, float16 in the wide set and the x86-64-v3 one, ADAMPI__F16_INLINE), where a kernel
+ * writes w as float32 and then rounds each 16 while they are in registers or L1.
+ * ADAMPI__ROUNDS16: whether the unprojected update of the set (wide, v3: constants) does so (it then
+ * writes no 16-bit value element by element): the wide set for both types, the x86-64-v3 set for
+ * float16 (its bfloat16 parameters take the plain loop, adampi__update_blocks). Elsewhere the
+ * update rounds element by element. */
+#define ADAMPI__ROUNDS16(wide, v3, dt) (((wide) && (dt) == ADAMPI_BFLOAT16) || ADAMPI__F16_INLINE(wide, v3, dt))
 static inline __attribute__((always_inline)) void adampi__round16(const float *w, uint16_t *w16, int dt, int wide)
 {
   if (dt == ADAMPI_BFLOAT16) adampi__bf16_round16(w, w16, wide);
-  else adampi__f16_round16_wide(w, w16);
+  else if (wide) adampi__f16_round16_wide(w, w16);
+  else adampi__f16_round16_v3(w, w16);
 }
 
 /* Whether the unprojected update goes 16 elements at a time, prefetching ahead
@@ -611,14 +661,14 @@ static inline int adampi__update_blocks(int gt, int dt, int blocks)
  * AVX-512 clones, adampi__wide_vectors, whose update ran 2% faster with the copy than with g + k);
  * or g + k itself (float32 in the narrower clones: there GCC 12 copies 64 bytes in 16-byte pieces,
  * the loop read each 32-byte half back before those stores had reached the cache, and the AVX2
- * clones' update took 3.2-3.5x the AVX-512 clones' time on unprojected rows, AMD EPYC). wide is a
- * constant where this is inlined. */
+ * clones' update took 3.2-3.5x the AVX-512 clones' time on unprojected rows, AMD EPYC). wide and
+ * v3 (adampi__grads16) are constants where this is inlined. */
 static inline __attribute__((always_inline)) const float *adampi__grads_ahead16(const float *g, const uint16_t *g16,
                                                                                 int64_t k, float gq, int gt,
-                                                                                float *buf, int wide)
+                                                                                float *buf, int wide, int v3)
 {
   adampi__prefetch_grads(g, g16, k, gt);
-  if (gt) adampi__grads16(g16, k, gq, gt, buf, wide);
+  if (gt) adampi__grads16(g16, k, gq, gt, buf, wide, v3);
   else if (wide) memcpy(buf, g + k, 16 * sizeof *buf);
   else return g + k;
   return buf;
@@ -646,9 +696,10 @@ static inline float adampi__radial_coefficient(double wu, double ww, double eps)
 /* Elements per block where the update rounds w into float16 by the CPU's conversion
  * (adampi__f16_rounding: vcvtps2ph, one instruction per vector where adampi__to_f16 takes about
  * fifteen, same bits): the kernel writes a block of w (8 KiB), which is then rounded from L1. Only
- * the narrower clones do so since the fourteenth round; the wide ones round each 16
- * (adampi__round16: AMD EPYC, ResNet-50 shapes, random gradients, float16 parameters, the AdamP
- * update took 0.81-0.87 of its time, SGDP's 0.77). */
+ * the narrow (baseline) set does so, on a CPU with AVX2 and F16C but not all of x86-64-v3; the
+ * wide set rounds each 16 since the fourteenth round (adampi__round16: AMD EPYC, ResNet-50 shapes,
+ * random gradients, float16 parameters, the AdamP update took 0.81-0.87 of its time, SGDP's 0.77),
+ * and the x86-64-v3 set since the seventeenth. */
 #define ADAMPI__F16_BLOCK 2048
 
 /* w[0..n) rounded into w16 as adampi__store_w rounds each element (dt ADAMPI_BFLOAT16 or
@@ -703,7 +754,8 @@ typedef struct adampi__kernels {
    * is known (adampi__radial_coefficient), alongside the next row's first half
    * (adampi__prev_row). round16: NULL, or the CPU's float16 rounding (float16 parameters,
    * adampi__f16_rounding), which then rounds each row from cache into s->w16 once it is final
-   * (the wide kernels round each chunk as they write it, adampi__round16, and the last row so).
+   * (the wide and x86-64-v3 sets round each chunk as they write it, adampi__round16, and the last
+   * row so).
    * All the rows of a task in one call, not a call per row through this table and the clones'
    * dispatch (AMD EPYC, AdamP, the update with projected rows: 0.58-0.66 of the time on rows of
    * 64, 0.96 on ResNet-50 shapes, 0.92 on GPT-2's). */
@@ -790,6 +842,11 @@ static inline void adampi__lanes_fold(adampi__v8d acc[2], const adampi__block_la
  * come in a wide and a narrow set of clones (adamp.c, sgdp.c), and the kernel tables call the set
  * this says. */
 extern int adampi__wide_vectors;
+
+/* 1 where the kernels of adamp.c and sgdp.c run as their x86-64-v3 set (ADAMPI__KERNEL_SET): the
+ * CPU has x86-64-v3 and adampi__wide_vectors is 0, in builds with the CPU's float16 conversions
+ * (ADAMPI__HW_CONVERSIONS). Set once, when the library is loaded (stats.c). */
+extern int adampi__v3_kernels;
 
 /* The statistics pass's row sums (stats.c): the clones of the form adampi__wide_vectors says. */
 static inline void adampi__row_sums(const float *g, const float *w, int64_t n, adampi__sums *out)

@@ -44,7 +44,7 @@ static inline void grads16(const float *g, const uint16_t *g16, int64_t k, float
     return;
   }
   float t[16];
-  adampi__grads16(g16, k, gq, gt, t, 1);
+  adampi__grads16(g16, k, gq, gt, t, 1, 0);
   memcpy(out, t, sizeof t);
 }
 
@@ -127,7 +127,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
                                                            const float *restrict w, float *restrict u_out,
                                                            const uint16_t *w16, int64_t n, const adampi__coef *c,
                                                            int store, int nesterov, const adampi__prev_row *prev,
-                                                           int fuse, int r16, int wide)
+                                                           int fuse, int r16, int wide, int v3)
 {
   const adampi__coef cl = *c; /* locals: the stores could alias *c otherwise */
   float *restrict pw = fuse ? prev->w : NULL, *restrict pd = fuse ? prev->u : NULL;
@@ -154,7 +154,7 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
         float taken[16];
         const float *gk = g + k;
         v8f u[2];
-        if (gt) adampi__grads16(g16, k, gq, gt, taken, 0), gk = taken;
+        if (gt) adampi__grads16(g16, k, gq, gt, taken, 0, v3), gk = taken;
         for (int h = 0; h < 2; h++) {
           v8f bi;
           buffer_direction8(gk + 8 * h, b + k + 8 * h, &cl, nesterov, &bi, &u[h]);
@@ -180,22 +180,23 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
   return wide ? adampi__lanes_total(acc) : adampi__lanes8_total(acc4);
 }
 
-/* <w, u> with the buffer as this step will make it; writes nothing. Each kernel below comes in two
- * sets of clones, wide and narrow, as in adamp.c. */
+/* <w, u> with the buffer as this step will make it; writes nothing. Each kernel below comes in three
+ * sets, wide, x86-64-v3 and narrow, as in adamp.c. */
 static inline __attribute__((always_inline)) double dot_wu_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                             const float *b, const float *w, int64_t n,
-                                                            const adampi__coef *c, int wide)
+                                                            const adampi__coef *c, int wide, int v3)
 {
 #define WU(GT)                                                                                \
-  return c->nesterov ? wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, NULL, 0, 0, wide) \
-                     : wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, NULL, 0, 0, wide)
+  return c->nesterov ? wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 1, NULL, 0, 0, wide, v3) \
+                     : wu_pass(g, g16, gq, GT, (float *)b, w, NULL, NULL, n, c, 0, 0, NULL, 0, 0, wide, v3)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
 #define DOT_WU_ARGS \
   const float *g, const uint16_t *g16, float gq, int gt, const float *b, const float *w, int64_t n, const adampi__coef *c
-ADAMPI_CLONES_WIDE static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, b, w, n, c, 1); }
-ADAMPI_CLONES_NARROW static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, b, w, n, c, 0); }
+ADAMPI_CLONES_WIDE static double dot_wu(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, b, w, n, c, 1, 0); }
+ADAMPI_CLONES_V3 static double dot_wu_v3(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, b, w, n, c, 0, 1); }
+ADAMPI_CLONES_NARROW static double dot_wu_narrow(DOT_WU_ARGS) { return dot_wu_t(g, g16, gq, gt, b, w, n, c, 0, 0); }
 
 /* One element of an SGDP step, g its gradient before clipping (proj a constant). */
 static inline __attribute__((always_inline)) void apply_one(float g, float *restrict b, float *restrict w,
@@ -211,20 +212,22 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
 }
 
 /* apply_one over n elements; w rounded into w16 as adampi__store_w says (dt a constant where it is
- * inlined), or in the wide set, which goes in blocks for every type, each 16 after the block
- * (ADAMPI__ROUNDS16); the gradients as in wu_pass, 16-bit ones widened 16 at a time
- * (adampi__grads16) so that the loop vectorizes. cl: the coefficients, a local copy. */
+ * inlined), or each 16 after the block (ADAMPI__ROUNDS16: the wide set, which goes in blocks for
+ * every type, and the x86-64-v3 set's float16 parameters); the gradients as in wu_pass, 16-bit
+ * ones widened 16 at a time (adampi__grads16) so that the loop vectorizes. cl: the coefficients, a
+ * local copy. */
 static inline __attribute__((always_inline)) void apply_body(const float *restrict g, const uint16_t *restrict g16,
                                                             float gq, int gt, float *restrict b,
                                                             float *restrict w, uint16_t *restrict w16, int64_t n,
-                                                            const adampi__coef *cl, int proj, float k, int dt, int wide)
+                                                            const adampi__coef *cl, int proj, float k, int dt, int wide,
+                                                            int v3)
 {
   int64_t i = 0;
   for (; adampi__update_blocks(gt, dt, wide) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
     float buf[16];
     adampi__prefetch_write(b + i), adampi__prefetch_write(w + i);
-    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide);
-    const int r16 = ADAMPI__ROUNDS16(wide, dt), d = r16 ? ADAMPI_FLOAT32 : dt; /* r16: rounded after the 16 */
+    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide, v3);
+    const int r16 = ADAMPI__ROUNDS16(wide, v3, dt), d = r16 ? ADAMPI_FLOAT32 : dt; /* r16: rounded after the 16 */
     if (proj)
       for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, cl, 1, k, d);
     else
@@ -242,19 +245,21 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
 static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g16,
                                                          float gq, int gt, float *restrict b,
                                                          float *restrict w, uint16_t *restrict w16, int64_t n,
-                                                         const adampi__coef *c, int proj, float k, int dt, int wide)
+                                                         const adampi__coef *c, int proj, float k, int dt, int wide,
+                                                         int v3)
 {
   if (wide) {
     const adampi__coef clw = *c; /* a local: the stores could alias *c otherwise */
-    apply_body(g, g16, gq, gt, b, w, w16, n, &clw, proj, k, dt, 1);
+    apply_body(g, g16, gq, gt, b, w, w16, n, &clw, proj, k, dt, 1, 0);
     return;
   }
   adampi__coef cl = *c;
   if (adampi__update_blocks(gt, dt, 0)) {
-    apply_body(g, g16, gq, gt, b, w, w16, n, &cl, proj, k, dt, 0);
+    apply_body(g, g16, gq, gt, b, w, w16, n, &cl, proj, k, dt, 0, v3);
     return;
   }
-#define BODY(PROJ, NESTEROV) (cl.nesterov = NESTEROV, apply_body(g, g16, gq, gt, b, w, w16, n, &cl, PROJ, k, dt, 0))
+#define BODY(PROJ, NESTEROV) \
+  (cl.nesterov = NESTEROV, apply_body(g, g16, gq, gt, b, w, w16, n, &cl, PROJ, k, dt, 0, v3))
   if (proj) cl.nesterov ? BODY(1, 1) : BODY(1, 0);
   else cl.nesterov ? BODY(0, 1) : BODY(0, 0);
 #undef BODY
@@ -263,26 +268,27 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
 /* apply_t for the parameters' type, gt a constant (wide: adampi__wide_vectors, a constant too). */
 static inline __attribute__((always_inline)) void apply_dt(const float *g, const uint16_t *g16, float gq, int gt,
                                                           float *b, float *w, uint16_t *w16, int dt, int64_t n,
-                                                          const adampi__coef *c, int proj, float k, int wide)
+                                                          const adampi__coef *c, int proj, float k, int wide, int v3)
 {
   const int type = ADAMPI__GRAD_TYPE(gt);
   if (type == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
-    apply_t(g, g16, gq, gt, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
+    apply_t(g, g16, gq, gt, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide, v3);
   else if (type == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
-    apply_t(g, g16, gq, gt, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
+    apply_t(g, g16, gq, gt, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide, v3);
   else if (type == ADAMPI_FLOAT16)
-    apply_t(g, g16, gq, gt, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
-  else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide);
-  else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide);
-  else apply_t(g, NULL, 1.0f, 0, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide);
+    apply_t(g, g16, gq, gt, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide, v3);
+  else if (dt == ADAMPI_BFLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide, v3);
+  else if (dt == ADAMPI_FLOAT16) apply_t(g, NULL, 1.0f, 0, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide, v3);
+  else apply_t(g, NULL, 1.0f, 0, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide, v3);
 }
 
 /* apply_dt for the gradients' type and scaling, then the parameters'. */
 static inline __attribute__((always_inline)) void apply_types(const float *g, const uint16_t *g16, float gq, int gt,
                                                              float *b, float *w, uint16_t *w16, int dt, int64_t n,
-                                                             const adampi__coef *c, int proj, float k, int wide)
+                                                             const adampi__coef *c, int proj, float k, int wide,
+                                                             int v3)
 {
-#define DT(GT) apply_dt(g, g16, gq, GT, b, w, w16, dt, n, c, proj, k, wide)
+#define DT(GT) apply_dt(g, g16, gq, GT, b, w, w16, dt, n, c, proj, k, wide, v3)
   ADAMPI__GRAD_CASES(gt, DT);
 #undef DT
 }
@@ -290,10 +296,11 @@ static inline __attribute__((always_inline)) void apply_types(const float *g, co
 #define APPLY_ARGS                                                                                              \
   const float *g, const uint16_t *g16, float gq, int gt, float *b, float *w, uint16_t *w16, int dt, int64_t n, \
       const adampi__coef *c, int proj, float k
-ADAMPI_CLONES_WIDE static void apply(APPLY_ARGS) { apply_types(g, g16, gq, gt, b, w, w16, dt, n, c, proj, k, 1); }
+ADAMPI_CLONES_WIDE static void apply(APPLY_ARGS) { apply_types(g, g16, gq, gt, b, w, w16, dt, n, c, proj, k, 1, 0); }
+ADAMPI_CLONES_V3 static void apply_v3(APPLY_ARGS) { apply_types(g, g16, gq, gt, b, w, w16, dt, n, c, proj, k, 0, 1); }
 ADAMPI_CLONES_NARROW static void apply_narrow(APPLY_ARGS)
 {
-  apply_types(g, g16, gq, gt, b, w, w16, dt, n, c, proj, k, 0);
+  apply_types(g, g16, gq, gt, b, w, w16, dt, n, c, proj, k, 0, 0);
 }
 
 /* The first half of a channel-projected row, once its decision is known (same bits as apply with
@@ -304,11 +311,11 @@ static inline __attribute__((always_inline)) double buffer_wu_t(const float *g, 
                                                                int gt, float *b, const float *w, float *u,
                                                                const uint16_t *w16, int64_t n, const adampi__coef *c,
                                                                const adampi__prev_row *prev, int fuse, int r16,
-                                                               int wide)
+                                                               int wide, int v3)
 {
 #define WU(GT)                                                                                         \
-  return c->nesterov ? wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 1, prev, fuse, r16, wide) \
-                     : wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 0, prev, fuse, r16, wide)
+  return c->nesterov ? wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 1, prev, fuse, r16, wide, v3) \
+                     : wu_pass(g, g16, gq, GT, b, w, u, w16, n, c, 1, 0, prev, fuse, r16, wide, v3)
   ADAMPI__GRAD_CASES(gt, WU);
 #undef WU
 }
@@ -316,22 +323,22 @@ static inline __attribute__((always_inline)) double buffer_wu_t(const float *g, 
 /* The kernel table's rows (internal.h) over n elements of rows of len (gt a constant): each row's
  * first half fused with the previous row's second half (adampi__prev_row), u (with nesterov)
  * alternating between the two halves of the scratch. w is written as float32 and rounded as the
- * parameters' type dt says: into the type r16 (a constant: bfloat16, or float16 in the wide kernels)
- * as each chunk is written, else after each row, from cache (adampi__round_row; by round16 where it
- * is set). */
+ * parameters' type dt says: into the type r16 (a constant: bfloat16, or float16 in the wide and
+ * x86-64-v3 sets) as each chunk is written, else after each row, from cache (adampi__round_row; by
+ * round16 where it is set). */
 static inline __attribute__((always_inline)) void rows_t(const float *g, const uint16_t *g16, float gq, int gt,
                                                         float *b, float *w, uint16_t *w16, int dt, int64_t n,
                                                         int64_t len, const adampi__sums *ww, double eps, float *u,
                                                         adampi__round_fn round16, const adampi__coef *c, int r16,
-                                                        int wide)
+                                                        int wide, int v3)
 {
   adampi__prev_row prev = {NULL, NULL, NULL, 0.0f};
   for (int64_t o = 0, r = 0; o <= n; o += len, r++) {
     if (o < n) {
       float *uo = u + (r & 1) * len;
       const uint16_t *g16o = g16 ? g16 + o : NULL, *w16o = w16 ? w16 + o : NULL;
-      double wu = r == 0 ? buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, NULL, 0, r16, wide)
-                         : buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, &prev, 1, r16, wide);
+      double wu = r == 0 ? buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, NULL, 0, r16, wide, v3)
+                         : buffer_wu_t(g + o, g16o, gq, gt, b + o, w + o, uo, w16o, len, c, &prev, 1, r16, wide, v3);
       if (r > 0 && !r16) adampi__round_row(&prev, len, dt, round16);
       prev = (adampi__prev_row){w + o, w16 ? w16 + o : NULL, c->nesterov ? uo : b + o,
                                 adampi__radial_coefficient(wu, ww[r].ww, eps)};
@@ -347,24 +354,25 @@ static inline __attribute__((always_inline)) void rows_t(const float *g, const u
 static inline __attribute__((always_inline)) void rows_dt(const float *g, const uint16_t *g16, float gq, int gt,
                                                          float *b, float *w, uint16_t *w16, int dt, int64_t n,
                                                          int64_t len, const adampi__sums *ww, double eps, float *u,
-                                                         adampi__round_fn round16, const adampi__coef *c, int wide)
+                                                         adampi__round_fn round16, const adampi__coef *c, int wide,
+                                                         int v3)
 {
   const int type = ADAMPI__GRAD_TYPE(gt);
   if (type == ADAMPI_BFLOAT16 || (type == ADAMPI_FLOAT32 && dt == ADAMPI_BFLOAT16))
-    rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_BFLOAT16, wide);
-  else if (ADAMPI__F16_WIDE(wide, dt))
-    rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_FLOAT16, wide);
+    rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_BFLOAT16, wide, v3);
+  else if (ADAMPI__F16_INLINE(wide, v3, dt))
+    rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, ADAMPI_FLOAT16, wide, v3);
   else
-    rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 0, wide);
+    rows_t(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 0, wide, v3);
 }
 
 static inline __attribute__((always_inline)) void rows_types(const float *g, const uint16_t *g16, float gq, int gt,
                                                             float *b, float *w, uint16_t *w16, int dt, int64_t n,
                                                             int64_t len, const adampi__sums *ww, double eps,
                                                             float *u, adampi__round_fn round16,
-                                                            const adampi__coef *c, int wide)
+                                                            const adampi__coef *c, int wide, int v3)
 {
-#define ROWS(GT) rows_dt(g, g16, gq, GT, b, w, w16, dt, n, len, ww, eps, u, round16, c, wide)
+#define ROWS(GT) rows_dt(g, g16, gq, GT, b, w, w16, dt, n, len, ww, eps, u, round16, c, wide, v3)
   ADAMPI__GRAD_CASES(gt, ROWS);
 #undef ROWS
 }
@@ -373,30 +381,34 @@ static inline __attribute__((always_inline)) void rows_types(const float *g, con
       int64_t len, const adampi__sums *ww, double eps, float *u, adampi__round_fn round16, const adampi__coef *c
 ADAMPI_CLONES_WIDE static void rows(ROWS_ARGS)
 {
-  rows_types(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 1);
+  rows_types(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 1, 0);
+}
+ADAMPI_CLONES_V3 static void rows_v3(ROWS_ARGS)
+{
+  rows_types(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 0, 1);
 }
 ADAMPI_CLONES_NARROW static void rows_narrow(ROWS_ARGS)
 {
-  rows_types(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 0);
+  rows_types(g, g16, gq, gt, b, w, w16, dt, n, len, ww, eps, u, round16, c, 0, 0);
 }
 
 /* The kernel table (internal.h, adampi__kernels): the shard arrays of a span, unpacked. */
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
-  return (adampi__wide_vectors ? dot_wu : dot_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
+  return ADAMPI__KERNEL_SET(dot_wu, dot_wu_v3, dot_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
                                                           s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
-  (adampi__wide_vectors ? apply : apply_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__MOMENTUM],
+  ADAMPI__KERNEL_SET(apply, apply_v3, apply_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__MOMENTUM],
                                                 s->w, s->w16, s->dtype16, s->n, c, proj, k);
 }
 
 static void span_rows(const adampi__span *s, int64_t len, const adampi__sums *ww, double eps, float *u,
                       adampi__round_fn round16, const adampi__coef *c)
 {
-  (adampi__wide_vectors ? rows : rows_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w,
+  ADAMPI__KERNEL_SET(rows, rows_v3, rows_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w,
                                               s->w16, s->dtype16, s->n, len, ww, eps, u, round16, c);
 }
 

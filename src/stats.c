@@ -137,10 +137,12 @@ NARROW_ONLY static void row_sums16_narrow(const uint16_t *g16, float gq, int gt,
 
 void (*adampi__row_sums16)(const uint16_t *g16, float gq, int gt, const float *w, int64_t n, adampi__sums *out);
 int adampi__wide_vectors;
+int adampi__v3_kernels;
 
 /* adampi__wide_vectors, when the library is loaded: 1 where the dispatcher runs the x86-64-v4
- * clones (the CPU has AVX-512 F, BW, CD, DQ and VL, and the build has those clones); and
- * adampi__row_sums16, the loop of the same width where the CPU has x86-64-v3 at least. */
+ * clones (the CPU has AVX-512 F, BW, CD, DQ and VL, and the build has those clones); else
+ * adampi__v3_kernels, 1 where the CPU has x86-64-v3; and adampi__row_sums16, the loop of the width
+ * the kernels run at. */
 __attribute__((constructor)) static void find_wide_vectors(void)
 {
 #if defined(ADAMPI__HW_CONVERSIONS)
@@ -149,7 +151,8 @@ __attribute__((constructor)) static void find_wide_vectors(void)
   adampi__wide_vectors = __builtin_cpu_supports("x86-64-v4") != 0;
   if (adampi__wide_vectors) adampi__row_sums16 = row_sums16_wide;
 #endif
-  if (!adampi__wide_vectors && __builtin_cpu_supports("x86-64-v3")) adampi__row_sums16 = row_sums16_narrow;
+  adampi__v3_kernels = !adampi__wide_vectors && __builtin_cpu_supports("x86-64-v3");
+  if (adampi__v3_kernels) adampi__row_sums16 = row_sums16_narrow;
 #endif
 }
 

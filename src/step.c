@@ -78,21 +78,22 @@ static adampi__span span_at(const adampi *opt, const adampi__tensor *t, float *w
 
 /* The CPU's float16 rounding where span s's parameters are float16 and the CPU converts
  * (adampi__f16_rounding), else NULL: the kernels that write w then write it as float32 and round
- * it by the CPU afterwards (the narrower clones' apply block by block, from L1, write_w; their rows
- * row by row, from cache; the wide kernels each 16 as they write them, adampi__round16, and their
- * rows' last row by this). */
+ * it by the CPU (the wide and x86-64-v3 sets each 16 as they write them, adampi__round16, and their
+ * rows' last row by this; the narrow set's apply block by block, from L1, write_w, and its rows
+ * row by row, from cache). */
 static adampi__round_fn cpu_rounding(const adampi__span *s)
 {
   return s->dtype16 == ADAMPI_FLOAT16 ? adampi__f16_rounding() : NULL;
 }
 
-/* apply over span s (proj, k as there), rounding as cpu_rounding says: block by block by the CPU,
- * or in the kernel (each 16 in the wide set, adampi__wide_vectors; else each element). Blocks change
- * nothing in the maths: apply computes each element on its own. */
+/* apply over span s (proj, k as there), rounding as cpu_rounding says: in the kernel (each 16 in
+ * the wide and x86-64-v3 sets; each element where the CPU does not convert), or block by block by
+ * the CPU (the narrow set on a CPU with F16C but not all of x86-64-v3). Blocks change nothing in
+ * the maths: apply computes each element on its own. */
 static void write_w(const adampi__kernels *kn, const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
   adampi__round_fn hw = cpu_rounding(s);
-  if (hw == NULL || adampi__wide_vectors) {
+  if (hw == NULL || adampi__wide_vectors || adampi__v3_kernels) {
     kn->apply(s, c, proj, k);
     return;
   }

@@ -112,8 +112,10 @@ END_TEST
  * instructions; they must give the bits of the software conversions (src/dtype.h, which the
  * baseline build and machines without F16C use) for every input: all 2^32 floats, shared among the
  * ranks (1/64 of them, every exponent, in the sanitizer build), and all 2^16 halves, the
- * signalling NaNs among them (which vcvtph2ps would quiet); and, on x86-64-v4 CPUs, the wide
- * kernels' float16 rounding 16 at a time (adampi__f16_round16_wide). The bfloat16 rounding too, the
+ * signalling NaNs among them (which vcvtph2ps would quiet); the kernels' float16 rounding 16 at a
+ * time, on x86-64-v4 CPUs the wide set's (adampi__f16_round16_wide) and on x86-64-v3 ones the
+ * x86-64-v3 set's (adampi__f16_round16_v3), and the latter's widening of every finite float16
+ * (adampi__f16x8_v3). The bfloat16 rounding too, the
  * library's vector loop (its clone for this CPU) and the projected rows' 16 at a time
  * (adampi__bf16_round16, both forms) against the formula element by element here. */
 #ifdef __SANITIZE_ADDRESS__
@@ -128,10 +130,13 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
   static uint16_t got[CHUNK], want[CHUNK];
   int rank = test_rank(), size = test_size();
   uint64_t per = ((1ull << 32) / CHUNK + (uint64_t)size - 1) / (uint64_t)size;
-  long bad = 0, bad_bf16 = 0, bad_bf16_16 = 0, bad_f16_16 = 0;
-  uint32_t first_bad = 0, first_bad_bf16 = 0, first_bad_bf16_16 = 0, first_bad_f16_16 = 0;
+  long bad = 0, bad_bf16 = 0, bad_bf16_16 = 0, bad_f16_16 = 0, bad_f16_v3 = 0;
+  uint32_t first_bad = 0, first_bad_bf16 = 0, first_bad_bf16_16 = 0, first_bad_f16_16 = 0, first_bad_f16_v3 = 0;
 #if defined(ADAMPI__WIDE_CLONES)
   const int wide_cpu = __builtin_cpu_supports("x86-64-v4");
+#endif
+#if defined(ADAMPI__HW_CONVERSIONS)
+  const int v3_cpu = __builtin_cpu_supports("x86-64-v3");
 #endif
   for (uint64_t c = (uint64_t)rank * per; c < (uint64_t)(rank + 1) * per && c < (1ull << 32) / CHUNK; c++) {
     if (c % F16_CHUNK_STRIDE != 0) continue;
@@ -147,6 +152,14 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
       if (memcmp(got, want, sizeof got) != 0)
         for (uint32_t j = 0; j < CHUNK; j++)
           if (got[j] != want[j] && bad_f16_16++ == 0) first_bad_f16_16 = (uint32_t)(c * CHUNK) + j;
+    }
+#endif
+#if defined(ADAMPI__HW_CONVERSIONS)
+    if (v3_cpu) { /* the x86-64-v3 kernels' float16 rounding, 16 at a time */
+      for (uint32_t j = 0; j < CHUNK; j += 16) adampi__f16_round16_v3(in + j, got + j);
+      if (memcmp(got, want, sizeof got) != 0)
+        for (uint32_t j = 0; j < CHUNK; j++)
+          if (got[j] != want[j] && bad_f16_v3++ == 0) first_bad_f16_v3 = (uint32_t)(c * CHUNK) + j;
     }
 #endif
     ck_assert_int_eq(adampi_round_to(ADAMPI_BFLOAT16, in, got, CHUNK), ADAMPI_OK);
@@ -170,6 +183,10 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
                 "rank %d: adampi__f16_round16_wide rounds %ld floats to other float16 bits than the software's, "
                 "the first 0x%08x",
                 rank, bad_f16_16, first_bad_f16_16);
+  ck_assert_msg(bad_f16_v3 == 0,
+                "rank %d: adampi__f16_round16_v3 rounds %ld floats to other float16 bits than the software's, "
+                "the first 0x%08x",
+                rank, bad_f16_v3, first_bad_f16_v3);
   ck_assert_msg(bad_bf16 == 0, "rank %d: %ld floats round to other bfloat16 bits than the formula's, the first 0x%08x",
                 rank, bad_bf16, first_bad_bf16);
   ck_assert_msg(bad_bf16_16 == 0,
@@ -199,6 +216,20 @@ START_TEST(float16_conversions_give_the_software_bits_for_every_value)
       ck_assert_msg(a == b, "adampi__f16x16 widens float16 0x%04x to 0x%08x, the software to 0x%08x", x + j, a, b);
     }
   }
+#if defined(ADAMPI__HW_CONVERSIONS)
+  for (uint32_t x = 0; v3_cpu && x < CHUNK; x += 8) { /* the x86-64-v3 set's, 8 at a time, by the CPU */
+    float got[8];
+    adampi__f16x8_v3(halves + x, got);
+    for (uint32_t j = 0; j < 8; j++) {
+      if ((halves[x + j] & 0x7C00u) == 0x7C00u) continue; /* Inf or NaN */
+      uint32_t a, b;
+      float ref = adampi__from_f16(halves[x + j]);
+      memcpy(&a, &got[j], 4);
+      memcpy(&b, &ref, 4);
+      ck_assert_msg(a == b, "adampi__f16x8_v3 widens float16 0x%04x to 0x%08x, the software to 0x%08x", x + j, a, b);
+    }
+  }
+#endif
 }
 END_TEST
 
