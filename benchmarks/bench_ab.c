@@ -5,7 +5,7 @@
  *   mpirun -np N build/bin/bench_ab --a OLD/lib/libadampi.so --b NEW/lib/libadampi.so
  *       [--set resnet50|gpt2|sweep] [--millions M] [--row-len L] [--opt adamp|sgdp|adamw|sgd]
  *       [--grads random|orthogonal] [--mode sharded|dp|dp-shm] [--dtype fp32|bf16|fp16]
- *       [--threads T] [--rounds K] [--check-bits] [--perturb-b]
+ *       [--threads T] [--rounds K] [--start-step T] [--check-bits] [--perturb-b]
  *   (--threads T > 1 with mpirun's --bind-to none; benchmarks/run_ab.sh REV builds REV and runs this
  *   against build/ in both orders.)
  *
@@ -24,6 +24,10 @@
  * Both libraries must have this header's ABI (same soname version); the program itself does not
  * link libadampi. Giving one file twice is an A/A run: one library, two handles. --perturb-b gives
  * B's group a learning rate 1 + 2^-20 times A's, so that a test can see the comparison say "no".
+ * --start-step T times steps late in a run: both handles start with every step counter at T
+ * (adampi_set_state, the moments or momentum buffer zero), so that the bias corrections are
+ * those of update T + 1 on (AdamP: from about T = 16,626, with beta2 = 0.999, sqrt(1 - beta2^t)
+ * is 1 in float and the kernels skip the division by it, src/adamp.c).
  */
 #define _GNU_SOURCE /* madvise */
 #include "adampi.h"
@@ -42,7 +46,8 @@
   X(adampi_config_defaults) X(adampi_adamp_defaults) X(adampi_sgdp_defaults) X(adampi_create) X(adampi_free)     \
   X(adampi_last_error) X(adampi_add_group) X(adampi_add_tensor) X(adampi_commit) X(adampi_numel) X(adampi_shard) \
   X(adampi_round_to) X(adampi_alloc_step_buffers) X(adampi_alloc_step_buffers_ex) X(adampi_step_ex)              \
-  X(adampi_step_sharded_ex) X(adampi_get_profile) X(adampi_state_shard) X(adampi_master_shard)
+  X(adampi_step_sharded_ex) X(adampi_get_profile) X(adampi_state_shard) X(adampi_master_shard)                 \
+  X(adampi_num_tensors) X(adampi_set_state)
 
 typedef struct lib {
   void *dl;
@@ -95,6 +100,7 @@ typedef struct config {
   const char *a, *b, *set, *opt, *grads, *mode, *dtype;
   int64_t millions, row_len;
   int rounds, threads, check_bits, perturb_b;
+  int64_t start_step; /* --start-step: every counter's value before the first step (0: none) */
 } config;
 
 /* Makes s's handle and model (collective). 0, or -1 with msg set on this rank. */
@@ -164,6 +170,24 @@ static int side_setup(side *s, const config *c, const bench_tensor *ts, int nt, 
   if (!s->t_step || !s->t_phase) {
     snprintf(msg, len, "out of memory");
     return -1;
+  }
+  if (c->start_step > 0) { /* late in a run: the counters at start_step, the state zero */
+    const int nts = L->adampi_num_tensors(s->opt);
+    float *zero = calloc((size_t)(hi - lo) + 1, sizeof(float));
+    int64_t *steps = malloc((size_t)nts * sizeof(int64_t));
+    if (!zero || !steps) {
+      free(zero), free(steps);
+      snprintf(msg, len, "out of memory");
+      return -1;
+    }
+    for (int i = 0; i < nts; i++) steps[i] = c->start_step;
+    adampi_state_in in = {sgd ? NULL : zero, sgd ? NULL : zero, sgd ? zero : NULL, steps, c->start_step, 0};
+    adampi_status st = L->adampi_set_state(s->opt, &in);
+    free(zero), free(steps);
+    if (st != ADAMPI_OK) {
+      snprintf(msg, len, "adampi_set_state: %s", L->adampi_last_error(s->opt));
+      return -1;
+    }
   }
   return 0;
 }
@@ -238,7 +262,8 @@ static void usage(void)
 {
   fprintf(stderr, "usage: bench_ab --a LIB --b LIB [--set resnet50|gpt2|sweep] [--millions M] [--row-len L]\n"
                   "                [--opt adamp|sgdp|adamw|sgd] [--grads random|orthogonal] [--mode sharded|dp|dp-shm]\n"
-                  "                [--dtype fp32|bf16|fp16] [--threads T] [--rounds K] [--check-bits] [--perturb-b]\n");
+                  "                [--dtype fp32|bf16|fp16] [--threads T] [--rounds K] [--start-step T] [--check-bits]\n"
+                  "                [--perturb-b]\n");
 }
 
 int main(int argc, char **argv)
@@ -246,7 +271,7 @@ int main(int argc, char **argv)
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  config c = {NULL, NULL, "resnet50", "adamp", "orthogonal", "sharded", "fp32", 16, 1024, 41, 1, 0, 0};
+  config c = {NULL, NULL, "resnet50", "adamp", "orthogonal", "sharded", "fp32", 16, 1024, 41, 1, 0, 0, 0};
   int bad = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -264,6 +289,7 @@ int main(int argc, char **argv)
     else if (!strcmp(a, "--row-len")) c.row_len = atoll(v), i++;
     else if (!strcmp(a, "--threads")) c.threads = atoi(v), i++;
     else if (!strcmp(a, "--rounds")) c.rounds = atoi(v), i++;
+    else if (!strcmp(a, "--start-step")) c.start_step = atoll(v), i++;
     else bad = 1;
   }
   static const char *sets[] = {"resnet50", "gpt2", "sweep"}, *opts[] = {"adamp", "sgdp", "adamw", "sgd"};
@@ -272,7 +298,7 @@ int main(int argc, char **argv)
 #define ONE_OF(x, list) one_of(x, list, sizeof list / sizeof list[0])
   if (!c.a || !c.b || !ONE_OF(c.set, sets) || !ONE_OF(c.opt, opts) || !ONE_OF(c.grads, grads) ||
       !ONE_OF(c.mode, modes) || !ONE_OF(c.dtype, dtypes) || c.rounds < 2 || c.threads < 0 || c.millions < 1 ||
-      c.row_len < 1)
+      c.row_len < 1 || c.start_step < 0 || c.start_step > (1ll << 40))
     bad = 1;
   if (bad) {
     if (rank_ == 0) usage();
@@ -318,8 +344,10 @@ int main(int argc, char **argv)
       free(tmp);
     }
     qsort(ratio, (size_t)K, sizeof *ratio, cmp_double);
-    printf("# %s %s %s %s %s, %d rank(s) x %d thread(s), %d rounds (A B, B A, ...)\n", c.set, c.opt, c.grads, c.mode,
+    printf("# %s %s %s %s %s, %d rank(s) x %d thread(s), %d rounds (A B, B A, ...)", c.set, c.opt, c.grads, c.mode,
            c.dtype, size_, c.threads, K);
+    if (c.start_step > 0) printf(", every counter at %lld before the first step", (long long)c.start_step);
+    printf("\n");
     printf("# A: %s\n# B: %s\n", c.a, c.b);
     const char *ph[] = {"reduce-scatter", "stats", "exchange", "update", "all-gather"};
     for (int s = 0; s < 2; s++) {
