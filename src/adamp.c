@@ -31,6 +31,15 @@ static adampi__coef coefficients(const adampi_hparams *hp, int64_t t, double wd_
   return c;
 }
 
+/* UNIT(cl, X): X, an expression over the local coefficients cl, with cl.sqbc2 the constant 1.0f
+ * where it is 1. sqbc2, sqrt(1 - beta2^t) rounded to float, is exactly 1 once beta2^t < 2^-24
+ * (from update 16,626 with beta2 = 0.999, 826 with 0.98, 325 with 0.95), and the division by it,
+ * direction's first, is then exact: the kernels X is built into divide once less per element there,
+ * with the same bits (GCC folds x / 1.0f to x). AdamP's update is bound by the divider on the CPUs
+ * measured without AVX-512 (README, "A CPU without AVX-512"), where each 8 elements take a square
+ * root and two divisions. */
+#define UNIT(cl, X) ((cl).sqbc2 == 1.0f ? ((cl).sqbc2 = 1.0f, (X)) : (X))
+
 /* The update direction u of one element, from the new moments. */
 static inline float direction(float g, float m, float v, const adampi__coef *c)
 {
@@ -235,7 +244,8 @@ static inline __attribute__((always_inline)) void rows_types(const float *g, con
                                                             double eps, float *u, adampi__round_fn round16,
                                                             const adampi__coef *c, int wide, int v3)
 {
-#define ROWS(GT) rows_dt(g, g16, gq, GT, m, v, w, w16, dt, n, len, ww, eps, u, round16, c, wide, v3)
+  adampi__coef cl = *c;
+#define ROWS(GT) UNIT(cl, rows_dt(g, g16, gq, GT, m, v, w, w16, dt, n, len, ww, eps, u, round16, &cl, wide, v3))
   ADAMPI__GRAD_CASES(gt, ROWS);
 #undef ROWS
 }
@@ -303,7 +313,7 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
 /* apply_body with proj and nesterov constants in the narrower clones (wide: adampi__wide_vectors, a
  * constant): they vectorize no loop with a test of either inside, where the AVX-512 clones do, with
  * masks (AMD EPYC, AdamP with bfloat16 gradients on the AVX2 clones: the update took 10x the
- * AVX-512 clones' time with the tests inside). */
+ * AVX-512 clones' time with the tests inside); in every set, with UNIT. */
 static inline __attribute__((always_inline)) void apply_t(const float *restrict g, const uint16_t *restrict g16,
                                                          float gq, int gt, float *restrict m,
                                                          float *restrict v, float *restrict w,
@@ -311,13 +321,13 @@ static inline __attribute__((always_inline)) void apply_t(const float *restrict 
                                                          int proj, float k, int dt, int wide, int v3)
 {
   if (wide) {
-    const adampi__coef clw = *c;
-    apply_body(g, g16, gq, gt, m, v, w, w16, n, &clw, proj, k, dt, 1, 0);
+    adampi__coef clw = *c;
+    UNIT(clw, apply_body(g, g16, gq, gt, m, v, w, w16, n, &clw, proj, k, dt, 1, 0));
     return;
   }
   adampi__coef cl = *c;
 #define BODY(PROJ, NESTEROV) \
-  (cl.nesterov = NESTEROV, apply_body(g, g16, gq, gt, m, v, w, w16, n, &cl, PROJ, k, dt, 0, v3))
+  (cl.nesterov = NESTEROV, UNIT(cl, apply_body(g, g16, gq, gt, m, v, w, w16, n, &cl, PROJ, k, dt, 0, v3)))
   if (proj) cl.nesterov ? BODY(1, 1) : BODY(1, 0);
   else cl.nesterov ? BODY(0, 1) : BODY(0, 0);
 #undef BODY

@@ -525,6 +525,68 @@ START_TEST(refused_or_skipped_step_leaves_diagnostics)
 }
 END_TEST
 
+/* One element of AdamP's unprojected update at update t without weight decay, as MATHS.md writes
+ * it, element by element and with both divisions: the coefficients in double, rounded to float
+ * once; then m, v, the direction and w. Not contracted, as the library is not. */
+__attribute__((optimize("fp-contract=off"))) static float adam_element(float w, float g, float *m, float *v,
+                                                                        int64_t t, const adampi_hparams *hp)
+{
+  const double bc1 = 1.0 - pow(hp->beta1, (double)t), bc2 = 1.0 - pow(hp->beta2, (double)t);
+  const float b1 = (float)hp->beta1, omb1 = (float)(1.0 - hp->beta1);
+  const float b2 = (float)hp->beta2, omb2 = (float)(1.0 - hp->beta2);
+  const float sqbc2 = (float)sqrt(bc2), eps = (float)hp->eps, lr_bc1 = (float)(hp->lr / bc1);
+  float mi = b1 * *m + omb1 * g;
+  float vi = b2 * *v + omb2 * g * g;
+  float denom = sqrtf(vi) / sqbc2 + eps;
+  float u = mi / denom;
+  *m = mi, *v = vi;
+  return w * 1.0f - lr_bc1 * u;
+}
+
+/* Late in a run, sqrt(1 - beta2^t) rounds to 1 in float (from update 16,626 with beta2 = 0.999)
+ * and the kernels skip the division by it (src/adamp.c, UNIT). Each element of a 1-D tensor (never
+ * projected) after one step from a state set at counter T, against adam_element bit for bit: at
+ * T = 3 (the division taken) and T = 20,000 (skipped); 203 elements, so that every rank's shard has
+ * blocks of 16 and a tail; the kernels of the set this CPU runs. */
+START_TEST(adamp_late_in_a_run_gives_the_formula_bits)
+{
+  const int64_t T = _i == 0 ? 3 : 20000, len = 203;
+  adampi_config cfg = adampi_config_defaults(ADAMPI_ADAMP);
+  adampi *opt = NULL;
+  char err[256];
+  ck_assert_int_eq(adampi_create(MPI_COMM_WORLD, &cfg, &opt, err, sizeof err), ADAMPI_OK);
+  adampi_hparams hp = adampi_adamp_defaults();
+  hp.weight_decay = 0.0;
+  hp.lr = 1.0; /* with w small, w's new bits are u's: a direction one ulp off shows */
+  ck_assert_ok(opt, adampi_add_group(opt, &hp, NULL));
+  ck_assert_ok(opt, adampi_add_tensor(opt, "b", 1, &len, 0, NULL));
+  ck_assert_ok(opt, adampi_commit(opt));
+  int64_t lo, hi;
+  adampi_shard(opt, adampi_rank(opt), &lo, &hi);
+  const int64_t n = hi - lo;
+  float *w = malloc((size_t)n * sizeof(float) + 4), *g = malloc((size_t)n * sizeof(float) + 4);
+  float *m = malloc((size_t)n * sizeof(float) + 4), *v = malloc((size_t)n * sizeof(float) + 4);
+  float *want = malloc((size_t)n * sizeof(float) + 4);
+  uint64_t seed = 11 + (uint64_t)lo;
+  for (int64_t i = 0; i < n; i++) {
+    w[i] = test_uniform(&seed) * 0x1p-12f, g[i] = test_uniform(&seed) * 0x1p-4f;
+    m[i] = test_uniform(&seed) * 0x1p-5f, v[i] = fabsf(test_uniform(&seed)) * 0x1p-9f;
+  }
+  adampi_state_in in = {m, v, NULL, &T, T, 0};
+  ck_assert_ok(opt, adampi_set_state(opt, &in));
+  for (int64_t i = 0; i < n; i++) want[i] = adam_element(w[i], g[i], &m[i], &v[i], T + 1, &hp);
+  ck_assert_ok(opt, adampi_step_sharded(opt, w, g, NULL));
+  const float *ms = adampi_state_shard(opt, ADAMPI_STATE_EXP_AVG),
+              *vs = adampi_state_shard(opt, ADAMPI_STATE_EXP_AVG_SQ);
+  for (int64_t i = 0; i < n; i++)
+    ck_assert_msg(!memcmp(&w[i], &want[i], 4) && !memcmp(&ms[i], &m[i], 4) && !memcmp(&vs[i], &v[i], 4),
+                  "[rank %d] update %lld, element %lld: w %a m %a v %a, the formula %a %a %a", test_rank(),
+                  (long long)(T + 1), (long long)(lo + i), w[i], ms[i], vs[i], want[i], m[i], v[i]);
+  free(w), free(g), free(m), free(v), free(want);
+  adampi_free(&opt);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
   Suite *s = suite_create("step");
@@ -536,6 +598,7 @@ static Suite *make_suite(void)
   tcase_add_test(tc, tensors_without_gradient_are_untouched);
   tcase_add_test(tc, zero_and_tiny_weights_stay_finite);
   tcase_add_loop_test(tc, refused_or_skipped_step_leaves_diagnostics, 0, 2);
+  tcase_add_loop_test(tc, adamp_late_in_a_run_gives_the_formula_bits, 0, 2);
   suite_add_tcase(s, tc);
   TCase *buffers = tcase_create("step buffers");
   tcase_add_loop_test(buffers, step_buffers_give_the_same_bits_as_messages, 0, 2);
