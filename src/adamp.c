@@ -286,9 +286,8 @@ static inline __attribute__((always_inline)) void apply_one(float g, float *rest
 /* One AdamP step over n elements (apply_one each); w rounded into w16 as adampi__store_w says (dt
  * a constant where it is inlined), or each 16 after the block (ADAMPI__ROUNDS16: the wide set; the
  * x86-64-v3 set for float16 parameters, its bfloat16 ones taking the plain loop,
- * adampi__update_blocks); the gradients as
- * in wu_pass, 16-bit ones widened 16 at a time (adampi__grads16) so that the loop vectorizes. cl:
- * the coefficients, a local copy. */
+ * adampi__update_blocks); the gradients as in wu_pass, 16-bit ones widened 16 at a time
+ * (adampi__grads16) so that the loop vectorizes. cl: the coefficients, a local copy. */
 static inline __attribute__((always_inline)) void apply_body(const float *restrict g, const uint16_t *restrict g16,
                                                             float gq, int gt, float *restrict m,
                                                             float *restrict v, float *restrict w,
@@ -382,23 +381,23 @@ ADAMPI_CLONES_NARROW static void apply_narrow(APPLY_ARGS)
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
   return ADAMPI__KERNEL_SET(dot_wu, dot_wu_v3, dot_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
-                                                          s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ],
-                                                          s->w, s->n, c);
+                                                              s->state[ADAMPI__EXP_AVG], s->state[ADAMPI__EXP_AVG_SQ],
+                                                              s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
   ADAMPI__KERNEL_SET(apply, apply_v3, apply_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__EXP_AVG],
-                                                s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, c,
-                                                proj, k);
+                                                    s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, c,
+                                                    proj, k);
 }
 
 static void span_rows(const adampi__span *s, int64_t len, const adampi__sums *ww, double eps, float *u,
                       adampi__round_fn round16, const adampi__coef *c)
 {
   ADAMPI__KERNEL_SET(rows, rows_v3, rows_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__EXP_AVG],
-                                              s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, len, ww,
-                                              eps, u, round16, c);
+                                                 s->state[ADAMPI__EXP_AVG_SQ], s->w, s->w16, s->dtype16, s->n, len, ww,
+                                                 eps, u, round16, c);
 }
 
 const adampi__kernels adampi__adamp_kernels = {2, coefficients, span_wu, span_apply, span_rows};

@@ -406,8 +406,8 @@ static inline __attribute__((always_inline)) float adampi__grad_at(const float *
 /* The three sets of a kernel (adamp.c, sgdp.c), each built for the one target it runs on: the
  * wide set where adampi__wide_vectors is set (x86-64-v4 CPUs, in builds with such clones); the
  * x86-64-v3 set where adampi__v3_kernels is (AVX2, FMA and F16C: the narrow vectors, with float16
- * parameters rounded by the CPU inside the loops, ADAMPI__F16_INLINE); the narrow set, the
- * baseline, elsewhere. ADAMPI__KERNEL_SET picks the one to call. (Until the seventeenth round the
+ * converted by the CPU inside the loops, adampi__f16x8_v3 and ADAMPI__F16_INLINE); the narrow set,
+ * the baseline, elsewhere. ADAMPI__KERNEL_SET picks the one to call. (Until the seventeenth round the
  * narrow set was built as target_clones of x86-64-v3 and the baseline, so neither clone's loops
  * could use F16C, the baseline having none; before that, where both sets were ADAMPI_CLONES, half
  * of the clones were never called, and the rows kernels doubled the library's compile time.) In

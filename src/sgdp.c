@@ -396,20 +396,20 @@ ADAMPI_CLONES_NARROW static void rows_narrow(ROWS_ARGS)
 static double span_wu(const adampi__span *s, const adampi__coef *c)
 {
   return ADAMPI__KERNEL_SET(dot_wu, dot_wu_v3, dot_wu_narrow)(s->g, s->g16, s->gq, s->g16_type,
-                                                          s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
+                                                              s->state[ADAMPI__MOMENTUM], s->w, s->n, c);
 }
 
 static void span_apply(const adampi__span *s, const adampi__coef *c, int proj, float k)
 {
   ADAMPI__KERNEL_SET(apply, apply_v3, apply_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__MOMENTUM],
-                                                s->w, s->w16, s->dtype16, s->n, c, proj, k);
+                                                    s->w, s->w16, s->dtype16, s->n, c, proj, k);
 }
 
 static void span_rows(const adampi__span *s, int64_t len, const adampi__sums *ww, double eps, float *u,
                       adampi__round_fn round16, const adampi__coef *c)
 {
   ADAMPI__KERNEL_SET(rows, rows_v3, rows_narrow)(s->g, s->g16, s->gq, s->g16_type, s->state[ADAMPI__MOMENTUM], s->w,
-                                              s->w16, s->dtype16, s->n, len, ww, eps, u, round16, c);
+                                                 s->w16, s->dtype16, s->n, len, ww, eps, u, round16, c);
 }
 
 const adampi__kernels adampi__sgdp_kernels = {1, coefficients, span_wu, span_apply, span_rows};
