@@ -208,8 +208,10 @@ adampi_status adampi__hparams_check(adampi_kind kind, const adampi_hparams *hp, 
 void adampi__widen(adampi_dtype dtype, const void *in, float *out, int64_t n);
 void adampi__round(adampi_dtype dtype, const float *in, void *out, int64_t n);
 /* float16 rounding by the CPU's vcvtps2ph (precision.c), the same bits as adampi__to_f16, or NULL
- * where the CPU lacks it or the build is ADAMPI_NO_CLONES. adampi__round uses it by itself; the
- * update pass calls it on blocks of w it has just written (step.c, write_w). */
+ * where the CPU lacks it (it needs x86-64-v3) or the build is ADAMPI_NO_CLONES. adampi__round uses
+ * it by itself; the rows kernels round their last row by it (step.c, cpu_rounding). Until the
+ * seventeenth round the narrower clones' update wrote w in blocks of 2048 and rounded each by it,
+ * from L1; the wide and x86-64-v3 sets round each 16 as they write them (adampi__round16). */
 adampi__round_fn adampi__f16_rounding(void);
 /* One round of the gradient reduction over n float16 terms (exchange.c's add_block, widened as
  * adampi__from_f16 widens): acc = (first ? own : acc) + in, then / ranks if last. The CPU's
@@ -692,15 +694,6 @@ static inline float adampi__radial_coefficient(double wu, double ww, double eps)
   double norm = sqrt(ww) + eps;
   return (float)(wu / (norm * norm));
 }
-
-/* Elements per block where the update rounds w into float16 by the CPU's conversion
- * (adampi__f16_rounding: vcvtps2ph, one instruction per vector where adampi__to_f16 takes about
- * fifteen, same bits): the kernel writes a block of w (8 KiB), which is then rounded from L1. Only
- * the narrow (baseline) set does so, on a CPU with AVX2 and F16C but not all of x86-64-v3; the
- * wide set rounds each 16 since the fourteenth round (adampi__round16: AMD EPYC, ResNet-50 shapes,
- * random gradients, float16 parameters, the AdamP update took 0.81-0.87 of its time, SGDP's 0.77),
- * and the x86-64-v3 set since the seventeenth. */
-#define ADAMPI__F16_BLOCK 2048
 
 /* w[0..n) rounded into w16 as adampi__store_w rounds each element (dt ADAMPI_BFLOAT16 or
  * ADAMPI_FLOAT16, a constant where it is inlined): the rounding of a row of w the kernels wrote

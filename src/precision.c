@@ -164,8 +164,9 @@ __attribute__((target(F16_AVX2))) static void add_f16_avx2(float *acc, const uin
   for (; i < n; i++) acc[i] = add_term(first ? adampi__from_f16(own[i]) : acc[i], adampi__from_f16(in[i]), last, ranks);
 }
 
-/* 2: AVX-512 with F16C, 1: AVX2 with F16C (the OS saving the registers: libgcc checks), 0: none.
- * Read once, when the library is loaded (one thread, before any call), so that the update pass's
+/* 2: AVX-512 with F16C, 1: AVX2 with F16C (the OS saving the registers: libgcc checks), 0: none;
+ * both levels ask for all of x86-64-v3, as the x86-64-v3 kernel set does (internal.h), so that
+ * wherever the CPU converts, the update kernels round float16 as they write it (step.c). Read once, when the library is loaded (one thread, before any call), so that the update pass's
  * threads only read it; 0 (the software conversions, the same bits) until then. A build with its
  * clones capped at x86-64-v3 (ADAMPI_CLONES_AVX2, internal.h) stops at 1 too, so that on an
  * AVX-512 machine its tests run the conversions an AVX2 CPU runs (tests/CMakeLists.txt). */
@@ -174,9 +175,9 @@ static int f16_level;
 __attribute__((constructor)) static void f16_detect(void)
 {
   __builtin_cpu_init();
-  f16_level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  f16_level = __builtin_cpu_supports("x86-64-v3") != 0; /* AVX2 and F16C among them */
 #if !defined(ADAMPI_CLONES_AVX2)
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  if (f16_level && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
     f16_level = 2;
 #endif

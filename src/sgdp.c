@@ -273,7 +273,7 @@ static inline __attribute__((always_inline)) void apply_dt(const float *g, const
   const int type = ADAMPI__GRAD_TYPE(gt);
   if (type == ADAMPI_BFLOAT16) /* with bfloat16 parameters */
     apply_t(g, g16, gq, gt, b, w, w16, n, c, proj, k, ADAMPI_BFLOAT16, wide, v3);
-  else if (type == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here where the CPU lacks F16C (write_w) */
+  else if (type == ADAMPI_FLOAT16 && dt == ADAMPI_FLOAT16) /* rounded here (adampi__round16, or each element) */
     apply_t(g, g16, gq, gt, b, w, w16, n, c, proj, k, ADAMPI_FLOAT16, wide, v3);
   else if (type == ADAMPI_FLOAT16)
     apply_t(g, g16, gq, gt, b, w, NULL, n, c, proj, k, ADAMPI_FLOAT32, wide, v3);

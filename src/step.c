@@ -77,33 +77,13 @@ static adampi__span span_at(const adampi *opt, const adampi__tensor *t, float *w
 }
 
 /* The CPU's float16 rounding where span s's parameters are float16 and the CPU converts
- * (adampi__f16_rounding), else NULL: the kernels that write w then write it as float32 and round
- * it by the CPU (the wide and x86-64-v3 sets each 16 as they write them, adampi__round16, and their
- * rows' last row by this; the narrow set's apply block by block, from L1, write_w, and its rows
- * row by row, from cache). */
+ * (adampi__f16_rounding), else NULL: the rows kernels round their last row by it. Where it is set,
+ * the kernels run as the wide or the x86-64-v3 set (both need what adampi__f16_rounding needs),
+ * which write w as float32 and round each 16 as they write them (adampi__round16); elsewhere they
+ * round each element in software. */
 static adampi__round_fn cpu_rounding(const adampi__span *s)
 {
   return s->dtype16 == ADAMPI_FLOAT16 ? adampi__f16_rounding() : NULL;
-}
-
-/* apply over span s (proj, k as there), rounding as cpu_rounding says: in the kernel (each 16 in
- * the wide and x86-64-v3 sets; each element where the CPU does not convert), or block by block by
- * the CPU (the narrow set on a CPU with F16C but not all of x86-64-v3). Blocks change nothing in
- * the maths: apply computes each element on its own. */
-static void write_w(const adampi__kernels *kn, const adampi__span *s, const adampi__coef *c, int proj, float k)
-{
-  adampi__round_fn hw = cpu_rounding(s);
-  if (hw == NULL || adampi__wide_vectors || adampi__v3_kernels) {
-    kn->apply(s, c, proj, k);
-    return;
-  }
-  for (int64_t i = 0; i < s->n; i += ADAMPI__F16_BLOCK) {
-    adampi__span b = {s->g + i, s->w + i, {NULL}, s->n - i < ADAMPI__F16_BLOCK ? s->n - i : ADAMPI__F16_BLOCK, NULL,
-                      ADAMPI_FLOAT32, s->g16 ? s->g16 + i : NULL, s->g16_type, s->gq};
-    for (int j = 0; j < kn->num_state; j++) b.state[j] = s->state[j] + i;
-    kn->apply(&b, c, proj, k);
-    hw(b.w, s->w16 + i, b.n);
-  }
 }
 
 /* Layer-view tensors need <w,u> over all their rows before any row is updated. */
@@ -149,7 +129,7 @@ static void update_task(const adampi *opt, const adampi__kernels *kn, const adam
   int64_t first = t->offset + task->r0 * t->leaf_len - opt->lo;
   adampi__span s = span_at(opt, t, w, g, first, (task->r1 - task->r0) * t->leaf_len);
   if (view != ADAMPI_VIEW_CHANNEL) { /* one call over the task; the layer view with its k */
-    write_w(kn, &s, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f);
+    kn->apply(&s, c, view == ADAMPI_VIEW_LAYER, view == ADAMPI_VIEW_LAYER ? opt->k_layer[task->tensor] : 0.0f);
     return;
   }
   /* Row by row, each with its own k from <w_r,u_r>: in one call where the rows fit the scratch
@@ -162,7 +142,7 @@ static void update_task(const adampi *opt, const adampi__kernels *kn, const adam
   }
   for (int64_t r = task->r0; r < task->r1; r++) {
     adampi__span row = span_at(opt, t, w, g, first + (r - task->r0) * t->leaf_len, t->leaf_len);
-    write_w(kn, &row, c, 1, adampi__radial_coefficient(kn->wu(&row, c), ww[r - task->r0].ww, eps));
+    kn->apply(&row, c, 1, adampi__radial_coefficient(kn->wu(&row, c), ww[r - task->r0].ww, eps));
   }
 }
 
