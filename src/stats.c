@@ -111,13 +111,15 @@ NARROW_ONLY static inline __attribute__((always_inline)) void narrow_body(const 
   __m256d a[12]; /* gw, gg, ww of lanes 0-3, then of 4-7, 8-11, 12-15 */
   for (int j = 0; j < 12; j++) a[j] = _mm256_setzero_pd();
   int64_t i = 0;
-  for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES)
+  for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
+    ADAMPI__PREFETCH_STATS(g16, i), ADAMPI__PREFETCH_STATS(w, i);
     for (int q = 0; q < 4; q++) {
       __m256d g = grads4(g16 + i + 4 * q, gq, gt), x = _mm256_cvtps_pd(_mm_loadu_ps(w + i + 4 * q));
       a[3 * q] = _mm256_fmadd_pd(g, x, a[3 * q]);
       a[3 * q + 1] = _mm256_fmadd_pd(g, g, a[3 * q + 1]);
       a[3 * q + 2] = _mm256_fmadd_pd(x, x, a[3 * q + 2]);
     }
+  }
   for (int q = 0; q < 4; q++) {
     _mm256_storeu_pd(gw + 4 * q, a[3 * q]);
     _mm256_storeu_pd(gg + 4 * q, a[3 * q + 1]);
