@@ -23,13 +23,15 @@
 static int threads_ = 1;
 
 /* Software prefetch as the library's kernels do it (src/internal.h, adampi__prefetch_read): the
- * line 2 KiB ahead. The floor's kernels of the update's pattern and of the statistics reads run
+ * line d bytes ahead, AHEAD (2 KiB) as most of the library's kernels; its unprojected SGDP update
+ * and its statistics loops in the narrow form prefetch nearer (floor_kernels.h, FLOOR_SGD_AHEAD and
+ * FLOOR_READ_AHEAD). The floor's kernels of the update's pattern and of the statistics reads run
  * both plain and prefetching in every round, and the floor takes the faster of the two medians:
  * what this machine reaches for the pattern, either way (on AMD EPYC the prefetching update kernels
  * of the library ran faster than the plain reference ones, which made the floor no floor). */
 #define AHEAD 2048
-static inline void ahead_r(const void *p) { __builtin_prefetch((const void *)((uintptr_t)p + AHEAD), 0); }
-static inline void ahead_w(const void *p) { __builtin_prefetch((const void *)((uintptr_t)p + AHEAD), 1); }
+static inline void ahead_r(const void *p, int d) { __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)d), 0); }
+static inline void ahead_w(const void *p, int d) { __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)d), 1); }
 
 /* A bfloat16 value as float (a shift): the 16-bit floor's kernels widen the gradients with it. */
 static inline float bench_bf16(uint16_t h)

@@ -19,6 +19,8 @@
 #define FLOOR_VU bench_v16u
 #define FLOOR_NV 1
 #define FLOOR_REST a0[0] /* where the read kernels add the elements after the last 16 */
+#define FLOOR_SGD_AHEAD AHEAD /* as the library's unprojected SGDP update (ADAMPI__SGD_APPLY_AHEAD) */
+#define FLOOR_READ_AHEAD AHEAD /* the float32 stream's distance (the library's wide row loop: none) */
 #else
 #define FLOOR_NAME(k) k##_narrow
 #define FLOOR_V bench_v8f /* 16 lanes in two vectors */
@@ -26,6 +28,8 @@
 #define FLOOR_VU bench_v8u
 #define FLOOR_NV 2
 #define FLOOR_REST rest /* in a0[0], GCC moved that lane out of its vector in the loop */
+#define FLOOR_SGD_AHEAD 512
+#define FLOOR_READ_AHEAD 768 /* 192 floats: the library's narrow row loops (ADAMPI__STATS_AHEAD) */
 #endif
 #define FLOOR_L (16 / FLOOR_NV) /* lanes per vector */
 
@@ -55,13 +59,13 @@ static inline void FLOOR_NAME(widen16)(const uint16_t *h16, FLOOR_V *out)
 
 /* The prefetching kernels of the update's pattern (bw_adam and bw_sgd, bw_adam16 and bw_sgd16
  * are their plain versions): the same operations 16 elements at a time, after prefetching the lines
- * AHEAD bytes on. */
+ * AHEAD (Adam) or FLOOR_SGD_AHEAD (SGD) bytes on, as the library's kernels of this form do. */
 CLONES static void FLOOR_NAME(bw_adam_ahead)(const float *g, float *m, float *v, float *w, int64_t n)
 {
   const int64_t n16 = n / 16 * 16;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n16; k += 16) {
-    ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
+    ahead_r(g + k, AHEAD), ahead_w(m + k, AHEAD), ahead_w(v + k, AHEAD), ahead_w(w + k, AHEAD);
     FLOOR_NAME(adam16)((const FLOOR_V *)(g + k), m + k, v + k, w + k);
   }
   for (int64_t i = n16; i < n; i++) {
@@ -76,7 +80,7 @@ CLONES static void FLOOR_NAME(bw_sgd_ahead)(const float *g, float *b, float *w, 
   const int64_t n16 = n / 16 * 16;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n16; k += 16) {
-    ahead_r(g + k), ahead_w(b + k), ahead_w(w + k);
+    ahead_r(g + k, FLOOR_SGD_AHEAD), ahead_w(b + k, FLOOR_SGD_AHEAD), ahead_w(w + k, FLOOR_SGD_AHEAD);
     FLOOR_NAME(sgd16)((const FLOOR_V *)(g + k), b + k, w + k);
   }
   for (int64_t i = n16; i < n; i++) {
@@ -90,8 +94,8 @@ CLONES static void FLOOR_NAME(bw_adam16_ahead)(const uint16_t *g, float *m, floa
   const int64_t n32 = n / 32 * 32;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n32; k += 32) { /* 32 gradients per line */
-    ahead_r(g + k), ahead_w(m + k), ahead_w(v + k), ahead_w(w + k);
-    ahead_w(m + k + 16), ahead_w(v + k + 16), ahead_w(w + k + 16);
+    ahead_r(g + k, AHEAD), ahead_w(m + k, AHEAD), ahead_w(v + k, AHEAD), ahead_w(w + k, AHEAD);
+    ahead_w(m + k + 16, AHEAD), ahead_w(v + k + 16, AHEAD), ahead_w(w + k + 16, AHEAD);
     FLOOR_V g0[FLOOR_NV], g1[FLOOR_NV];
     FLOOR_NAME(widen16)(g + k, g0), FLOOR_NAME(widen16)(g + k + 16, g1);
     FLOOR_NAME(adam16)(g0, m + k, v + k, w + k);
@@ -110,7 +114,8 @@ CLONES static void FLOOR_NAME(bw_sgd16_ahead)(const uint16_t *g, float *b, float
   const int64_t n32 = n / 32 * 32;
 #pragma omp parallel for num_threads(threads_) if (threads_ > 1)
   for (int64_t k = 0; k < n32; k += 32) {
-    ahead_r(g + k), ahead_w(b + k), ahead_w(w + k), ahead_w(b + k + 16), ahead_w(w + k + 16);
+    ahead_r(g + k, FLOOR_SGD_AHEAD), ahead_w(b + k, FLOOR_SGD_AHEAD), ahead_w(w + k, FLOOR_SGD_AHEAD);
+    ahead_w(b + k + 16, FLOOR_SGD_AHEAD), ahead_w(w + k + 16, FLOOR_SGD_AHEAD);
     FLOOR_V g0[FLOOR_NV], g1[FLOOR_NV];
     FLOOR_NAME(widen16)(g + k, g0), FLOOR_NAME(widen16)(g + k + 16, g1);
     FLOOR_NAME(sgd16)(g0, b + k, w + k);
@@ -151,7 +156,7 @@ CLONES static float FLOOR_NAME(bw_read2)(const float *g, const float *w, int64_t
   return total;
 }
 
-/* The same, prefetching ahead (AHEAD): a function of its own, so that the plain one compiles as
+/* The same, prefetching ahead (FLOOR_READ_AHEAD): a function of its own, so that the plain one compiles as
  * it did (a second loop in it had made the 16-bit one take 8 ms instead of 5-6). */
 CLONES static float FLOOR_NAME(bw_read2_ahead)(const float *g, const float *w, int64_t n)
 {
@@ -164,7 +169,7 @@ CLONES static float FLOOR_NAME(bw_read2_ahead)(const float *g, const float *w, i
     float rest = 0.0f;
     int64_t i = lo;
     for (; i + 16 <= hi; i += 16) {
-      ahead_r(g + i), ahead_r(w + i);
+      ahead_r(g + i, FLOOR_READ_AHEAD), ahead_r(w + i, FLOOR_READ_AHEAD);
       a0 += *(const FLOOR_V *)(g + i), b0 += *(const FLOOR_V *)(w + i);
       if (FLOOR_NV == 2) a1 += *(const FLOOR_V *)(g + i + 8), b1 += *(const FLOOR_V *)(w + i + 8);
     }
@@ -207,7 +212,7 @@ CLONES static float FLOOR_NAME(bw_read16)(const uint16_t *g, const float *w, int
   return total;
 }
 
-/* The same, prefetching ahead (AHEAD). */
+/* The same, prefetching ahead (FLOOR_READ_AHEAD). */
 CLONES static float FLOOR_NAME(bw_read16_ahead)(const uint16_t *g, const float *w, int64_t n)
 {
   float total = 0.0f;
@@ -219,8 +224,8 @@ CLONES static float FLOOR_NAME(bw_read16_ahead)(const uint16_t *g, const float *
     float rest = 0.0f;
     int64_t i = lo;
     for (; i + 16 <= hi; i += 16) {
-      ahead_r(w + i);
-      if ((i & 31) == 0) ahead_r(g + i);
+      ahead_r(w + i, FLOOR_READ_AHEAD);
+      if ((i & 31) == 0) ahead_r(g + i, FLOOR_READ_AHEAD / 2); /* the same elements ahead */
 #if FLOOR_WIDE
       for (int j = 0; j < 16; j++) a0[j] += bench_bf16(g[i + j]);
       b0 += *(const FLOOR_V *)(w + i);
@@ -250,3 +255,5 @@ static const struct floor_kernels FLOOR_NAME(floor_kernels) = {
 #undef FLOOR_NV
 #undef FLOOR_L
 #undef FLOOR_REST
+#undef FLOOR_SGD_AHEAD
+#undef FLOOR_READ_AHEAD

@@ -124,8 +124,8 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     for (; k + 16 <= end; k += 16) {
       float u[16], taken[16];
       const float *gk = g + k;
-      adampi__prefetch_write(m + k), adampi__prefetch_write(v + k), adampi__prefetch_read(w + k);
-      adampi__prefetch_grads(g, g16, k, gt);
+      adampi__prefetch_write(m + k, ADAMPI__AHEAD), adampi__prefetch_write(v + k, ADAMPI__AHEAD);
+      adampi__prefetch_read(w + k, ADAMPI__AHEAD), adampi__prefetch_grads(g, g16, k, gt, ADAMPI__AHEAD);
       adampi__prefetch_w16(w16, k);
       if (gt) { /* widened first, on their own: GCC 12 then keeps the 16-wide vectors */
         adampi__grads16(g16, k, gq, gt, taken, wide, v3);
@@ -297,8 +297,9 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
   int64_t i = 0;
   for (; adampi__update_blocks(gt, dt, 0) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
     float buf[16];
-    adampi__prefetch_write(m + i), adampi__prefetch_write(v + i), adampi__prefetch_write(w + i);
-    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide, v3);
+    adampi__prefetch_write(m + i, ADAMPI__AHEAD), adampi__prefetch_write(v + i, ADAMPI__AHEAD);
+    adampi__prefetch_write(w + i, ADAMPI__AHEAD);
+    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide, v3, ADAMPI__AHEAD);
     const int r16 = ADAMPI__ROUNDS16(wide, v3, dt), d = r16 ? ADAMPI_FLOAT32 : dt; /* r16: rounded after the 16 */
     if (proj)
       for (int j = 0; j < 16; j++) apply_one(gk[j], m, v, w, w16, i + j, cl, 1, k, d);

@@ -557,28 +557,35 @@ static inline __attribute__((always_inline)) void adampi__grads16(const uint16_t
   }
 }
 
-/* The kernels' software prefetch: the line ADAMPI__AHEAD bytes past p, for reading or for
- * writing. A channel-projected row is two passes, and the second (from cache) stops the memory
- * streams of the first: prefetching ahead in the first pass has the next row's first lines on
- * their way when its pass begins (AMD EPYC: the projected rows' update took 0.67-0.96 of its time
- * with it, the least in the VM's slow phases; the unprojected update, prefetching too, 0.9). A
- * hint: past the end of an array it does nothing, and it changes no result. */
+/* The kernels' software prefetch: the line `ahead` bytes past p, for reading or for writing. A
+ * channel-projected row is two passes, and the second (from cache) stops the memory streams of the
+ * first: prefetching ahead in the first pass has the next row's first lines on their way when its
+ * pass begins (AMD EPYC: the projected rows' update took 0.67-0.96 of its time with it, the least in
+ * the VM's slow phases; the unprojected update, prefetching too, 0.9). ADAMPI__AHEAD, 2 KiB, for
+ * every kernel but one: SGDP's unprojected update (apply) in the sets other than the wide one
+ * prefetches 512 bytes ahead (ADAMPI__SGD_APPLY_AHEAD). On AMD EPYC (Zen 3) that update took
+ * 0.92 of its time with 512 bytes (float32, ResNet-50 and GPT-2 shapes), where the same distance
+ * took SGDP's projected rows to 1.15x theirs (their next row's first lines come later) and AdamP's
+ * update to 0.99-1.02x (run_ab.sh, same bits): SGD's unprojected update is the pattern alone,
+ * AdamP's also waits for its divisions. The wide set keeps 2 KiB, measured on AVX-512 CPUs. A hint:
+ * past the end of an array it does nothing, and it changes no result. */
 #define ADAMPI__AHEAD 2048
-static inline void adampi__prefetch_read(const void *p)
+#define ADAMPI__SGD_APPLY_AHEAD(wide) ((wide) ? ADAMPI__AHEAD : 512)
+static inline void adampi__prefetch_read(const void *p, int ahead)
 {
-  __builtin_prefetch((const void *)((uintptr_t)p + ADAMPI__AHEAD), 0);
+  __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)ahead), 0);
 }
-static inline void adampi__prefetch_write(const void *p)
+static inline void adampi__prefetch_write(const void *p, int ahead)
 {
-  __builtin_prefetch((const void *)((uintptr_t)p + ADAMPI__AHEAD), 1);
+  __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)ahead), 1);
 }
 
 /* The gradients' stream prefetched at element k of a kernel's span (gt as in adampi__grad_at, a
  * constant): g's line, or g16's at every 32nd element (32 per line). */
-static inline void adampi__prefetch_grads(const float *g, const uint16_t *g16, int64_t k, int gt)
+static inline void adampi__prefetch_grads(const float *g, const uint16_t *g16, int64_t k, int gt, int ahead)
 {
-  if (!gt) adampi__prefetch_read(g + k);
-  else if ((k & 31) == 0) adampi__prefetch_read(g16 + k);
+  if (!gt) adampi__prefetch_read(g + k, ahead);
+  else if ((k & 31) == 0) adampi__prefetch_read(g16 + k, ahead);
 }
 
 /* The 16-bit parameters of a channel-projected row (NULL: none), prefetched for writing by its
@@ -664,12 +671,13 @@ static inline int adampi__update_blocks(int gt, int dt, int blocks)
  * or g + k itself (float32 in the narrower clones: there GCC 12 copies 64 bytes in 16-byte pieces,
  * the loop read each 32-byte half back before those stores had reached the cache, and the AVX2
  * clones' update took 3.2-3.5x the AVX-512 clones' time on unprojected rows, AMD EPYC). wide and
- * v3 (adampi__grads16) are constants where this is inlined. */
+ * v3 (adampi__grads16) are constants where this is inlined; ahead as in adampi__prefetch_read. */
 static inline __attribute__((always_inline)) const float *adampi__grads_ahead16(const float *g, const uint16_t *g16,
                                                                                 int64_t k, float gq, int gt,
-                                                                                float *buf, int wide, int v3)
+                                                                                float *buf, int wide, int v3,
+                                                                                int ahead)
 {
-  adampi__prefetch_grads(g, g16, k, gt);
+  adampi__prefetch_grads(g, g16, k, gt, ahead);
   if (gt) adampi__grads16(g16, k, gq, gt, buf, wide, v3);
   else if (wide) memcpy(buf, g + k, 16 * sizeof *buf);
   else return g + k;

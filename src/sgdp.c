@@ -140,8 +140,8 @@ static inline __attribute__((always_inline)) double wu_pass(const float *restric
     adampi__block_lanes lanes = {{0}};
     adampi__block_lanes8 lanes8 = {{{0}, {0}}};
     for (; k + 16 <= end; k += 16) {
-      adampi__prefetch_write(b + k), adampi__prefetch_read(w + k);
-      adampi__prefetch_grads(g, g16, k, gt);
+      adampi__prefetch_write(b + k, ADAMPI__AHEAD), adampi__prefetch_read(w + k, ADAMPI__AHEAD);
+      adampi__prefetch_grads(g, g16, k, gt, ADAMPI__AHEAD);
       adampi__prefetch_w16(w16, k);
       if (wide) {
         v16f gk, bi, u;
@@ -222,11 +222,12 @@ static inline __attribute__((always_inline)) void apply_body(const float *restri
                                                             const adampi__coef *cl, int proj, float k, int dt, int wide,
                                                             int v3)
 {
+  const int ahead = proj ? ADAMPI__AHEAD : ADAMPI__SGD_APPLY_AHEAD(wide); /* adampi__prefetch_read */
   int64_t i = 0;
   for (; adampi__update_blocks(gt, dt, wide) && i + 16 <= n; i += 16) { /* the rest: the plain loop */
     float buf[16];
-    adampi__prefetch_write(b + i), adampi__prefetch_write(w + i);
-    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide, v3);
+    adampi__prefetch_write(b + i, ahead), adampi__prefetch_write(w + i, ahead);
+    const float *gk = adampi__grads_ahead16(g, g16, i, gq, gt, buf, wide, v3, ahead);
     const int r16 = ADAMPI__ROUNDS16(wide, v3, dt), d = r16 ? ADAMPI_FLOAT32 : dt; /* r16: rounded after the 16 */
     if (proj)
       for (int j = 0; j < 16; j++) apply_one(gk[j], b, w, w16, i + j, cl, 1, k, d);
