@@ -462,6 +462,7 @@ static inline __attribute__((always_inline)) void adampi__bf16x16(const uint16_t
  * (adampi__wide_vectors 0), the same operations lane by lane. */
 typedef uint16_t adampi__v8h __attribute__((vector_size(16)));
 typedef uint32_t adampi__v8u __attribute__((vector_size(32)));
+typedef int32_t adampi__v8s __attribute__((vector_size(32)));
 typedef float adampi__v8fn __attribute__((vector_size(32)));
 static inline __attribute__((always_inline)) void adampi__f16x8(const uint16_t *h, adampi__v8fn *out)
 {
@@ -482,7 +483,11 @@ static inline __attribute__((always_inline)) void adampi__bf16x8(const uint16_t 
 }
 
 /* adampi__to_bf16 on the 16 floats at x, into out: one 64-byte vector (wide), or two 32-byte ones
- * (the narrower clones' form), the same bits for every input. The projected rows' second halves
+ * (the narrower clones' form), the same bits for every input. The narrow form compares signed (the
+ * magnitude fits) and takes each lane's upper half by one shuffle: as an unsigned compare and a
+ * conversion of r >> 16, GCC 12 gave it a bias, a mask and a pack, whose constants AVX2's 16
+ * registers could not hold beside the projected rows' own (they went to the stack). The projected
+ * rows' second halves
  * round each chunk as they write it (adamp.c, sgdp.c): a pass over each row from cache afterwards,
  * as float16 took in the narrower clones by the CPU's conversion until the seventeenth round, made
  * the bfloat16 update 5-9% slower (AMD EPYC). */
@@ -500,9 +505,15 @@ static inline __attribute__((always_inline)) void adampi__bf16_round16(const flo
   for (int k = 0; k < 16; k += 8) {
     adampi__v8u u;
     memcpy(&u, x + k, sizeof u);
-    adampi__v8u nan = (adampi__v8u)((u & 0x7FFFFFFFu) > 0x7F800000u);
+    adampi__v8u nan = (adampi__v8u)((adampi__v8s)(u & 0x7FFFFFFFu) > 0x7F800000);
     adampi__v8u r = ((u | 0x00400000u) & nan) | ((u + 0x7FFFu + ((u >> 16) & 1u)) & ~nan);
-    adampi__v8h h = __builtin_convertvector(r >> 16, adampi__v8h);
+    adampi__v16h halves;
+    memcpy(&halves, &r, sizeof halves);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    adampi__v8h h = __builtin_shufflevector(halves, halves, 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+    adampi__v8h h = __builtin_shufflevector(halves, halves, 0, 2, 4, 6, 8, 10, 12, 14);
+#endif
     memcpy(out + k, &h, sizeof h);
   }
 }
