@@ -8,7 +8,9 @@
  *     baseline), one call per row as the pass makes them; the library's dispatcher runs the first
  *     of these the CPU supports. Also each of the two vector forms of its lanes at the width that
  *     does not use it: 32-byte vectors with AVX-512 (what that form would cost there), 64-byte ones
- *     with AVX2 (what the AVX2 clone ran before it had its own form);
+ *     with AVX2 (what the AVX2 clone ran before it had its own form); and the AVX2 loop not
+ *     prefetching, and prefetching 2 KiB ahead as the update kernels do, against the library's
+ *     192 elements (ADAMPI__STATS_AHEAD);
  *   - the same loop over the whole array as one row: the difference is what the rows themselves
  *     cost (their lane trees, calls and the restart of each row's chains), per row;
  *   - the float-block shape of the update's <w,u> (adampi__block_lanes: 16 float lanes over blocks
@@ -53,24 +55,32 @@ typedef void (*row_fn)(const float *g, const float *w, int64_t n, adampi__sums *
 #if WIDTHS
 AT("arch=x86-64-v4") static void rows_v4(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  adampi__row_sums_body(g, w, n, out, 1);
+  adampi__row_sums_body(g, w, n, out, 1, ADAMPI__STATS_AHEAD);
 }
 AT("arch=x86-64-v4") static void rows_v4_narrow(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  adampi__row_sums_body(g, w, n, out, 0);
+  adampi__row_sums_body(g, w, n, out, 0, ADAMPI__STATS_AHEAD);
 }
 AT("arch=x86-64-v3") static void rows_v3(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  adampi__row_sums_body(g, w, n, out, 0);
+  adampi__row_sums_body(g, w, n, out, 0, ADAMPI__STATS_AHEAD);
+}
+AT("arch=x86-64-v3") static void rows_v3_no_prefetch(const float *g, const float *w, int64_t n, adampi__sums *out)
+{
+  adampi__row_sums_body(g, w, n, out, 0, 0);
+}
+AT("arch=x86-64-v3") static void rows_v3_2k(const float *g, const float *w, int64_t n, adampi__sums *out)
+{
+  adampi__row_sums_body(g, w, n, out, 0, 512);
 }
 AT("arch=x86-64-v3") static void rows_v3_wide(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  adampi__row_sums_body(g, w, n, out, 1);
+  adampi__row_sums_body(g, w, n, out, 1, ADAMPI__STATS_AHEAD);
 }
 #endif
 AT("arch=x86-64") static void rows_base(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  adampi__row_sums_body(g, w, n, out, 0);
+  adampi__row_sums_body(g, w, n, out, 0, ADAMPI__STATS_AHEAD);
 }
 
 /* The float-block shape: per block of 256, <g,w>, <g,g> and <w,w> in 16 float lanes each (a float
@@ -226,8 +236,11 @@ int main(int argc, char **argv)
 #if WIDTHS
   if (__builtin_cpu_supports("x86-64-v4"))
     vs[nv++] = (variant){"  the same, x86-64-v4 with 32-byte lanes", "double-v4-narrow", ROWS, rows_v4_narrow, 1};
-  if (__builtin_cpu_supports("x86-64-v3"))
+  if (__builtin_cpu_supports("x86-64-v3")) {
     vs[nv++] = (variant){"  the same, x86-64-v3 with 64-byte lanes", "double-v3-wide", ROWS, rows_v3_wide, 1};
+    vs[nv++] = (variant){"  the same, x86-64-v3 not prefetching", "double-v3-no-prefetch", ROWS, rows_v3_no_prefetch, 1};
+    vs[nv++] = (variant){"  the same, x86-64-v3 prefetching 2 KiB", "double-v3-ahead-2k", ROWS, rows_v3_2k, 1};
+  }
 #endif
   const char *first_name = vs[pick].name;
   vs[nv++] = (variant){"library's loop, one row of all", "double-one-row", ONE_ROW, vs[pick].fn, 0};

@@ -920,12 +920,12 @@ static inline double adampi__lanes8_total(const adampi__v4d acc[4])
 
 /* The statistics pass's software prefetch, in its narrow loops (the AVX2 clones' and the baseline's,
  * float32 and 16-bit): element i + ADAMPI__STATS_AHEAD of p's stream, once per 16 elements. Short of
- * the update's 2 KiB: on AMD EPYC (Zen 3) the AVX2 loop over the whole array as one row ran at
- * 0.93-0.99 of the read-only kernel with 96 to 256 elements ahead, 0.87-0.88 with 512 and 0.89-0.92
- * without; the 16-bit loop at 0.87-0.88 with 192, 0.75-0.77 without (a microbenchmark of each loop,
- * two or three runs). Their multiply-adds and conversions per 64 bytes leave fewer of their own
- * loads in flight than the read-only kernel's. A hint: it changes no result, and past the end of an
- * array it does nothing. */
+ * the update's 2 KiB: on AMD EPYC (Zen 3) the AVX2 float32 loop on rows of 147 to 3072 ran at
+ * 0.89-0.99 of the read-only kernel with it, 0.82-0.93 with 2 KiB and 0.78-0.90 without
+ * (bench_stats, two runs), and the 16-bit pass in the step took 0.89-0.93 of its time (run_ab.sh).
+ * The loops' multiply-adds and conversions per 64 bytes leave fewer of their own loads in flight
+ * than the read-only kernel's. A hint: it changes no result, and past the end of an array it does
+ * nothing. */
 #define ADAMPI__STATS_AHEAD 192
 #define ADAMPI__PREFETCH_STATS(p, i) __builtin_prefetch((p) + (i) + ADAMPI__STATS_AHEAD, 0, 3)
 
@@ -958,10 +958,13 @@ static inline __attribute__((always_inline)) void adampi__row_acc_lanes(const ad
 
 /* The row sums' main loop over the whole blocks of 16 float32 gradients g and weights w, with the
  * 16 lanes in two 64-byte vectors per sum (wide: adampi__row_acc) or four 32-byte ones; the lanes
- * into gw, gg, ww. Returns where it stopped. (adampi__row_sums16's wide loop, over 16-bit rows,
+ * into gw, gg, ww; the narrow form prefetching ahead elements on in each stream (0: none; the
+ * library's is ADAMPI__STATS_AHEAD, a constant where this is inlined). Returns where it stopped.
+ * (adampi__row_sums16's wide loop, over 16-bit rows,
  * goes through the same adampi__row_acc_add; its narrow loop is its own, in stats.c.) */
 static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const float *g, const float *w, int64_t n,
-                                                                      double *gw, double *gg, double *ww, int wide)
+                                                                      double *gw, double *gg, double *ww, int wide,
+                                                                      int ahead)
 {
   int64_t i = 0;
   if (wide) {
@@ -974,7 +977,7 @@ static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const flo
   adampi__v4d gw0 = {0}, gw1 = {0}, gw2 = {0}, gw3 = {0}, gg0 = {0}, gg1 = {0}, gg2 = {0}, gg3 = {0};
   adampi__v4d ww0 = {0}, ww1 = {0}, ww2 = {0}, ww3 = {0};
   for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
-    ADAMPI__PREFETCH_STATS(g, i), ADAMPI__PREFETCH_STATS(w, i);
+    if (ahead) __builtin_prefetch(g + i + ahead, 0, 3), __builtin_prefetch(w + i + ahead, 0, 3);
     adampi__v4d g0 = ADAMPI__WIDEN4(g + i), w0 = ADAMPI__WIDEN4(w + i);
     gw0 += g0 * w0, gg0 += g0 * g0, ww0 += w0 * w0;
     adampi__v4d g1 = ADAMPI__WIDEN4(g + i + 4), w1 = ADAMPI__WIDEN4(w + i + 4);
@@ -1015,13 +1018,14 @@ static inline __attribute__((always_inline)) void adampi__row_finish(const float
  * elements in ADAMPI_LANES double lanes (lane j takes elements j, j + 16, ... from g and w, each
  * product of two floats exact in double), then the lane tree. The same bits wherever it is
  * inlined, with or without contraction into fused multiply-adds, wide or not (a constant where it
- * is inlined: adampi__wide_vectors) and at any vector width; here so that benchmarks/bench_stats.c
- * times this very loop for each vector width. */
+ * is inlined: adampi__wide_vectors), at any vector width and prefetch distance (ahead, as in
+ * adampi__row_lanes); here so that benchmarks/bench_stats.c times this very loop for each vector
+ * width and distance. */
 static inline __attribute__((always_inline)) void adampi__row_sums_body(const float *g, const float *w, int64_t n,
-                                                                        adampi__sums *out, int wide)
+                                                                        adampi__sums *out, int wide, int ahead)
 {
   double gw[ADAMPI_LANES], gg[ADAMPI_LANES], ww[ADAMPI_LANES];
-  int64_t i = adampi__row_lanes(g, w, n, gw, gg, ww, wide);
+  int64_t i = adampi__row_lanes(g, w, n, gw, gg, ww, wide, ahead);
   adampi__row_finish(g, NULL, 1.0f, ADAMPI_FLOAT32, w, i, n, gw, gg, ww, out);
 }
 

@@ -24,13 +24,13 @@
 ADAMPI_CLONES __attribute__((optimize("fp-contract=fast")))
 void adampi__row_sums_wide(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  adampi__row_sums_body(g, w, n, out, 1);
+  adampi__row_sums_body(g, w, n, out, 1, ADAMPI__STATS_AHEAD);
 }
 
 ADAMPI_CLONES __attribute__((optimize("fp-contract=fast")))
 void adampi__row_sums_narrow(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
-  adampi__row_sums_body(g, w, n, out, 0);
+  adampi__row_sums_body(g, w, n, out, 0, ADAMPI__STATS_AHEAD);
 }
 
 /* The 16-bit rows read in place (adampi__row_sums16): a loop for each of the two vector forms, each
