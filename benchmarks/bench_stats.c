@@ -10,7 +10,8 @@
  *     does not use it: 32-byte vectors with AVX-512 (what that form would cost there), 64-byte ones
  *     with AVX2 (what the AVX2 clone ran before it had its own form); and the AVX2 loop not
  *     prefetching, and prefetching 2 KiB ahead as the update kernels do, against the library's
- *     192 elements (ADAMPI__STATS_AHEAD);
+ *     192 elements (ADAMPI__STATS_AHEAD); the AVX-512 loop, which does not prefetch, prefetching
+ *     192 elements and 2 KiB ahead;
  *   - the same loop over the whole array as one row: the difference is what the rows themselves
  *     cost (their lane trees, calls and the restart of each row's chains), per row;
  *   - the float-block shape of the update's <w,u> (adampi__block_lanes: 16 float lanes over blocks
@@ -55,7 +56,15 @@ typedef void (*row_fn)(const float *g, const float *w, int64_t n, adampi__sums *
 #if WIDTHS
 AT("arch=x86-64-v4") static void rows_v4(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
+  adampi__row_sums_body(g, w, n, out, 1, 0);
+}
+AT("arch=x86-64-v4") static void rows_v4_ahead(const float *g, const float *w, int64_t n, adampi__sums *out)
+{
   adampi__row_sums_body(g, w, n, out, 1, ADAMPI__STATS_AHEAD);
+}
+AT("arch=x86-64-v4") static void rows_v4_2k(const float *g, const float *w, int64_t n, adampi__sums *out)
+{
+  adampi__row_sums_body(g, w, n, out, 1, 512);
 }
 AT("arch=x86-64-v4") static void rows_v4_narrow(const float *g, const float *w, int64_t n, adampi__sums *out)
 {
@@ -234,8 +243,11 @@ int main(int argc, char **argv)
   vs[nv++] = (variant){"library's loop, baseline x86-64", "double-baseline", ROWS, rows_base, 1};
   pick = FIRST_ROWS; /* the first the CPU runs, as the library's dispatcher chooses */
 #if WIDTHS
-  if (__builtin_cpu_supports("x86-64-v4"))
+  if (__builtin_cpu_supports("x86-64-v4")) {
     vs[nv++] = (variant){"  the same, x86-64-v4 with 32-byte lanes", "double-v4-narrow", ROWS, rows_v4_narrow, 1};
+    vs[nv++] = (variant){"  the same, x86-64-v4 prefetching 192 elements", "double-v4-ahead", ROWS, rows_v4_ahead, 1};
+    vs[nv++] = (variant){"  the same, x86-64-v4 prefetching 2 KiB", "double-v4-ahead-2k", ROWS, rows_v4_2k, 1};
+  }
   if (__builtin_cpu_supports("x86-64-v3")) {
     vs[nv++] = (variant){"  the same, x86-64-v3 with 64-byte lanes", "double-v3-wide", ROWS, rows_v3_wide, 1};
     vs[nv++] = (variant){"  the same, x86-64-v3 not prefetching", "double-v3-no-prefetch", ROWS, rows_v3_no_prefetch, 1};

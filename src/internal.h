@@ -958,8 +958,8 @@ static inline __attribute__((always_inline)) void adampi__row_acc_lanes(const ad
 
 /* The row sums' main loop over the whole blocks of 16 float32 gradients g and weights w, with the
  * 16 lanes in two 64-byte vectors per sum (wide: adampi__row_acc) or four 32-byte ones; the lanes
- * into gw, gg, ww; the narrow form prefetching ahead elements on in each stream (0: none; the
- * library's is ADAMPI__STATS_AHEAD, a constant where this is inlined). Returns where it stopped.
+ * into gw, gg, ww; prefetching ahead elements on in each stream (0: none; a constant where this is
+ * inlined: the library's narrow loop ADAMPI__STATS_AHEAD, its wide loop 0). Returns where it stopped.
  * (adampi__row_sums16's wide loop, over 16-bit rows,
  * goes through the same adampi__row_acc_add; its narrow loop is its own, in stats.c.) */
 static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const float *g, const float *w, int64_t n,
@@ -969,8 +969,10 @@ static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const flo
   int64_t i = 0;
   if (wide) {
     adampi__row_acc a = {{{0}}, {{0}}, {{0}}};
-    for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES)
+    for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
+      if (ahead) __builtin_prefetch(g + i + ahead, 0, 3), __builtin_prefetch(w + i + ahead, 0, 3);
       adampi__row_acc_add(&a, ADAMPI__WIDEN8(g + i), ADAMPI__WIDEN8(g + i + 8), w + i);
+    }
     adampi__row_acc_lanes(&a, gw, gg, ww);
     return i;
   }
