@@ -575,9 +575,9 @@ static inline __attribute__((always_inline)) void adampi__grads16(const uint16_t
  * the VM's slow phases; the unprojected update, prefetching too, 0.9). ADAMPI__AHEAD, 2 KiB, for
  * every kernel but one: SGDP's unprojected update (apply) in the sets other than the wide one
  * prefetches 512 bytes ahead (ADAMPI__SGD_APPLY_AHEAD). On AMD EPYC (Zen 3) that update took
- * 0.92 of its time with 512 bytes (float32, ResNet-50 and GPT-2 shapes), where the same distance
- * took SGDP's projected rows to 1.15x theirs (their next row's first lines come later) and AdamP's
- * update to 0.99-1.02x (run_ab.sh, same bits): SGD's unprojected update is the pattern alone,
+ * 0.92-0.96 of its time with 512 bytes (float32, ResNet-50 and GPT-2 shapes), where the same
+ * distance took SGDP's projected tensors to 1.15x theirs (their next row's first lines come later)
+ * and AdamP's update to 0.99-1.02x (run_ab.sh, same bits): SGD's unprojected update is the pattern alone,
  * AdamP's also waits for its divisions. The wide set keeps 2 KiB, measured on AVX-512 CPUs. A hint:
  * past the end of an array it does nothing, and it changes no result. */
 #define ADAMPI__AHEAD 2048
