@@ -128,9 +128,21 @@ NARROW_ONLY static inline __attribute__((always_inline)) void narrow_body(const 
   adampi__row_finish(NULL, g16, gq, gt, w, i, n, gw, gg, ww, out);
 }
 
+/* A gradient scale of 1 (gq 1, multiplying) has a loop of its own, built with the constant: GCC
+ * folds x * 1.0f to x, which is x for every float but a signalling NaN, and that one the widening
+ * to double quiets the same way; so the sums keep their bits, and the loop does 4 multiplications
+ * fewer per 16 elements (16-bit models without loss scaling, bfloat16's usual case). */
 NARROW_ONLY static void row_sums16_narrow(const uint16_t *g16, float gq, int gt, const float *w, int64_t n,
                                           adampi__sums *out)
 {
+  if (gt == (ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL) && gq == 1.0f) {
+    narrow_body(g16, 1.0f, ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
+    return;
+  }
+  if (gt == (ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL) && gq == 1.0f) {
+    narrow_body(g16, 1.0f, ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
+    return;
+  }
 #define NARROW(GT) narrow_body(g16, gq, GT, w, n, out)
   ADAMPI__GRAD_CASES(gt, NARROW);
 #undef NARROW
