@@ -918,16 +918,14 @@ static inline double adampi__lanes8_total(const adampi__v4d acc[4])
 #define ADAMPI__WIDEN8(p) ((adampi__v8d){(p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]})
 #define ADAMPI__WIDEN4(p) ((adampi__v4d){(p)[0], (p)[1], (p)[2], (p)[3]})
 
-/* The statistics pass's software prefetch, in its narrow loops (the AVX2 clones' and the baseline's,
- * float32 and 16-bit): element i + ADAMPI__STATS_AHEAD of p's stream, once per 16 elements. Short of
- * the update's 2 KiB: on AMD EPYC (Zen 3) the AVX2 float32 loop on rows of 147 to 3072 ran at
- * 0.89-0.99 of the read-only kernel with it, 0.82-0.93 with 2 KiB and 0.78-0.90 without
- * (bench_stats, two runs), and the 16-bit pass in the step took 0.89-0.93 of its time (run_ab.sh).
- * The loops' multiply-adds and conversions per 64 bytes leave fewer of their own loads in flight
- * than the read-only kernel's. A hint: it changes no result, and past the end of an array it does
- * nothing. */
+/* The statistics pass's software prefetch distance, in elements, for its narrow loops (the AVX2
+ * clones' and the baseline's, float32 and 16-bit; adampi__prefetch_read, once per 16 elements of
+ * each stream). Short of the update's 2 KiB: on AMD EPYC (Zen 3) the AVX2 float32 loop on rows of
+ * 147 to 3072 ran at 0.89-0.99 of the read-only kernel with it, 0.82-0.93 with 2 KiB and 0.78-0.90
+ * without (bench_stats, two runs), and the 16-bit pass in the step took 0.89-0.93 of its time
+ * (run_ab.sh). The loops' multiply-adds and conversions per 64 bytes leave fewer of their own loads
+ * in flight than the read-only kernel's. */
 #define ADAMPI__STATS_AHEAD 192
-#define ADAMPI__PREFETCH_STATS(p, i) __builtin_prefetch((p) + (i) + ADAMPI__STATS_AHEAD, 0, 3)
 
 /* The wide form's lanes of the row sums: <g,w>, <g,g>, <w,w>, 16 double lanes each, lane j
  * element j % 8 of [j / 8]. */
@@ -970,7 +968,7 @@ static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const flo
   if (wide) {
     adampi__row_acc a = {{{0}}, {{0}}, {{0}}};
     for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
-      if (ahead) __builtin_prefetch(g + i + ahead, 0, 3), __builtin_prefetch(w + i + ahead, 0, 3);
+      if (ahead) adampi__prefetch_read(g + i, 4 * ahead), adampi__prefetch_read(w + i, 4 * ahead);
       adampi__row_acc_add(&a, ADAMPI__WIDEN8(g + i), ADAMPI__WIDEN8(g + i + 8), w + i);
     }
     adampi__row_acc_lanes(&a, gw, gg, ww);
@@ -979,7 +977,7 @@ static inline __attribute__((always_inline)) int64_t adampi__row_lanes(const flo
   adampi__v4d gw0 = {0}, gw1 = {0}, gw2 = {0}, gw3 = {0}, gg0 = {0}, gg1 = {0}, gg2 = {0}, gg3 = {0};
   adampi__v4d ww0 = {0}, ww1 = {0}, ww2 = {0}, ww3 = {0};
   for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
-    if (ahead) __builtin_prefetch(g + i + ahead, 0, 3), __builtin_prefetch(w + i + ahead, 0, 3);
+    if (ahead) adampi__prefetch_read(g + i, 4 * ahead), adampi__prefetch_read(w + i, 4 * ahead);
     adampi__v4d g0 = ADAMPI__WIDEN4(g + i), w0 = ADAMPI__WIDEN4(w + i);
     gw0 += g0 * w0, gg0 += g0 * g0, ww0 += w0 * w0;
     adampi__v4d g1 = ADAMPI__WIDEN4(g + i + 4), w1 = ADAMPI__WIDEN4(w + i + 4);

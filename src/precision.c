@@ -166,7 +166,8 @@ __attribute__((target(F16_AVX2))) static void add_f16_avx2(float *acc, const uin
 
 /* 2: AVX-512 with F16C, 1: AVX2 with F16C (the OS saving the registers: libgcc checks), 0: none;
  * both levels ask for all of x86-64-v3, as the x86-64-v3 kernel set does (internal.h), so that
- * wherever the CPU converts, the update kernels round float16 as they write it (step.c). Read once, when the library is loaded (one thread, before any call), so that the update pass's
+ * wherever the CPU converts, the update kernels round float16 as they write it (step.c). Read
+ * once, when the library is loaded (one thread, before any call), so that the update pass's
  * threads only read it; 0 (the software conversions, the same bits) until then. A build with its
  * clones capped at x86-64-v3 (ADAMPI_CLONES_AVX2, internal.h) stops at 1 too, so that on an
  * AVX-512 machine its tests run the conversions an AVX2 CPU runs (tests/CMakeLists.txt). */

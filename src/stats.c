@@ -112,7 +112,7 @@ NARROW_ONLY static inline __attribute__((always_inline)) void narrow_body(const 
   for (int j = 0; j < 12; j++) a[j] = _mm256_setzero_pd();
   int64_t i = 0;
   for (; i + ADAMPI_LANES <= n; i += ADAMPI_LANES) {
-    ADAMPI__PREFETCH_STATS(g16, i), ADAMPI__PREFETCH_STATS(w, i);
+    adampi__prefetch_read(g16 + i, 2 * ADAMPI__STATS_AHEAD), adampi__prefetch_read(w + i, 4 * ADAMPI__STATS_AHEAD);
     for (int q = 0; q < 4; q++) {
       __m256d g = grads4(g16 + i + 4 * q, gq, gt), x = _mm256_cvtps_pd(_mm_loadu_ps(w + i + 4 * q));
       a[3 * q] = _mm256_fmadd_pd(g, x, a[3 * q]);
@@ -135,12 +135,9 @@ NARROW_ONLY static inline __attribute__((always_inline)) void narrow_body(const 
 NARROW_ONLY static void row_sums16_narrow(const uint16_t *g16, float gq, int gt, const float *w, int64_t n,
                                           adampi__sums *out)
 {
-  if (gt == (ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL) && gq == 1.0f) {
-    narrow_body(g16, 1.0f, ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
-    return;
-  }
-  if (gt == (ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL) && gq == 1.0f) {
-    narrow_body(g16, 1.0f, ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
+  if ((gt & ADAMPI__GRAD_MUL) && gq == 1.0f) {
+    if (ADAMPI__GRAD_TYPE(gt) == ADAMPI_FLOAT16) narrow_body(g16, 1.0f, ADAMPI_FLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
+    else narrow_body(g16, 1.0f, ADAMPI_BFLOAT16 | ADAMPI__GRAD_MUL, w, n, out);
     return;
   }
 #define NARROW(GT) narrow_body(g16, gq, GT, w, n, out)
